@@ -1,0 +1,91 @@
+//! The validated, typed form of a `wharf.toml`. Everything here has passed
+//! validation: names are valid, routes point at existing web services, ports
+//! do not clash. These types are what the rest of wharf consumes and what the
+//! store persists inside revisions, so they are plain data with serde.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One app: everything one `wharf.toml` declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    pub app: String,
+    /// Keyed by service name; BTreeMap so iteration (and hashing) is stable.
+    pub services: BTreeMap<String, Service>,
+    /// In file order.
+    pub routes: Vec<Route>,
+}
+
+/// A long-running process type of the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    /// argv; the first element is looked up on the task's PATH.
+    pub command: Vec<String>,
+    /// Working directory relative to the release directory ("." by default).
+    pub workdir: String,
+    pub env: BTreeMap<String, String>,
+    /// `Some(port)` makes this a web service (routed, health-checked over HTTP/TCP);
+    /// `None` makes it a worker.
+    pub port: Option<u16>,
+    /// Desired number of tasks (default 1; 0 is allowed and means "stopped").
+    pub replicas: u32,
+    /// CPU reservation in units, 1024 = one core (as in ECS). None = unlimited.
+    pub cpu: Option<u32>,
+    /// Memory limit in bytes. None = unlimited.
+    pub memory: Option<u64>,
+    /// Present for every web service (defaults filled in), None for workers.
+    pub health: Option<HealthCheck>,
+    /// Signal name as written, normalised to upper case with the SIG prefix, e.g. "SIGTERM".
+    pub stop_signal: String,
+    pub stop_timeout: Duration,
+}
+
+impl Service {
+    pub fn is_web(&self) -> bool {
+        self.port.is_some()
+    }
+}
+
+/// How wharf decides that a web task is ready for traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// HTTP path to GET (must start with '/'); None means a TCP connect check.
+    pub path: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failures during this time after a task starts do not count against it.
+    pub grace: Duration,
+    /// Consecutive successes before a task is healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures before a healthy task is unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            grace: Duration::from_secs(0),
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+/// host + path prefix → service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Lower-case host without port or trailing dot; may start with "*." for a
+    /// wildcard; None matches any host.
+    pub host: Option<String>,
+    /// Path prefix, always starting with '/', without a trailing '/' unless it is "/".
+    pub path: String,
+    pub service: String,
+    /// Remove the path prefix before forwarding.
+    pub strip_prefix: bool,
+}

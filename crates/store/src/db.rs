@@ -1,0 +1,194 @@
+//! Typed access to the store, with the whole key layout in one place.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::records::*;
+use crate::{Op, Store, StoreError};
+
+/// How many events the store keeps; older ones are trimmed.
+const EVENTS_KEPT: usize = 5000;
+
+fn app_key(app: &str) -> String {
+    format!("apps/{app}")
+}
+fn service_key(app: &str, svc: &str) -> String {
+    format!("services/{app}/{svc}")
+}
+fn revision_key(app: &str, svc: &str, n: u64) -> String {
+    format!("revisions/{app}/{svc}/{n:010}")
+}
+fn release_key(app: &str, hash: &str) -> String {
+    format!("releases/{app}/{hash}")
+}
+fn task_key(id: &str) -> String {
+    format!("tasks/{id}")
+}
+fn deployment_key(app: &str, id: u64) -> String {
+    format!("deployments/{app}/{id:010}")
+}
+
+/// Typed records over any [`Store`].
+#[derive(Clone)]
+pub struct Db {
+    store: Arc<dyn Store>,
+    event_seq: Arc<AtomicU64>,
+}
+
+/// Ops collected for one atomic write.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records always serialize")
+}
+
+impl Batch {
+    pub fn put_app(&mut self, r: &AppRecord) -> &mut Self {
+        self.put(app_key(&r.name), r)
+    }
+    pub fn put_service(&mut self, r: &ServiceRecord) -> &mut Self {
+        self.put(service_key(&r.app, &r.name), r)
+    }
+    pub fn delete_service(&mut self, app: &str, svc: &str) -> &mut Self {
+        self.ops.push(Op::Delete { key: service_key(app, svc) });
+        self
+    }
+    pub fn put_revision(&mut self, r: &Revision) -> &mut Self {
+        self.put(revision_key(&r.app, &r.service, r.number), r)
+    }
+    pub fn put_release(&mut self, r: &ReleaseRecord) -> &mut Self {
+        self.put(release_key(&r.app, &r.hash), r)
+    }
+    pub fn put_deployment(&mut self, r: &DeploymentRecord) -> &mut Self {
+        self.put(deployment_key(&r.app, r.id), r)
+    }
+    fn put<T: Serialize>(&mut self, key: String, v: &T) -> &mut Self {
+        self.ops.push(Op::Put { key, value: encode(v) });
+        self
+    }
+}
+
+impl Db {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Db { store, event_seq: Arc::new(AtomicU64::new(0)) }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.store.get(key).await? {
+            None => Ok(None),
+            Some(bytes) => decode(key, &bytes).map(Some),
+        }
+    }
+
+    async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        let pairs = self.store.list(prefix).await?;
+        pairs.iter().map(|(k, v)| decode(k, v)).collect()
+    }
+
+    /// Applies a batch atomically.
+    pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        self.store.apply(batch.ops).await
+    }
+
+    pub async fn app(&self, app: &str) -> Result<Option<AppRecord>, StoreError> {
+        self.get(&app_key(app)).await
+    }
+    pub async fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.list("apps/").await
+    }
+
+    pub async fn service(&self, app: &str, svc: &str) -> Result<Option<ServiceRecord>, StoreError> {
+        self.get(&service_key(app, svc)).await
+    }
+    /// Services of one app, or of every app when `app` is None.
+    pub async fn services(&self, app: Option<&str>) -> Result<Vec<ServiceRecord>, StoreError> {
+        match app {
+            Some(app) => self.list(&format!("services/{app}/")).await,
+            None => self.list("services/").await,
+        }
+    }
+
+    pub async fn revision(&self, app: &str, svc: &str, n: u64) -> Result<Option<Revision>, StoreError> {
+        self.get(&revision_key(app, svc, n)).await
+    }
+    /// Oldest first.
+    pub async fn revisions(&self, app: &str, svc: &str) -> Result<Vec<Revision>, StoreError> {
+        self.list(&format!("revisions/{app}/{svc}/")).await
+    }
+    pub async fn delete_revision(&self, app: &str, svc: &str, n: u64) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Delete { key: revision_key(app, svc, n) }]).await
+    }
+
+    pub async fn releases(&self, app: &str) -> Result<Vec<ReleaseRecord>, StoreError> {
+        self.list(&format!("releases/{app}/")).await
+    }
+    pub async fn delete_release(&self, app: &str, hash: &str) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Delete { key: release_key(app, hash) }]).await
+    }
+
+    pub async fn put_task(&self, r: &TaskRecord) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Put { key: task_key(&r.id), value: encode(r) }]).await
+    }
+    pub async fn delete_task(&self, id: &str) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Delete { key: task_key(id) }]).await
+    }
+    pub async fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        self.list("tasks/").await
+    }
+
+    /// Oldest first.
+    pub async fn deployments(&self, app: &str) -> Result<Vec<DeploymentRecord>, StoreError> {
+        self.list(&format!("deployments/{app}/")).await
+    }
+    pub async fn put_deployment(&self, r: &DeploymentRecord) -> Result<(), StoreError> {
+        let mut b = Batch::default();
+        b.put_deployment(r);
+        self.commit(b).await
+    }
+
+    /// Appends an event. Keys are time-ordered (nanoseconds plus a process
+    /// counter), so no shared counter has to be read and written.
+    pub async fn add_event(&self, e: &EventRecord) -> Result<(), StoreError> {
+        let seq = self.event_seq.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let key = format!("events/{nanos:024}-{seq:08}");
+        self.store.apply(vec![Op::Put { key, value: encode(e) }]).await?;
+        if seq % 500 == 499 {
+            self.trim_events().await?;
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` events, oldest first.
+    pub async fn events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let all: Vec<EventRecord> = self.list("events/").await?;
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.into_iter().skip(skip).collect())
+    }
+
+    async fn trim_events(&self) -> Result<(), StoreError> {
+        let keys = self.store.list("events/").await?;
+        if keys.len() <= EVENTS_KEPT {
+            return Ok(());
+        }
+        let excess = keys.len() - EVENTS_KEPT;
+        let ops = keys.into_iter().take(excess).map(|(key, _)| Op::Delete { key }).collect();
+        self.store.apply(ops).await
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
+}

@@ -1,0 +1,52 @@
+//! The store holds wharf's desired state and history: apps, services,
+//! revisions, releases, tasks, deployments and events.
+//!
+//! It is split in two layers so that backends stay small:
+//! - [`Store`]: an ordered key-value map with atomic, conditional batches.
+//!   Every backend (the embedded [`RedbStore`], later etcd) implements only
+//!   this, and proves it with the shared [`conformance`] suite.
+//! - [`Db`]: typed records on top of any `Store`, with the key layout in
+//!   one place.
+
+pub mod conformance;
+mod db;
+mod redb_store;
+mod records;
+
+pub use db::{Batch, Db};
+pub use redb_store::RedbStore;
+pub use records::*;
+
+use async_trait::async_trait;
+
+/// One change in an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+    /// The batch applies only if `key` currently holds `value` (None: absent).
+    /// Compare-by-value works the same on every backend (etcd has it natively).
+    Expect { key: String, value: Option<Vec<u8>> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store backend error: {0}")]
+    Backend(String),
+    #[error("conflict: `{key}` changed concurrently; retry the operation")]
+    Conflict { key: String },
+    #[error("corrupt record at `{key}`: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// An ordered map of string keys to bytes. Keys are compared bytewise, so
+/// fixed-width zero-padded numbers in keys list in numeric order.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// All pairs whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Applies every op or none. Fails with [`StoreError::Conflict`] when an
+    /// `Expect` does not hold.
+    async fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+}

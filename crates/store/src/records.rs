@@ -1,0 +1,104 @@
+//! The typed records wharf keeps. Timestamps are Unix milliseconds.
+
+use serde::{Deserialize, Serialize};
+use wharf_spec::{Route, Service};
+
+/// The last accepted deploy of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub name: String,
+    /// Content hash of the release the app currently runs.
+    pub release: String,
+    pub routes: Vec<Route>,
+    /// The wharf.toml text of that release, for `status` and diffing.
+    pub source: String,
+    pub deployed_at: u64,
+}
+
+/// The desired state of one service: which revision, how many tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub app: String,
+    pub name: String,
+    pub revision: u64,
+    pub replicas: u32,
+}
+
+/// An immutable, numbered snapshot of a service's spec and release (`api@7`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub app: String,
+    pub service: String,
+    pub number: u64,
+    pub spec: Service,
+    pub release: String,
+    /// Hash of spec + release: an unchanged service keeps its revision.
+    pub digest: String,
+    pub created_at: u64,
+}
+
+/// Code uploaded by `wharf deploy`, stored once per content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    pub app: String,
+    pub hash: String,
+    pub size: u64,
+    pub created_at: u64,
+}
+
+/// A task wharf decided to run. What is actually running is observed from
+/// the driver; this record is the intent, kept until the task is stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub app: String,
+    pub service: String,
+    pub revision: u64,
+    pub port: Option<u16>,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentState {
+    /// Desired state changed; tasks of the new revisions are starting.
+    InProgress,
+    /// Every changed service has its new revision running and healthy.
+    Succeeded,
+    Failed,
+    /// Nothing changed.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceChange {
+    pub service: String,
+    pub from: Option<u64>,
+    /// None: the service was removed from wharf.toml.
+    pub to: Option<u64>,
+}
+
+/// One `wharf deploy` of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub app: String,
+    pub id: u64,
+    pub release: String,
+    pub changes: Vec<ServiceChange>,
+    pub state: DeploymentState,
+    pub message: String,
+    pub started_at: u64,
+    pub finished_at: Option<u64>,
+}
+
+/// Something wharf did or saw, kept for history (also sent to the log stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub time: u64,
+    pub app: Option<String>,
+    pub service: Option<String>,
+    pub task: Option<String>,
+    /// Short machine-readable kind, e.g. "task.restarted", "deploy.rejected".
+    pub kind: String,
+    pub message: String,
+}
