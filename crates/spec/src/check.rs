@@ -1,0 +1,615 @@
+//! The walk from a parsed TOML tree (with spans) to a typed [`Spec`].
+//!
+//! This is hand-written rather than `#[derive(Deserialize)]` so that it can
+//! keep going after a problem (reporting every one, each at its own
+//! line:column) and phrase messages in the file's terms instead of serde's.
+//! The key lists below must match the schema structs in `schema.rs`; a test
+//! checks that they do.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::de::{DeString, DeTable, DeValue};
+use toml::Spanned;
+
+use crate::error::Report;
+use crate::route::{parse_route_key, RouteKey};
+use crate::values::{self, did_you_mean, Problem};
+use crate::{HealthCheck, Route, Service, Spec};
+
+type Key<'i> = Spanned<DeString<'i>>;
+type Value<'i> = Spanned<DeValue<'i>>;
+
+pub(crate) const TOP_KEYS: &[&str] = &["app", "service", "route"];
+pub(crate) const SERVICE_KEYS: &[&str] =
+    &["command", "workdir", "port", "replicas", "cpu", "memory", "env", "stop_signal", "stop_timeout", "health"];
+pub(crate) const HEALTH_KEYS: &[&str] =
+    &["path", "interval", "timeout", "grace", "healthy_threshold", "unhealthy_threshold"];
+pub(crate) const ROUTE_TABLE_KEYS: &[&str] = &["service", "strip_prefix"];
+
+const MIN_MEMORY: u64 = 4 << 20;
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const COMMAND_EXAMPLE: &str = "command = [\"node\", \"server.js\"]";
+
+/// What routes need to know about a service, even one that failed to parse
+/// (so a broken service does not also cause "unknown service" errors).
+struct Declared {
+    name: String,
+    /// A `port` key is present (valid or not).
+    has_port: bool,
+    /// The entry was not a table; nothing else is known about it.
+    broken: bool,
+}
+
+/// Walks the whole document. Problems go to `r`; the returned spec is only
+/// meaningful when `r` has none.
+pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
+    check_keys(r, root, TOP_KEYS, "at the top level");
+
+    let app = match get(root, "app") {
+        None if misspelled(root, "app", TOP_KEYS) => String::new(),
+        None => {
+            r.error(
+                0..0,
+                "missing required key `app`".into(),
+                Some("add `app = \"my-app\"` at the top of the file".into()),
+            );
+            String::new()
+        }
+        Some((_, v)) => match expect_str(r, v, "app", "a string") {
+            Some(name) => {
+                if let Err(p) = values::check_name(name, "app") {
+                    report(r, v.span(), p);
+                }
+                name.to_string()
+            }
+            None => String::new(),
+        },
+    };
+
+    let mut declared = Vec::new();
+    let mut services = BTreeMap::new();
+    let mut ports: HashMap<u16, (String, usize)> = HashMap::new();
+    let no_services_hint = format!("add a service: [service.web] with {COMMAND_EXAMPLE}");
+    match get(root, "service") {
+        None if misspelled(root, "service", TOP_KEYS) => {}
+        None => r.error(0..0, "the app has no services".into(), Some(no_services_hint)),
+        Some((_, v)) => match v.get_ref() {
+            DeValue::Table(table) if table.is_empty() => {
+                r.error(v.span(), "the app has no services".into(), Some(no_services_hint))
+            }
+            DeValue::Table(table) => {
+                for (name, value) in entries(table) {
+                    let (decl, svc) = service(r, name, value, &mut ports);
+                    declared.push(decl);
+                    if let Some(svc) = svc {
+                        services.insert(svc.name.clone(), svc);
+                    }
+                }
+            }
+            DeValue::Array(_) => r.error(
+                v.span(),
+                "`service` must be a table of services, found an array".into(),
+                Some("declare each service as its own table, like [service.web], not [[service]]".into()),
+            ),
+            other => r.error(
+                v.span(),
+                format!("`service` must be a table of services, found {}", found(other)),
+                Some("declare each service as its own table, like [service.web]".into()),
+            ),
+        },
+    }
+
+    let routes = routes(r, root, &declared);
+    Spec { app, services, routes }
+}
+
+/// One `[service.NAME]` table.
+fn service(
+    r: &mut Report,
+    name_key: &Key,
+    value: &Value,
+    ports: &mut HashMap<u16, (String, usize)>,
+) -> (Declared, Option<Service>) {
+    let name = name_key.get_ref().to_string();
+    if let Err(p) = values::check_name(&name, "service") {
+        report(r, name_key.span(), p);
+    }
+    let DeValue::Table(t) = value.get_ref() else {
+        let hint = if SERVICE_KEYS.contains(&name.as_str()) {
+            format!("`{name}` belongs inside a service table, like [service.web]")
+        } else {
+            format!("write it as a table: [service.{name}] with {COMMAND_EXAMPLE}")
+        };
+        r.error(
+            value.span(),
+            format!("service `{name}` must be a table, found {}", found(value.get_ref())),
+            Some(hint),
+        );
+        let decl = Declared { name, has_port: false, broken: true };
+        return (decl, None);
+    };
+    let location = format!("[service.{name}]");
+    check_keys(r, t, SERVICE_KEYS, &format!("in {location}"));
+
+    let command = match get(t, "command") {
+        Some((_, v)) => command(r, v),
+        None if misspelled(t, "command", SERVICE_KEYS) => Vec::new(),
+        None => {
+            r.error(
+                value.span(),
+                format!("service `{name}` has no `command`"),
+                Some(format!("add `{COMMAND_EXAMPLE}` to {location}")),
+            );
+            Vec::new()
+        }
+    };
+    let workdir = get(t, "workdir")
+        .and_then(|(_, v)| {
+            let s = expect_str(r, v, "workdir", "a relative path")?;
+            values::normalise_workdir(s).map_err(|p| report(r, v.span(), p)).ok()
+        })
+        .unwrap_or_else(|| ".".into());
+
+    let port_entry = get(t, "port");
+    let port = port_entry.and_then(|(_, v)| {
+        let port = expect_int(r, v, "port", 1, 65535)? as u16;
+        let line = r.line_of(v.span().start);
+        match ports.get(&port) {
+            Some((first, first_line)) => r.error(
+                v.span(),
+                format!("port {port} is already used by service `{first}` (line {first_line})"),
+                Some("give each web service its own port".into()),
+            ),
+            None => {
+                ports.insert(port, (name.clone(), line));
+            }
+        }
+        Some(port)
+    });
+    let replicas = get(t, "replicas").and_then(|(_, v)| expect_int(r, v, "replicas", 0, 100)).map_or(1, |n| n as u32);
+    let cpu = get(t, "cpu").and_then(|(_, v)| expect_int(r, v, "cpu", 1, 65536)).map(|n| n as u32);
+    let memory = get(t, "memory").and_then(|(_, v)| memory(r, v));
+    let env = get(t, "env").map(|(_, v)| env(r, v)).unwrap_or_default();
+    let stop_signal = get(t, "stop_signal")
+        .and_then(|(_, v)| {
+            let s = expect_str(r, v, "stop_signal", "a signal name like \"SIGTERM\"")?;
+            values::parse_signal(s).map_err(|p| report(r, v.span(), p)).ok()
+        })
+        .unwrap_or("SIGTERM")
+        .to_string();
+    let stop_timeout =
+        get(t, "stop_timeout").and_then(|(_, v)| expect_duration(r, v, "stop_timeout")).unwrap_or(DEFAULT_STOP_TIMEOUT);
+
+    let health = match (get(t, "health"), port_entry.is_some()) {
+        (Some((key, v)), has_port) => {
+            if !has_port {
+                r.error(
+                    key.span(),
+                    format!("health checks need a port, and service `{name}` has none"),
+                    Some(format!("add `port = ...` to {location}, or remove `health`")),
+                );
+            }
+            // Checked even on a worker, so every problem shows at once.
+            let check = health(r, v, &location);
+            has_port.then_some(check)
+        }
+        (None, true) => Some(HealthCheck::default()),
+        (None, false) => None,
+    };
+
+    let decl = Declared { name: name.clone(), has_port: port_entry.is_some(), broken: false };
+    let svc = Service { name, command, workdir, env, port, replicas, cpu, memory, health, stop_signal, stop_timeout };
+    (decl, Some(svc))
+}
+
+/// An array of strings, or one string split on whitespace.
+fn command(r: &mut Report, v: &Value) -> Vec<String> {
+    let empty_hint = || Some(format!("name the program to run: {COMMAND_EXAMPLE}"));
+    match v.get_ref() {
+        DeValue::Array(items) => {
+            if items.is_empty() {
+                r.error(v.span(), "`command` must not be empty".into(), empty_hint());
+            }
+            let mut argv = Vec::new();
+            for item in items.iter() {
+                match item.get_ref() {
+                    DeValue::String(s) if s.is_empty() => r.error(
+                        item.span(),
+                        "`command` must not contain empty strings".into(),
+                        Some("remove the \"\"".into()),
+                    ),
+                    DeValue::String(s) => argv.push(s.to_string()),
+                    other => r.error(
+                        item.span(),
+                        format!("`command` items must be strings, found {}", found(other)),
+                        Some(format!("quote it: \"{}\"", r.slice(item.span()))),
+                    ),
+                }
+            }
+            argv
+        }
+        DeValue::String(s) => {
+            if s.contains(['"', '\'', '\\']) {
+                r.error(
+                    v.span(),
+                    "a `command` string is split on whitespace only, so it cannot contain quotes or backslashes".into(),
+                    Some(
+                        "write it as an array with one item per argument: command = [\"sh\", \"-c\", \"echo hello\"]"
+                            .into(),
+                    ),
+                );
+            }
+            let argv: Vec<String> = s.split_whitespace().map(str::to_string).collect();
+            if argv.is_empty() {
+                r.error(v.span(), "`command` must not be empty".into(), empty_hint());
+            }
+            argv
+        }
+        other => {
+            r.error(
+                v.span(),
+                format!("`command` must be an array of strings or a string, found {}", found(other)),
+                empty_hint(),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn memory(r: &mut Report, v: &Value) -> Option<u64> {
+    let (bytes, shown, hint) = match v.get_ref() {
+        DeValue::Integer(_) => {
+            let n = expect_int(r, v, "memory", 0, i64::MAX)?;
+            let hint = format!("a number without a unit is bytes; for mebibytes write memory = \"{n}MiB\"");
+            (n as u64, format!("{n} bytes"), Some(hint))
+        }
+        DeValue::String(s) => match values::parse_size(s) {
+            Ok(bytes) if s.trim().chars().all(|c| c.is_ascii_digit()) => {
+                let hint =
+                    format!("a number without a unit is bytes; for mebibytes write memory = \"{}MiB\"", s.trim());
+                (bytes, format!("`{s}` (bytes)"), Some(hint))
+            }
+            Ok(bytes) => (bytes, format!("`{s}`"), None),
+            Err(p) => {
+                report(r, v.span(), p);
+                return None;
+            }
+        },
+        other => {
+            r.error(
+                v.span(),
+                format!("`memory` must be a size like \"512MiB\", found {}", found(other)),
+                Some(values::SIZE_FORMS.into()),
+            );
+            return None;
+        }
+    };
+    if bytes < MIN_MEMORY {
+        r.error(v.span(), format!("`memory` must be at least 4MiB, found {shown}"), hint);
+    }
+    Some(bytes)
+}
+
+fn env(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let DeValue::Table(table) = v.get_ref() else {
+        r.error(
+            v.span(),
+            format!("`env` must be a table of strings, found {}", found(v.get_ref())),
+            Some("write env = { KEY = \"value\" } or an [service.NAME.env] table".into()),
+        );
+        return out;
+    };
+    for (key, value) in entries(table) {
+        let name = key.get_ref().as_ref();
+        if let Err(p) = values::check_env_name(name) {
+            report(r, key.span(), p);
+        }
+        match value.get_ref() {
+            DeValue::String(s) => {
+                out.insert(name.to_string(), s.to_string());
+            }
+            other => {
+                let hint = match other {
+                    DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+                        Some(format!("quote the value: {name} = \"{}\"", r.slice(value.span())))
+                    }
+                    _ => None,
+                };
+                r.error(value.span(), format!("env `{name}` must be a string, found {}", found(other)), hint);
+            }
+        }
+    }
+    out
+}
+
+/// `health = { ... }` of a service; `location` is "[service.NAME]".
+fn health(r: &mut Report, v: &Value, location: &str) -> HealthCheck {
+    let mut check = HealthCheck::default();
+    let DeValue::Table(t) = v.get_ref() else {
+        r.error(
+            v.span(),
+            format!("`health` must be a table, found {}", found(v.get_ref())),
+            Some("write health = { path = \"/healthz\" }".into()),
+        );
+        return check;
+    };
+    let location = format!("{}.health]", location.trim_end_matches(']'));
+    check_keys(r, t, HEALTH_KEYS, &format!("in {location}"));
+
+    if let Some((_, v)) = get(t, "path") {
+        if let Some(path) = expect_str(r, v, "health.path", "a string") {
+            if !path.starts_with('/') {
+                r.error(
+                    v.span(),
+                    format!("health `path` must start with '/', found `{path}`"),
+                    Some(format!("write \"/{path}\"")),
+                );
+            } else if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                r.error(v.span(), "health `path` must not contain whitespace".into(), None);
+            }
+            check.path = Some(path.to_string());
+        }
+    }
+    let mut duration = |key: &str, positive: bool| -> Option<(Duration, Range<usize>)> {
+        let (_, v) = get(t, key)?;
+        let d = expect_duration(r, v, &format!("health.{key}"))?;
+        if positive && d.is_zero() {
+            r.error(v.span(), format!("health `{key}` must be longer than zero"), None);
+        }
+        Some((d, v.span()))
+    };
+    let interval = duration("interval", true);
+    let timeout = duration("timeout", true);
+    if let Some((d, _)) = duration("grace", false) {
+        check.grace = d;
+    }
+    if let Some((d, _)) = interval {
+        check.interval = d;
+    }
+    match timeout {
+        Some((d, _)) => check.timeout = d,
+        // An unset timeout follows a short interval down rather than clash with it.
+        None => check.timeout = check.timeout.min(check.interval),
+    }
+    if check.timeout > check.interval {
+        let fmt = humantime::format_duration;
+        let message = format!(
+            "health `timeout` ({}) must not be longer than `interval` ({})",
+            fmt(check.timeout),
+            fmt(check.interval)
+        );
+        // Point at whichever of the two the user wrote (timeout preferred).
+        if let Some((_, span)) = timeout.or(interval) {
+            r.error(span, message, Some("a check must finish before the next one starts".into()));
+        }
+    }
+    for (key, slot) in
+        [("healthy_threshold", &mut check.healthy_threshold), ("unhealthy_threshold", &mut check.unhealthy_threshold)]
+    {
+        if let Some((_, v)) = get(t, key) {
+            if let Some(n) = expect_int(r, v, &format!("health.{key}"), 1, 100) {
+                *slot = n as u32;
+            }
+        }
+    }
+    check
+}
+
+/// The `[route]` table, in file order.
+fn routes(r: &mut Report, root: &DeTable, declared: &[Declared]) -> Vec<Route> {
+    let Some((_, v)) = get(root, "route") else {
+        return Vec::new();
+    };
+    let table = match v.get_ref() {
+        DeValue::Table(table) => table,
+        other => {
+            r.error(
+                v.span(),
+                format!("`route` must be a table, found {}", found(other)),
+                Some("write routes as keys of one [route] table: \"example.com/api\" = \"api\"".into()),
+            );
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    let mut seen: HashMap<RouteKey, (String, usize)> = HashMap::new();
+    for (key, value) in entries(table) {
+        let text = key.get_ref().as_ref();
+        let parsed = parse_route_key(text).map_err(|p| report(r, key.span(), p)).ok();
+        if let Some(parsed) = &parsed {
+            if let Some((first, line)) = seen.get(parsed) {
+                r.error(
+                    key.span(),
+                    format!("route `{text}` duplicates route `{first}` (line {line})"),
+                    Some(format!("both match `{parsed}`; keep one")),
+                );
+            } else {
+                seen.insert(parsed.clone(), (text.to_string(), r.line_of(key.span().start)));
+            }
+        }
+        let Some((service, span, strip_prefix)) = route_target(r, text, value) else {
+            continue;
+        };
+        check_route_service(r, text, service, span, declared);
+        if let Some(parsed) = parsed {
+            out.push(Route { host: parsed.host, path: parsed.path, service: service.to_string(), strip_prefix });
+        }
+    }
+    out
+}
+
+/// `"api"` or `{ service = "api", strip_prefix = true }` → (service, its span, strip_prefix).
+fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v str, Range<usize>, bool)> {
+    match value.get_ref() {
+        DeValue::String(s) => Some((s.as_ref(), value.span(), false)),
+        DeValue::Table(t) => {
+            check_keys(r, t, ROUTE_TABLE_KEYS, &format!("in route `{key}`"));
+            let strip_prefix =
+                get(t, "strip_prefix").and_then(|(_, v)| expect_bool(r, v, "strip_prefix")).unwrap_or(false);
+            let Some((_, service)) = get(t, "service") else {
+                if misspelled(t, "service", ROUTE_TABLE_KEYS) {
+                    return None;
+                }
+                r.error(
+                    value.span(),
+                    format!("route `{key}` has no `service`"),
+                    Some("add `service = \"NAME\"`".into()),
+                );
+                return None;
+            };
+            let name = expect_str(r, service, "service", "a service name")?;
+            Some((name, service.span(), strip_prefix))
+        }
+        other => {
+            r.error(
+                value.span(),
+                format!("route `{key}` must name a service, found {}", found(other)),
+                Some("write \"api\" or { service = \"api\", strip_prefix = true }".into()),
+            );
+            None
+        }
+    }
+}
+
+fn check_route_service(r: &mut Report, key: &str, service: &str, span: Range<usize>, declared: &[Declared]) {
+    match declared.iter().find(|d| d.name == service) {
+        None => {
+            let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+            let hint = match did_you_mean(service, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if names.is_empty() => "declare it as [service.NAME]".into(),
+                None => format!("services in this file: {}", names.join(", ")),
+            };
+            r.error(span, format!("route `{key}` goes to unknown service `{service}`"), Some(hint));
+        }
+        Some(d) if !d.broken && !d.has_port => r.error(
+            span,
+            format!("service `{service}` has no port, so it cannot be routed"),
+            Some(format!("add `port = ...` to [service.{service}]")),
+        ),
+        Some(_) => {}
+    }
+}
+
+// ---- helpers -------------------------------------------------------------
+
+fn report(r: &mut Report, span: Range<usize>, p: Problem) {
+    r.error(span, p.message, p.hint);
+}
+
+/// A table's entries in file order (the map itself is sorted by key).
+fn entries<'a, 'i>(t: &'a DeTable<'i>) -> Vec<(&'a Key<'i>, &'a Value<'i>)> {
+    let mut entries: Vec<_> = t.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    entries
+}
+
+fn get<'a, 'i>(t: &'a DeTable<'i>, key: &str) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
+    t.iter().find(|(k, _)| k.get_ref().as_ref() == key)
+}
+
+/// Whether an unknown key in `t` is a misspelling of `key`: its "did you
+/// mean" already tells the user, so "missing `key`" would only be noise.
+fn misspelled(t: &DeTable, key: &str, allowed: &[&str]) -> bool {
+    t.iter().any(|(k, _)| {
+        let k = k.get_ref().as_ref();
+        !allowed.contains(&k) && did_you_mean(k, allowed.iter().copied()) == Some(key)
+    })
+}
+
+fn check_keys(r: &mut Report, t: &DeTable, allowed: &[&str], location: &str) {
+    for (key, _) in entries(t) {
+        let key_text = key.get_ref().as_ref();
+        if allowed.contains(&key_text) {
+            continue;
+        }
+        let hint = match did_you_mean(key_text, allowed.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("valid keys {location}: {}", allowed.join(", ")),
+        };
+        r.error(key.span(), format!("unknown key `{key_text}` {location}"), Some(hint));
+    }
+}
+
+/// "health.timeout" → "timeout", for hints that show a line to write.
+fn short(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+fn found(v: &DeValue) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+fn expect_str<'v>(r: &mut Report, v: &'v Value, key: &str, expected: &str) -> Option<&'v str> {
+    match v.get_ref() {
+        DeValue::String(s) => Some(s.as_ref()),
+        other => {
+            r.error(v.span(), format!("`{key}` must be {expected}, found {}", found(other)), None);
+            None
+        }
+    }
+}
+
+fn expect_bool(r: &mut Report, v: &Value, key: &str) -> Option<bool> {
+    match v.get_ref() {
+        DeValue::Boolean(b) => Some(*b),
+        other => {
+            let hint = match other {
+                DeValue::String(s) if s.as_ref() == "true" || s.as_ref() == "false" => {
+                    Some(format!("remove the quotes: {key} = {s}"))
+                }
+                _ => None,
+            };
+            r.error(v.span(), format!("`{key}` must be true or false, found {}", found(other)), hint);
+            None
+        }
+    }
+}
+
+fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i64) -> Option<i64> {
+    let range =
+        if max == i64::MAX { "a non-negative integer".to_string() } else { format!("an integer from {min} to {max}") };
+    match v.get_ref() {
+        DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) if (min..=max).contains(&n) => return Some(n),
+            _ => r.error(v.span(), format!("`{key}` must be {range}, found {}", r.slice(v.span())), None),
+        },
+        other => {
+            let hint = match other {
+                DeValue::String(s) if s.trim().parse::<i64>().is_ok() => {
+                    Some(format!("remove the quotes: {} = {}", short(key), s.trim()))
+                }
+                _ => None,
+            };
+            r.error(v.span(), format!("`{key}` must be {range}, found {}", found(other)), hint);
+        }
+    }
+    None
+}
+
+fn expect_duration(r: &mut Report, v: &Value, key: &str) -> Option<Duration> {
+    match v.get_ref() {
+        DeValue::String(s) => values::parse_duration(s, key).map_err(|p| report(r, v.span(), p)).ok(),
+        other => {
+            let hint = match other {
+                DeValue::Integer(_) | DeValue::Float(_) => {
+                    format!("add a unit: {} = \"{}s\"", short(key), r.slice(v.span()))
+                }
+                _ => values::DURATION_FORMS.to_string(),
+            };
+            r.error(v.span(), format!("`{key}` must be a duration like \"10s\", found {}", found(other)), Some(hint));
+            None
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! `wharf.toml`: parse, validate and describe an app's production setup.
+//!
+//! [`parse`] turns the text of a `wharf.toml` into a validated [`Spec`] or a
+//! [`SpecError`] listing every problem with its file:line:column and a hint.
+//! [`json_schema`] describes the file format for editors.
+//!
+//! ```
+//! let spec = wharf_spec::parse(
+//!     "app = \"shop\"\n[service.web]\ncommand = \"node server.js\"\nport = 8080\n[route]\n\"shop.example.com\" = \"web\"\n",
+//!     "wharf.toml",
+//! ).unwrap();
+//! assert_eq!(spec.services["web"].command, ["node", "server.js"]);
+//! assert_eq!(spec.routes[0].host.as_deref(), Some("shop.example.com"));
+//! ```
+
+mod check;
+mod error;
+mod route;
+mod schema;
+mod types;
+mod values;
+
+use std::path::Path;
+
+pub use error::{Diagnostic, SpecError};
+pub use types::*;
+
+/// The file wharf looks for in an app's directory.
+pub const FILE_NAME: &str = "wharf.toml";
+
+/// Parses and validates the text of a `wharf.toml`. `file` is the name shown
+/// in diagnostics, e.g. "examples/app/wharf.toml".
+pub fn parse(text: &str, file: &str) -> Result<Spec, SpecError> {
+    let mut report = error::Report::new(text, file);
+    let root = match toml::de::DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            syntax_error(&mut report, &e);
+            return Err(report.into_error());
+        }
+    };
+    let spec = check::document(&mut report, root.get_ref());
+    if report.has_errors() {
+        Err(report.into_error())
+    } else {
+        Ok(spec)
+    }
+}
+
+/// Reads and parses `DIR/wharf.toml`.
+pub fn load_dir(dir: &Path) -> Result<Spec, SpecError> {
+    let path = dir.join(FILE_NAME);
+    let shown = path.display().to_string();
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SpecError::whole_file(
+                &shown,
+                format!("no {FILE_NAME} in {}", dir.display()),
+                Some(format!(
+                    "create {FILE_NAME} with `app = \"NAME\"` and a [service.NAME] table; `wharf schema` prints the full format"
+                )),
+            ))
+        }
+        Err(e) => {
+            return Err(SpecError::whole_file(
+                &shown,
+                format!("cannot read: {e}"),
+                None,
+            ))
+        }
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => parse(&text, &shown),
+        Err(e) => {
+            // Point at the first bad byte; the lossy text keeps the valid
+            // prefix byte for byte, so offsets before it are unchanged.
+            let valid = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let mut report = error::Report::new(&text, &shown);
+            report.error(valid..valid + 1, "the file is not valid UTF-8".into(), Some("save it as UTF-8".into()));
+            Err(report.into_error())
+        }
+    }
+}
+
+/// The JSON Schema of the `wharf.toml` format (draft-07), with a description
+/// for every key, for editor validation and completion.
+pub fn json_schema() -> serde_json::Value {
+    schema::json_schema()
+}
+
+/// TOML syntax errors: only the first is reported, since later ones are
+/// usually consequences of it.
+fn syntax_error(report: &mut error::Report, e: &toml::de::Error) {
+    let span = e.span().unwrap_or(0..0);
+    let mut message = e.message().trim().to_string();
+    let mut hint = None;
+    if message == "duplicate key" {
+        let key = report.slice(span.clone());
+        if !key.is_empty() {
+            message = format!("duplicate key `{key}`");
+        }
+        hint = Some("a key (or [table]) may appear only once; merge the two".to_string());
+    } else {
+        // toml's wording for a bare word ("invalid float, expected `nan`" for
+        // `command = node`) hides the usual cause: a missing pair of quotes.
+        let word = report.slice(span.clone());
+        let bare_word = word.starts_with(|c: char| c.is_alphanumeric() || c == '/');
+        if message.starts_with("string values must be quoted") && word.is_empty() {
+            message = "missing value".to_string();
+            hint = Some("write a value after `=`, like key = \"value\"".to_string());
+        } else if message.starts_with("string values must be quoted")
+            || (message.starts_with("invalid float") && bare_word && !word.starts_with(char::is_numeric))
+        {
+            message = format!("unquoted string `{word}`");
+            hint = Some(format!("quote it: \"{word}\""));
+        } else if message.starts_with("invalid boolean") {
+            hint = Some(format!("write true or false, or quote a string: \"{word}\""));
+        }
+    }
+    report.error(span, format!("invalid TOML: {message}"), hint);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Every key in use; also read by the schema tests.
+    pub(crate) const FULL: &str = r#"
+app = "convergence"
+
+[service.api]
+command = ["node", "server.js"]
+workdir = "./api/"
+port = 8080
+replicas = 2
+cpu = 1024
+memory = "512MiB"
+env = { NODE_ENV = "production", LOG_LEVEL = "info" }
+stop_signal = "int"
+stop_timeout = "1m30s"
+health = { path = "/healthz", interval = "5s", timeout = "250ms", grace = "30s", healthy_threshold = 2, unhealthy_threshold = 4 }
+
+[service.app]
+command = "node  app.js"
+port = 3000
+memory = 268435456
+
+[service.worker]
+command = "python -m rq worker"
+replicas = 0
+
+[route]
+"Convergence.Example.com." = "app"
+"convergence.example.com/api/" = { service = "api", strip_prefix = true }
+"/admin" = "app"
+"*.example.com" = "app"
+"#;
+
+    #[test]
+    fn full_example() {
+        let spec = parse(FULL, "wharf.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.app, "convergence");
+        assert_eq!(spec.services.len(), 3);
+
+        let api = &spec.services["api"];
+        assert_eq!(api.name, "api");
+        assert_eq!(api.command, ["node", "server.js"]);
+        assert_eq!(api.workdir, "api");
+        assert_eq!(api.port, Some(8080));
+        assert_eq!(api.replicas, 2);
+        assert_eq!(api.cpu, Some(1024));
+        assert_eq!(api.memory, Some(512 * 1024 * 1024));
+        assert_eq!(api.env["NODE_ENV"], "production");
+        assert_eq!(api.env["LOG_LEVEL"], "info");
+        assert_eq!(api.stop_signal, "SIGINT");
+        assert_eq!(api.stop_timeout, Duration::from_secs(90));
+        assert_eq!(
+            api.health,
+            Some(HealthCheck {
+                path: Some("/healthz".into()),
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_millis(250),
+                grace: Duration::from_secs(30),
+                healthy_threshold: 2,
+                unhealthy_threshold: 4,
+            })
+        );
+
+        let app = &spec.services["app"];
+        assert_eq!(app.command, ["node", "app.js"]);
+        assert_eq!(app.memory, Some(256 << 20));
+        assert_eq!(app.health, Some(HealthCheck::default()));
+
+        let worker = &spec.services["worker"];
+        assert_eq!(worker.command, ["python", "-m", "rq", "worker"]);
+        assert!(!worker.is_web());
+        assert_eq!(worker.health, None);
+        assert_eq!(worker.replicas, 0);
+        assert_eq!(worker.workdir, ".");
+        assert_eq!(worker.env.len(), 0);
+        assert_eq!(worker.cpu, None);
+        assert_eq!(worker.memory, None);
+        assert_eq!(worker.stop_signal, "SIGTERM");
+        assert_eq!(worker.stop_timeout, Duration::from_secs(10));
+
+        let route = |host: Option<&str>, path: &str, service: &str, strip_prefix| Route {
+            host: host.map(str::to_string),
+            path: path.to_string(),
+            service: service.to_string(),
+            strip_prefix,
+        };
+        assert_eq!(
+            spec.routes,
+            [
+                route(Some("convergence.example.com"), "/", "app", false),
+                route(Some("convergence.example.com"), "/api", "api", true),
+                route(None, "/admin", "app", false),
+                route(Some("*.example.com"), "/", "app", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn minimal_worker_only_app() {
+        let spec = parse("app = \"jobs\"\n[service.w]\ncommand = [\"run\"]\n", "f").unwrap();
+        assert!(spec.routes.is_empty());
+        assert_eq!(spec.services["w"].replicas, 1);
+    }
+
+    #[test]
+    fn health_defaults_fill_missing_fields() {
+        let text = "app = \"a\"\n[service.web]\ncommand = \"x\"\nport = 1\n[service.web.health]\npath = \"/up\"\ngrace = \"1m\"\n";
+        let health = parse(text, "f").unwrap().services["web"].health.clone().unwrap();
+        assert_eq!(health.path.as_deref(), Some("/up"));
+        assert_eq!(health.grace, Duration::from_secs(60));
+        assert_eq!(health.interval, HealthCheck::default().interval);
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let spec = parse(FULL, "wharf.toml").unwrap();
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<Spec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn reports_every_problem_in_file_order() {
+        // `comand` is reported as a typo, so there is no separate "no command".
+        let text = "app = \"Bad\"\n[service.api]\ncomand = \"x\"\nport = 0\nmemory = \"lots\"\n[service.web]\ncommand = []\n[route]\n\"/\" = \"nope\"\n";
+        let err = parse(text, "wharf.toml").unwrap_err();
+        let at: Vec<(usize, usize)> = err.diagnostics().iter().map(|d| (d.line, d.column)).collect();
+        assert_eq!(at, [(1, 7), (3, 1), (4, 8), (5, 10), (7, 11), (9, 7)], "{err}");
+    }
+
+    #[test]
+    fn diagnostics_serialize_to_json() {
+        let err = parse("app = 1\n[service.a]\ncommand = \"a\"\n", "w.toml").unwrap_err();
+        let json = serde_json::to_value(err.diagnostics()).unwrap();
+        assert_eq!(json[0]["file"], "w.toml");
+        assert_eq!(json[0]["line"], 1);
+        assert_eq!(json[0]["column"], 7);
+        assert!(json[0]["message"].as_str().unwrap().contains("`app` must be a string"));
+    }
+
+    #[test]
+    fn syntax_errors_are_single_and_located() {
+        let err = parse("app = \"a\"\napp = \"b\"\n", "w.toml").unwrap_err();
+        assert_eq!(err.diagnostics().len(), 1);
+        let d = &err.diagnostics()[0];
+        assert_eq!((d.line, d.column), (2, 1));
+        assert_eq!(d.message, "invalid TOML: duplicate key `app`");
+        let shown = err.to_string();
+        assert!(shown.starts_with("w.toml:2:1: error: invalid TOML: duplicate key `app`\n  hint: "), "{shown}");
+        assert!(shown.ends_with(" 2 | app = \"b\"\n   | ^^^"), "{shown}");
+    }
+
+    #[test]
+    fn load_dir_reads_the_file_or_says_it_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_dir(dir.path()).unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert!(d.message.contains("no wharf.toml"), "{err}");
+        assert!(d.hint.as_deref().unwrap_or("").contains("wharf schema"));
+        assert!(d.file.ends_with("wharf.toml"));
+
+        std::fs::write(dir.path().join(FILE_NAME), FULL).unwrap();
+        assert_eq!(load_dir(dir.path()).unwrap().app, "convergence");
+
+        std::fs::write(dir.path().join(FILE_NAME), b"app = \"a\"\n# \xff\n").unwrap();
+        let err = load_dir(dir.path()).unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert_eq!((d.line, d.column, d.message.as_str()), (2, 3, "the file is not valid UTF-8"));
+    }
+}

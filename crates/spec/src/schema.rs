@@ -1,0 +1,272 @@
+//! The raw shape of a `wharf.toml`, as serde structs, for the JSON Schema
+//! that editors (VS Code Even Better TOML, taplo) use to validate and
+//! autocomplete. Doc comments here become the descriptions editors show.
+//!
+//! Validation itself is done by `check.rs`, which reports every problem with
+//! its position; tests keep the two in agreement (same keys, and the example
+//! files deserialize into these structs).
+
+#![allow(dead_code)] // fields are read by serde and schemars only
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// The production setup of one app: its services and the routes to them.
+/// Lives at the root of the app's repository as `wharf.toml`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "wharf.toml")]
+pub(crate) struct File {
+    /// The app's name: lowercase letters, digits and '-', starting with a
+    /// letter and not ending with '-', at most 40 characters.
+    #[schemars(pattern(crate::values::NAME_PATTERN), example = &"convergence")]
+    pub app: String,
+
+    /// Long-running services, one table each: `[service.api]`. A service with a
+    /// `port` is a web service (routed, health-checked); one without is a worker.
+    /// Service names follow the same rule as the app name.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": crate::values::NAME_PATTERN }))]
+    pub service: BTreeMap<String, ServiceTable>,
+
+    /// Routes from "HOST/PATH", "HOST" or "/PATH" to a web service. Hosts match
+    /// case-insensitively and without a port; "*.example.com" matches any
+    /// subdomain; a key without a host matches any host. Paths are prefixes.
+    /// Example: `"example.com/api" = "api"`.
+    #[serde(default)]
+    pub route: BTreeMap<String, RouteTarget>,
+}
+
+/// One service: a long-running process type of the app.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServiceTable {
+    /// What to run. An array is the argv: `["node", "server.js"]`; the first
+    /// item is looked up on PATH. A single string is split on whitespace (no
+    /// quoting), so `"python -m rq worker"` works but anything with quotes
+    /// must be written as an array.
+    pub command: Command,
+
+    /// Working directory, relative to the release directory. Default ".".
+    /// Absolute paths and `..` are rejected.
+    #[schemars(extend("default" = "."))]
+    pub workdir: Option<String>,
+
+    /// The port the service listens on (wharf sets $PORT to it). Having a port
+    /// makes this a web service: it is health-checked and can be routed to.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+
+    /// Number of tasks to run. Default 1; 0 keeps the service stopped.
+    #[schemars(range(min = 0, max = 100), extend("default" = 1))]
+    pub replicas: Option<u32>,
+
+    /// CPU reservation in units: 1024 is one core (as in ECS). Default: unlimited.
+    #[schemars(range(min = 1, max = 65536), example = 1024)]
+    pub cpu: Option<u32>,
+
+    /// Memory limit: a size like "512MiB", "1GiB" or "256MB", or an integer
+    /// number of bytes. At least 4MiB. Default: unlimited.
+    pub memory: Option<Size>,
+
+    /// Environment variables for the service's tasks. Names: letters, digits
+    /// and '_', not starting with a digit. Values must be strings (quote numbers).
+    #[schemars(extend("propertyNames" = { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }))]
+    pub env: Option<BTreeMap<String, String>>,
+
+    /// Signal sent to stop a task: SIGTERM (default), SIGINT, SIGQUIT, SIGHUP,
+    /// SIGUSR1, SIGUSR2, SIGKILL or SIGWINCH. The "SIG" prefix is optional and
+    /// case does not matter.
+    #[schemars(
+        extend("default" = "SIGTERM"),
+        extend("examples" = ["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGWINCH"])
+    )]
+    pub stop_signal: Option<String>,
+
+    /// How long to wait after the stop signal before killing the task: a
+    /// duration like "10s" (default), "1m30s" or "250ms".
+    #[schemars(extend("default" = "10s"))]
+    pub stop_timeout: Option<String>,
+
+    /// How wharf decides a task is ready for traffic. Only for web services
+    /// (with a `port`); without it, a web service gets a TCP connect check
+    /// every 5s.
+    pub health: Option<HealthTable>,
+}
+
+/// argv as an array, or one string split on whitespace.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum Command {
+    /// The argv, one item per argument: ["node", "server.js"].
+    Argv(#[schemars(length(min = 1))] Vec<String>),
+    /// A command line split on whitespace (no quoting): "python -m rq worker".
+    Line(#[schemars(length(min = 1))] String),
+}
+
+/// A human size or a number of bytes.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum Size {
+    /// Bytes.
+    Bytes(#[schemars(range(min = 4194304))] u64),
+    /// A number and a unit: B, KB, MB, GB, TB (powers of 1000) or KiB, MiB,
+    /// GiB, TiB (powers of 1024; "Mi" etc. also work). "512m" is rejected as ambiguous.
+    Human(#[schemars(example = &"512MiB")] String),
+}
+
+/// Health check settings; every key is optional.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthTable {
+    /// HTTP path to GET, starting with '/'. Without it the check is a TCP
+    /// connect to the port.
+    #[schemars(pattern("^/"), example = &"/healthz")]
+    pub path: Option<String>,
+    /// Time between checks. Default "5s".
+    #[schemars(extend("default" = "5s"))]
+    pub interval: Option<String>,
+    /// How long one check may take; at most `interval`. Default "2s".
+    #[schemars(extend("default" = "2s"))]
+    pub timeout: Option<String>,
+    /// After a task starts, failures during this time do not count. Default "0s".
+    #[schemars(extend("default" = "0s"))]
+    pub grace: Option<String>,
+    /// Consecutive successes before a task gets traffic. Default 1.
+    #[schemars(range(min = 1, max = 100), extend("default" = 1))]
+    pub healthy_threshold: Option<u32>,
+    /// Consecutive failures before a healthy task stops getting traffic. Default 3.
+    #[schemars(range(min = 1, max = 100), extend("default" = 3))]
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// Where a route goes.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum RouteTarget {
+    /// The name of a web service.
+    Service(String),
+    /// A web service, with options.
+    Table(RouteTable),
+}
+
+/// A route with options.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteTable {
+    /// The name of a web service (one with a `port`).
+    pub service: String,
+    /// Remove the route's path prefix before forwarding: on a "/api" route,
+    /// a request for /api/users reaches the service as /users. Default false.
+    #[schemars(extend("default" = false))]
+    pub strip_prefix: Option<bool>,
+}
+
+/// The JSON Schema (draft-07, which editors support best) of `wharf.toml`.
+pub(crate) fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::generate::SchemaSettings::draft07()
+        .for_deserialize()
+        .into_generator()
+        .into_root_schema_for::<File>()
+        .to_value();
+    tidy(&mut schema);
+    schema
+}
+
+/// TOML has no null, so the `null` that schemars allows for `Option` fields
+/// only confuses editors; the Rust-specific "uint32"-style formats likewise.
+fn tidy(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".into(), only);
+                }
+            }
+            if let Some(Value::Array(any_of)) = map.get_mut("anyOf") {
+                any_of.retain(|s| s.get("type").is_none_or(|t| t != "null"));
+                if any_of.len() == 1 {
+                    let only = any_of.remove(0);
+                    map.remove("anyOf");
+                    map.insert("allOf".into(), Value::Array(vec![only]));
+                }
+            }
+            if map.get("format").and_then(Value::as_str).is_some_and(|f| f.starts_with("uint") || f.starts_with("int"))
+            {
+                map.remove("format");
+            }
+            map.values_mut().for_each(tidy);
+        }
+        Value::Array(items) => items.iter_mut().for_each(tidy),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::check;
+
+    fn properties(schema: &serde_json::Value, pointer: &str) -> BTreeSet<String> {
+        schema
+            .pointer(pointer)
+            .and_then(|p| p.as_object())
+            .unwrap_or_else(|| panic!("no properties at {pointer}: {schema:#}"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn set(keys: &[&str]) -> BTreeSet<String> {
+        keys.iter().map(|k| k.to_string()).collect()
+    }
+
+    /// The validator and the schema must accept exactly the same keys.
+    #[test]
+    fn schema_keys_match_validator_keys() {
+        let schema = json_schema();
+        assert_eq!(properties(&schema, "/properties"), set(check::TOP_KEYS));
+        assert_eq!(properties(&schema, "/definitions/ServiceTable/properties"), set(check::SERVICE_KEYS));
+        assert_eq!(properties(&schema, "/definitions/HealthTable/properties"), set(check::HEALTH_KEYS));
+        assert_eq!(properties(&schema, "/definitions/RouteTable/properties"), set(check::ROUTE_TABLE_KEYS));
+    }
+
+    #[test]
+    fn schema_is_toml_shaped() {
+        let text = json_schema().to_string();
+        assert!(!text.contains("null"), "TOML has no null: {text}");
+        assert!(!text.contains("uint"), "{text}");
+    }
+
+    #[test]
+    fn every_key_has_a_description() {
+        fn walk(v: &serde_json::Value, path: &str) {
+            if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+                for (key, prop) in props {
+                    assert!(prop.get("description").is_some(), "{path}.{key} has no description");
+                }
+            }
+            if let Some(defs) = v.get("definitions").and_then(|d| d.as_object()) {
+                for (name, def) in defs {
+                    walk(def, name);
+                }
+            }
+        }
+        walk(&json_schema(), "");
+    }
+
+    #[test]
+    fn strict_structs_accept_the_full_example() {
+        let file: File = toml::from_str(crate::tests::FULL).expect("raw structs accept the example");
+        assert_eq!(file.service.len(), 3);
+        let err = toml::from_str::<File>("app = \"a\"\n[service.x]\ncomand = \"x\"\n").unwrap_err();
+        assert!(err.message().contains("unknown field"), "{err}");
+    }
+}
