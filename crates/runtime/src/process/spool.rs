@@ -1,0 +1,393 @@
+//! Output spooling: a task writes stdout/stderr to files (O_APPEND) in its
+//! directory, never to a pipe, so it can't get SIGPIPE when the server dies.
+//! The tailer reads new bytes, splits them into lines for the sink, and
+//! records how far it got in `offsets.json`, so the next server resumes there
+//! (a few lines may be delivered twice after a crash; none are lost).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{self, OFFSETS_FILE, STDERR_FILE, STDOUT_FILE};
+use crate::{LogSink, OutputStream, TaskSpec};
+
+/// Longer lines are cut into pieces of at most this many bytes.
+pub const MAX_LINE: usize = 16 * 1024;
+/// Appended to every piece of a cut line but the last.
+pub const CUT_MARKER: &str = "…[cut]";
+/// A partial last line is delivered after this long without its newline.
+const PARTIAL_AFTER: Duration = Duration::from_secs(1);
+const SAVE_EVERY: Duration = Duration::from_millis(100);
+/// Punch holes once this much has been consumed since the last hole.
+const PUNCH_MIN: u64 = 1024 * 1024;
+const CHUNK: usize = 64 * 1024;
+/// How long the tail loop sleeps when there is nothing new.
+pub const IDLE_POLL: Duration = Duration::from_millis(25);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Offsets {
+    stdout: u64,
+    stderr: u64,
+}
+
+struct Stream {
+    kind: OutputStream,
+    path: PathBuf,
+    file: Option<File>,
+    /// Bytes read from the file (pending included).
+    read_pos: u64,
+    /// A partial line, not delivered yet.
+    pending: Vec<u8>,
+    pending_since: Option<Instant>,
+    /// Everything before this offset is a hole.
+    punched: u64,
+    can_punch: bool,
+}
+
+impl Stream {
+    fn consumed(&self) -> u64 {
+        self.read_pos - self.pending.len() as u64
+    }
+
+    fn open(&mut self) -> Option<&File> {
+        if self.file.is_none() {
+            // Read-write: fallocate needs a writable fd.
+            self.file = OpenOptions::new().read(true).write(true).open(&self.path).ok();
+        }
+        self.file.as_ref()
+    }
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    spec: TaskSpec,
+    sink: Arc<dyn LogSink>,
+    streams: [Stream; 2],
+    saved: Offsets,
+    last_save: Instant,
+    buf: Vec<u8>,
+}
+
+impl Spool {
+    /// Open the spool of the task in `dir`, resuming at the saved offsets.
+    pub fn open(dir: &Path, spec: TaskSpec, sink: Arc<dyn LogSink>) -> Spool {
+        let saved: Offsets = std::fs::read(dir.join(OFFSETS_FILE))
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .unwrap_or_default();
+        let stream = |kind, name: &str, offset: u64| {
+            let path = dir.join(name);
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            // An offset past the end: the file was truncated after a full drain.
+            let offset = if offset > len { 0 } else { offset };
+            Stream {
+                kind,
+                path,
+                file: None,
+                read_pos: offset,
+                pending: Vec::new(),
+                pending_since: None,
+                punched: 0,
+                can_punch: true,
+            }
+        };
+        let streams = [
+            stream(OutputStream::Stdout, STDOUT_FILE, saved.stdout),
+            stream(OutputStream::Stderr, STDERR_FILE, saved.stderr),
+        ];
+        Spool { dir: dir.to_path_buf(), spec, sink, streams, saved, last_save: Instant::now(), buf: vec![0; CHUNK] }
+    }
+
+    /// One round: read what is new (up to a chunk per stream), deliver
+    /// complete lines, flush old partial lines, save offsets now and then.
+    /// Returns whether anything was read.
+    pub fn poll(&mut self) -> bool {
+        let mut any = false;
+        for i in 0..2 {
+            any |= self.read(i);
+        }
+        let now = Instant::now();
+        for i in 0..2 {
+            if self.streams[i].pending_since.is_some_and(|t| now.duration_since(t) >= PARTIAL_AFTER) {
+                self.flush(i);
+            }
+        }
+        if self.last_save.elapsed() >= SAVE_EVERY {
+            self.save();
+        }
+        any
+    }
+
+    /// Read everything there is, deliver partial lines too, and save: used
+    /// when no process writes anymore (exit, stop).
+    pub fn drain(&mut self) {
+        // Up to the current ends only: a writer that survived cannot keep
+        // this going forever.
+        let ends: Vec<u64> =
+            self.streams.iter().map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0)).collect();
+        loop {
+            let mut progress = false;
+            for (i, &end) in ends.iter().enumerate() {
+                if self.streams[i].read_pos < end {
+                    progress |= self.read(i);
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.flush(0);
+        self.flush(1);
+        self.save();
+    }
+
+    /// Between two processes of a task (nothing writes): start the files
+    /// over if everything was consumed, so they don't grow forever.
+    pub fn reset_if_drained(&mut self) {
+        let mut changed = false;
+        for s in &mut self.streams {
+            if !s.pending.is_empty() || s.read_pos == 0 {
+                continue;
+            }
+            let pos = s.read_pos;
+            let Some(f) = s.open() else { continue };
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len == pos && f.set_len(0).is_ok() {
+                s.read_pos = 0;
+                s.punched = 0;
+                changed = true;
+            }
+        }
+        if changed {
+            // Truncated before saved: a crash in between leaves offsets past
+            // the end, which open() treats as 0.
+            self.save();
+        }
+    }
+
+    fn read(&mut self, i: usize) -> bool {
+        let s = &mut self.streams[i];
+        let pos = s.read_pos;
+        let Some(f) = s.open() else { return false };
+        let n = match f.read_at(&mut self.buf, pos) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!("reading {}: {e}", s.path.display());
+                0
+            }
+        };
+        if n == 0 {
+            return false;
+        }
+        s.read_pos += n as u64;
+        s.pending.extend_from_slice(&self.buf[..n]);
+        split_lines(&*self.sink, &self.spec, s);
+        true
+    }
+
+    fn flush(&mut self, i: usize) {
+        let s = &mut self.streams[i];
+        if !s.pending.is_empty() {
+            deliver(&*self.sink, &self.spec, s.kind, &s.pending);
+            s.pending.clear();
+        }
+        s.pending_since = None;
+    }
+
+    /// Persist the consumed offsets; then punch holes up to them (never
+    /// beyond what is saved: a crash must not make a later server read holes).
+    pub fn save(&mut self) {
+        self.last_save = Instant::now();
+        let now = Offsets { stdout: self.streams[0].consumed(), stderr: self.streams[1].consumed() };
+        if now == self.saved {
+            return;
+        }
+        let raw = serde_json::to_vec(&now).expect("offsets serialize");
+        if let Err(e) = state::write_atomic(&self.dir.join(OFFSETS_FILE), &raw) {
+            tracing::warn!(task = %self.spec.id, "cannot save output offsets: {e}");
+            return;
+        }
+        self.saved = now;
+        for (s, upto) in self.streams.iter_mut().zip([now.stdout, now.stderr]) {
+            punch(s, upto);
+        }
+    }
+}
+
+fn punch(s: &mut Stream, upto: u64) {
+    let upto = upto & !4095;
+    if !s.can_punch || upto < s.punched + PUNCH_MIN {
+        return;
+    }
+    let Some(f) = s.open() else { return };
+    // SAFETY: fallocate on an fd we own; KEEP_SIZE leaves the length alone,
+    // so concurrent O_APPEND writes are unaffected.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            s.punched as libc::off_t,
+            (upto - s.punched) as libc::off_t,
+        )
+    };
+    if r == 0 {
+        s.punched = upto;
+    } else {
+        let e = io::Error::last_os_error();
+        tracing::debug!("cannot punch holes in {}: {e}", s.path.display());
+        s.can_punch = false;
+    }
+}
+
+fn split_lines(sink: &dyn LogSink, spec: &TaskSpec, s: &mut Stream) {
+    let mut start = 0;
+    while let Some(pos) = s.pending[start..].iter().position(|&b| b == b'\n') {
+        let end = start + pos;
+        let mut line = &s.pending[start..end];
+        if let Some(stripped) = line.strip_suffix(b"\r") {
+            line = stripped;
+        }
+        deliver(sink, spec, s.kind, line);
+        start = end + 1;
+    }
+    // A partial line that is already too long: deliver its full pieces now.
+    while s.pending.len() - start > MAX_LINE {
+        let cut = cut_point(&s.pending[start..]);
+        deliver_piece(sink, spec, s.kind, &s.pending[start..start + cut]);
+        start += cut;
+    }
+    if start > 0 {
+        s.pending.drain(..start);
+        s.pending_since = None;
+    }
+    if s.pending.is_empty() {
+        s.pending_since = None;
+    } else if s.pending_since.is_none() {
+        s.pending_since = Some(Instant::now());
+    }
+}
+
+fn deliver(sink: &dyn LogSink, spec: &TaskSpec, kind: OutputStream, mut line: &[u8]) {
+    while line.len() > MAX_LINE {
+        let cut = cut_point(line);
+        deliver_piece(sink, spec, kind, &line[..cut]);
+        line = &line[cut..];
+    }
+    sink.line(spec, kind, line);
+}
+
+fn deliver_piece(sink: &dyn LogSink, spec: &TaskSpec, kind: OutputStream, piece: &[u8]) {
+    let mut v = Vec::with_capacity(piece.len() + CUT_MARKER.len());
+    v.extend_from_slice(piece);
+    v.extend_from_slice(CUT_MARKER.as_bytes());
+    sink.line(spec, kind, &v);
+}
+
+/// Where to cut a too-long line: at MAX_LINE, moved back (at most 3 bytes)
+/// so as not to split a UTF-8 sequence.
+fn cut_point(line: &[u8]) -> usize {
+    let mut cut = MAX_LINE;
+    for _ in 0..3 {
+        if line[cut] & 0xC0 == 0x80 {
+            cut -= 1;
+        } else {
+            return cut;
+        }
+    }
+    if line[cut] & 0xC0 == 0x80 {
+        MAX_LINE
+    } else {
+        cut
+    }
+}
+
+/// The per-task tail loop: runs until aborted.
+pub async fn tail(spool: Arc<Mutex<Spool>>) {
+    loop {
+        let busy = spool.lock().unwrap_or_else(|e| e.into_inner()).poll();
+        if busy {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(IDLE_POLL).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<(OutputStream, Vec<u8>)>>);
+    impl LogSink for Lines {
+        fn line(&self, _: &TaskSpec, stream: OutputStream, line: &[u8]) {
+            self.0.lock().unwrap().push((stream, line.to_vec()));
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Arc<Lines>, Spool, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Lines::default());
+        let out = File::create(dir.path().join(STDOUT_FILE)).unwrap();
+        File::create(dir.path().join(STDERR_FILE)).unwrap();
+        let spec = TaskSpec::new("t", vec!["x".into()], "/");
+        let spool = Spool::open(dir.path(), spec, sink.clone());
+        (dir, sink, spool, out)
+    }
+
+    fn lines(sink: &Lines) -> Vec<Vec<u8>> {
+        sink.0.lock().unwrap().iter().map(|(_, l)| l.clone()).collect()
+    }
+
+    #[test]
+    fn splits_and_resumes() {
+        let (dir, sink, mut spool, mut out) = setup();
+        out.write_all(b"one\r\ntwo\nthr").unwrap();
+        spool.poll();
+        assert_eq!(lines(&sink), vec![b"one".to_vec(), b"two".to_vec()]);
+        spool.save();
+        out.write_all(b"ee\n").unwrap();
+        // A new spool (another server) resumes after "two\n".
+        let sink2 = Arc::new(Lines::default());
+        let mut spool2 = Spool::open(dir.path(), spool.spec.clone(), sink2.clone());
+        spool2.drain();
+        assert_eq!(lines(&sink2), vec![b"three".to_vec()]);
+    }
+
+    #[test]
+    fn cuts_long_lines_on_char_boundaries() {
+        let (_dir, sink, mut spool, mut out) = setup();
+        let mut long = vec![b'a'; MAX_LINE - 1];
+        long.extend_from_slice("é".as_bytes()); // straddles MAX_LINE
+        long.extend_from_slice(&[b'b'; 100]);
+        out.write_all(&long).unwrap();
+        out.write_all(b"\n").unwrap();
+        spool.drain();
+        let got = lines(&sink);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), MAX_LINE - 1 + CUT_MARKER.len());
+        assert!(got[0].ends_with(CUT_MARKER.as_bytes()));
+        assert!(got[1].starts_with("é".as_bytes()));
+        let mut joined = got[0][..got[0].len() - CUT_MARKER.len()].to_vec();
+        joined.extend_from_slice(&got[1]);
+        assert_eq!(joined, long);
+    }
+
+    #[test]
+    fn truncates_when_drained() {
+        let (dir, _sink, mut spool, mut out) = setup();
+        out.write_all(b"x\n").unwrap();
+        spool.drain();
+        spool.reset_if_drained();
+        assert_eq!(std::fs::metadata(dir.path().join(STDOUT_FILE)).unwrap().len(), 0);
+        let saved: Offsets = serde_json::from_slice(&std::fs::read(dir.path().join(OFFSETS_FILE)).unwrap()).unwrap();
+        assert_eq!(saved, Offsets::default());
+    }
+}

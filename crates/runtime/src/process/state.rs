@@ -1,0 +1,124 @@
+//! The state directory: `driver-id`, `lock`, and one directory per task.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::TaskCgroup;
+use crate::{DriverError, ExitInfo, TaskSpec};
+
+pub const TASK_FILE: &str = "task.json";
+pub const OFFSETS_FILE: &str = "offsets.json";
+pub const STDOUT_FILE: &str = "stdout";
+pub const STDERR_FILE: &str = "stderr";
+const DRIVER_ID_FILE: &str = "driver-id";
+const LOCK_FILE: &str = "lock";
+
+/// `DIR/ID/task.json`: what a later server needs to re-adopt the task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub spec: TaskSpec,
+    /// The current process (also its process group); None between processes.
+    pub pid: Option<u32>,
+    /// /proc/PID/stat field 22 of `pid`.
+    pub start_time: Option<u64>,
+    pub started_at: Option<SystemTime>,
+    pub restarts: u32,
+    pub crashes: u32,
+    #[serde(default)]
+    pub oom_kills: u32,
+    #[serde(default)]
+    pub cgroup: Option<TaskCgroup>,
+    /// Set when a one-off task has exited (it waits for remove()).
+    #[serde(default)]
+    pub exited: Option<ExitInfo>,
+}
+
+pub fn load_record(task_dir: &Path) -> io::Result<TaskRecord> {
+    let raw = fs::read(task_dir.join(TASK_FILE))?;
+    serde_json::from_slice(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+pub fn save_record(task_dir: &Path, rec: &TaskRecord) -> io::Result<()> {
+    let raw = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
+    write_atomic(&task_dir.join(TASK_FILE), &raw)
+}
+
+/// Write a temporary file next to `path`, then rename it over `path`.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    drop(f);
+    fs::rename(&tmp, path)
+}
+
+/// The driver's identity, created once per state directory.
+pub fn driver_id(state_dir: &Path) -> Result<String, DriverError> {
+    let path = state_dir.join(DRIVER_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim().to_string();
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(DriverError::io(
+                    format!("corrupt {}", path.display()),
+                    io::Error::new(io::ErrorKind::InvalidData, "expected an alphanumeric id"),
+                ));
+            }
+            Ok(id)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let id = random_hex(8).map_err(|e| DriverError::io("reading random bytes", e))?;
+            write_atomic(&path, format!("{id}\n").as_bytes())
+                .map_err(|e| DriverError::io(format!("writing {}", path.display()), e))?;
+            Ok(id)
+        }
+        Err(e) => Err(DriverError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn random_hex(bytes: usize) -> io::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    let mut filled = 0;
+    while filled < bytes {
+        // SAFETY: writes at most `bytes - filled` bytes into our buffer.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), bytes - filled, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// An exclusive lock on the state directory, held while the driver lives (the
+/// kernel drops it if the server dies).
+pub fn lock(state_dir: &Path) -> Result<File, DriverError> {
+    let path = state_dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DriverError::io(format!("opening {}", path.display()), e))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(DriverError::Locked { dir: state_dir.display().to_string() });
+        }
+        return Err(DriverError::io(format!("locking {}", path.display()), e));
+    }
+    Ok(f)
+}
