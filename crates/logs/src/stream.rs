@@ -96,12 +96,7 @@ impl LogStream {
             .spawn(move || write_loop(dir, file, max, rx))
             .map_err(open_err)?;
         let (live, _) = broadcast::channel(16_384);
-        Ok(LogStream {
-            state: Arc::new(Mutex::new(State { next_seq, window })),
-            window: opts.window,
-            live,
-            writer: tx,
-        })
+        Ok(LogStream { state: Arc::new(Mutex::new(State { next_seq, window })), window: opts.window, live, writer: tx })
     }
 
     /// Adds a record and returns its sequence number. Never blocks on disk.

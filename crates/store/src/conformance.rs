@@ -34,9 +34,7 @@ async fn get_put_delete<S: Store>(s: &S) {
 }
 
 async fn list_is_ordered_and_prefix_bounded<S: Store>(s: &S) {
-    s.apply(vec![put("t/2", "b"), put("t/10", "c"), put("t/1", "a"), put("u/1", "x"), put("s", "y")])
-        .await
-        .unwrap();
+    s.apply(vec![put("t/2", "b"), put("t/10", "c"), put("t/1", "a"), put("u/1", "x"), put("s", "y")]).await.unwrap();
     let keys: Vec<String> = s.list("t/").await.unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, ["t/1", "t/10", "t/2"], "list is bytewise ordered and bounded by prefix");
     assert_eq!(s.list("nothing/").await.unwrap(), vec![], "list of an empty prefix");

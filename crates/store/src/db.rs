@@ -158,10 +158,8 @@ impl Db {
     /// counter), so no shared counter has to be read and written.
     pub async fn add_event(&self, e: &EventRecord) -> Result<(), StoreError> {
         let seq = self.event_seq.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let key = format!("events/{nanos:024}-{seq:08}");
         self.store.apply(vec![Op::Put { key, value: encode(e) }]).await?;
         if seq % 500 == 499 {
@@ -189,6 +187,5 @@ impl Db {
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
 }

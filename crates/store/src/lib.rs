@@ -10,23 +10,31 @@
 
 pub mod conformance;
 mod db;
-mod redb_store;
 mod records;
+mod redb_store;
 
 pub use db::{Batch, Db};
-pub use redb_store::RedbStore;
 pub use records::*;
+pub use redb_store::RedbStore;
 
 use async_trait::async_trait;
 
 /// One change in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
     /// The batch applies only if `key` currently holds `value` (None: absent).
     /// Compare-by-value works the same on every backend (etcd has it natively).
-    Expect { key: String, value: Option<Vec<u8>> },
+    Expect {
+        key: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -65,7 +65,10 @@ pub enum DeploymentState {
     InProgress,
     /// Every changed service has its new revision running and healthy.
     Succeeded,
+    /// The new revisions did not become ready in time; see the message.
     Failed,
+    /// A newer deployment of the same app took over before this one finished.
+    Superseded,
     /// Nothing changed.
     Unchanged,
 }

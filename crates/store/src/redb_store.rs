@@ -23,9 +23,8 @@ fn backend<E: std::fmt::Display>(e: E) -> StoreError {
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| {
-            StoreError::Backend(format!("cannot open store {}: {e}", path.display()))
-        })?;
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open store {}: {e}", path.display())))?;
         // Create the table up front so reads never see "table does not exist".
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(KV).map_err(backend)?;

@@ -1,0 +1,380 @@
+//! The controller: shared state and the loops that run for the server's life.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{watch, Notify};
+use wharf_logs::{Level, LogStream, Record};
+use wharf_proxy::Proxy;
+use wharf_runtime::{Driver, DriverEvent, ExitInfo, LogSink, OutputStream, TaskSpec};
+use wharf_store::{Db, EventRecord, Revision, StoreError};
+
+use crate::health::{HealthClient, TaskHealth};
+use crate::release::ReleaseStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Driver(#[from] wharf_runtime::DriverError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What the controller needs from the server that owns it.
+pub struct ControlConfig {
+    pub data_dir: PathBuf,
+    pub db: Db,
+    pub logs: LogStream,
+    pub driver: Arc<dyn Driver>,
+    pub proxy: Arc<Proxy>,
+}
+
+/// The app, service and revision a task belongs to, remembered so events
+/// about a task that is already gone can still say whose it was.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskMeta {
+    pub app: String,
+    pub service: String,
+}
+
+/// CPU time and memory seen at the last two samples, for a CPU percentage.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UsageSample {
+    pub cpu_nanos: u64,
+    pub at: Instant,
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+}
+
+pub struct Controller {
+    pub(crate) db: Db,
+    pub(crate) logs: LogStream,
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) proxy: Arc<Proxy>,
+    pub(crate) releases: ReleaseStore,
+    pub(crate) health: Mutex<HashMap<String, Arc<TaskHealth>>>,
+    pub(crate) health_client: HealthClient,
+    /// Tasks taken out of the routing table and being stopped.
+    pub(crate) draining: Mutex<HashSet<String>>,
+    pub(crate) meta: Mutex<HashMap<String, TaskMeta>>,
+    pub(crate) usage: Mutex<HashMap<String, UsageSample>>,
+    /// Revisions are immutable, so they are read from the store once.
+    pub(crate) revisions: Mutex<HashMap<(String, String, u64), Arc<Revision>>>,
+    /// Per service: consecutive start failures and when to try again.
+    pub(crate) start_backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
+    pub(crate) wake: Notify,
+    pub(crate) routes_changed: Notify,
+    pub(crate) routes_lock: tokio::sync::Mutex<()>,
+    pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+    /// PATH given to tasks: the server's, with the wharf binary's directory first.
+    pub(crate) task_path: String,
+    pub(crate) started: SystemTime,
+    stop: watch::Sender<bool>,
+}
+
+impl Controller {
+    pub fn new(cfg: ControlConfig) -> Arc<Controller> {
+        let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.to_path_buf()));
+        let server_path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let task_path = match exe_dir {
+            Some(d) => format!("{}:{server_path}", d.display()),
+            None => server_path,
+        };
+        Arc::new(Controller {
+            db: cfg.db,
+            logs: cfg.logs,
+            driver: cfg.driver,
+            proxy: cfg.proxy,
+            releases: ReleaseStore::new(cfg.data_dir.join("releases")),
+            health: Mutex::default(),
+            health_client: HealthClient::new(),
+            draining: Mutex::default(),
+            meta: Mutex::default(),
+            usage: Mutex::default(),
+            revisions: Mutex::default(),
+            start_backoff: Mutex::default(),
+            wake: Notify::new(),
+            routes_changed: Notify::new(),
+            routes_lock: tokio::sync::Mutex::new(()),
+            deploy_lock: tokio::sync::Mutex::new(()),
+            task_path,
+            started: SystemTime::now(),
+            stop: watch::channel(false).0,
+        })
+    }
+
+    pub fn logs(&self) -> &LogStream {
+        &self.logs
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Re-adopts running tasks, kills orphans, and starts the control loops.
+    pub async fn start(self: &Arc<Self>) -> Result<(), ControlError> {
+        self.releases.clean_staging();
+        let events = self.driver.subscribe();
+        tokio::spawn(self.clone().driver_events(events));
+        let report = self.driver.recover().await?;
+        tracing::info!("recovered tasks: {report:?}");
+        for t in self.driver.tasks() {
+            self.remember(&t.spec);
+        }
+        tokio::spawn(self.clone().reconcile_loop());
+        tokio::spawn(self.clone().routes_loop());
+        tokio::spawn(self.clone().usage_loop());
+        self.resume_deployments().await?;
+        Ok(())
+    }
+
+    /// Stops the loops, then every task gracefully.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        self.event("server.stopping", Level::Info, "stopping all tasks");
+        self.driver.shutdown().await;
+        self.logs.flush();
+    }
+
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Records a server-wide event in the log stream and in the store's history.
+    pub(crate) fn event(&self, kind: &str, level: Level, message: impl Into<String>) {
+        self.event_full(kind, level, None, None, None, message);
+    }
+
+    pub(crate) fn event_full(
+        &self,
+        kind: &str,
+        level: Level,
+        app: Option<&str>,
+        service: Option<&str>,
+        task: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        let message = message.into();
+        let mut r = Record::event(kind, level, message.clone());
+        r.app = app.map(str::to_string);
+        r.service = service.map(str::to_string);
+        r.task = task.map(str::to_string);
+        let time = r.time / 1_000_000;
+        self.logs.append(r);
+        let e = EventRecord {
+            time,
+            app: app.map(str::to_string),
+            service: service.map(str::to_string),
+            task: task.map(str::to_string),
+            kind: kind.to_string(),
+            message,
+        };
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            if let Err(err) = db.add_event(&e).await {
+                tracing::warn!("cannot store event: {err}");
+            }
+        });
+    }
+
+    pub(crate) fn task_event(&self, kind: &str, level: Level, task: &str, message: impl Into<String>) {
+        let meta = self.meta.lock().unwrap().get(task).cloned();
+        self.event_full(
+            kind,
+            level,
+            meta.as_ref().map(|m| m.app.as_str()),
+            meta.as_ref().map(|m| m.service.as_str()),
+            Some(task),
+            message,
+        );
+    }
+
+    pub(crate) fn remember(&self, spec: &TaskSpec) {
+        self.meta
+            .lock()
+            .unwrap()
+            .insert(spec.id.clone(), TaskMeta { app: spec.app.clone(), service: spec.service.clone() });
+    }
+
+    pub(crate) async fn revision(&self, app: &str, svc: &str, n: u64) -> Result<Arc<Revision>, ControlError> {
+        let key = (app.to_string(), svc.to_string(), n);
+        if let Some(r) = self.revisions.lock().unwrap().get(&key) {
+            return Ok(r.clone());
+        }
+        let rev = self.db.revision(app, svc, n).await?.ok_or_else(|| {
+            ControlError::NotFound(format!("revision {svc}@{n} of app {app} is missing from the store"))
+        })?;
+        let rev = Arc::new(rev);
+        self.revisions.lock().unwrap().insert(key, rev.clone());
+        Ok(rev)
+    }
+
+    /// Turns driver events into stream events and wakes the reconciler.
+    async fn driver_events(self: Arc<Self>, mut rx: tokio::sync::broadcast::Receiver<DriverEvent>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let ev = match rx.recv().await {
+                Ok(ev) => ev,
+                Err(RecvError::Lagged(n)) => {
+                    self.event("driver.lagged", Level::Warn, format!("{n} driver events were not seen"));
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            match ev {
+                DriverEvent::Started { task, pid, attempt } => {
+                    if attempt > 0 {
+                        self.task_event(
+                            "task.restarted",
+                            Level::Warn,
+                            &task,
+                            format!("task {task} restarted (pid {pid}, restart {attempt})"),
+                        );
+                    } else {
+                        self.task_event("task.started", Level::Info, &task, format!("task {task} started (pid {pid})"));
+                    }
+                }
+                DriverEvent::Exited { task, exit, restart_in, crashes } => {
+                    let how = describe_exit(&exit);
+                    let msg = match restart_in {
+                        Some(d) => format!("task {task} {how}; restarting in {} (crash {crashes})", fmt_duration(d)),
+                        None => format!("task {task} {how}"),
+                    };
+                    self.task_event("task.exited", Level::Warn, &task, msg);
+                }
+                DriverEvent::OutOfMemory { task, limit_bytes } => {
+                    self.task_event(
+                        "task.oom",
+                        Level::Error,
+                        &task,
+                        format!("task {task} was killed: out of memory (limit {} MiB)", limit_bytes >> 20),
+                    );
+                }
+                DriverEvent::Adopted { task, pid } => {
+                    self.task_event(
+                        "task.adopted",
+                        Level::Info,
+                        &task,
+                        format!("task {task} (pid {pid}) re-adopted after a server restart"),
+                    );
+                }
+                DriverEvent::OrphanKilled { task, pid } => {
+                    self.task_event(
+                        "task.orphan_killed",
+                        Level::Warn,
+                        &task,
+                        format!("killed orphaned process {pid} of task {task}"),
+                    );
+                }
+                DriverEvent::Stopped { task, exit, forced } => {
+                    let how = describe_exit(&exit);
+                    let msg = if forced {
+                        format!("task {task} stopped ({how}); it ignored its stop signal and was killed")
+                    } else {
+                        format!("task {task} stopped ({how})")
+                    };
+                    self.task_event("task.stopped", Level::Info, &task, msg);
+                }
+                DriverEvent::LimitsUnavailable { reason } => {
+                    self.event(
+                        "driver.limits_unavailable",
+                        Level::Warn,
+                        format!("tasks run without CPU and memory limits: {reason}"),
+                    );
+                }
+            }
+            self.wake.notify_one();
+        }
+    }
+
+    /// Samples CPU and memory of every task every 2 s.
+    async fn usage_loop(self: Arc<Self>) {
+        let mut stop = self.stopping();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.changed() => return,
+            }
+            let tasks = self.driver.tasks();
+            let mut samples = self.usage.lock().unwrap();
+            samples.retain(|id, _| tasks.iter().any(|t| &t.spec.id == id));
+            for t in &tasks {
+                let Some(u) = self.driver.usage(&t.spec.id) else { continue };
+                let now = Instant::now();
+                let cpu_percent = match samples.get(&t.spec.id) {
+                    Some(prev) if u.cpu_nanos >= prev.cpu_nanos => {
+                        let wall = now.duration_since(prev.at).as_nanos().max(1) as f64;
+                        (u.cpu_nanos - prev.cpu_nanos) as f64 / wall * 100.0
+                    }
+                    _ => 0.0,
+                };
+                samples.insert(
+                    t.spec.id.clone(),
+                    UsageSample { cpu_nanos: u.cpu_nanos, at: now, cpu_percent, memory_bytes: u.memory_bytes },
+                );
+            }
+        }
+    }
+}
+
+pub(crate) fn describe_exit(exit: &ExitInfo) -> String {
+    match exit {
+        ExitInfo::Unknown => "exited (status unknown: it was adopted after a server restart)".into(),
+        ExitInfo::Code(_) => format!("exited with {exit}"),
+        ExitInfo::Signal(_) => format!("was {exit}"),
+    }
+}
+
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Stop signals wharf.toml accepts, by their normalised names.
+const SIGNALS: [(&str, i32); 10] = [
+    ("SIGHUP", libc::SIGHUP),
+    ("SIGINT", libc::SIGINT),
+    ("SIGQUIT", libc::SIGQUIT),
+    ("SIGKILL", libc::SIGKILL),
+    ("SIGUSR1", libc::SIGUSR1),
+    ("SIGUSR2", libc::SIGUSR2),
+    ("SIGTERM", libc::SIGTERM),
+    ("SIGWINCH", libc::SIGWINCH),
+    ("SIGSEGV", libc::SIGSEGV),
+    ("SIGABRT", libc::SIGABRT),
+];
+
+pub(crate) fn signal_number(name: &str) -> i32 {
+    SIGNALS.iter().find(|(n, _)| *n == name).map_or(libc::SIGTERM, |(_, s)| *s)
+}
+
+/// Task output goes into the log stream, one record per line.
+pub struct StreamSink(pub LogStream);
+
+impl LogSink for StreamSink {
+    fn line(&self, task: &TaskSpec, stream: OutputStream, line: &[u8]) {
+        let source = match stream {
+            OutputStream::Stdout => wharf_logs::Source::Stdout,
+            OutputStream::Stderr => wharf_logs::Source::Stderr,
+        };
+        let mut r = Record::new(source, wharf_logs::escape_bytes(line));
+        r.app = Some(task.app.clone());
+        r.service = Some(task.service.clone());
+        r.revision = Some(task.revision);
+        r.task = Some(task.id.clone());
+        self.0.append(r);
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

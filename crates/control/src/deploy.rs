@@ -1,0 +1,360 @@
+//! `wharf deploy`: validate a release, turn it into revisions and desired
+//! state in one atomic write, then watch the new revisions come up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wharf_logs::Level;
+use wharf_spec::{Service, Spec, SpecError};
+use wharf_store::{
+    AppRecord, Batch, DeploymentRecord, DeploymentState, ReleaseRecord, Revision, ServiceChange, ServiceRecord,
+};
+
+use crate::controller::{now_ms, ControlError, Controller};
+use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
+
+/// How long a deployment may take before it is marked failed.
+const DEPLOY_DEADLINE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("wharf.toml is invalid:\n{0}")]
+    Invalid(SpecError),
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+impl From<wharf_store::StoreError> for DeployError {
+    fn from(e: wharf_store::StoreError) -> Self {
+        DeployError::Control(e.into())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceReport {
+    pub name: String,
+    pub kind: &'static str,
+    /// None: removed.
+    pub revision: Option<u64>,
+    pub previous: Option<u64>,
+    pub changed: bool,
+    pub replicas: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub app: String,
+    pub deployment: u64,
+    pub release: String,
+    pub state: DeploymentState,
+    pub services: Vec<ServiceReport>,
+    pub message: String,
+}
+
+/// What makes a revision: the service's spec (less its replica count, which
+/// is scaling, not a change) and the release's code.
+fn revision_digest(spec: &Service, code: &str) -> String {
+    let mut s = spec.clone();
+    s.replicas = 0;
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&s).expect("specs serialize"));
+    h.update(code.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Controller {
+    /// Accepts a release archive. Everything is validated before anything
+    /// changes; a rejected deploy leaves the running app untouched.
+    pub async fn deploy(self: &Arc<Self>, archive: Vec<u8>) -> Result<DeployReport, DeployError> {
+        let archive = Arc::new(archive);
+        let releases = self.releases.clone();
+        let a = archive.clone();
+        let (staging, hash) = tokio::task::spawn_blocking(move || releases.stage(&a))
+            .await
+            .map_err(|e| ControlError::Unavailable(e.to_string()))??;
+        // Parsed under its plain name so errors point at the user's file, not staging.
+        let parsed = match std::fs::read_to_string(staging.join(wharf_spec::FILE_NAME)) {
+            Ok(text) => wharf_spec::parse(&text, wharf_spec::FILE_NAME),
+            Err(e) => Err(SpecError::new(vec![wharf_spec::Diagnostic {
+                file: wharf_spec::FILE_NAME.into(),
+                line: 0,
+                column: 0,
+                message: format!("the release has no readable wharf.toml at its top level ({e})"),
+                hint: Some("deploy the directory that holds wharf.toml".into()),
+            }])),
+        };
+        let spec = match parsed {
+            Ok(spec) => spec,
+            Err(e) => {
+                self.releases.discard(&staging);
+                let first =
+                    e.diagnostics().first().map(|d| format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message));
+                self.event_full(
+                    "deploy.rejected",
+                    Level::Error,
+                    None,
+                    None,
+                    None,
+                    format!("deploy rejected, nothing changed: {}", first.unwrap_or_else(|| e.to_string())),
+                );
+                return Err(DeployError::Invalid(e));
+            }
+        };
+        let a = archive.clone();
+        let code = tokio::task::spawn_blocking(move || code_hash(&a))
+            .await
+            .map_err(|e| ControlError::Unavailable(e.to_string()))??;
+        let _guard = self.deploy_lock.lock().await;
+        let source = std::fs::read_to_string(staging.join(wharf_spec::FILE_NAME)).unwrap_or_default();
+        self.releases.commit(&spec.app, &staging, &hash, &archive)?;
+        let report = self.record_deploy(&spec, &hash, &code, source, archive.len() as u64).await?;
+        drop(_guard);
+        self.wake.notify_one();
+        self.routes_changed.notify_one();
+        if report.state == DeploymentState::InProgress {
+            tokio::spawn(self.clone().watch_deployment(spec.app.clone(), report.deployment));
+        }
+        let this = self.clone();
+        let app = spec.app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.collect_releases(&app).await {
+                tracing::warn!("release cleanup of {app} failed: {e}");
+            }
+        });
+        Ok(report)
+    }
+
+    async fn record_deploy(
+        &self,
+        spec: &Spec,
+        hash: &str,
+        code: &str,
+        source: String,
+        size: u64,
+    ) -> Result<DeployReport, DeployError> {
+        let app = &spec.app;
+        let old_app = self.db.app(app).await?;
+        let old: BTreeMap<String, ServiceRecord> =
+            self.db.services(Some(app)).await?.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let mut batch = Batch::default();
+        let mut changes = Vec::new();
+        let mut services = Vec::new();
+        let mut scaled = false;
+        for (name, svc) in &spec.services {
+            let digest = revision_digest(svc, code);
+            let previous = old.get(name);
+            let current = match previous {
+                Some(p) => self.db.revision(app, name, p.revision).await?,
+                None => None,
+            };
+            let number = match current {
+                Some(cur) if cur.digest == digest => cur.number,
+                _ => {
+                    let last = self.db.revisions(app, name).await?.last().map_or(0, |r| r.number);
+                    let rev = Revision {
+                        app: app.clone(),
+                        service: name.clone(),
+                        number: last + 1,
+                        spec: svc.clone(),
+                        release: hash.to_string(),
+                        digest,
+                        created_at: now_ms(),
+                    };
+                    batch.put_revision(&rev);
+                    changes.push(ServiceChange {
+                        service: name.clone(),
+                        from: previous.map(|p| p.revision),
+                        to: Some(rev.number),
+                    });
+                    rev.number
+                }
+            };
+            scaled |= previous.is_some_and(|p| p.replicas != svc.replicas);
+            batch.put_service(&ServiceRecord {
+                app: app.clone(),
+                name: name.clone(),
+                revision: number,
+                replicas: svc.replicas,
+            });
+            services.push(ServiceReport {
+                name: name.clone(),
+                kind: if svc.is_web() { "web" } else { "worker" },
+                revision: Some(number),
+                previous: previous.map(|p| p.revision),
+                changed: previous.is_none_or(|p| p.revision != number),
+                replicas: svc.replicas,
+            });
+        }
+        for (name, p) in &old {
+            if !spec.services.contains_key(name) {
+                batch.delete_service(app, name);
+                changes.push(ServiceChange { service: name.clone(), from: Some(p.revision), to: None });
+                services.push(ServiceReport {
+                    name: name.clone(),
+                    kind: "removed",
+                    revision: None,
+                    previous: Some(p.revision),
+                    changed: true,
+                    replicas: 0,
+                });
+            }
+        }
+        let routes_changed = old_app.as_ref().is_none_or(|a| a.routes != spec.routes);
+        let state = if changes.is_empty() && !scaled && !routes_changed {
+            DeploymentState::Unchanged
+        } else {
+            DeploymentState::InProgress
+        };
+        let id = self.db.deployments(app).await?.last().map_or(1, |d| d.id + 1);
+        let message = describe_changes(&services, state);
+        let now = now_ms();
+        let deployment = DeploymentRecord {
+            app: app.clone(),
+            id,
+            release: hash.to_string(),
+            changes,
+            state,
+            message: message.clone(),
+            started_at: now,
+            finished_at: (state == DeploymentState::Unchanged).then_some(now),
+        };
+        batch
+            .put_app(&AppRecord {
+                name: app.clone(),
+                release: hash.to_string(),
+                routes: spec.routes.clone(),
+                source,
+                deployed_at: now,
+            })
+            .put_release(&ReleaseRecord { app: app.clone(), hash: hash.to_string(), size, created_at: now })
+            .put_deployment(&deployment);
+        self.db.commit(batch).await?;
+        self.event_full(
+            "deploy.started",
+            Level::Info,
+            Some(app),
+            None,
+            None,
+            format!("deployment {app}#{id}: {message}"),
+        );
+        Ok(DeployReport { app: app.clone(), deployment: id, release: hash.to_string(), state, services, message })
+    }
+
+    /// Marks a deployment done once every service runs only its current
+    /// revision with all replicas ready; failed after the deadline.
+    async fn watch_deployment(self: Arc<Self>, app: String, id: u64) {
+        let deadline = tokio::time::Instant::now() + DEPLOY_DEADLINE;
+        let mut stop = self.stopping();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.changed() => return,
+            }
+            let Ok(deployments) = self.db.deployments(&app).await else { continue };
+            let Some(mut d) = deployments.iter().find(|d| d.id == id).cloned() else { return };
+            if d.state != DeploymentState::InProgress {
+                return;
+            }
+            let outcome = if deployments.last().is_some_and(|last| last.id > id) {
+                Some((DeploymentState::Superseded, format!("superseded by deployment #{}", id + 1)))
+            } else {
+                match self.rollout_progress(&app).await {
+                    Ok(p) if p.done => {
+                        Some((DeploymentState::Succeeded, "all services run their new revisions".to_string()))
+                    }
+                    Ok(p) if tokio::time::Instant::now() >= deadline => Some((
+                        DeploymentState::Failed,
+                        format!("not ready after {}s: {}", DEPLOY_DEADLINE.as_secs(), p.waiting_on.join("; ")),
+                    )),
+                    _ => None,
+                }
+            };
+            if let Some((state, message)) = outcome {
+                d.state = state;
+                d.finished_at = Some(now_ms());
+                d.message = message.clone();
+                if self.db.put_deployment(&d).await.is_ok() {
+                    let level = if state == DeploymentState::Succeeded { Level::Info } else { Level::Warn };
+                    let kind = format!(
+                        "deploy.{}",
+                        serde_json::to_value(state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    );
+                    self.event_full(&kind, level, Some(&app), None, None, format!("deployment {app}#{id}: {message}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After a restart, deployments still in progress are watched again.
+    pub(crate) async fn resume_deployments(self: &Arc<Self>) -> Result<(), ControlError> {
+        for app in self.db.apps().await? {
+            if let Some(d) = self.db.deployments(&app.name).await?.last() {
+                if d.state == DeploymentState::InProgress {
+                    tokio::spawn(self.clone().watch_deployment(app.name.clone(), d.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the newest releases of an app; deletes older ones that no
+    /// service and no task still uses.
+    async fn collect_releases(&self, app: &str) -> Result<(), ControlError> {
+        let _guard = self.deploy_lock.lock().await;
+        let mut releases = self.db.releases(app).await?;
+        if releases.len() <= RELEASES_KEPT {
+            return Ok(());
+        }
+        releases.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        let mut in_use = std::collections::HashSet::new();
+        for s in self.db.services(Some(app)).await? {
+            in_use.insert(self.revision(app, &s.name, s.revision).await?.release.clone());
+        }
+        for t in self.driver.tasks().iter().filter(|t| t.spec.app == app) {
+            if let Ok(r) = self.revision(app, &t.spec.service, t.spec.revision).await {
+                in_use.insert(r.release.clone());
+            }
+        }
+        for r in releases.into_iter().skip(RELEASES_KEPT) {
+            if in_use.contains(&r.hash) {
+                continue;
+            }
+            self.db.delete_release(app, &r.hash).await?;
+            self.releases.delete(app, &r.hash);
+            self.event_full(
+                "release.deleted",
+                Level::Info,
+                Some(app),
+                None,
+                None,
+                format!("deleted old release {}", &r.hash[..12]),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn describe_changes(services: &[ServiceReport], state: DeploymentState) -> String {
+    if state == DeploymentState::Unchanged {
+        return "nothing changed".into();
+    }
+    let parts: Vec<String> = services
+        .iter()
+        .map(|s| match (s.previous, s.revision) {
+            (None, Some(n)) => format!("{}@{n} new", s.name),
+            (Some(p), Some(n)) if p != n => format!("{}@{p} → @{n}", s.name),
+            (Some(_), Some(n)) => format!("{}@{n} unchanged", s.name),
+            (_, None) => format!("{} removed", s.name),
+        })
+        .collect();
+    parts.join(", ")
+}

@@ -1,0 +1,230 @@
+//! Health checks of web tasks: a task takes traffic only once it passes.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use wharf_logs::Level;
+use wharf_runtime::TaskState;
+use wharf_spec::HealthCheck;
+
+use crate::controller::{fmt_duration, Controller};
+
+/// How often a starting task is probed until it first passes, so a new or
+/// re-adopted task takes traffic quickly even with a long `interval`.
+const STARTING_PROBE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Not yet passed its checks since it (re)started.
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug)]
+pub(crate) struct HealthState {
+    pub health: Health,
+    pub pid: Option<u32>,
+    pub ok_streak: u32,
+    pub fail_streak: u32,
+    pub last_error: Option<String>,
+}
+
+/// The health of one web task, written by its checker, read by routing.
+#[derive(Debug)]
+pub(crate) struct TaskHealth {
+    pub addr: SocketAddr,
+    pub state: Mutex<HealthState>,
+    checker: tokio::task::AbortHandle,
+}
+
+impl Drop for TaskHealth {
+    fn drop(&mut self) {
+        self.checker.abort();
+    }
+}
+
+impl TaskHealth {
+    pub fn health(&self) -> Health {
+        self.state.lock().unwrap().health
+    }
+}
+
+/// One HTTP client (with a connection pool) for every check.
+#[derive(Clone)]
+pub(crate) struct HealthClient(Client<HttpConnector, Empty<Bytes>>);
+
+impl HealthClient {
+    pub fn new() -> HealthClient {
+        let mut c = HttpConnector::new();
+        c.set_nodelay(true);
+        // Checks should not keep idle connections in the app's accept queue.
+        HealthClient(Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(c))
+    }
+
+    /// Ok when the task answers 2xx/3xx on `path`, or accepts a TCP connection when there is no path.
+    async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+        let attempt = async {
+            match &check.path {
+                None => {
+                    tokio::net::TcpStream::connect(addr).await.map(drop).map_err(|e| format!("connect {addr}: {e}"))
+                }
+                Some(path) => {
+                    let req = http::Request::get(format!("http://{addr}{path}"))
+                        .header(http::header::USER_AGENT, "wharf-health")
+                        .body(Empty::new())
+                        .map_err(|e| e.to_string())?;
+                    let resp = self.0.request(req).await.map_err(|e| format!("GET {path}: {}", error_chain(&e)))?;
+                    let status = resp.status();
+                    if status.is_success() || status.is_redirection() {
+                        Ok(())
+                    } else {
+                        Err(format!("GET {path} answered {status}"))
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(check.timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {}", fmt_duration(check.timeout))),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+impl Controller {
+    /// Starts checking a web task unless it is checked already.
+    pub(crate) fn watch_health(self: &Arc<Self>, task: &str, port: u16, check: HealthCheck) {
+        let mut map = self.health.lock().unwrap();
+        if map.contains_key(task) {
+            return;
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let state = Mutex::new(HealthState {
+            health: Health::Starting,
+            pid: None,
+            ok_streak: 0,
+            fail_streak: 0,
+            last_error: None,
+        });
+        // The checker holds only a Weak so dropping the entry ends it.
+        let (tx, rx) = tokio::sync::oneshot::channel::<std::sync::Weak<TaskHealth>>();
+        let ctl = Arc::downgrade(self);
+        let id = task.to_string();
+        let join = tokio::spawn(async move {
+            let Ok(th) = rx.await else { return };
+            check_loop(ctl, id, check, th).await;
+        });
+        let th = Arc::new(TaskHealth { addr, state, checker: join.abort_handle() });
+        let _ = tx.send(Arc::downgrade(&th));
+        map.insert(task.to_string(), th);
+    }
+}
+
+async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthCheck, th: std::sync::Weak<TaskHealth>) {
+    loop {
+        let (Some(ctl), Some(th)) = (ctl.upgrade(), th.upgrade()) else { return };
+        let Some(status) = ctl.driver.task(&id) else { return };
+        if status.state != TaskState::Running {
+            // Down or restarting: out of the pool until it passes again.
+            set_health(&ctl, &id, &th, Health::Starting, status.pid, None);
+            drop((ctl, th));
+            tokio::time::sleep(STARTING_PROBE).await;
+            continue;
+        }
+        {
+            let mut st = th.state.lock().unwrap();
+            if st.pid != status.pid {
+                // A restarted process has to prove itself again.
+                st.pid = status.pid;
+                st.ok_streak = 0;
+                st.fail_streak = 0;
+                if st.health != Health::Starting {
+                    st.health = Health::Starting;
+                    drop(st);
+                    ctl.routes_changed.notify_one();
+                }
+            }
+        }
+        let result = ctl.health_client.probe(th.addr, &check).await;
+        let in_grace = status
+            .started_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < check.grace);
+        let current = th.health();
+        let next = {
+            let mut st = th.state.lock().unwrap();
+            match &result {
+                Ok(()) => {
+                    st.ok_streak += 1;
+                    st.fail_streak = 0;
+                    st.last_error = None;
+                }
+                Err(e) => {
+                    st.ok_streak = 0;
+                    if !in_grace {
+                        st.fail_streak += 1;
+                    }
+                    st.last_error = Some(e.clone());
+                }
+            }
+            match current {
+                Health::Starting | Health::Unhealthy if st.ok_streak >= check.healthy_threshold => Health::Healthy,
+                Health::Healthy if st.fail_streak >= check.unhealthy_threshold => Health::Unhealthy,
+                h => h,
+            }
+        };
+        if next != current {
+            set_health(&ctl, &id, &th, next, status.pid, result.err());
+        }
+        let wait = if next == Health::Healthy { check.interval } else { check.interval.min(STARTING_PROBE) };
+        drop((ctl, th));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn set_health(ctl: &Controller, id: &str, th: &TaskHealth, health: Health, pid: Option<u32>, error: Option<String>) {
+    let changed = {
+        let mut st = th.state.lock().unwrap();
+        let changed = st.health != health;
+        st.health = health;
+        st.pid = pid;
+        if changed && health == Health::Starting {
+            st.ok_streak = 0;
+            st.fail_streak = 0;
+        }
+        changed
+    };
+    if !changed {
+        return;
+    }
+    ctl.routes_changed.notify_one();
+    ctl.wake.notify_one();
+    match health {
+        Health::Healthy => ctl.task_event("task.healthy", Level::Info, id, format!("task {id} is healthy")),
+        Health::Unhealthy => ctl.task_event(
+            "task.unhealthy",
+            Level::Warn,
+            id,
+            format!("task {id} is unhealthy: {}", error.unwrap_or_else(|| "checks failed".into())),
+        ),
+        Health::Starting => {}
+    }
+}

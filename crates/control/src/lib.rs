@@ -1,0 +1,19 @@
+//! The controllers: they compare the desired state in the store with what the
+//! driver and health checks observe, and act until the two agree.
+//!
+//! Every loop here is level-triggered and restart-safe: it derives what to do
+//! from the store and from observation, never from remembered intent, so the
+//! server can be killed at any point and converge again on restart.
+
+mod controller;
+mod deploy;
+mod health;
+mod reconcile;
+pub mod release;
+mod routes;
+mod views;
+
+pub use controller::{ControlConfig, ControlError, Controller, StreamSink};
+pub use deploy::{DeployError, DeployReport, ServiceReport};
+pub use health::Health;
+pub use views::{AppView, ServiceView, StatusView, TaskView};

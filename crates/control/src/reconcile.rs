@@ -1,0 +1,270 @@
+//! The reconciler: desired (service → revision, replicas) against observed
+//! tasks. Idempotent; runs on every change and once a second.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use wharf_logs::Level;
+use wharf_runtime::{TaskSpec, TaskState, TaskStatus};
+use wharf_store::{ServiceRecord, TaskRecord};
+
+use crate::controller::{now_ms, signal_number, ControlError, Controller};
+use crate::health::Health;
+
+/// The longest wait between retries of a service whose tasks fail to spawn.
+const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Controller {
+    pub(crate) async fn reconcile_loop(self: Arc<Self>) {
+        let mut stop = self.stopping();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.reconcile_once().await {
+                tracing::warn!("reconcile failed: {e}");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Whether a task counts as up: web tasks once healthy, workers once running.
+    pub(crate) fn is_ready(&self, t: &TaskStatus, web: bool) -> bool {
+        if web {
+            self.health.lock().unwrap().get(&t.spec.id).is_some_and(|h| h.health() == Health::Healthy)
+        } else {
+            t.state == TaskState::Running
+        }
+    }
+
+    pub(crate) async fn reconcile_once(self: &Arc<Self>) -> Result<(), ControlError> {
+        let services = self.db.services(None).await?;
+        let mut observed: HashMap<(String, String), Vec<TaskStatus>> = HashMap::new();
+        {
+            let draining = self.draining.lock().unwrap();
+            for t in self.driver.tasks() {
+                // One-off tasks and tasks on their way out are not counted.
+                if !t.spec.restart || draining.contains(&t.spec.id) || t.state == TaskState::Stopping {
+                    continue;
+                }
+                self.remember(&t.spec);
+                observed.entry((t.spec.app.clone(), t.spec.service.clone())).or_default().push(t);
+            }
+        }
+        for svc in &services {
+            let tasks = observed.remove(&(svc.app.clone(), svc.name.clone())).unwrap_or_default();
+            self.reconcile_service(svc, tasks).await?;
+        }
+        // Whatever is left belongs to no service any more.
+        for t in observed.into_values().flatten() {
+            self.drain_and_stop(&t.spec.id, "its service was removed").await;
+        }
+        self.forget_gone_tasks().await?;
+        Ok(())
+    }
+
+    async fn reconcile_service(
+        self: &Arc<Self>,
+        svc: &ServiceRecord,
+        tasks: Vec<TaskStatus>,
+    ) -> Result<(), ControlError> {
+        let rev = self.revision(&svc.app, &svc.name, svc.revision).await?;
+        let web = rev.spec.is_web();
+        if let Some(check) = &rev.spec.health {
+            for t in &tasks {
+                if let Some(port) = task_port(&t.spec) {
+                    // Old revisions' tasks keep their own check settings.
+                    let check = if t.spec.revision == rev.number {
+                        check.clone()
+                    } else {
+                        self.revision(&svc.app, &svc.name, t.spec.revision)
+                            .await
+                            .ok()
+                            .and_then(|r| r.spec.health.clone())
+                            .unwrap_or_else(|| check.clone())
+                    };
+                    self.watch_health(&t.spec.id, port, check);
+                }
+            }
+        }
+        let (current, old): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.spec.revision == rev.number);
+        let want = svc.replicas as usize;
+        if current.len() < want {
+            for _ in current.len()..want {
+                if !self.start_allowed(svc) {
+                    break;
+                }
+                match self.start_task(svc, &rev).await {
+                    Ok(()) => {
+                        self.start_backoff.lock().unwrap().remove(&(svc.app.clone(), svc.name.clone()));
+                    }
+                    Err(e) => {
+                        self.start_failed(svc, &e);
+                        break;
+                    }
+                }
+            }
+        } else if current.len() > want {
+            // Scale in: not-ready tasks first, then the newest.
+            let mut extra: Vec<&TaskStatus> = current.iter().collect();
+            extra.sort_by_key(|t| (self.is_ready(t, web), std::cmp::Reverse(t.started_at)));
+            for t in extra.into_iter().take(current.len() - want) {
+                self.drain_and_stop(&t.spec.id, "scaling in").await;
+            }
+        }
+        // Old revisions keep serving until the new one is fully up.
+        let ready = current.iter().filter(|t| self.is_ready(t, web)).count();
+        if ready >= want && !old.is_empty() {
+            for t in old {
+                let why = format!("replaced by {}@{}", svc.name, rev.number);
+                self.drain_and_stop(&t.spec.id, &why).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_allowed(&self, svc: &ServiceRecord) -> bool {
+        let backoff = self.start_backoff.lock().unwrap();
+        backoff.get(&(svc.app.clone(), svc.name.clone())).is_none_or(|(_, until)| Instant::now() >= *until)
+    }
+
+    fn start_failed(&self, svc: &ServiceRecord, e: &ControlError) {
+        let mut backoff = self.start_backoff.lock().unwrap();
+        let entry = backoff.entry((svc.app.clone(), svc.name.clone())).or_insert((0, Instant::now()));
+        entry.0 += 1;
+        let wait = (Duration::from_millis(500) * 2u32.saturating_pow(entry.0 - 1)).min(MAX_START_BACKOFF);
+        entry.1 = Instant::now() + wait;
+        drop(backoff);
+        self.event_full(
+            "task.start_failed",
+            Level::Error,
+            Some(&svc.app),
+            Some(&svc.name),
+            None,
+            format!("cannot start a task of {}@{}: {e}; retrying in {}s", svc.name, svc.revision, wait.as_secs_f64()),
+        );
+    }
+
+    async fn start_task(
+        self: &Arc<Self>,
+        svc: &ServiceRecord,
+        rev: &wharf_store::Revision,
+    ) -> Result<(), ControlError> {
+        let id = format!("{}-{}-{}-{}", svc.app, svc.name, rev.number, short_id());
+        let port = if rev.spec.is_web() { Some(free_port()?) } else { None };
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("PATH".into(), self.task_path.clone());
+        env.extend(rev.spec.env.clone());
+        env.insert("WHARF_APP".into(), svc.app.clone());
+        env.insert("WHARF_SERVICE".into(), svc.name.clone());
+        env.insert("WHARF_REVISION".into(), rev.number.to_string());
+        env.insert("WHARF_TASK".into(), id.clone());
+        if let Some(p) = port {
+            env.insert("PORT".into(), p.to_string());
+        }
+        let spec = TaskSpec {
+            id: id.clone(),
+            app: svc.app.clone(),
+            service: svc.name.clone(),
+            revision: rev.number,
+            command: rev.spec.command.clone(),
+            workdir: self.releases.path(&svc.app, &rev.release).join(&rev.spec.workdir),
+            env,
+            cpu_units: rev.spec.cpu,
+            memory_bytes: rev.spec.memory,
+            stop_signal: signal_number(&rev.spec.stop_signal),
+            stop_timeout: rev.spec.stop_timeout,
+            restart: true,
+        };
+        // Intent first: a crash between these two lines leaves a record
+        // without a task, which forget_gone_tasks() cleans up.
+        let record = TaskRecord {
+            id: id.clone(),
+            app: svc.app.clone(),
+            service: svc.name.clone(),
+            revision: rev.number,
+            port,
+            created_at: now_ms(),
+        };
+        self.db.put_task(&record).await?;
+        self.remember(&spec);
+        if let Err(e) = self.driver.start(spec).await {
+            self.db.delete_task(&id).await?;
+            return Err(e.into());
+        }
+        if let (Some(port), Some(check)) = (port, rev.spec.health.clone()) {
+            self.watch_health(&id, port, check);
+        }
+        Ok(())
+    }
+
+    /// Takes a task out of the routing table first, then stops it gracefully
+    /// in the background. Always in that order, so no new request reaches a
+    /// task that is going away.
+    pub(crate) async fn drain_and_stop(self: &Arc<Self>, id: &str, why: &str) {
+        if !self.draining.lock().unwrap().insert(id.to_string()) {
+            return;
+        }
+        self.task_event("task.stopping", Level::Info, id, format!("stopping task {id}: {why}"));
+        self.rebuild_routes().await;
+        let this = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = this.driver.stop(&id).await {
+                this.task_event("task.stop_failed", Level::Error, &id, format!("cannot stop task {id}: {e}"));
+            }
+            this.health.lock().unwrap().remove(&id);
+            if let Err(e) = this.db.delete_task(&id).await {
+                tracing::warn!("cannot delete task record {id}: {e}");
+            }
+            this.draining.lock().unwrap().remove(&id);
+            this.wake.notify_one();
+        });
+    }
+
+    /// Drops bookkeeping of tasks the driver no longer has.
+    async fn forget_gone_tasks(&self) -> Result<(), ControlError> {
+        let live: std::collections::HashSet<String> = self.driver.tasks().into_iter().map(|t| t.spec.id).collect();
+        let gone: Vec<String> = {
+            let mut health = self.health.lock().unwrap();
+            let gone: Vec<String> = health.keys().filter(|id| !live.contains(*id)).cloned().collect();
+            for id in &gone {
+                health.remove(id);
+            }
+            gone
+        };
+        if !gone.is_empty() {
+            self.routes_changed.notify_one();
+        }
+        let draining = self.draining.lock().unwrap().clone();
+        for r in self.db.tasks().await? {
+            if !live.contains(&r.id) && !draining.contains(&r.id) {
+                self.db.delete_task(&r.id).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn task_port(spec: &TaskSpec) -> Option<u16> {
+    spec.env.get("PORT").and_then(|p| p.parse().ok())
+}
+
+fn short_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// A port the kernel considers free right now, for a new task to bind.
+fn free_port() -> Result<u16, ControlError> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| ControlError::Unavailable(format!("no free port for a task: {e}")))?;
+    Ok(l.local_addr().map_err(|e| ControlError::Unavailable(e.to_string()))?.port())
+}

@@ -1,0 +1,74 @@
+//! Builds the proxy's routing snapshot from the apps' routes and the tasks
+//! that are healthy and not draining.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wharf_proxy::{Backend, HostMatch, Pool, RouteSpec, RoutingTable};
+
+use crate::controller::Controller;
+use crate::health::Health;
+
+impl Controller {
+    pub(crate) async fn routes_loop(self: Arc<Self>) {
+        let mut stop = self.stopping();
+        loop {
+            self.rebuild_routes().await;
+            tokio::select! {
+                _ = self.routes_changed.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Builds and swaps in a new routing table. Serialised, so two rebuilds
+    /// racing can't leave an older view in place.
+    pub(crate) async fn rebuild_routes(&self) {
+        let _guard = self.routes_lock.lock().await;
+        let apps = match self.db.apps().await {
+            Ok(apps) => apps,
+            Err(e) => {
+                tracing::warn!("routing not rebuilt, store unavailable: {e}");
+                return;
+            }
+        };
+        let mut backends: HashMap<(String, String), Vec<Backend>> = HashMap::new();
+        {
+            let health = self.health.lock().unwrap();
+            let draining = self.draining.lock().unwrap();
+            let meta = self.meta.lock().unwrap();
+            for (id, th) in health.iter() {
+                if draining.contains(id) || th.health() != Health::Healthy {
+                    continue;
+                }
+                let Some(m) = meta.get(id) else { continue };
+                backends
+                    .entry((m.app.clone(), m.service.clone()))
+                    .or_default()
+                    .push(Backend { addr: th.addr, task: id.clone() });
+            }
+        }
+        let mut pools: HashMap<(String, String), Arc<Pool>> = HashMap::new();
+        let mut routes = Vec::new();
+        for app in &apps {
+            for r in &app.routes {
+                let key = (app.name.clone(), r.service.clone());
+                let pool = pools
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        let mut b = backends.remove(&key).unwrap_or_default();
+                        b.sort_by(|x, y| x.task.cmp(&y.task));
+                        Arc::new(Pool::new(format!("{}/{}", app.name, r.service), b))
+                    })
+                    .clone();
+                routes.push(RouteSpec {
+                    host: HostMatch::from_spec(r.host.as_deref()),
+                    path: r.path.clone(),
+                    strip_prefix: r.strip_prefix,
+                    pool,
+                });
+            }
+        }
+        self.proxy.swap(RoutingTable::new(routes));
+    }
+}

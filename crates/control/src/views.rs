@@ -1,0 +1,195 @@
+//! Read-only views for `wharf status` and `wharf ps`, derived from the store
+//! and from observation every time (nothing cached that could go stale).
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use serde::Serialize;
+use wharf_runtime::{TaskState, TaskStatus};
+use wharf_store::DeploymentRecord;
+
+use crate::controller::{describe_exit, ControlError, Controller};
+use crate::health::Health;
+use crate::reconcile::task_port;
+
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    pub limits: String,
+    pub apps: Vec<AppView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppView {
+    pub name: String,
+    pub release: String,
+    pub deployed_at: u64,
+    pub routes: Vec<RouteView>,
+    pub services: Vec<ServiceView>,
+    pub deployment: Option<DeploymentRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteView {
+    pub host: Option<String>,
+    pub path: String,
+    pub service: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub kind: &'static str,
+    pub revision: u64,
+    pub replicas: u32,
+    /// Tasks of the current revision.
+    pub running: usize,
+    /// Of those, healthy (web) or running (worker).
+    pub ready: usize,
+    /// Tasks of earlier revisions still running (during a deploy).
+    pub old: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub app: String,
+    pub service: String,
+    pub revision: u64,
+    pub state: TaskState,
+    pub health: Option<Health>,
+    pub health_error: Option<String>,
+    pub draining: bool,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    pub restarts: u32,
+    pub crashes: u32,
+    pub last_exit: Option<String>,
+    pub started_at: Option<u64>,
+    pub adopted: bool,
+    pub oom_kills: u32,
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+}
+
+pub(crate) struct Progress {
+    pub done: bool,
+    pub waiting_on: Vec<String>,
+}
+
+impl Controller {
+    pub async fn status(self: &Arc<Self>) -> Result<StatusView, ControlError> {
+        let tasks = self.driver.tasks();
+        let mut apps = Vec::new();
+        for app in self.db.apps().await? {
+            let mut services = Vec::new();
+            for s in self.db.services(Some(&app.name)).await? {
+                let web = self.revision(&app.name, &s.name, s.revision).await?.spec.is_web();
+                let mine: Vec<&TaskStatus> = tasks
+                    .iter()
+                    .filter(|t| t.spec.restart && t.spec.app == app.name && t.spec.service == s.name)
+                    .collect();
+                let current: Vec<_> = mine.iter().filter(|t| t.spec.revision == s.revision).collect();
+                services.push(ServiceView {
+                    name: s.name.clone(),
+                    kind: if web { "web" } else { "worker" },
+                    revision: s.revision,
+                    replicas: s.replicas,
+                    running: current.len(),
+                    ready: current.iter().filter(|t| self.is_ready(t, web)).count(),
+                    old: mine.len() - current.len(),
+                });
+            }
+            apps.push(AppView {
+                routes: app
+                    .routes
+                    .iter()
+                    .map(|r| RouteView { host: r.host.clone(), path: r.path.clone(), service: r.service.clone() })
+                    .collect(),
+                deployment: self.db.deployments(&app.name).await?.pop(),
+                name: app.name,
+                release: app.release,
+                deployed_at: app.deployed_at,
+                services,
+            });
+        }
+        Ok(StatusView {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            limits: describe_limits(&self.driver.limits()),
+            apps,
+        })
+    }
+
+    pub fn tasks_view(&self) -> Vec<TaskView> {
+        let health = self.health.lock().unwrap();
+        let draining = self.draining.lock().unwrap();
+        let usage = self.usage.lock().unwrap();
+        let mut out: Vec<TaskView> = self
+            .driver
+            .tasks()
+            .into_iter()
+            .map(|t| {
+                let h = health.get(&t.spec.id);
+                let u = usage.get(&t.spec.id);
+                TaskView {
+                    health: h.map(|h| h.health()),
+                    health_error: h.and_then(|h| h.state.lock().unwrap().last_error.clone()),
+                    draining: draining.contains(&t.spec.id),
+                    port: task_port(&t.spec),
+                    state: t.state,
+                    pid: t.pid,
+                    restarts: t.restarts,
+                    crashes: t.crashes,
+                    last_exit: t.last_exit.as_ref().map(describe_exit),
+                    started_at: t
+                        .started_at
+                        .and_then(|s| s.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as u64),
+                    adopted: t.adopted,
+                    oom_kills: t.oom_kills,
+                    cpu_percent: u.map(|u| (u.cpu_percent * 10.0).round() / 10.0),
+                    memory_bytes: u.map(|u| u.memory_bytes),
+                    id: t.spec.id,
+                    app: t.spec.app,
+                    service: t.spec.service,
+                    revision: t.spec.revision,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.app, &a.service, a.revision, &a.id).cmp(&(&b.app, &b.service, b.revision, &b.id)));
+        out
+    }
+
+    /// Whether every service of `app` runs only its current revision with
+    /// all replicas ready, and if not, what it waits for.
+    pub(crate) async fn rollout_progress(self: &Arc<Self>, app: &str) -> Result<Progress, ControlError> {
+        let status = self.status().await?;
+        let Some(view) = status.apps.into_iter().find(|a| a.name == app) else {
+            return Ok(Progress { done: true, waiting_on: vec![] });
+        };
+        let waiting_on: Vec<String> = view
+            .services
+            .iter()
+            .filter(|s| (s.ready as u32) < s.replicas || s.old > 0)
+            .map(|s| format!("{}@{}: {}/{} ready, {} old", s.name, s.revision, s.ready, s.replicas, s.old))
+            .collect();
+        // Tasks of services that were removed must be gone too.
+        let leftovers = self
+            .driver
+            .tasks()
+            .iter()
+            .filter(|t| t.spec.restart && t.spec.app == app && !view.services.iter().any(|s| s.name == t.spec.service))
+            .count();
+        Ok(Progress { done: waiting_on.is_empty() && leftovers == 0, waiting_on })
+    }
+}
+
+fn describe_limits(l: &wharf_runtime::LimitsSupport) -> String {
+    match l {
+        wharf_runtime::LimitsSupport::CgroupV1 => "cgroup v1".into(),
+        wharf_runtime::LimitsSupport::CgroupV2 => "cgroup v2".into(),
+        wharf_runtime::LimitsSupport::None { reason } => format!("none ({reason})"),
+    }
+}
