@@ -1,0 +1,217 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+use wharf_control::{Controller, DeployError};
+use wharf_logs::{Filter, Record, Source};
+
+use crate::{ErrorBody, ErrorDetail};
+
+/// Largest release archive accepted.
+const MAX_UPLOAD: usize = 512 << 20;
+
+#[derive(Clone)]
+struct ApiState {
+    ctl: Arc<Controller>,
+    token: Arc<str>,
+}
+
+/// The API's routes, all behind the bearer token.
+pub fn router(ctl: Arc<Controller>, token: String) -> Router {
+    let state = ApiState { ctl, token: token.into() };
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/tasks", get(tasks))
+        .route("/v1/deploy", post(deploy))
+        .route("/v1/logs", get(logs))
+        .route("/v1/events", get(events))
+        .route("/v1/deployments", get(deployments))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = ErrorBody { error: ErrorDetail { kind: kind.into(), message: message.into(), diagnostics: vec![] } };
+    (status, Json(body)).into_response()
+}
+
+async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if crate::token::matches(&st.token, t.trim()) => next.run(req).await,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong API token: use the token in the server's data directory (file `token`)"),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing API token: send `Authorization: Bearer TOKEN` (the token is in the server's data directory, file `token`)",
+        ),
+    }
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see the API section of the README")
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+async fn status(State(st): State<ApiState>) -> Response {
+    match st.ctl.status().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn tasks(State(st): State<ApiState>) -> Response {
+    Json(st.ctl.tasks_view()).into_response()
+}
+
+async fn deploy(State(st): State<ApiState>, body: Bytes) -> Response {
+    if body.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body must be a release archive (.tar.gz), as `wharf deploy` sends",
+        );
+    }
+    match st.ctl.deploy(body.to_vec()).await {
+        Ok(report) => Json(report).into_response(),
+        Err(DeployError::Invalid(e)) => {
+            let body = ErrorBody {
+                error: ErrorDetail {
+                    kind: "invalid_spec".into(),
+                    message: "wharf.toml is invalid; nothing was changed".into(),
+                    diagnostics: e.diagnostics().to_vec(),
+                },
+            };
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+        Err(DeployError::Release(e)) => error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    app: Option<String>,
+    service: Option<String>,
+    task: Option<String>,
+    /// Comma-separated sources.
+    source: Option<String>,
+    /// Unix milliseconds.
+    since: Option<u64>,
+    n: Option<usize>,
+    #[serde(default)]
+    follow: bool,
+}
+
+impl LogQuery {
+    /// An unknown source is an error message for a 400.
+    fn filter(&self) -> Result<Filter, String> {
+        let mut sources = Vec::new();
+        for s in self.source.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+            let source = Source::parse(s);
+            sources
+                .push(source.ok_or_else(|| format!("unknown source `{s}`: use stdout, stderr, access, event or job"))?);
+        }
+        Ok(Filter {
+            app: self.app.clone(),
+            service: self.service.clone(),
+            task: self.task.clone(),
+            sources,
+            since: self.since.map(|ms| ms * 1_000_000),
+            until: None,
+        })
+    }
+}
+
+fn ndjson(r: &Record) -> Bytes {
+    let mut line = serde_json::to_vec(r).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Records as JSON lines; with `follow=true` the answer stays open and new
+/// records are sent as they arrive.
+async fn logs(
+    State(st): State<ApiState>,
+    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let filter = match q.filter() {
+        Ok(f) => f,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
+    };
+    let n = q.n.unwrap_or(100);
+    let headers = [(header::CONTENT_TYPE, "application/x-ndjson")];
+    if !q.follow {
+        let body: Vec<u8> = st.ctl.logs().query(&filter, n).iter().flat_map(|r| ndjson(r)).collect();
+        return (headers, body).into_response();
+    }
+    let (backlog, rx) = st.ctl.logs().follow(&filter, n);
+    let backlog = futures_util::stream::iter(backlog.into_iter().map(|r| Ok::<_, std::io::Error>(ndjson(&r))));
+    let live = BroadcastStream::new(rx).filter_map(move |item| {
+        let out = match item {
+            Ok(r) if filter.matches(&r) => Some(Ok(ndjson(&r))),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(k)) => {
+                let mut r = Record::event(
+                    "logs.skipped",
+                    wharf_logs::Level::Warn,
+                    format!("{k} records skipped: this reader was too slow"),
+                );
+                r.seq = 0;
+                Some(Ok(ndjson(&r)))
+            }
+        };
+        std::future::ready(out)
+    });
+    // A keep-alive blank line every 15 s lets the client notice a dead server.
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(15)))
+        .map(|_| Ok(Bytes::from_static(b"\n")));
+    let body = Body::from_stream(backlog.chain(futures_util::stream::select(live, ticks)));
+    (headers, body).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    n: Option<usize>,
+}
+
+async fn events(State(st): State<ApiState>, Query(q): Query<EventQuery>) -> Response {
+    match st.ctl.db().events(q.n.unwrap_or(100)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentsQuery {
+    app: String,
+}
+
+async fn deployments(State(st): State<ApiState>, Query(q): Query<DeploymentsQuery>) -> Response {
+    match st.ctl.db().deployments(&q.app).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => internal(e),
+    }
+}
