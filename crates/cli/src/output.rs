@@ -1,0 +1,426 @@
+//! The commands that talk to a server, and how they print.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use wharf_api::client::{ApiClient, ClientError};
+use wharf_control::release::pack_dir;
+use wharf_control::DeployError;
+use wharf_logs::{Filter, Record, Source};
+
+use crate::server;
+
+/// Validates DIR/wharf.toml and prints the outcome.
+pub fn check(dir: &Path, json: bool) -> ExitCode {
+    match wharf_spec::load_dir(dir) {
+        Ok(spec) => {
+            if json {
+                println!("{}", serde_json::json!({ "ok": true, "spec": spec }));
+            } else {
+                let web = spec.services.values().filter(|s| s.is_web()).count();
+                println!(
+                    "ok: app `{}`: {} services ({} web, {} worker), {} routes",
+                    spec.app,
+                    spec.services.len(),
+                    web,
+                    spec.services.len() - web,
+                    spec.routes.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "ok": false, "diagnostics": e.diagnostics() }));
+            } else {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pack(dir: &Path) -> Result<Vec<u8>> {
+    pack_dir(dir).with_context(|| format!("cannot pack {}", dir.display()))
+}
+
+/// `wharf up`: a server of its own, the app deployed, the stream printed.
+pub async fn up(
+    dir: PathBuf,
+    data: Option<PathBuf>,
+    http: SocketAddr,
+    api: SocketAddr,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let dir = dir.canonicalize().with_context(|| format!("app directory {} not found", dir.display()))?;
+    // Validate before starting anything.
+    if let Err(e) = wharf_spec::load_dir(&dir) {
+        eprintln!("{e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let data = data.unwrap_or_else(|| dir.join(".wharf"));
+    let running = server::start(server::ServerOptions { data, api, http }).await?;
+    let printer = (!quiet).then(|| {
+        let (backlog, rx) = running.ctl.logs().follow(&Filter::default(), 0);
+        drop(backlog);
+        tokio::spawn(print_stream(rx))
+    });
+    let archive = pack(&dir)?;
+    let report = match running.ctl.deploy(archive).await {
+        Ok(r) => r,
+        Err(DeployError::Invalid(e)) => {
+            eprintln!("{e}");
+            running.stop().await;
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            running.stop().await;
+            return Err(e.into());
+        }
+    };
+    let ctl = running.ctl.clone();
+    let app = report.app.clone();
+    let base = format!("http://{}", running.http);
+    eprintln!("wharf: {} is deploying ({})", app, report.message);
+    if let Ok(status) = ctl.status().await {
+        for a in status.apps.iter().filter(|a| a.name == app) {
+            for r in &a.routes {
+                match &r.host {
+                    None => eprintln!("  {base}{:<12} → {}", r.path, r.service),
+                    Some(h) => eprintln!("  {base}{:<12} → {} (with Host: {h})", r.path, r.service),
+                }
+            }
+        }
+    }
+    eprintln!("  API {}; try `wharf status` in {}. Ctrl-C stops everything.", running.api_url, dir.display());
+    let watcher = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let Ok(status) = ctl.status().await else { continue };
+            let Some(a) = status.apps.iter().find(|a| a.name == app) else { continue };
+            let Some(d) = &a.deployment else { continue };
+            let state = serde_json::to_value(d.state).unwrap_or_default();
+            if state != "in_progress" {
+                eprintln!(
+                    "wharf: {app} {} after {} ms: {}",
+                    state.as_str().unwrap_or("?"),
+                    t0.elapsed().as_millis(),
+                    d.message
+                );
+                return;
+            }
+        }
+    });
+    let sig = server::stop_signal().await;
+    watcher.abort();
+    eprintln!("wharf: {sig} received, stopping tasks");
+    running.stop().await;
+    if let Some(p) = printer {
+        p.abort();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_stream(mut rx: tokio::sync::broadcast::Receiver<std::sync::Arc<Record>>) {
+    let color = std::io::stdout().is_terminal();
+    loop {
+        match rx.recv().await {
+            Ok(r) => println!("{}", format_record(&r, color)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("... {n} records skipped"),
+            Err(_) => return,
+        }
+    }
+}
+
+/// `HH:MM:SS.mmm service.task | message`, times in UTC.
+pub fn format_record(r: &Record, color: bool) -> String {
+    let secs = r.time / 1_000_000_000;
+    let ms = (r.time / 1_000_000) % 1000;
+    let t = format!("{:02}:{:02}:{:02}.{ms:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let who = match (&r.service, &r.task, r.source) {
+        (_, _, Source::Event) => "wharf".to_string(),
+        (Some(s), Some(task), _) => format!("{s}.{}", task.rsplit('-').next().unwrap_or("")),
+        (Some(s), None, _) => s.clone(),
+        _ => "wharf".to_string(),
+    };
+    let err = r.source == Source::Stderr;
+    if !color {
+        let mark = if err { "!" } else { "|" };
+        return format!("{t} {who:<14} {mark} {}", r.message);
+    }
+    const COLORS: [u8; 6] = [36, 32, 35, 34, 33, 96];
+    let c = match r.source {
+        Source::Event => match r.level {
+            Some(wharf_logs::Level::Error) => 31,
+            Some(wharf_logs::Level::Warn) => 33,
+            _ => 90,
+        },
+        _ => COLORS[who.split('.').next().unwrap_or("").bytes().map(usize::from).sum::<usize>() % COLORS.len()],
+    };
+    format!("\x1b[90m{t}\x1b[0m \x1b[{c}m{who:<14}\x1b[0m {} {}", if err { "\x1b[31m!\x1b[0m" } else { "|" }, r.message)
+}
+
+fn api_error(e: ClientError) -> anyhow::Error {
+    if let ClientError::Api { body, .. } = &e {
+        if !body.error.diagnostics.is_empty() {
+            let lines: Vec<String> = body
+                .error
+                .diagnostics
+                .iter()
+                .map(|d| {
+                    let hint = d.hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+                    format!("{}:{}:{}: error: {}{hint}", d.file, d.line, d.column, d.message)
+                })
+                .collect();
+            return anyhow::anyhow!("{}\n{}", body.error.message, lines.join("\n"));
+        }
+    }
+    e.into()
+}
+
+pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) -> Result<ExitCode> {
+    if let Err(e) = wharf_spec::load_dir(dir) {
+        eprintln!("{e}");
+        eprintln!("nothing was deployed");
+        return Ok(ExitCode::FAILURE);
+    }
+    let archive = pack(dir)?;
+    if !json {
+        eprintln!("uploading release ({} KiB) to {}", archive.len().div_ceil(1024), client.base());
+    }
+    let report: Value = client.post_archive("/v1/deploy", archive).await.map_err(api_error)?;
+    let app = report["app"].as_str().unwrap_or_default().to_string();
+    let id = report["deployment"].as_u64().unwrap_or(0);
+    if !json {
+        eprintln!("deployment {app}#{id}: {}", report["message"].as_str().unwrap_or(""));
+    }
+    if detach || report["state"] != "in_progress" {
+        if json {
+            println!("{report}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let status: Value = client.get("/v1/status").await.map_err(api_error)?;
+        let Some(a) = status["apps"].as_array().and_then(|apps| apps.iter().find(|a| a["name"] == app.as_str())) else {
+            continue;
+        };
+        let d = &a["deployment"];
+        if d["id"].as_u64() != Some(id) {
+            continue;
+        }
+        let progress: Vec<String> = a["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let old = s["old"].as_u64().unwrap_or(0);
+                let old = if old > 0 { format!(", {old} old draining") } else { String::new() };
+                format!(
+                    "{}@{} {}/{} ready{old}",
+                    s["name"].as_str().unwrap_or(""),
+                    s["revision"],
+                    s["ready"],
+                    s["replicas"]
+                )
+            })
+            .collect();
+        let line = progress.join("  ");
+        if !json && line != last {
+            eprintln!("  {line}");
+            last = line;
+        }
+        match d["state"].as_str() {
+            Some("in_progress") => continue,
+            Some(state) => {
+                if json {
+                    println!("{d}");
+                } else {
+                    eprintln!("deployment {app}#{id} {state}: {}", d["message"].as_str().unwrap_or(""));
+                }
+                return Ok(if state == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
+            None => continue,
+        }
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        parts.join("  ").trim_end().to_string()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line(header.iter().map(|s| s.to_string()).collect()));
+    for r in rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+pub async fn status(client: &ApiClient, json: bool) -> Result<ExitCode> {
+    let status: Value = client.get("/v1/status").await.map_err(api_error)?;
+    if json {
+        println!("{status}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("wharf {} · up {}s · limits: {}", s(&status["version"]), status["uptime_secs"], s(&status["limits"]));
+    let apps = status["apps"].as_array().cloned().unwrap_or_default();
+    if apps.is_empty() {
+        println!("no apps deployed yet: run `wharf deploy DIR`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for a in apps {
+        println!();
+        let release = s(&a["release"]);
+        println!("app {} · release {}", s(&a["name"]), &release[..release.len().min(12)]);
+        let routes = a["routes"].as_array().cloned().unwrap_or_default();
+        let rows = a["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|sv| {
+                let name = s(&sv["name"]);
+                let r: Vec<String> = routes
+                    .iter()
+                    .filter(|r| r["service"] == name.as_str())
+                    .map(|r| format!("{}{}", r["host"].as_str().unwrap_or(""), s(&r["path"])))
+                    .collect();
+                let old = sv["old"].as_u64().unwrap_or(0);
+                vec![
+                    name.clone(),
+                    s(&sv["kind"]),
+                    format!("@{}", sv["revision"]),
+                    format!("{}/{}", sv["ready"], sv["replicas"]),
+                    if old > 0 { old.to_string() } else { "-".into() },
+                    if r.is_empty() { "-".into() } else { r.join(" ") },
+                ]
+            })
+            .collect();
+        table(&["SERVICE", "KIND", "REVISION", "READY", "OLD", "ROUTES"], rows);
+        if let Some(d) = a["deployment"].as_object() {
+            println!("last deployment #{}: {} ({})", d["id"], s(&d["state"]), s(&d["message"]));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ps(client: &ApiClient, json: bool) -> Result<ExitCode> {
+    let tasks: Value = client.get("/v1/tasks").await.map_err(api_error)?;
+    if json {
+        println!("{tasks}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = tasks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let health = if t["draining"] == true { "draining".to_string() } else { s(&t["health"]) };
+            let mem = t["memory_bytes"].as_u64().map_or("-".into(), |b| format!("{:.1}MiB", b as f64 / 1048576.0));
+            let cpu = t["cpu_percent"].as_f64().map_or("-".into(), |c| format!("{c:.1}%"));
+            vec![
+                s(&t["id"]),
+                format!("{}@{}", s(&t["service"]), t["revision"]),
+                s(&t["state"]).to_lowercase(),
+                health,
+                s(&t["pid"]),
+                s(&t["port"]),
+                s(&t["restarts"]),
+                cpu,
+                mem,
+            ]
+        })
+        .collect();
+    table(&["TASK", "REVISION", "STATE", "HEALTH", "PID", "PORT", "RESTARTS", "CPU", "MEM"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub struct LogArgs {
+    pub service: Option<String>,
+    pub follow: bool,
+    pub lines: usize,
+    pub app: Option<String>,
+    pub task: Option<String>,
+    pub source: Option<String>,
+    pub json: bool,
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b',' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let parts: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v)))).collect();
+    parts.join("&")
+}
+
+pub async fn logs(client: &ApiClient, a: LogArgs) -> Result<ExitCode> {
+    let q = query(&[
+        ("service", a.service),
+        ("app", a.app),
+        ("task", a.task),
+        ("source", a.source),
+        ("n", Some(a.lines.to_string())),
+        ("follow", Some(a.follow.to_string())),
+    ]);
+    let mut lines = client.lines(&format!("/v1/logs?{q}")).await.map_err(api_error)?;
+    let color = std::io::stdout().is_terminal();
+    while let Some(line) = lines.next().await.map_err(api_error)? {
+        if line.is_empty() {
+            continue; // keep-alive
+        }
+        let mut out = std::io::stdout().lock();
+        if a.json {
+            let _ = out.write_all(&line);
+            let _ = out.write_all(b"\n");
+        } else if let Ok(r) = serde_json::from_slice::<Record>(&line) {
+            let _ = writeln!(out, "{}", format_record(&r, color));
+        }
+        if a.follow {
+            let _ = out.flush();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn events(client: &ApiClient, n: usize, json: bool) -> Result<ExitCode> {
+    let events: Value = client.get(&format!("/v1/events?n={n}")).await.map_err(api_error)?;
+    if json {
+        println!("{events}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in events.as_array().into_iter().flatten() {
+        let mut r = Record::new(Source::Event, s(&e["message"]));
+        r.time = e["time"].as_u64().unwrap_or(0) * 1_000_000;
+        r.service = e["service"].as_str().map(str::to_string);
+        println!("{} {:<22} {}", &format_record(&r, false)[..12], s(&e["kind"]), s(&e["message"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}

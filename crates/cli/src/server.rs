@@ -1,0 +1,167 @@
+//! Assembles a server: store, log stream, driver, proxy, controllers and API.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::net::TcpListener;
+use wharf_control::{ControlConfig, Controller, StreamSink};
+use wharf_logs::{Level, LogStream, Record, StreamOptions};
+use wharf_proxy::Proxy;
+use wharf_runtime::ProcessDriver;
+use wharf_store::{Db, RedbStore};
+
+/// The file where a running server writes its API URL for the CLI to find.
+pub const API_URL_FILE: &str = "api.url";
+/// The file where a running server writes the proxy's URL.
+pub const PROXY_URL_FILE: &str = "proxy.url";
+
+pub struct ServerOptions {
+    pub data: PathBuf,
+    pub api: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// A started server; dropping it does not stop it, [`Running::stop`] does.
+pub struct Running {
+    pub ctl: Arc<Controller>,
+    pub api_url: String,
+    pub http: SocketAddr,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    proxy_task: tokio::task::JoinHandle<()>,
+    api_task: tokio::task::JoinHandle<()>,
+    data: PathBuf,
+    _lock: std::fs::File,
+}
+
+/// Holds an exclusive lock on the data directory for the server's life, so
+/// two servers never manage the same tasks.
+fn lock_data_dir(data: &Path) -> Result<std::fs::File> {
+    let path = data.join("server.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = std::fs::read_to_string(data.join("server.pid")).unwrap_or_default();
+        bail!(
+            "another wharf server is already running with data directory {} (pid {})\n  hint: stop it first, or use another --data directory",
+            data.display(),
+            pid.trim()
+        );
+    }
+    std::fs::write(data.join("server.pid"), std::process::id().to_string())?;
+    Ok(f)
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}\n  hint: is something else using it? choose another address with {flag}"))
+}
+
+pub async fn start(opts: ServerOptions) -> Result<Running> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&opts.data)
+        .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
+    let data = opts.data.canonicalize()?;
+    let lock = lock_data_dir(&data)?;
+    let token = wharf_api::token::load_or_create(&data).context("cannot create the API token")?;
+    let store = RedbStore::open(&data.join("store.redb"))?;
+    let db = Db::new(Arc::new(store));
+    let logs = LogStream::open(&data.join("logs"), StreamOptions::default())?;
+    let driver = ProcessDriver::new(data.join("tasks"), Arc::new(StreamSink(logs.clone())))?;
+    let proxy = Proxy::new();
+    // The proxy listens before tasks are re-adopted, so they serve the
+    // moment their first health check passes.
+    let http_listener = bind(opts.http, "HTTP traffic", "--http").await?;
+    let http = http_listener.local_addr()?;
+    let api_listener = bind(opts.api, "the API", "--api").await?;
+    let api_addr = api_listener.local_addr()?;
+    let ctl = Controller::new(ControlConfig {
+        data_dir: data.clone(),
+        db,
+        logs: logs.clone(),
+        driver: Arc::new(driver),
+        proxy: proxy.clone(),
+    });
+    ctl.start().await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut rx = stop_rx.clone();
+    let proxy_task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = proxy.serve(http_listener, shutdown, Duration::from_secs(10)).await {
+            tracing::warn!("{e}");
+        }
+    });
+    let mut rx = stop_rx;
+    let router = wharf_api::router(ctl.clone(), token);
+    let api_task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(api_listener, router).with_graceful_shutdown(shutdown).await {
+            tracing::warn!("API server failed: {e}");
+        }
+    });
+    let api_url = format!("http://{api_addr}");
+    std::fs::write(data.join(PROXY_URL_FILE), format!("http://{http}"))?;
+    std::fs::write(data.join(API_URL_FILE), &api_url)?;
+    let mut r = Record::event(
+        "server.started",
+        Level::Info,
+        format!("wharf server started: proxy on http://{http}, API on {api_url}"),
+    );
+    r.fields.insert("data".into(), data.display().to_string().into());
+    logs.append(r);
+    Ok(Running { ctl, api_url, http, stop_tx, proxy_task, api_task, data, _lock: lock })
+}
+
+impl Running {
+    /// Stops tasks gracefully, then the listeners.
+    pub async fn stop(self) {
+        self.ctl.shutdown().await;
+        let _ = self.stop_tx.send(true);
+        let _ = self.proxy_task.await;
+        let _ = self.api_task.await;
+        let _ = std::fs::remove_file(self.data.join(API_URL_FILE));
+        let _ = std::fs::remove_file(self.data.join(PROXY_URL_FILE));
+        let _ = std::fs::remove_file(self.data.join("server.pid"));
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Where a server keeps its data when not told otherwise.
+pub fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/wharf");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("wharf");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/wharf")
+}

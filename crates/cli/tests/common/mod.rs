@@ -1,0 +1,280 @@
+//! Test kit: starts the real `wharf` binary and talks to it over real HTTP.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+
+/// Polls `f` every 50 ms until it returns Some, or panics after `limit`
+/// with `what` (a behaviour bound, not a timing assertion).
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `wharf server` child process with its own data directory. Killed (and
+/// its tasks stopped) on drop.
+pub struct Server {
+    pub data: PathBuf,
+    pub child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Server { data: tmp.path().join("data"), child: None, _tmp: Some(tmp) };
+        s.spawn();
+        s
+    }
+
+    /// Starts (again) on the same data directory.
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.data.join("api.url"));
+        let _ = std::fs::remove_file(self.data.join("proxy.url"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.parent().unwrap().join("server.stderr"))
+            .unwrap();
+        let child = Command::new(WHARF)
+            .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
+            .arg(&self.data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start wharf server");
+        self.child = Some(child);
+        let data = self.data.clone();
+        wait_for("the server to write its URLs", Duration::from_secs(30), || {
+            (data.join("api.url").exists() && data.join("proxy.url").exists()).then_some(())
+        });
+    }
+
+    /// The driver id that marks this server's task processes.
+    pub fn driver_id(&self) -> Option<String> {
+        std::fs::read_to_string(self.data.join("tasks/driver-id")).ok().map(|s| s.trim().to_string())
+    }
+
+    /// Live processes started by this server's driver.
+    pub fn task_processes(&self) -> Vec<u32> {
+        let id = self.driver_id().expect("driver id");
+        pids_with_env("WHARF_DRIVER", Some(&id))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.data.parent().unwrap().join("server.stderr")).unwrap_or_default()
+    }
+
+    pub fn proxy_addr(&self) -> String {
+        let url = std::fs::read_to_string(self.data.join("proxy.url")).unwrap();
+        url.trim().trim_start_matches("http://").to_string()
+    }
+
+    pub fn api_addr(&self) -> String {
+        let url = std::fs::read_to_string(self.data.join("api.url")).unwrap();
+        url.trim().trim_start_matches("http://").to_string()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data.join("token")).unwrap().trim().to_string()
+    }
+
+    /// Runs a CLI command against this server.
+    pub fn wharf(&self, args: &[&str]) -> Output {
+        Command::new(WHARF).arg("--data").arg(&self.data).args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs a CLI command and returns its stdout, panicking on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.wharf(args);
+        assert!(
+            out.status.success(),
+            "wharf {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    pub fn tasks(&self) -> Vec<serde_json::Value> {
+        self.json(&["ps", "--json"]).as_array().unwrap().clone()
+    }
+
+    /// Deploys and waits until the rollout is done.
+    pub fn deploy(&self, dir: &Path) -> String {
+        self.ok(&["deploy", dir.to_str().unwrap()])
+    }
+
+    /// GET through the proxy.
+    pub fn get(&self, host: &str, path: &str) -> Option<(u16, String)> {
+        http_get(&self.proxy_addr(), host, path, None)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        signal(c.id(), libc::SIGTERM);
+        c.wait().unwrap()
+    }
+
+    /// Event messages of a kind, from the log stream.
+    pub fn events(&self, kind: &str) -> Vec<String> {
+        let out = self.ok(&["logs", "--source", "event", "-n", "100000", "--json"]);
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["fields"]["kind"] == kind)
+            .map(|r| r["message"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), libc::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                if let Some(c) = self.child.as_mut() {
+                    if c.try_wait().ok().flatten().is_some() {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.kill9();
+        }
+        // Never leave a task behind, even when a test failed half-way.
+        if let Some(id) = self.driver_id() {
+            for pid in pids_with_env("WHARF_DRIVER", Some(&id)) {
+                signal(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a pid we started.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie counts as dead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn environ(pid: u32) -> Vec<(String, String)> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let s = String::from_utf8_lossy(kv);
+            s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Live processes whose environment has `key` (= `value` if given).
+pub fn pids_with_env(key: &str, value: Option<&str>) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if !alive(pid) {
+            continue;
+        }
+        if environ(pid).iter().any(|(k, v)| k == key && value.is_none_or(|want| want == v)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A minimal HTTP/1.1 client: one request per connection, so every call
+/// goes through the proxy's full path. None when the connection fails.
+pub fn http_get(addr: &str, host: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    http_request(addr, "GET", host, path, token, &[])
+}
+
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Writes an app directory with the given wharf.toml.
+pub fn app_dir(toml: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("wharf.toml"), toml).unwrap();
+    d
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
