@@ -399,3 +399,73 @@ fn up_serves_the_app_and_ctrl_c_stops_everything() {
         assert!(!alive(pid), "task {pid} outlived `wharf up`");
     }
 }
+
+#[test]
+fn logs_follow_prints_new_output_as_it_happens() {
+    let s = Server::start();
+    let dir = app_dir(&demo_app("follow", "1", 1));
+    s.deploy(dir.path());
+    wait_for("api serving", LONG, || body_of(&s, "/api/health"));
+    let mut child = std::process::Command::new(WHARF)
+        .arg("--data")
+        .arg(&s.data)
+        .args(["logs", "-f", "-n", "0", "api"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Output written after the follower started reaches it; other services' doesn't.
+    let found = wait_for("the marker line in the follower", LONG, || {
+        body_of(&s, "/api/log?text=follow-marker");
+        body_of(&s, "/log?text=not-this-service");
+        rx.recv_timeout(Duration::from_millis(200))
+            .ok()
+            .filter(|l| l.contains("follow-marker") || l.contains("not-this"))
+    });
+    assert!(found.contains("api: follow-marker #1"), "{found}");
+    assert!(found.contains("api."), "prefixed by service and task: {found}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn only_the_last_ten_releases_are_kept() {
+    let s = Server::start();
+    let dir = app_dir(
+        r#"app = "churn"
+[service.web]
+command = ["wharf", "demo", "--name", "web"]
+port = 3000
+health = { path = "/health", interval = "1s" }
+[route]
+"/" = "web"
+"#,
+    );
+    for i in 0..12 {
+        std::fs::write(dir.path().join("version.txt"), i.to_string()).unwrap();
+        s.deploy(dir.path());
+    }
+    let releases = s.data.join("releases/churn");
+    let kept: Vec<String> = std::fs::read_dir(&releases)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 10, "{kept:?}");
+    let current = s.json(&["status", "--json"])["apps"][0]["release"].as_str().unwrap().to_string();
+    assert!(kept.contains(&current), "the running release is kept");
+    let rev = s.json(&["status", "--json"])["apps"][0]["services"][0]["revision"].as_u64().unwrap();
+    assert_eq!(rev, 12, "each code change made a revision");
+    // Tasks run in their release's directory, which holds the uploaded files.
+    let v = wait_for("version file served by the task's cwd", LONG, || body_of(&s, "/env?key=WHARF_REVISION"));
+    assert_eq!(v, "12");
+    assert_eq!(std::fs::read_to_string(releases.join(&current).join("version.txt")).unwrap(), "11");
+}
