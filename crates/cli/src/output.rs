@@ -106,13 +106,12 @@ pub async fn up(
             let Some(a) = status.apps.iter().find(|a| a.name == app) else { continue };
             let Some(d) = &a.deployment else { continue };
             let state = serde_json::to_value(d.state).unwrap_or_default();
+            if state == "succeeded" || state == "unchanged" {
+                eprintln!("wharf: {app} is ready, {} ms after start", t0.elapsed().as_millis());
+                return;
+            }
             if state != "in_progress" {
-                eprintln!(
-                    "wharf: {app} {} after {} ms: {}",
-                    state.as_str().unwrap_or("?"),
-                    t0.elapsed().as_millis(),
-                    d.message
-                );
+                eprintln!("wharf: {app} deployment {}: {}", state.as_str().unwrap_or("?"), d.message);
                 return;
             }
         }

@@ -149,6 +149,8 @@ fn killed_task_is_restarted_and_reported() {
         s.events("task.exited").iter().find(|m| m.contains("SIGKILL") && m.contains("restarting in")).cloned()
     });
     wait_for("a restart event", LONG, || s.events("task.restarted").first().cloned());
+    assert_eq!(s.events("task.restarted").len(), 1, "first starts are not restarts");
+    assert_eq!(s.events("task.started").len(), 3, "one start per task");
     wait_for("the restarted task to serve", LONG, || body_of(&s, "/api/health"));
 }
 

@@ -229,12 +229,13 @@ impl Controller {
             };
             match ev {
                 DriverEvent::Started { task, pid, attempt } => {
-                    if attempt > 0 {
+                    // The driver counts attempts from 1: anything later is a restart.
+                    if attempt > 1 {
                         self.task_event(
                             "task.restarted",
                             Level::Warn,
                             &task,
-                            format!("task {task} restarted (pid {pid}, restart {attempt})"),
+                            format!("task {task} restarted (pid {pid}, restart {})", attempt - 1),
                         );
                     } else {
                         self.task_event("task.started", Level::Info, &task, format!("task {task} started (pid {pid})"));

@@ -49,10 +49,6 @@ pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, ReleaseError> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
-    let read_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ReleaseError::Read { path, source }
-    };
     for (rel, abs) in files {
         let meta = std::fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
         let mut header = tar::Header::new_gnu();
@@ -82,6 +78,16 @@ pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, ReleaseError> {
     }
     let gz = tar.into_inner().map_err(read_err(dir))?;
     gz.finish().map_err(read_err(dir))
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError {
+    let path = path.to_path_buf();
+    move |source| ReleaseError::Write { path, source }
+}
+
+fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError {
+    let path = path.to_path_buf();
+    move |source| ReleaseError::Read { path, source }
 }
 
 /// Hex SHA-256.
@@ -135,11 +141,7 @@ impl ReleaseStore {
     pub fn stage(&self, archive: &[u8]) -> Result<(PathBuf, String), ReleaseError> {
         let hash = hash_bytes(archive);
         let staging = self.dir.join(".staging").join(format!("{hash}-{}", rand::random::<u32>()));
-        let werr = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ReleaseError::Write { path, source }
-        };
-        std::fs::create_dir_all(&staging).map_err(werr(&staging))?;
+        std::fs::create_dir_all(&staging).map_err(write_err(&staging))?;
         // `unpack` refuses entries that would land outside the target directory.
         let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
         tar.set_preserve_permissions(true);
@@ -154,23 +156,19 @@ impl ReleaseStore {
     /// already stored) and keeps the archive beside it.
     pub fn commit(&self, app: &str, staging: &Path, hash: &str, archive: &[u8]) -> Result<PathBuf, ReleaseError> {
         let target = self.path(app, hash);
-        let werr = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ReleaseError::Write { path, source }
-        };
         if target.join(COMPLETE).exists() {
             let _ = std::fs::remove_dir_all(staging);
             return Ok(target);
         }
-        std::fs::create_dir_all(self.dir.join(app)).map_err(werr(&target))?;
+        std::fs::create_dir_all(self.dir.join(app)).map_err(write_err(&target))?;
         if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(werr(&target))?; // torn earlier attempt
+            std::fs::remove_dir_all(&target).map_err(write_err(&target))?; // torn earlier attempt
         }
-        let mut marker = std::fs::File::create(staging.join(COMPLETE)).map_err(werr(staging))?;
-        marker.write_all(hash.as_bytes()).map_err(werr(staging))?;
-        std::fs::rename(staging, &target).map_err(werr(&target))?;
+        let mut marker = std::fs::File::create(staging.join(COMPLETE)).map_err(write_err(staging))?;
+        marker.write_all(hash.as_bytes()).map_err(write_err(staging))?;
+        std::fs::rename(staging, &target).map_err(write_err(&target))?;
         let archive_path = self.dir.join(app).join(format!("{hash}.tar.gz"));
-        std::fs::write(&archive_path, archive).map_err(werr(&archive_path))?;
+        std::fs::write(&archive_path, archive).map_err(write_err(&archive_path))?;
         Ok(target)
     }
 
