@@ -18,7 +18,7 @@ cleanup() {
     [[ -f $id_file ]] || continue
     id=$(cat "$id_file")
     for e in /proc/[0-9]*/environ; do
-      if tr '\0' '\n' <"$e" 2>/dev/null | grep -qx "WHARF_DRIVER=$id"; then
+      if { tr "\0" "\n" <"$e" | grep -qx "WHARF_DRIVER=$id"; } 2>/dev/null; then
         p=${e#/proc/}; kill -9 "${p%/environ}" 2>/dev/null || true
       fi
     done

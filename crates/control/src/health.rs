@@ -15,9 +15,12 @@ use wharf_spec::HealthCheck;
 
 use crate::controller::{fmt_duration, Controller};
 
-/// How often a starting task is probed until it first passes, so a new or
-/// re-adopted task takes traffic quickly even with a long `interval`.
-const STARTING_PROBE: Duration = Duration::from_millis(200);
+/// How often a task that has not passed yet is probed: briskly in its first
+/// seconds, so a new or re-adopted task takes traffic quickly even with a
+/// long `interval`, then more calmly so a task that never comes up costs little.
+const STARTING_PROBE: Duration = Duration::from_millis(50);
+const STARTING_BRISK_FOR: Duration = Duration::from_secs(5);
+const STARTING_PROBE_LATER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -164,10 +167,8 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
             }
         }
         let result = ctl.health_client.probe(th.addr, &check).await;
-        let in_grace = status
-            .started_at
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age < check.grace);
+        let age = status.started_at.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
+        let in_grace = age < check.grace;
         let current = th.health();
         let next = {
             let mut st = th.state.lock().unwrap();
@@ -194,7 +195,11 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
         if next != current {
             set_health(&ctl, &id, &th, next, status.pid, result.err());
         }
-        let wait = if next == Health::Healthy { check.interval } else { check.interval.min(STARTING_PROBE) };
+        let wait = match next {
+            Health::Healthy => check.interval,
+            _ if age < STARTING_BRISK_FOR => check.interval.min(STARTING_PROBE),
+            _ => check.interval.min(STARTING_PROBE_LATER),
+        };
         drop((ctl, th));
         tokio::time::sleep(wait).await;
     }
