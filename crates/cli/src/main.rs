@@ -44,6 +44,9 @@ enum Command {
         /// Address the proxy listens on for HTTP traffic.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
+        /// Proxy worker threads [default: one per core].
+        #[arg(long)]
+        proxy_threads: Option<usize>,
     },
     /// Run an app in the foreground: a server of its own (data in DIR/.wharf), DIR deployed, logs followed; Ctrl-C stops everything.
     Up {
@@ -146,9 +149,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Server { api, http } => {
+        Command::Server { api, http, proxy_threads } => {
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
-            let running = server::start(server::ServerOptions { data: data.clone(), api, http }).await?;
+            let proxy_threads = proxy_threads.unwrap_or_else(server::default_proxy_threads);
+            let running = server::start(server::ServerOptions { data: data.clone(), api, http, proxy_threads }).await?;
             eprintln!(
                 "wharf server: proxy on http://{}, API on {} (data in {})",
                 running.http,

@@ -65,7 +65,8 @@ pub async fn up(
         return Ok(ExitCode::FAILURE);
     }
     let data = data.unwrap_or_else(|| dir.join(".wharf"));
-    let running = server::start(server::ServerOptions { data, api, http }).await?;
+    let opts = server::ServerOptions { data, api, http, proxy_threads: server::default_proxy_threads() };
+    let running = server::start(opts).await?;
     let printer = (!quiet).then(|| {
         let (backlog, rx) = running.ctl.logs().follow(&Filter::default(), 0);
         drop(backlog);

@@ -24,6 +24,13 @@ pub struct ServerOptions {
     pub data: PathBuf,
     pub api: SocketAddr,
     pub http: SocketAddr,
+    /// Worker threads of the proxy's own runtime.
+    pub proxy_threads: usize,
+}
+
+/// One proxy worker per core by default, as nginx's `worker_processes auto`.
+pub fn default_proxy_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A started server; dropping it does not stop it, [`Running::stop`] does.
@@ -32,7 +39,9 @@ pub struct Running {
     pub api_url: String,
     pub http: SocketAddr,
     stop_tx: tokio::sync::watch::Sender<bool>,
-    proxy_task: tokio::task::JoinHandle<()>,
+    /// The proxy runs on its own runtime and threads, so the control plane
+    /// can never take a request's CPU time.
+    proxy_thread: std::thread::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
     data: PathBuf,
     _lock: std::fs::File,
@@ -83,7 +92,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     let proxy = Proxy::new();
     // The proxy listens before tasks are re-adopted, so they serve the
     // moment their first health check passes.
-    let http_listener = bind(opts.http, "HTTP traffic", "--http").await?;
+    let http_listener = bind(opts.http, "HTTP traffic", "--http").await?.into_std()?;
     let http = http_listener.local_addr()?;
     let api_listener = bind(opts.api, "the API", "--api").await?;
     let api_addr = api_listener.local_addr()?;
@@ -98,14 +107,26 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut rx = stop_rx.clone();
-    let proxy_task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = proxy.serve(http_listener, shutdown, Duration::from_secs(10)).await {
-            tracing::warn!("{e}");
-        }
-    });
+    let proxy_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.proxy_threads.max(1))
+        .thread_name("wharf-proxy")
+        .enable_all()
+        .build()
+        .context("cannot start the proxy's runtime")?;
+    let proxy_thread = std::thread::Builder::new().name("wharf-proxy-main".into()).spawn(move || {
+        proxy_runtime.block_on(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            let listener = match TcpListener::from_std(http_listener) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!("proxy listener unusable: {e}"),
+            };
+            if let Err(e) = proxy.serve(listener, shutdown, Duration::from_secs(10)).await {
+                tracing::warn!("{e}");
+            }
+        })
+    })?;
     let mut rx = stop_rx;
     let router = wharf_api::router(ctl.clone(), token);
     let api_task = tokio::spawn(async move {
@@ -126,7 +147,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     );
     r.fields.insert("data".into(), data.display().to_string().into());
     logs.append(r);
-    Ok(Running { ctl, api_url, http, stop_tx, proxy_task, api_task, data, _lock: lock })
+    Ok(Running { ctl, api_url, http, stop_tx, proxy_thread, api_task, data, _lock: lock })
 }
 
 impl Running {
@@ -134,7 +155,8 @@ impl Running {
     pub async fn stop(self) {
         self.ctl.shutdown().await;
         let _ = self.stop_tx.send(true);
-        let _ = self.proxy_task.await;
+        let proxy = self.proxy_thread;
+        let _ = tokio::task::spawn_blocking(move || proxy.join()).await;
         let _ = self.api_task.await;
         let _ = std::fs::remove_file(self.data.join(API_URL_FILE));
         let _ = std::fs::remove_file(self.data.join(PROXY_URL_FILE));
