@@ -135,6 +135,7 @@ impl LogQuery {
             sources,
             since: self.since.map(|ms| ms * 1_000_000),
             until: None,
+            grep: None,
         })
     }
 }

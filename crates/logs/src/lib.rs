@@ -1,14 +1,17 @@
 //! The unified log stream: task output, events and (later) access lines, all
 //! in one record shape.
 //!
-//! Records are numbered, kept in a bounded in-memory window for queries and
-//! follow, and appended to `stream.jsonl` in the stream's directory by a
-//! writer thread, so appending never waits on disk. On start the window is
-//! refilled from the file's tail. The file rotates at a size limit, keeping
-//! one previous file.
+//! Records are numbered and appended to segment files (`segments/` in the
+//! stream's directory) by a writer thread; the newest ones are also kept in
+//! memory. Queries read memory first, then the segments newest first, using
+//! each segment's index to skip what cannot match. Old segments go by age
+//! and by total size. `segment.rs` has the file format and crash safety.
 
 mod record;
+mod segment;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub use record::{escape_bytes, Level, Record, Source};
 pub use stream::{Filter, LogStream, StreamError, StreamOptions};

@@ -1,13 +1,16 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use crate::record::{Record, Source};
+use crate::record::{now_nanos, Record, Source};
+use crate::segment::{self, SegmentMeta, HEADER, MAGIC};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -17,15 +20,30 @@ pub enum StreamError {
 
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
-    /// Records kept in memory for queries and follow.
+    /// Records kept in memory (besides those not written yet): the newest
+    /// records are served from here, older ones from the segments.
     pub window: usize,
-    /// `stream.jsonl` rotates to `stream.1.jsonl` past this size.
+    /// A segment is sealed (and a new one started) past this size.
     pub max_file_bytes: u64,
+    /// Retention by size: the oldest segments go once all of them together
+    /// are larger than this.
+    pub max_total_bytes: u64,
+    /// Retention by age: a segment goes once its newest record is older.
+    pub max_age: Duration,
+    /// Back-pressure bound: task output waits in `append` while this many
+    /// records are not written yet (other sources never wait).
+    pub max_unwritten: usize,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        StreamOptions { window: 100_000, max_file_bytes: 64 << 20 }
+        StreamOptions {
+            window: 20_000,
+            max_file_bytes: 32 << 20,
+            max_total_bytes: 1 << 30,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_unwritten: 32_768,
+        }
     }
 }
 
@@ -40,6 +58,8 @@ pub struct Filter {
     pub since: Option<u64>,
     /// Unix nanoseconds, exclusive.
     pub until: Option<u64>,
+    /// Only records whose message matches.
+    pub grep: Option<regex::Regex>,
 }
 
 impl Filter {
@@ -53,230 +73,497 @@ impl Filter {
             && (self.sources.is_empty() || self.sources.contains(&r.source))
             && self.since.is_none_or(|t| r.time >= t)
             && self.until.is_none_or(|t| r.time < t)
+            && self.grep.as_ref().is_none_or(|g| g.is_match(&r.message))
     }
 }
 
-enum Msg {
-    Record(Arc<Record>),
-    Flush(mpsc::Sender<()>),
-}
+/// Records handed to the writer per round (bounds the writer's memory).
+const BATCH: usize = 4096;
+/// Written data is synced to disk at least this often.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// The active segment is sealed after this long, so age retention can drop
+/// old records even on a quiet stream.
+const SEGMENT_MAX_AGE: Duration = Duration::from_secs(3600);
+const SEGMENTS_DIR: &str = "segments";
 
 struct State {
     next_seq: u64,
+    /// Newest records, contiguous in seq. Only written records are evicted,
+    /// so window + segments always cover the whole stream.
     window: VecDeque<Arc<Record>>,
+    /// Highest seq handed to the OS by the writer.
+    written: u64,
+    writer_idle: bool,
+    /// Set when the writer stopped (shutdown or panic): nobody waits anymore.
+    writer_gone: bool,
+    waiters: usize,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the writer.
+    work: Condvar,
+    /// Signalled after each written batch (back-pressure and flush waiters).
+    written_cv: Condvar,
+    live: broadcast::Sender<Arc<Record>>,
+    /// Index of every segment, oldest first; the last one is being written.
+    segments: Mutex<Vec<Arc<SegmentMeta>>>,
+    dir: PathBuf,
+    opts: StreamOptions,
+    /// Segment files opened by queries (lets tests prove index skipping).
+    segments_read: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn segments(&self) -> MutexGuard<'_, Vec<Arc<SegmentMeta>>> {
+        self.segments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Stops the writer (after it has written everything) when the last handle goes.
+struct Owner {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.work.notify_one();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Cheap to clone; all clones append to the same stream.
 #[derive(Clone)]
 pub struct LogStream {
-    state: Arc<Mutex<State>>,
-    window: usize,
-    live: broadcast::Sender<Arc<Record>>,
-    writer: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    _owner: Arc<Owner>,
 }
 
-const FILE: &str = "stream.jsonl";
-const ROTATED: &str = "stream.1.jsonl";
-/// How much of the file's tail is read back on start.
-const RELOAD_BYTES: u64 = 16 << 20;
-
 impl LogStream {
+    /// Opens (or creates) the stream in `dir`: reads the segment indexes,
+    /// cuts a torn tail off the last segment, and starts the writer.
     pub fn open(dir: &Path, opts: StreamOptions) -> Result<LogStream, StreamError> {
         let open_err = |source| StreamError::Open { path: dir.to_path_buf(), source };
-        std::fs::create_dir_all(dir).map_err(open_err)?;
-        let path = dir.join(FILE);
-        let window = reload(&path, opts.window);
-        let next_seq = window.back().map(|r| r.seq + 1).unwrap_or(1);
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(open_err)?;
-        let (tx, rx) = mpsc::channel();
-        let max = opts.max_file_bytes;
-        let dir = dir.to_path_buf();
-        std::thread::Builder::new()
-            .name("wharf-logs".into())
-            .spawn(move || write_loop(dir, file, max, rx))
-            .map_err(open_err)?;
+        let seg_dir = dir.join(SEGMENTS_DIR);
+        std::fs::create_dir_all(&seg_dir).map_err(open_err)?;
+        let (metas, file) = recover(&seg_dir).map_err(open_err)?;
+        let active = metas.last().expect("recover leaves an active segment");
+        let next_seq = if active.is_empty() { active.first_seq } else { active.last_seq + 1 };
+        let meta = (**active).clone();
         let (live, _) = broadcast::channel(16_384);
-        Ok(LogStream { state: Arc::new(Mutex::new(State { next_seq, window })), window: opts.window, live, writer: tx })
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                next_seq,
+                window: VecDeque::new(),
+                written: next_seq - 1,
+                writer_idle: false,
+                writer_gone: false,
+                waiters: 0,
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            written_cv: Condvar::new(),
+            live,
+            segments: Mutex::new(metas),
+            dir: seg_dir,
+            opts,
+            segments_read: AtomicU64::new(0),
+        });
+        let writer = Writer {
+            shared: shared.clone(),
+            file,
+            meta,
+            buf: Vec::with_capacity(1 << 20),
+            payload: Vec::with_capacity(1024),
+            opened: Instant::now(),
+            dirty: false,
+        };
+        let thread =
+            std::thread::Builder::new().name("wharf-logs".into()).spawn(move || writer.run()).map_err(open_err)?;
+        let owner = Arc::new(Owner { shared: shared.clone(), thread: Mutex::new(Some(thread)) });
+        Ok(LogStream { shared, _owner: owner })
     }
 
-    /// Adds a record and returns its sequence number. Never blocks on disk.
+    /// Adds a record and returns its sequence number. Task output (stdout,
+    /// stderr) waits here while too much is unwritten: that is the stream's
+    /// back-pressure, and the driver's spool files absorb it without the
+    /// task noticing. Events and other sources never wait.
     pub fn append(&self, mut record: Record) -> u64 {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        record.seq = st.next_seq;
+        let sh = &*self.shared;
+        let mut st = sh.lock();
+        if matches!(record.source, Source::Stdout | Source::Stderr) {
+            let bound = sh.opts.max_unwritten.max(1) as u64;
+            while st.next_seq - 1 - st.written >= bound && !st.writer_gone {
+                st.waiters += 1;
+                st = sh.written_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.waiters -= 1;
+            }
+        }
+        let seq = st.next_seq;
         st.next_seq += 1;
+        record.seq = seq;
         let record = Arc::new(record);
-        if st.window.len() == self.window {
+        while st.window.len() >= sh.opts.window && st.window.front().is_some_and(|r| r.seq <= st.written) {
             st.window.pop_front();
         }
         st.window.push_back(record.clone());
         // Sent under the lock so followers see records in sequence order.
-        let _ = self.live.send(record.clone());
-        let _ = self.writer.send(Msg::Record(record));
-        st.next_seq - 1
+        let _ = sh.live.send(record);
+        if st.writer_idle {
+            st.writer_idle = false;
+            sh.work.notify_one();
+        }
+        seq
     }
 
-    /// The newest `limit` records matching `filter`, oldest first.
+    /// The newest `limit` records matching `filter`, oldest first: from
+    /// memory, then from the segments (newest first, skipping the segments
+    /// and blocks whose index rules them out).
     pub fn query(&self, filter: &Filter, limit: usize) -> Vec<Arc<Record>> {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = st.window.iter().rev().filter(|r| filter.matches(r)).take(limit).cloned().collect();
-        out.reverse();
-        out
+        let (window, below) = {
+            let st = self.shared.lock();
+            (st.window.iter().cloned().collect::<Vec<_>>(), st.window.front().map_or(st.next_seq, |r| r.seq))
+        };
+        self.collect(filter, limit, window, below)
     }
 
     /// The newest `backlog` matching records plus a receiver for everything
     /// appended after them, taken atomically: no gap, no duplicate.
     pub fn follow(&self, filter: &Filter, backlog: usize) -> (Vec<Arc<Record>>, broadcast::Receiver<Arc<Record>>) {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let rx = self.live.subscribe();
-        let mut out: Vec<_> = st.window.iter().rev().filter(|r| filter.matches(r)).take(backlog).cloned().collect();
+        let (window, below, rx) = {
+            let st = self.shared.lock();
+            let rx = self.shared.live.subscribe();
+            (st.window.iter().cloned().collect::<Vec<_>>(), st.window.front().map_or(st.next_seq, |r| r.seq), rx)
+        };
+        (self.collect(filter, backlog, window, below), rx)
+    }
+
+    /// Matches from the memory snapshot, then from disk for seq < `below`.
+    fn collect(&self, filter: &Filter, limit: usize, window: Vec<Arc<Record>>, below: u64) -> Vec<Arc<Record>> {
+        let mut out: Vec<_> = window.into_iter().rev().filter(|r| filter.matches(r)).take(limit).collect();
+        if out.len() < limit {
+            self.read_disk(filter, limit, below, &mut out);
+        }
         out.reverse();
-        (out, rx)
+        out
     }
 
-    /// Waits until everything appended so far is written to the file.
-    pub fn flush(&self) {
-        let (tx, rx) = mpsc::channel();
-        if self.writer.send(Msg::Flush(tx)).is_ok() {
-            let _ = rx.recv();
-        }
-    }
-}
-
-/// Reads back the newest records from the file's tail. A torn last line
-/// (crash mid-write) fails to parse and is skipped.
-fn reload(path: &Path, keep: usize) -> VecDeque<Arc<Record>> {
-    let mut window = VecDeque::new();
-    let Ok(mut file) = File::open(path) else { return window };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(RELOAD_BYTES);
-    if file.seek(SeekFrom::Start(start)).is_err() {
-        return window;
-    }
-    let mut lines = BufReader::new(file).split(b'\n');
-    if start > 0 {
-        lines.next(); // most likely a partial line
-    }
-    for line in lines.map_while(Result::ok) {
-        if let Ok(r) = serde_json::from_slice::<Record>(&line) {
-            if window.len() == keep {
-                window.pop_front();
+    /// Appends matches with seq < `below` to `out` (newest first) until it
+    /// holds `limit` records.
+    fn read_disk(&self, filter: &Filter, limit: usize, below: u64, out: &mut Vec<Arc<Record>>) {
+        let metas = self.shared.segments().clone();
+        for meta in metas.iter().rev() {
+            if !meta.may_match(filter, below) {
+                continue;
             }
-            window.push_back(Arc::new(r));
-        }
-    }
-    window
-}
-
-fn write_loop(dir: PathBuf, file: File, max: u64, rx: mpsc::Receiver<Msg>) {
-    let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut out = BufWriter::with_capacity(256 << 10, file);
-    let mut line = Vec::with_capacity(512);
-    while let Ok(first) = rx.recv() {
-        let mut waiters = Vec::new();
-        // Write everything already queued, then flush once.
-        for msg in std::iter::once(first).chain(rx.try_iter()) {
-            match msg {
-                Msg::Flush(done) => waiters.push(done),
-                Msg::Record(r) => {
-                    line.clear();
-                    if serde_json::to_writer(&mut line, &*r).is_err() {
+            // Gone: retention removed it meanwhile.
+            let Ok(file) = File::open(segment::log_path(&self.shared.dir, meta.first_seq)) else { continue };
+            self.shared.segments_read.fetch_add(1, Ordering::Relaxed);
+            for i in (0..meta.blocks.len()).rev() {
+                if !segment::block_may_match(&meta.blocks[i], filter, below) {
+                    continue;
+                }
+                let (start, end) = meta.block_range(i);
+                let buf = match segment::read_range(&file, start, end) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!("reading log segment {}: {e}", meta.first_seq);
                         continue;
                     }
-                    line.push(b'\n');
-                    if let Err(e) = out.write_all(&line) {
-                        tracing::error!("log stream write failed: {e}");
+                };
+                let mut hits: Vec<Record> =
+                    segment::parse_block(&buf).filter(|r| r.seq < below && filter.matches(r)).collect();
+                while let Some(r) = hits.pop() {
+                    out.push(Arc::new(r));
+                    if out.len() >= limit {
+                        return;
                     }
-                    size += line.len() as u64;
                 }
             }
         }
-        if let Err(e) = out.flush() {
-            tracing::error!("log stream flush failed: {e}");
+    }
+
+    /// Waits until everything appended so far is written to the segment
+    /// file (handed to the OS; it is synced within a second).
+    pub fn flush(&self) {
+        let sh = &*self.shared;
+        let mut st = sh.lock();
+        let target = st.next_seq - 1;
+        while st.written < target && !st.writer_gone {
+            if st.writer_idle {
+                st.writer_idle = false;
+                sh.work.notify_one();
+            }
+            st.waiters += 1;
+            st = sh.written_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiters -= 1;
         }
-        if size > max {
-            match rotate(&dir) {
-                Ok(f) => {
-                    out = BufWriter::with_capacity(256 << 10, f);
-                    size = 0;
+    }
+
+    /// Applies retention now (the writer also does it on every segment roll
+    /// and every minute). Never removes the segment being written.
+    pub fn enforce_retention(&self) {
+        enforce_retention(&self.shared, now_nanos());
+    }
+
+    /// How many segment files queries have opened so far.
+    pub fn segments_read(&self) -> u64 {
+        self.shared.segments_read.load(Ordering::Relaxed)
+    }
+
+    /// Number of segments and their total size in bytes.
+    pub fn disk_usage(&self) -> (usize, u64) {
+        let segs = self.shared.segments();
+        (segs.len(), segs.iter().map(|m| m.bytes).sum())
+    }
+}
+
+/// Loads every segment's index (rebuilding missing ones), cuts a torn tail
+/// off the last segment, and opens the segment to write to.
+fn recover(dir: &Path) -> std::io::Result<(Vec<Arc<SegmentMeta>>, File)> {
+    let seqs = segment::list(dir)?;
+    let mut metas = Vec::with_capacity(seqs.len() + 1);
+    let mut active = None;
+    for (i, &first) in seqs.iter().enumerate() {
+        let last = i + 1 == seqs.len();
+        if let Some(m) = segment::load_index(dir, first) {
+            metas.push(Arc::new(m));
+            continue;
+        }
+        let path = segment::log_path(dir, first);
+        let meta = segment::scan(&path, first)?;
+        let len = std::fs::metadata(&path)?.len();
+        if meta.bytes < len {
+            tracing::warn!(segment = %path.display(), "cutting {} bytes of torn or corrupt log tail", len - meta.bytes);
+        }
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        if meta.bytes < HEADER as u64 {
+            file.set_len(0)?;
+            file.write_all_at(MAGIC, 0)?;
+        } else if meta.bytes < len {
+            file.set_len(meta.bytes)?;
+        }
+        let mut meta = meta;
+        meta.bytes = meta.bytes.max(HEADER as u64);
+        if last {
+            active = Some(file);
+        } else if let Err(e) = segment::save_index(dir, &meta) {
+            tracing::warn!("cannot save log index: {e}");
+        }
+        metas.push(Arc::new(meta));
+    }
+    let file = match active {
+        Some(f) => f,
+        None => {
+            // No segment yet, or the last one is sealed: start a new one.
+            let next = metas.last().map_or(1, |m| if m.is_empty() { m.first_seq } else { m.last_seq + 1 });
+            let (file, meta) = create_segment(dir, next)?;
+            metas.push(Arc::new(meta));
+            file
+        }
+    };
+    Ok((metas, file))
+}
+
+fn create_segment(dir: &Path, first_seq: u64) -> std::io::Result<(File, SegmentMeta)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(segment::log_path(dir, first_seq))?;
+    file.write_all(MAGIC)?;
+    Ok((file, SegmentMeta::new(first_seq)))
+}
+
+/// Drops the oldest sealed segments while they are too old or too many bytes.
+fn enforce_retention(sh: &Shared, now: u64) {
+    let max_age = sh.opts.max_age.as_nanos() as u64;
+    let doomed: Vec<u64> = {
+        let mut segs = sh.segments();
+        let mut total: u64 = segs.iter().map(|m| m.bytes).sum();
+        let mut doomed = Vec::new();
+        while segs.len() > 1 {
+            let old = &segs[0];
+            if total <= sh.opts.max_total_bytes && (old.is_empty() || old.max_time.saturating_add(max_age) >= now) {
+                break;
+            }
+            total -= old.bytes;
+            doomed.push(old.first_seq);
+            segs.remove(0);
+        }
+        doomed
+    };
+    for first in doomed {
+        tracing::debug!("log retention: removing segment {first}");
+        let _ = std::fs::remove_file(segment::idx_path(&sh.dir, first));
+        if let Err(e) = std::fs::remove_file(segment::log_path(&sh.dir, first)) {
+            tracing::warn!("cannot remove old log segment {first}: {e}");
+        }
+    }
+}
+
+/// The writer thread: takes unwritten records from the window in batches,
+/// frames them into the active segment, keeps its index, rolls and syncs.
+struct Writer {
+    shared: Arc<Shared>,
+    file: File,
+    /// The active segment's index (published to `shared.segments` per batch).
+    meta: SegmentMeta,
+    buf: Vec<u8>,
+    payload: Vec<u8>,
+    opened: Instant,
+    dirty: bool,
+}
+
+/// Marks the writer gone if it stops for any reason (even a panic), so
+/// nobody waits on it forever.
+struct GoneGuard(Arc<Shared>);
+
+impl Drop for GoneGuard {
+    fn drop(&mut self) {
+        self.0.lock().writer_gone = true;
+        self.0.written_cv.notify_all();
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        let _guard = GoneGuard(self.shared.clone());
+        let mut last_sync = Instant::now();
+        let mut last_retention = Instant::now();
+        enforce_retention(&self.shared, now_nanos());
+        loop {
+            let batch = {
+                let mut st = self.shared.lock();
+                loop {
+                    if st.next_seq - 1 > st.written {
+                        break;
+                    }
+                    if st.shutdown {
+                        drop(st);
+                        self.sync();
+                        return;
+                    }
+                    st.writer_idle = true;
+                    let (g, timeout) = self.shared.work.wait_timeout(st, SYNC_EVERY).unwrap_or_else(|p| p.into_inner());
+                    st = g;
+                    st.writer_idle = false;
+                    if timeout.timed_out() {
+                        break;
+                    }
                 }
-                Err(e) => tracing::error!("log stream rotation failed: {e}"),
+                let from = st.written + 1;
+                let first = st.window.front().map_or(from, |r| r.seq);
+                let skip = (from - first) as usize;
+                st.window.iter().skip(skip).take(BATCH).cloned().collect::<Vec<_>>()
+            };
+            if let Some(last) = batch.last() {
+                let last = last.seq;
+                self.write(&batch);
+                drop(batch);
+                let mut st = self.shared.lock();
+                st.written = last;
+                let window = self.shared.opts.window;
+                while st.window.len() > window && st.window.front().is_some_and(|r| r.seq <= last) {
+                    st.window.pop_front();
+                }
+                if st.waiters > 0 {
+                    self.shared.written_cv.notify_all();
+                }
+            }
+            if last_sync.elapsed() >= SYNC_EVERY {
+                self.sync();
+                last_sync = Instant::now();
+            }
+            if !self.meta.is_empty() && self.opened.elapsed() >= SEGMENT_MAX_AGE {
+                self.roll(self.meta.last_seq + 1);
+            }
+            if last_retention.elapsed() >= RETENTION_EVERY {
+                enforce_retention(&self.shared, now_nanos());
+                last_retention = Instant::now();
             }
         }
-        for w in waiters {
-            let _ = w.send(());
-        }
-    }
-    let _ = out.flush();
-}
-
-fn rotate(dir: &Path) -> std::io::Result<File> {
-    std::fs::rename(dir.join(FILE), dir.join(ROTATED))?;
-    OpenOptions::new().create(true).append(true).open(dir.join(FILE))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(service: &str, msg: &str) -> Record {
-        let mut r = Record::new(Source::Stdout, msg);
-        r.service = Some(service.into());
-        r
     }
 
-    #[test]
-    fn query_filters_and_limits() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = LogStream::open(dir.path(), StreamOptions::default()).unwrap();
-        for i in 0..10 {
-            s.append(rec(if i % 2 == 0 { "api" } else { "app" }, &format!("m{i}")));
-        }
-        let f = Filter { service: Some("api".into()), ..Default::default() };
-        let got: Vec<_> = s.query(&f, 2).iter().map(|r| r.message.clone()).collect();
-        assert_eq!(got, ["m6", "m8"]);
-    }
-
-    #[test]
-    fn window_is_bounded_and_reloaded_after_restart_with_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = StreamOptions { window: 5, ..Default::default() };
-        {
-            let s = LogStream::open(dir.path(), opts.clone()).unwrap();
-            for i in 0..8 {
-                s.append(rec("api", &format!("m{i}")));
+    fn write(&mut self, batch: &[Arc<Record>]) {
+        for r in batch {
+            self.payload.clear();
+            if let Err(e) = serde_json::to_writer(&mut self.payload, &**r) {
+                tracing::error!("cannot encode log record {}: {e}", r.seq);
+                continue;
             }
-            assert_eq!(s.query(&Filter::default(), 100).len(), 5);
-            s.flush();
+            let frame = 8 + self.payload.len() as u64;
+            let offset = self.meta.bytes + self.buf.len() as u64;
+            if offset + frame > self.shared.opts.max_file_bytes && !self.meta.is_empty() {
+                self.write_out();
+                self.roll(r.seq);
+            }
+            let offset = self.meta.bytes + self.buf.len() as u64;
+            segment::encode_frame(&mut self.buf, &self.payload);
+            self.meta.add(offset, segment::Entry::of(r));
         }
-        // A crash mid-write leaves half a line behind.
-        let mut f = OpenOptions::new().append(true).open(dir.path().join(FILE)).unwrap();
-        f.write_all(b"{\"seq\":9,\"ti").unwrap();
-        let s = LogStream::open(dir.path(), opts).unwrap();
-        let got: Vec<_> = s.query(&Filter::default(), 100).iter().map(|r| r.seq).collect();
-        assert_eq!(got, [4, 5, 6, 7, 8]);
-        assert_eq!(s.append(rec("api", "next")), 9, "numbering continues");
+        self.write_out();
     }
 
-    #[tokio::test]
-    async fn follow_has_no_gap_or_duplicate() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = LogStream::open(dir.path(), StreamOptions::default()).unwrap();
-        s.append(rec("api", "before"));
-        let (backlog, mut rx) = s.follow(&Filter::default(), 10);
-        s.append(rec("api", "after"));
-        assert_eq!(backlog.len(), 1);
-        assert_eq!(rx.recv().await.unwrap().message, "after");
+    /// Writes the buffered frames and publishes the index that covers them.
+    fn write_out(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        match self.file.write_all_at(&self.buf, self.meta.bytes) {
+            Ok(()) => self.meta.bytes += self.buf.len() as u64,
+            // The records stay in memory and in followers; they just won't
+            // be on disk. Loud, since that is loss for later queries.
+            Err(e) => tracing::error!("log stream write failed, {} bytes not stored: {e}", self.buf.len()),
+        }
+        self.buf.clear();
+        self.dirty = true;
+        let published = Arc::new(self.meta.clone());
+        if let Some(last) = self.shared.segments().last_mut() {
+            *last = published;
+        }
     }
 
-    #[test]
-    fn rotates_past_the_size_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = LogStream::open(dir.path(), StreamOptions { window: 10, max_file_bytes: 1000 }).unwrap();
-        for i in 0..100 {
-            s.append(rec("api", &format!("message number {i}")));
-            s.flush();
+    fn sync(&mut self) {
+        if self.dirty {
+            if let Err(e) = self.file.sync_data() {
+                tracing::warn!("log stream sync failed: {e}");
+            }
+            self.dirty = false;
         }
-        assert!(dir.path().join(ROTATED).exists());
-        assert!(std::fs::metadata(dir.path().join(FILE)).unwrap().len() < 1200);
+    }
+
+    /// Seals the active segment (sync + saved index) and starts the next.
+    fn roll(&mut self, next_seq: u64) {
+        self.sync();
+        let dir = self.shared.dir.clone();
+        if let Err(e) = segment::save_index(&dir, &self.meta) {
+            tracing::warn!("cannot save log index: {e}");
+        }
+        match create_segment(&dir, next_seq) {
+            Ok((file, meta)) => {
+                self.file = file;
+                self.meta = meta;
+                self.opened = Instant::now();
+                self.shared.segments().push(Arc::new(self.meta.clone()));
+            }
+            Err(e) => {
+                // Still active: its index must not claim it is sealed.
+                let _ = std::fs::remove_file(segment::idx_path(&dir, self.meta.first_seq));
+                tracing::error!("cannot start a new log segment, continuing the current one: {e}");
+            }
+        }
+        enforce_retention(&self.shared, now_nanos());
     }
 }
