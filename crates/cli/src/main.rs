@@ -47,6 +47,15 @@ enum Command {
         /// Proxy worker threads [default: one per core].
         #[arg(long)]
         proxy_threads: Option<usize>,
+        /// Serve Prometheus metrics on this address at /metrics (no token: keep it private).
+        #[arg(long, default_value = "127.0.0.1:9190")]
+        admin: SocketAddr,
+        /// Don't write an access log line per request.
+        #[arg(long)]
+        no_access_log: bool,
+        /// Don't count requests for metrics (the /metrics listener still runs).
+        #[arg(long)]
+        no_metrics: bool,
     },
     /// Run an app in the foreground: a server of its own (data in DIR/.wharf), DIR deployed, logs followed; Ctrl-C stops everything.
     Up {
@@ -149,10 +158,14 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Server { api, http, proxy_threads } => {
+        Command::Server { api, http, proxy_threads, admin, no_access_log, no_metrics } => {
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
-            let proxy_threads = proxy_threads.unwrap_or_else(server::default_proxy_threads);
-            let running = server::start(server::ServerOptions { data: data.clone(), api, http, proxy_threads }).await?;
+            let mut opts = server::ServerOptions::new(data.clone(), api, http);
+            opts.proxy_threads = proxy_threads.unwrap_or(opts.proxy_threads);
+            opts.access_log = !no_access_log;
+            opts.metrics = !no_metrics;
+            opts.admin = Some(admin);
+            let running = server::start(opts).await?;
             eprintln!(
                 "wharf server: proxy on http://{}, API on {} (data in {})",
                 running.http,

@@ -65,8 +65,7 @@ pub async fn up(
         return Ok(ExitCode::FAILURE);
     }
     let data = data.unwrap_or_else(|| dir.join(".wharf"));
-    let opts = server::ServerOptions { data, api, http, proxy_threads: server::default_proxy_threads() };
-    let running = server::start(opts).await?;
+    let running = server::start(server::ServerOptions::new(data, api, http)).await?;
     let printer = (!quiet).then(|| {
         let (backlog, rx) = running.ctl.logs().follow(&Filter::default(), 0);
         drop(backlog);

@@ -11,12 +11,14 @@ use anyhow::{bail, Context, Result};
 use tokio::net::TcpListener;
 use wharf_control::{ControlConfig, Controller, StreamSink};
 use wharf_logs::{Level, LogStream, Record, StreamOptions};
-use wharf_proxy::Proxy;
+use wharf_proxy::{Proxy, ProxyConfig};
 use wharf_runtime::ProcessDriver;
 use wharf_store::{Db, RedbStore};
 
 /// The file where a running server writes its API URL for the CLI to find.
 pub const API_URL_FILE: &str = "api.url";
+/// The file where a running server writes its metrics URL.
+pub const METRICS_URL_FILE: &str = "metrics.url";
 /// The file where a running server writes the proxy's URL.
 pub const PROXY_URL_FILE: &str = "proxy.url";
 
@@ -26,6 +28,27 @@ pub struct ServerOptions {
     pub http: SocketAddr,
     /// Worker threads of the proxy's own runtime.
     pub proxy_threads: usize,
+    /// One access log line per request into the stream.
+    pub access_log: bool,
+    /// Per-request metrics, served as Prometheus text on `admin`.
+    pub metrics: bool,
+    /// Address of the metrics listener (no token: keep it private).
+    pub admin: Option<SocketAddr>,
+}
+
+impl ServerOptions {
+    /// Defaults for a server in `data` listening on `http` and `api`.
+    pub fn new(data: PathBuf, api: SocketAddr, http: SocketAddr) -> ServerOptions {
+        ServerOptions {
+            data,
+            api,
+            http,
+            proxy_threads: default_proxy_threads(),
+            access_log: true,
+            metrics: true,
+            admin: None,
+        }
+    }
 }
 
 /// One proxy worker per core by default, as nginx's `worker_processes auto`.
@@ -43,6 +66,7 @@ pub struct Running {
     /// can never take a request's CPU time.
     proxy_thread: std::thread::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
     data: PathBuf,
     _lock: std::fs::File,
 }
@@ -89,13 +113,21 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     let db = Db::new(Arc::new(store));
     let logs = LogStream::open(&data.join("logs"), StreamOptions::default())?;
     let driver = ProcessDriver::new(data.join("tasks"), Arc::new(StreamSink(logs.clone())))?;
-    let proxy = Proxy::new();
+    let access: Option<Arc<dyn wharf_proxy::AccessLog>> =
+        if opts.access_log { Some(wharf_control::access_sink(logs.clone())) } else { None };
+    let proxy = Proxy::new(ProxyConfig { metrics: opts.metrics, ..ProxyConfig::default() }, access);
+    let admin_listener = match opts.admin {
+        Some(addr) => Some(bind(addr, "metrics", "--admin").await?),
+        None => None,
+    };
+    let metrics_url = admin_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| format!("http://{a}/metrics"));
     // The proxy listens before tasks are re-adopted, so they serve the
     // moment their first health check passes.
     let http_listener = bind(opts.http, "HTTP traffic", "--http").await?.into_std()?;
     let http = http_listener.local_addr()?;
     let api_listener = bind(opts.api, "the API", "--api").await?;
     let api_addr = api_listener.local_addr()?;
+    let proxy_for_admin = proxy.clone();
     let ctl = Controller::new(ControlConfig {
         data_dir: data.clone(),
         db,
@@ -137,8 +169,33 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
             tracing::warn!("API server failed: {e}");
         }
     });
+    let admin_task = admin_listener.map(|listener| {
+        let proxy = proxy_for_admin.clone();
+        let mut rx = stop_tx.subscribe();
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let proxy = proxy.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], proxy.metrics_text()) }
+            }),
+        );
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::warn!("metrics listener failed: {e}");
+            }
+        })
+    });
     let api_url = format!("http://{api_addr}");
     std::fs::write(data.join(PROXY_URL_FILE), format!("http://{http}"))?;
+    match &metrics_url {
+        Some(url) => std::fs::write(data.join(METRICS_URL_FILE), url)?,
+        None => {
+            let _ = std::fs::remove_file(data.join(METRICS_URL_FILE));
+        }
+    }
     std::fs::write(data.join(API_URL_FILE), &api_url)?;
     let mut r = Record::event(
         "server.started",
@@ -147,7 +204,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     );
     r.fields.insert("data".into(), data.display().to_string().into());
     logs.append(r);
-    Ok(Running { ctl, api_url, http, stop_tx, proxy_thread, api_task, data, _lock: lock })
+    Ok(Running { ctl, api_url, http, stop_tx, proxy_thread, api_task, admin_task, data, _lock: lock })
 }
 
 impl Running {
@@ -158,6 +215,9 @@ impl Running {
         let proxy = self.proxy_thread;
         let _ = tokio::task::spawn_blocking(move || proxy.join()).await;
         let _ = self.api_task.await;
+        if let Some(t) = self.admin_task {
+            let _ = t.await;
+        }
         let _ = std::fs::remove_file(self.data.join(API_URL_FILE));
         let _ = std::fs::remove_file(self.data.join(PROXY_URL_FILE));
         let _ = std::fs::remove_file(self.data.join("server.pid"));

@@ -117,18 +117,20 @@ health = { path = "/health", interval = "1s" }
 }
 
 #[test]
-fn round_robin_spreads_over_replicas() {
+fn balancing_spreads_over_replicas() {
     let s = Server::start();
     let dir = app_dir(&demo_app("spread", "1", 3));
     s.deploy(dir.path());
     let mut seen = std::collections::BTreeMap::new();
-    for _ in 0..30 {
+    for _ in 0..90 {
         let body = wait_for("api answer", LONG, || body_of(&s, "/api/version"));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         *seen.entry(v["task"].as_str().unwrap().to_string()).or_insert(0) += 1;
     }
+    // Two random choices among idle tasks: each of 3 gets ~30 of 90
+    // (fewer than 10 has a probability below 1e-5).
     assert_eq!(seen.len(), 3, "every replica got requests: {seen:?}");
-    assert!(seen.values().all(|n| *n == 10), "round robin is even: {seen:?}");
+    assert!(seen.values().all(|n| *n >= 10), "spread is even: {seen:?}");
 }
 
 #[test]
@@ -311,7 +313,11 @@ fn sigterm_stops_every_task_gracefully() {
     for pid in pids {
         assert!(!alive(pid), "task {pid} still running after the server stopped");
     }
-    let log = std::fs::read_to_string(s.data.join("logs/stream.jsonl")).unwrap();
+    // The stream's segments hold one JSON record per frame.
+    let mut log = String::new();
+    for e in std::fs::read_dir(s.data.join("logs/segments")).unwrap() {
+        log += &String::from_utf8_lossy(&std::fs::read(e.unwrap().path()).unwrap());
+    }
     assert!(log.contains("worker: stopping"), "the worker saw its stop signal");
     assert!(log.contains("task.stopped"));
 }

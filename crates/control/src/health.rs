@@ -43,7 +43,8 @@ pub(crate) struct HealthState {
 /// The health of one web task, written by its checker, read by routing.
 #[derive(Debug)]
 pub(crate) struct TaskHealth {
-    pub addr: SocketAddr,
+    /// The proxy's view of the task; kept across routing snapshots.
+    pub backend: Arc<wharf_proxy::Backend>,
     pub state: Mutex<HealthState>,
     checker: tokio::task::AbortHandle,
 }
@@ -135,7 +136,8 @@ impl Controller {
             let Ok(th) = rx.await else { return };
             check_loop(ctl, id, check, th).await;
         });
-        let th = Arc::new(TaskHealth { addr, state, checker: join.abort_handle() });
+        let backend = Arc::new(wharf_proxy::Backend::new(task, addr));
+        let th = Arc::new(TaskHealth { backend, state, checker: join.abort_handle() });
         let _ = tx.send(Arc::downgrade(&th));
         map.insert(task.to_string(), th);
     }
@@ -166,7 +168,7 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
                 }
             }
         }
-        let result = ctl.health_client.probe(th.addr, &check).await;
+        let result = ctl.health_client.probe(th.backend.addr, &check).await;
         let age = status.started_at.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
         let in_grace = age < check.grace;
         let current = th.health();

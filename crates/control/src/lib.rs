@@ -5,6 +5,7 @@
 //! from the store and from observation, never from remembered intent, so the
 //! server can be killed at any point and converge again on restart.
 
+mod access;
 mod controller;
 mod deploy;
 mod health;
@@ -13,6 +14,7 @@ pub mod release;
 mod routes;
 mod views;
 
+pub use access::{access_sink, AccessSink};
 pub use controller::{ControlConfig, ControlError, Controller, StreamSink};
 pub use deploy::{DeployError, DeployReport, ServiceReport};
 pub use health::Health;

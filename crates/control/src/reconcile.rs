@@ -13,6 +13,9 @@ use wharf_store::{ServiceRecord, TaskRecord};
 use crate::controller::{now_ms, signal_number, ControlError, Controller};
 use crate::health::Health;
 
+/// How long a task leaving the pool may finish what it has (requests,
+/// WebSockets) before it is signalled.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between retries of a service whose tasks fail to spawn.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -216,6 +219,7 @@ impl Controller {
         let this = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
+            this.wait_drained(&id).await;
             if let Err(e) = this.driver.stop(&id).await {
                 this.task_event("task.stop_failed", Level::Error, &id, format!("cannot stop task {id}: {e}"));
             }
@@ -226,6 +230,30 @@ impl Controller {
             this.draining.lock().unwrap().remove(&id);
             this.wake.notify_one();
         });
+    }
+
+    /// Waits until requests and upgraded connections that were already on
+    /// the task have finished (it gets no new ones), or the drain timeout.
+    async fn wait_drained(&self, id: &str) {
+        let backend = self.health.lock().unwrap().get(id).map(|h| h.backend.clone());
+        let Some(backend) = backend else { return };
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if backend.in_flight() > 0 {
+            self.task_event(
+                "task.drain_timeout",
+                Level::Warn,
+                id,
+                format!(
+                    "task {id} still had {} requests or connections after {}s; stopping it anyway",
+                    backend.in_flight(),
+                    DRAIN_TIMEOUT.as_secs()
+                ),
+            );
+        }
+        backend.close_idle();
     }
 
     /// Drops bookkeeping of tasks the driver no longer has.

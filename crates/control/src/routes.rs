@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wharf_proxy::{Backend, HostMatch, Pool, RouteSpec, RoutingTable};
+use wharf_proxy::{Backend, HostMatch, Pool, RouteLimits, RouteSpec, RoutingTable};
 
 use crate::controller::Controller;
 use crate::health::Health;
@@ -32,7 +32,7 @@ impl Controller {
                 return;
             }
         };
-        let mut backends: HashMap<(String, String), Vec<Backend>> = HashMap::new();
+        let mut backends: HashMap<(String, String), Vec<Arc<Backend>>> = HashMap::new();
         {
             let health = self.health.lock().unwrap();
             let draining = self.draining.lock().unwrap();
@@ -42,10 +42,7 @@ impl Controller {
                     continue;
                 }
                 let Some(m) = meta.get(id) else { continue };
-                backends
-                    .entry((m.app.clone(), m.service.clone()))
-                    .or_default()
-                    .push(Backend { addr: th.addr, task: id.clone() });
+                backends.entry((m.app.clone(), m.service.clone())).or_default().push(th.backend.clone());
             }
         }
         let mut pools: HashMap<(String, String), Arc<Pool>> = HashMap::new();
@@ -66,6 +63,7 @@ impl Controller {
                     path: r.path.clone(),
                     strip_prefix: r.strip_prefix,
                     pool,
+                    limits: RouteLimits::default(),
                 });
             }
         }

@@ -1,9 +1,21 @@
 //! wharf's data plane. It reads an immutable [`RoutingTable`] that the
 //! control plane builds and swaps in atomically; it never calls the store or
 //! the controllers, so a slow control plane cannot slow a request down.
+//!
+//! Backends (tasks) are shared between snapshots: their in-flight counters
+//! drive least-outstanding balancing and tell the control plane when a task
+//! that left the table has drained.
 
+mod access;
+mod backend;
+mod body;
+mod metrics;
+mod pause;
 mod routing;
 mod server;
 
-pub use routing::{Backend, HostMatch, Pool, RouteSpec, RoutingTable};
-pub use server::{Proxy, ProxyError};
+pub use access::{AccessEntry, AccessLog};
+pub use backend::Backend;
+pub use pause::PauseGate;
+pub use routing::{Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable};
+pub use server::{Proxy, ProxyConfig, ProxyError, RespBody};

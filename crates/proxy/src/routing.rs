@@ -1,37 +1,96 @@
 //! The routing snapshot: host + path prefix → pool of ready backends.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-/// One task that can take requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
-    pub addr: SocketAddr,
-    pub task: String,
+use crate::backend::{random_u64, Backend};
+
+/// How a pool chooses among its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Power of two random choices on least outstanding requests: spreads
+    /// like round robin but steers away from slow or stuck tasks.
+    #[default]
+    LeastOutstanding,
+    RoundRobin,
+}
+
+/// Why a pool answers without forwarding.
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    /// The full HTML page to answer with (503 + Retry-After).
+    pub page: bytes::Bytes,
+    pub retry_after_secs: u32,
 }
 
 /// The ready backends of one service. Shared by every route to it.
 #[derive(Debug)]
 pub struct Pool {
-    /// "app/service", for pages and logs.
-    pub name: String,
-    pub backends: Vec<Backend>,
+    /// "app/service", for pages, logs and metrics.
+    pub name: Arc<str>,
+    pub backends: Vec<Arc<Backend>>,
+    pub balance: Balance,
+    /// Requests to this path bypass maintenance (the service's health check).
+    pub health_path: Option<String>,
+    pub maintenance: Option<Maintenance>,
+    /// Set while the service is paused: requests wait on it.
+    pub pause: Option<Arc<crate::pause::PauseGate>>,
     next: AtomicUsize,
 }
 
 impl Pool {
-    pub fn new(name: impl Into<String>, backends: Vec<Backend>) -> Pool {
-        Pool { name: name.into(), backends, next: AtomicUsize::new(0) }
+    pub fn new(name: impl Into<Arc<str>>, backends: Vec<Arc<Backend>>) -> Pool {
+        Pool {
+            name: name.into(),
+            backends,
+            balance: Balance::default(),
+            health_path: None,
+            maintenance: None,
+            pause: None,
+            next: AtomicUsize::new(0),
+        }
     }
 
-    /// Round robin over the backends; None when the pool is empty.
-    pub fn pick(&self) -> Option<&Backend> {
-        if self.backends.is_empty() {
-            return None;
+    /// Chooses a backend not in `exclude`, preferring ones not ejected after
+    /// failures; when every candidate is ejected it fails open rather than
+    /// answer 503 while tasks may be fine. None when nothing is left.
+    pub fn pick(&self, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+        let n = self.backends.len();
+        let allowed = |b: &Arc<Backend>| !exclude.iter().any(|e| Arc::ptr_eq(e, b));
+        let good = |b: &Arc<Backend>| allowed(b) && !b.ejected();
+        match n {
+            0 => return None,
+            1 => return allowed(&self.backends[0]).then(|| self.backends[0].clone()),
+            _ => {}
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(&self.backends[i % self.backends.len()])
+        let chosen = match self.balance {
+            Balance::LeastOutstanding => {
+                let r = random_u64();
+                let i = (r % n as u64) as usize;
+                let mut j = ((r >> 32) % (n as u64 - 1)) as usize;
+                if j >= i {
+                    j += 1;
+                }
+                let (a, b) = (&self.backends[i], &self.backends[j]);
+                match (good(a), good(b)) {
+                    (true, true) => Some(if b.load() < a.load() { b } else { a }),
+                    (true, false) => Some(a),
+                    (false, true) => Some(b),
+                    (false, false) => None,
+                }
+            }
+            Balance::RoundRobin => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                good(&self.backends[i]).then(|| &self.backends[i])
+            }
+        };
+        if let Some(b) = chosen {
+            return Some(b.clone());
+        }
+        let start = (random_u64() % n as u64) as usize;
+        let ring = || (0..n).map(|k| &self.backends[(start + k) % n]);
+        ring().find(|b| good(b)).or_else(|| ring().find(|b| allowed(b))).cloned()
     }
 }
 
@@ -80,6 +139,17 @@ pub struct RouteSpec {
     pub path: String,
     pub strip_prefix: bool,
     pub pool: Arc<Pool>,
+    /// Per-route overrides of the proxy-wide limits.
+    pub limits: RouteLimits,
+}
+
+/// Limits a route may set; None takes the proxy's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteLimits {
+    pub connect_timeout: Option<Duration>,
+    /// Until the upstream's response headers arrive.
+    pub response_timeout: Option<Duration>,
+    pub max_body: Option<u64>,
 }
 
 /// An immutable snapshot; the proxy swaps whole tables, never edits one.
@@ -153,6 +223,7 @@ mod tests {
             path: path.into(),
             strip_prefix: false,
             pool: Arc::new(Pool::new(name, vec![])),
+            limits: RouteLimits::default(),
         }
     }
 
@@ -168,7 +239,7 @@ mod tests {
     }
 
     fn hit(t: &RoutingTable, host: &str, path: &str) -> String {
-        t.lookup(&normalize_host(host), path).map(|m| m.route.pool.name.clone()).unwrap_or_default()
+        t.lookup(&normalize_host(host), path).map(|m| m.route.pool.name.to_string()).unwrap_or_default()
     }
 
     #[test]
@@ -205,16 +276,50 @@ mod tests {
         assert!(t.lookup("example.org", "/api").is_none());
     }
 
+    fn backends(n: u16) -> Vec<Arc<Backend>> {
+        (1..=n).map(|p| Arc::new(Backend::new(format!("t{p}"), ([127, 0, 0, 1], p).into()))).collect()
+    }
+
     #[test]
     fn round_robin_spreads_evenly() {
-        let addr = |p| Backend { addr: ([127, 0, 0, 1], p).into(), task: format!("t{p}") };
-        let pool = Pool::new("p", vec![addr(1), addr(2), addr(3)]);
+        let mut pool = Pool::new("p", backends(3));
+        pool.balance = Balance::RoundRobin;
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[(pool.pick().unwrap().addr.port() - 1) as usize] += 1;
+            counts[(pool.pick(&[]).unwrap().addr.port() - 1) as usize] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
-        assert!(Pool::new("empty", vec![]).pick().is_none());
+        assert!(Pool::new("empty", vec![]).pick(&[]).is_none());
+    }
+
+    #[test]
+    fn least_outstanding_avoids_busy_backends() {
+        let pool = Pool::new("p", backends(2));
+        let busy = pool.backends[0].clone();
+        let _held: Vec<_> = (0..5).map(|_| busy.start()).collect();
+        for _ in 0..100 {
+            assert_eq!(&*pool.pick(&[]).unwrap().task, "t2", "the idle backend wins every two-way choice");
+        }
+    }
+
+    #[test]
+    fn excluded_and_ejected_backends_are_skipped_but_fail_open() {
+        let pool = Pool::new("p", backends(3));
+        let first = pool.backends[0].clone();
+        for _ in 0..50 {
+            assert_ne!(&*pool.pick(std::slice::from_ref(&first)).unwrap().task, "t1");
+        }
+        pool.backends[1].failed();
+        pool.backends[2].failed();
+        for _ in 0..50 {
+            assert_eq!(&*pool.pick(&[]).unwrap().task, "t1", "ejected backends get no traffic");
+        }
+        pool.backends[0].failed();
+        assert!(pool.pick(&[]).is_some(), "all ejected: fail open");
+        let all = pool.backends.clone();
+        assert!(pool.pick(&all).is_none(), "all excluded: nothing");
+        pool.backends[1].succeeded();
+        assert!(!pool.backends[1].ejected(), "a success ends the ejection");
     }
 
     #[test]

@@ -3,25 +3,31 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::Incoming;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
-use crate::routing::{normalize_host, upstream_path, RoutingTable};
-
-type Body = BoxBody<Bytes, hyper::Error>;
+use crate::access::{AccessEntry, AccessLog};
+use crate::backend::{random_u64, Backend, InFlight};
+use crate::body::{BodyError, ReqBody};
+use crate::pause::PauseOutcome;
+use crate::routing::{normalize_host, upstream_path, RouteSpec, RoutingTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -29,10 +35,73 @@ pub enum ProxyError {
     ShutdownTimeout(Duration),
 }
 
+/// Proxy-wide limits; routes may override some (see [`crate::RouteLimits`]).
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub connect_timeout: Duration,
+    /// Time a client has to send a request's headers (slowloris); also how
+    /// long an idle keep-alive connection waits for its next request.
+    pub header_timeout: Duration,
+    /// Until the upstream's response headers arrive.
+    pub response_timeout: Duration,
+    pub max_body: u64,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    /// Count requests and latencies for `/metrics`.
+    pub metrics: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(60),
+            max_body: 100 << 20,
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            max_connections: 10_000,
+            metrics: true,
+        }
+    }
+}
+
+/// Retries may add at most ~20% to the load (plus a small floor), so a
+/// failing service is not hit with a storm of retries.
+struct RetryBudget {
+    /// Tenths of a retry.
+    tokens: AtomicI64,
+}
+
+impl RetryBudget {
+    const PER_REQUEST: i64 = 2;
+    const PER_RETRY: i64 = 10;
+    const CAP: i64 = 1000;
+
+    fn deposit(&self) {
+        if self.tokens.load(Ordering::Relaxed) < Self::CAP {
+            self.tokens.fetch_add(Self::PER_REQUEST, Ordering::Relaxed);
+        }
+    }
+
+    fn withdraw(&self) -> bool {
+        if self.tokens.fetch_sub(Self::PER_RETRY, Ordering::Relaxed) >= Self::PER_RETRY {
+            true
+        } else {
+            self.tokens.fetch_add(Self::PER_RETRY, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
 /// The proxy: one per server, shared by every listener.
 pub struct Proxy {
     table: ArcSwap<RoutingTable>,
-    client: Client<HttpConnector, Incoming>,
+    config: ProxyConfig,
+    access: Option<Arc<dyn AccessLog>>,
+    budget: RetryBudget,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only.
@@ -45,22 +114,37 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Backends tried for one request at most.
+const MAX_ATTEMPTS: usize = 3;
 
 impl Proxy {
-    pub fn new() -> Arc<Proxy> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Arc::new(Proxy { table: ArcSwap::from_pointee(RoutingTable::default()), client })
+    pub fn new(config: ProxyConfig, access: Option<Arc<dyn AccessLog>>) -> Arc<Proxy> {
+        let mut metrics = crate::metrics::Metrics::default();
+        metrics.enabled = config.metrics;
+        Arc::new(Proxy {
+            table: ArcSwap::from_pointee(RoutingTable::default()),
+            config,
+            access,
+            budget: RetryBudget { tokens: AtomicI64::new(100) },
+            metrics,
+        })
     }
 
     /// Replaces the routing snapshot; requests already routed are unaffected.
     pub fn swap(&self, table: RoutingTable) {
-        self.table.store(Arc::new(table));
+        self.metrics.observe_table(&table);
+        let table = Arc::new(table);
+        self.metrics.remember(table.clone());
+        self.table.store(table);
+    }
+
+    /// Prometheus text of the proxy's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
     }
 
     pub fn table(&self) -> Arc<RoutingTable> {
@@ -76,9 +160,22 @@ impl Proxy {
         grace: Duration,
     ) -> Result<(), ProxyError> {
         let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_timeout)
+            .max_buf_size(self.config.max_header_bytes.max(8192))
+            .max_headers(self.config.max_headers);
+        builder.http2().timer(TokioTimer::new()).max_header_list_size(self.config.max_header_bytes as u32);
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
         tokio::pin!(shutdown);
         loop {
+            // At the connection limit, new connections wait in the kernel's backlog.
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("never closed"),
+                _ = &mut shutdown => break,
+            };
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
@@ -97,118 +194,570 @@ impl Proxy {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
             let conn = graceful.watch(conn);
+            let metrics = self.metrics.connections.clone();
             tokio::spawn(async move {
+                metrics.inc();
                 let _ = conn.await;
+                metrics.dec();
+                drop(permit);
             });
         }
         drop(listener);
         tokio::time::timeout(grace, graceful.shutdown()).await.map_err(|_| ProxyError::ShutdownTimeout(grace))
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let raw_host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("")
-            .to_string();
+    async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+        let start = Instant::now();
+        let raw_host = match request_host(&req) {
+            Ok(h) => h,
+            Err(why) => {
+                return self.answer_ctx(
+                    &LogCtx::of(&req, peer, start),
+                    None,
+                    None,
+                    StatusCode::BAD_REQUEST,
+                    "Bad request",
+                    why,
+                )
+            }
+        };
         let host = normalize_host(&raw_host);
-        let table = self.table.load();
-        let Some(m) = table.lookup(&host, req.uri().path()) else {
-            return page(
-                StatusCode::NOT_FOUND,
-                "No route",
-                &format!("No route matches host `{host}` and path `{}`.", req.uri().path()),
-            );
-        };
-        let Some(backend) = m.route.pool.pick() else {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service unavailable",
-                &format!("`{}` has no healthy tasks right now.", m.route.pool.name),
-            );
-        };
-        let path = upstream_path(m.route, req.uri().path());
-        let uri = match req.uri().query() {
-            Some(q) => format!("http://{}{path}?{q}", backend.addr),
-            None => format!("http://{}{path}", backend.addr),
-        };
-        let Ok(uri) = uri.parse::<Uri>() else {
-            return page(StatusCode::BAD_REQUEST, "Bad request", "The request target is not valid.");
-        };
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
-        let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
-        forwarded_headers(headers, peer, &raw_host);
-        let pool_name = m.route.pool.name.clone();
-        let task = backend.task.clone();
-        drop(table);
-        match self.client.request(req).await {
-            Ok(resp) => {
-                let mut resp = resp.map(|b| b.boxed());
-                strip_hop_by_hop(resp.headers_mut());
-                resp
+        // A paused pool sends us around again once released.
+        let mut table = self.table.load_full();
+        let route = loop {
+            let Some(m) = table.lookup(&host, req.uri().path()) else {
+                let detail = format!("No route matches host `{host}` and path `{}`.", req.uri().path());
+                return self.answer_ctx(
+                    &LogCtx::of(&req, peer, start),
+                    None,
+                    None,
+                    StatusCode::NOT_FOUND,
+                    "No route",
+                    &detail,
+                );
+            };
+            let route = m.route.clone();
+            let Some(gate) = route.pool.pause.clone() else { break route };
+            match gate.wait().await {
+                PauseOutcome::Released => table = self.table.load_full(),
+                PauseOutcome::Refused => {
+                    let detail = format!("`{}` is paused; try again shortly.", route.pool.name);
+                    return self.answer_ctx(
+                        &LogCtx::of(&req, peer, start),
+                        Some(&route),
+                        None,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Paused",
+                        &detail,
+                    );
+                }
             }
-            Err(e) => {
-                tracing::debug!("upstream {pool_name} task {task} failed: {e}");
-                page(StatusCode::BAD_GATEWAY, "Bad gateway", &format!("`{pool_name}` did not answer."))
+        };
+        if let Some(m) = &route.pool.maintenance {
+            if route.pool.health_path.as_deref() != Some(req.uri().path()) {
+                self.metrics.count(&route.pool.name, 503);
+                self.log_ctx(&LogCtx::of(&req, peer, start), Some(&route), None, 503, m.page.len() as u64);
+                return Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                    .header(header::RETRY_AFTER, m.retry_after_secs)
+                    .header(header::CACHE_CONTROL, "no-store")
+                    .body(RespBody::Full(Some(m.page.clone())))
+                    .expect("static response parts are valid");
             }
+        }
+        let max_body = route.limits.max_body.unwrap_or(self.config.max_body);
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            let detail = format!("The request body is larger than {max_body} bytes.");
+            return self.answer_ctx(
+                &LogCtx::of(&req, peer, start),
+                Some(&route),
+                None,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+                &detail,
+            );
+        }
+        self.budget.deposit();
+        let request_id = match req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            Some(id) if !id.is_empty() && id.len() <= 200 => id.to_string(),
+            _ => format!("{:016x}{:016x}", random_u64(), random_u64()),
+        };
+        let upgrade = is_upgrade(&req);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let log_method = parts.method.clone();
+        let log_path = parts.uri.path().to_string();
+        let path = upstream_path(&route, parts.uri.path());
+        // Unchanged paths keep the client's bytes as they are (no copy).
+        let pq = match parts.uri.query() {
+            _ if path == parts.uri.path() => parts.uri.path_and_query().cloned(),
+            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")).ok(),
+            None => PathAndQuery::try_from(path.as_ref()).ok(),
+        };
+        parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
+        parts.version = Version::HTTP_11;
+        let keep_upgrade = if upgrade { parts.headers.get(header::UPGRADE).cloned() } else { None };
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(u) = keep_upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, u);
+        }
+        forwarded_headers(&mut parts.headers, peer, &raw_host);
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            parts.headers.insert(X_REQUEST_ID, v);
+        }
+        let bodyless = declared.unwrap_or(0) == 0 && body.is_end_stream();
+        let idempotent = matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+        );
+        // Kept only when the request could be sent again after a reset.
+        let mut replay = (idempotent && bodyless && !upgrade)
+            .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let body = if bodyless {
+            ReqBody::Empty
+        } else {
+            ReqBody::Stream(http_body_util::Limited::new(body, max_body as usize))
+        };
+        let mut pending = Some(Request::from_parts(parts, body));
+        let mut tried: Vec<Arc<Backend>> = Vec::new();
+        let connect_timeout = route.limits.connect_timeout.unwrap_or(self.config.connect_timeout);
+        let response_timeout = route.limits.response_timeout.unwrap_or(self.config.response_timeout);
+        let ctx = LogCtx { method: log_method, host: raw_host, path: log_path, request_id, peer, start };
+        let mut failure =
+            (StatusCode::SERVICE_UNAVAILABLE, format!("`{}` has no healthy tasks right now.", route.pool.name));
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 && !self.budget.withdraw() {
+                break;
+            }
+            let Some(backend) = route.pool.pick(&tried) else { break };
+            let guard = backend.start();
+            tried.push(backend.clone());
+            let mut conn = match connect(&backend, connect_timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    backend.failed();
+                    self.metrics.upstream_error(&route.pool.name, "connect");
+                    tracing::debug!("connect to {} ({}) failed: {e}", backend.task, backend.addr);
+                    failure =
+                        (StatusCode::BAD_GATEWAY, format!("`{}` did not accept the connection.", route.pool.name));
+                    continue;
+                }
+            };
+            let req = pending.take().expect("a request is pending for every attempt");
+            let sent = tokio::time::timeout(response_timeout, conn.try_send_request(req)).await;
+            match sent {
+                Err(_) => {
+                    self.metrics.upstream_error(&route.pool.name, "timeout");
+                    let detail =
+                        format!("`{}` did not answer within {}s.", route.pool.name, response_timeout.as_secs_f64());
+                    return self.answer_ctx(
+                        &ctx,
+                        Some(&route),
+                        Some(&backend),
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "Gateway timeout",
+                        &detail,
+                    );
+                }
+                Ok(Ok(resp)) => {
+                    backend.succeeded();
+                    return self.clone().respond(&route, guard, conn, resp, client_upgrade, ctx);
+                }
+                Ok(Err(mut e)) => {
+                    if let Some(unsent) = e.take_message() {
+                        // The connection closed before the request left: safe to send elsewhere.
+                        pending = Some(unsent);
+                        continue;
+                    }
+                    let err = e.into_error();
+                    if body_too_large(&err) {
+                        let detail = format!("The request body is larger than {max_body} bytes.");
+                        return self.answer_ctx(
+                            &ctx,
+                            Some(&route),
+                            Some(&backend),
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "Payload too large",
+                            &detail,
+                        );
+                    }
+                    backend.failed();
+                    self.metrics.upstream_error(&route.pool.name, "reset");
+                    tracing::debug!("{} ({}) failed: {err}", backend.task, backend.addr);
+                    failure = (
+                        StatusCode::BAD_GATEWAY,
+                        format!("`{}` closed the connection without answering.", route.pool.name),
+                    );
+                    // Reset before any response byte: an idempotent, bodyless request is sent once more.
+                    match replay.take() {
+                        Some((method, uri, headers)) => {
+                            let mut again = Request::new(ReqBody::Empty);
+                            *again.method_mut() = method;
+                            *again.uri_mut() = uri;
+                            *again.headers_mut() = headers;
+                            pending = Some(again);
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        let (status, detail) = failure;
+        let title = if status == StatusCode::BAD_GATEWAY { "Bad gateway" } else { "Service unavailable" };
+        self.answer_ctx(&ctx, Some(&route), tried.last(), status, title, &detail)
+    }
+
+    /// Turns an upstream response into ours; the body wrapper keeps the
+    /// task counted as busy, returns the connection to the pool and writes
+    /// the access log line when the last byte has gone out.
+    fn respond(
+        self: Arc<Self>,
+        route: &RouteSpec,
+        mut guard: InFlight,
+        conn: SendRequest<ReqBody>,
+        mut resp: Response<Incoming>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        ctx: LogCtx,
+    ) -> Response<RespBody> {
+        let status = resp.status();
+        self.metrics.count(&route.pool.name, status.as_u16());
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client) = client_upgrade else {
+                let detail = format!("`{}` switched protocols on a request that did not ask to.", route.pool.name);
+                return self.answer_ctx(
+                    &ctx,
+                    Some(route),
+                    Some(guard.backend()),
+                    StatusCode::BAD_GATEWAY,
+                    "Bad gateway",
+                    &detail,
+                );
+            };
+            let upstream = hyper::upgrade::on(&mut resp);
+            guard.mark_upgraded();
+            self.log_ctx(&ctx, Some(route), Some(guard.backend()), 101, 0);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                }
+                drop((guard, conn));
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, RespBody::Full(None));
+        }
+        strip_hop_by_hop(resp.headers_mut());
+        let (parts, body) = resp.into_parts();
+        let done =
+            Done { proxy: self, pool: route.pool.name.clone(), status: status.as_u16(), guard, conn: Some(conn), ctx };
+        Response::from_parts(parts, RespBody::Upstream(UpstreamBody { inner: body, sent: 0, done: Some(done) }))
+    }
+
+    fn answer_ctx(
+        &self,
+        ctx: &LogCtx,
+        route: Option<&RouteSpec>,
+        backend: Option<&Arc<Backend>>,
+        status: StatusCode,
+        title: &str,
+        detail: &str,
+    ) -> Response<RespBody> {
+        let resp = page(status, title, detail);
+        let len = match resp.body() {
+            RespBody::Full(Some(b)) => b.len() as u64,
+            _ => 0,
+        };
+        if let Some(r) = route {
+            self.metrics.count(&r.pool.name, status.as_u16());
+        }
+        self.log_ctx(ctx, route, backend, status.as_u16(), len);
+        resp
+    }
+
+    fn log_ctx(
+        &self,
+        ctx: &LogCtx,
+        route: Option<&RouteSpec>,
+        backend: Option<&Arc<Backend>>,
+        status: u16,
+        bytes: u64,
+    ) {
+        if let Some(sink) = &self.access {
+            sink.log(ctx.entry(route.map(|r| r.pool.name.clone()), backend.map(|b| b.task.clone()), status, bytes));
         }
     }
 }
 
+/// What the access log needs to know of a request once it is answered.
+struct LogCtx {
+    method: Method,
+    host: String,
+    path: String,
+    request_id: String,
+    peer: SocketAddr,
+    start: Instant,
+}
+
+impl LogCtx {
+    /// For answers given before the request was taken apart.
+    fn of(req: &Request<Incoming>, peer: SocketAddr, start: Instant) -> LogCtx {
+        LogCtx {
+            method: req.method().clone(),
+            host: req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string(),
+            path: req.uri().path().to_string(),
+            request_id: req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+            peer,
+            start,
+        }
+    }
+
+    fn entry(&self, pool: Option<Arc<str>>, task: Option<Arc<str>>, status: u16, bytes: u64) -> AccessEntry {
+        AccessEntry {
+            time: SystemTime::now(),
+            client: self.peer.ip(),
+            method: self.method.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            status,
+            bytes,
+            duration: self.start.elapsed(),
+            pool,
+            task,
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+/// Finishes a forwarded request when its response body ends (or is dropped).
+struct Done {
+    proxy: Arc<Proxy>,
+    pool: Arc<str>,
+    status: u16,
+    guard: InFlight,
+    conn: Option<SendRequest<ReqBody>>,
+    ctx: LogCtx,
+}
+
+impl Done {
+    fn finish(mut self, sent: u64, complete: bool) {
+        if complete {
+            if let Some(conn) = self.conn.take() {
+                self.guard.backend().put_idle(conn);
+            }
+        }
+        self.proxy.metrics.latency(&self.pool, self.ctx.start.elapsed());
+        if let Some(sink) = &self.proxy.access {
+            sink.log(self.ctx.entry(
+                Some(self.pool.clone()),
+                Some(self.guard.backend().task.clone()),
+                self.status,
+                sent,
+            ));
+        }
+    }
+}
+
+/// The response body: a page of our own, or the upstream's, streamed.
+// Moved once into hyper's response; boxing the large variant would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum RespBody {
+    Full(Option<Bytes>),
+    Upstream(UpstreamBody),
+}
+
+pub struct UpstreamBody {
+    inner: Incoming,
+    sent: u64,
+    done: Option<Done>,
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // The client went away mid-body: the connection can't be reused.
+        if let Some(done) = self.done.take() {
+            done.finish(self.sent, false);
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Upstream(u) => {
+                let polled = Pin::new(&mut u.inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            u.sent += d.len() as u64;
+                        }
+                        if u.inner.is_end_stream() {
+                            if let Some(done) = u.done.take() {
+                                done.finish(u.sent, true);
+                            }
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        if let Some(done) = u.done.take() {
+                            done.finish(u.sent, true);
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(done) = u.done.take() {
+                            done.finish(u.sent, false);
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Upstream(u) => u.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            RespBody::Full(None) => SizeHint::with_exact(0),
+            RespBody::Upstream(u) => u.inner.size_hint(),
+        }
+    }
+}
+
+/// A pooled connection, or a new one.
+async fn connect(backend: &Backend, timeout: Duration) -> Result<SendRequest<ReqBody>, String> {
+    if let Some(conn) = backend.take_idle() {
+        return Ok(conn);
+    }
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no connection within {timeout:?}")),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+fn body_too_large(err: &hyper::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = src {
+        if matches!(e.downcast_ref::<BodyError>(), Some(BodyError::TooLarge)) {
+            return true;
+        }
+        src = e.source();
+    }
+    false
+}
+
+/// The request's host: the Host header (HTTP/1.1 requires one) or the
+/// HTTP/2 authority. A malformed one is a 400.
+fn request_host(req: &Request<Incoming>) -> Result<String, &'static str> {
+    let hosts = req.headers().get_all(header::HOST);
+    let mut it = hosts.iter();
+    let host = match (it.next(), it.next()) {
+        (Some(_), Some(_)) => return Err("The request has more than one Host header."),
+        (Some(h), None) => h.to_str().map_err(|_| "The Host header is not valid.")?.to_string(),
+        (None, _) => match req.uri().authority() {
+            Some(a) => a.as_str().to_string(),
+            None if req.version() == Version::HTTP_10 => String::new(),
+            None => return Err("The request has no Host header."),
+        },
+    };
+    let valid = host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+    if !valid {
+        return Err("The Host header is not valid.");
+    }
+    Ok(host)
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .ok()
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP.iter() {
         headers.remove(name);
     }
 }
 
 fn forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
-    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     let ip = peer.ip().to_string();
-    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip,
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(XFF, v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
+        headers.insert(X_FORWARDED_HOST, v.clone());
         // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host.
         headers.entry(header::HOST).or_insert(v);
     }
 }
 
 /// A small HTML page for answers the proxy gives itself.
-fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
+fn page(status: StatusCode, title: &str, detail: &str) -> Response<RespBody> {
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {title}</title></head>\
          <body><h1>{code} {title}</h1><p>{detail}</p><hr><p>wharf</p></body></html>\n",
         code = status.as_u16(),
         detail = html_escape(detail),
     );
-    Response::builder()
+    let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
-        .expect("static response parts are valid")
+        .header(header::CACHE_CONTROL, "no-store");
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp = resp.header(header::RETRY_AFTER, "5");
+    }
+    if status.is_client_error() && status != StatusCode::NOT_FOUND {
+        // After a malformed request the connection's state is unknown.
+        resp = resp.header(header::CONNECTION, "close");
+    }
+    resp.body(RespBody::Full(Some(Bytes::from(body)))).expect("static response parts are valid")
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

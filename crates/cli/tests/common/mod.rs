@@ -50,7 +50,7 @@ impl Server {
             .open(self.data.parent().unwrap().join("server.stderr"))
             .unwrap();
         let child = Command::new(WHARF)
-            .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
+            .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--data"])
             .arg(&self.data)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
