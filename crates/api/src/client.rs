@@ -131,6 +131,11 @@ impl ApiClient {
         Self::json(self.send(Method::POST, path, Bytes::from(archive), "application/gzip").await?).await
     }
 
+    pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, ClientError> {
+        let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        Self::json(self.send(Method::POST, path, bytes, "application/json").await?).await
+    }
+
     pub async fn lines(&self, path: &str) -> Result<Lines, ClientError> {
         let resp = self.send(Method::GET, path, Bytes::new(), "application/json").await?;
         Ok(Lines { body: resp.into_body(), buf: Vec::new() })

@@ -35,6 +35,9 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .route("/v1/logs", get(logs))
         .route("/v1/events", get(events))
         .route("/v1/deployments", get(deployments))
+        .route("/v1/maintenance", post(maintenance))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -214,5 +217,87 @@ async fn deployments(State(st): State<ApiState>, Query(q): Query<DeploymentsQuer
     match st.ctl.db().deployments(&q.app).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => internal(e),
+    }
+}
+
+fn control_error(e: wharf_control::ControlError) -> Response {
+    use wharf_control::ControlError;
+    match e {
+        ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
+        ControlError::Invalid(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
+        e => internal(e),
+    }
+}
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceRequest {
+    app: Option<String>,
+    service: Option<String>,
+    on: bool,
+    message: Option<String>,
+    /// A complete HTML page.
+    page: Option<String>,
+}
+
+async fn maintenance(State(st): State<ApiState>, body: JsonBody<MaintenanceRequest>) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let app = match st.ctl.resolve_app(req.app.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return control_error(e),
+    };
+    match st.ctl.set_maintenance(&app, req.service.as_deref(), req.on, req.message, req.page).await {
+        Ok(()) => {
+            Json(serde_json::json!({ "app": app, "service": req.service, "maintenance": req.on })).into_response()
+        }
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseRequest {
+    app: Option<String>,
+    service: Option<String>,
+    /// Longest pause; held requests get 503 after it. Default 30.
+    max_secs: Option<u64>,
+}
+
+async fn pause(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let app = match st.ctl.resolve_app(req.app.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return control_error(e),
+    };
+    let max = Duration::from_secs(req.max_secs.unwrap_or(30).clamp(1, 3600));
+    match st.ctl.pause(&app, req.service.as_deref(), max).await {
+        Ok(()) => {
+            Json(serde_json::json!({ "app": app, "service": req.service, "paused": true, "max_secs": max.as_secs() }))
+                .into_response()
+        }
+        Err(e) => control_error(e),
+    }
+}
+
+async fn resume(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let app = match st.ctl.resolve_app(req.app.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return control_error(e),
+    };
+    match st.ctl.resume(&app, req.service.as_deref()).await {
+        Ok(()) => Json(serde_json::json!({ "app": app, "service": req.service, "paused": false })).into_response(),
+        Err(e) => control_error(e),
     }
 }

@@ -56,6 +56,18 @@ enum Command {
         /// Don't count requests for metrics (the /metrics listener still runs).
         #[arg(long)]
         no_metrics: bool,
+        /// Time a client has to send request headers; also the keep-alive idle timeout.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        header_timeout: std::time::Duration,
+        /// Time a task has to start answering.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        response_timeout: std::time::Duration,
+        /// Largest request body in bytes; larger ones get 413.
+        #[arg(long, default_value_t = 100 << 20)]
+        max_body: u64,
+        /// Most client connections open at once; more wait to be accepted.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
     },
     /// Run an app in the foreground: a server of its own (data in DIR/.wharf), DIR deployed, logs followed; Ctrl-C stops everything.
     Up {
@@ -120,6 +132,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Answer requests with a 503 maintenance page (the health-check path keeps working); survives restarts.
+    Maintenance {
+        #[arg(value_enum)]
+        state: OnOff,
+        /// The app [default: the only one deployed].
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this service [default: the whole app].
+        #[arg(long)]
+        service: Option<String>,
+        /// Text of the built-in page.
+        #[arg(long)]
+        message: Option<String>,
+        /// An HTML file to serve instead of the built-in page.
+        #[arg(long)]
+        page: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold new requests (e.g. around a migration) until `wharf resume`; after --max they get 503.
+    Pause {
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        /// Longest pause.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        max: std::time::Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release the requests held by `wharf pause`.
+    Resume {
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate DIR/wharf.toml; exits non-zero when it is invalid.
     Check {
         #[arg(default_value = ".")]
@@ -131,6 +183,12 @@ enum Command {
     Schema,
     /// A small demo web app, used by the example, the tests and the benchmarks.
     Demo(wharf_demo::DemoArgs),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OnOff {
+    On,
+    Off,
 }
 
 fn main() -> ExitCode {
@@ -158,13 +216,28 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Server { api, http, proxy_threads, admin, no_access_log, no_metrics } => {
+        Command::Server {
+            api,
+            http,
+            proxy_threads,
+            admin,
+            no_access_log,
+            no_metrics,
+            header_timeout,
+            response_timeout,
+            max_body,
+            max_connections,
+        } => {
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
             let mut opts = server::ServerOptions::new(data.clone(), api, http);
             opts.proxy_threads = proxy_threads.unwrap_or(opts.proxy_threads);
             opts.access_log = !no_access_log;
             opts.metrics = !no_metrics;
             opts.admin = Some(admin);
+            opts.proxy.header_timeout = header_timeout;
+            opts.proxy.response_timeout = response_timeout;
+            opts.proxy.max_body = max_body;
+            opts.proxy.max_connections = max_connections;
             let running = server::start(opts).await?;
             eprintln!(
                 "wharf server: proxy on http://{}, API on {} (data in {})",
@@ -186,6 +259,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::logs(&client::connect(&g)?, q).await
         }
         Command::Events { lines, json } => output::events(&client::connect(&g)?, lines, json).await,
+        Command::Maintenance { state, app, service, message, page, json } => {
+            let page = match page {
+                Some(p) => {
+                    Some(std::fs::read_to_string(&p).with_context(|| format!("cannot read the page {}", p.display()))?)
+                }
+                None => None,
+            };
+            let body = serde_json::json!({ "app": app, "service": service, "on": state == OnOff::On, "message": message, "page": page });
+            output::post(&client::connect(&g)?, "/v1/maintenance", body, json).await
+        }
+        Command::Pause { app, service, max, json } => {
+            let body = serde_json::json!({ "app": app, "service": service, "max_secs": max.as_secs().max(1) });
+            output::post(&client::connect(&g)?, "/v1/pause", body, json).await
+        }
+        Command::Resume { app, service, json } => {
+            let body = serde_json::json!({ "app": app, "service": service });
+            output::post(&client::connect(&g)?, "/v1/resume", body, json).await
+        }
         Command::Check { dir, json } => Ok(output::check(&dir, json)),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&wharf_spec::json_schema())?);

@@ -308,6 +308,11 @@ pub async fn status(client: &ApiClient, json: bool) -> Result<ExitCode> {
                     .map(|r| format!("{}{}", r["host"].as_str().unwrap_or(""), s(&r["path"])))
                     .collect();
                 let old = sv["old"].as_u64().unwrap_or(0);
+                let traffic = match (sv["maintenance"] == true, sv["paused"] == true) {
+                    (true, _) => "maintenance",
+                    (_, true) => "paused",
+                    _ => "-",
+                };
                 vec![
                     name.clone(),
                     s(&sv["kind"]),
@@ -315,10 +320,11 @@ pub async fn status(client: &ApiClient, json: bool) -> Result<ExitCode> {
                     format!("{}/{}", sv["ready"], sv["replicas"]),
                     if old > 0 { old.to_string() } else { "-".into() },
                     if r.is_empty() { "-".into() } else { r.join(" ") },
+                    traffic.into(),
                 ]
             })
             .collect();
-        table(&["SERVICE", "KIND", "REVISION", "READY", "OLD", "ROUTES"], rows);
+        table(&["SERVICE", "KIND", "REVISION", "READY", "OLD", "ROUTES", "TRAFFIC"], rows);
         if let Some(d) = a["deployment"].as_object() {
             println!("last deployment #{}: {} ({})", d["id"], s(&d["state"]), s(&d["message"]));
         }
@@ -337,7 +343,13 @@ pub async fn ps(client: &ApiClient, json: bool) -> Result<ExitCode> {
         .into_iter()
         .flatten()
         .map(|t| {
-            let health = if t["draining"] == true { "draining".to_string() } else { s(&t["health"]) };
+            let health = if t["draining"] == true {
+                "draining".to_string()
+            } else if t["ejected"] == true {
+                format!("{} (ejected)", s(&t["health"]))
+            } else {
+                s(&t["health"])
+            };
             let mem = t["memory_bytes"].as_u64().map_or("-".into(), |b| format!("{:.1}MiB", b as f64 / 1048576.0));
             let cpu = t["cpu_percent"].as_f64().map_or("-".into(), |c| format!("{c:.1}%"));
             vec![
@@ -348,12 +360,13 @@ pub async fn ps(client: &ApiClient, json: bool) -> Result<ExitCode> {
                 s(&t["pid"]),
                 s(&t["port"]),
                 s(&t["restarts"]),
+                s(&t["in_flight"]),
                 cpu,
                 mem,
             ]
         })
         .collect();
-    table(&["TASK", "REVISION", "STATE", "HEALTH", "PID", "PORT", "RESTARTS", "CPU", "MEM"], rows);
+    table(&["TASK", "REVISION", "STATE", "HEALTH", "PID", "PORT", "RESTARTS", "BUSY", "CPU", "MEM"], rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -421,5 +434,32 @@ pub async fn events(client: &ApiClient, n: usize, json: bool) -> Result<ExitCode
         r.service = e["service"].as_str().map(str::to_string);
         println!("{} {:<22} {}", &format_record(&r, false)[..12], s(&e["kind"]), s(&e["message"]));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A state-changing call with a one-line summary of what is now true.
+pub async fn post(client: &ApiClient, path: &str, body: Value, json: bool) -> Result<ExitCode> {
+    let answer: Value = client.post_json(path, &body).await.map_err(api_error)?;
+    if json {
+        println!("{answer}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let what = match answer["service"].as_str() {
+        Some(svc) => format!("{}/{svc}", s(&answer["app"])),
+        None => s(&answer["app"]),
+    };
+    let line = if answer["maintenance"] == true {
+        format!("{what} is in maintenance mode: requests get the maintenance page (503)")
+    } else if answer["maintenance"] == false {
+        format!("{what} left maintenance mode")
+    } else if answer["paused"] == true {
+        format!(
+            "{what} is paused: new requests are held for up to {}s; `wharf resume` releases them",
+            answer["max_secs"]
+        )
+    } else {
+        format!("{what} resumed")
+    };
+    println!("{line}");
     Ok(ExitCode::SUCCESS)
 }

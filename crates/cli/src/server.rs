@@ -34,6 +34,7 @@ pub struct ServerOptions {
     pub metrics: bool,
     /// Address of the metrics listener (no token: keep it private).
     pub admin: Option<SocketAddr>,
+    pub proxy: ProxyConfig,
 }
 
 impl ServerOptions {
@@ -47,6 +48,7 @@ impl ServerOptions {
             access_log: true,
             metrics: true,
             admin: None,
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -115,7 +117,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     let driver = ProcessDriver::new(data.join("tasks"), Arc::new(StreamSink(logs.clone())))?;
     let access: Option<Arc<dyn wharf_proxy::AccessLog>> =
         if opts.access_log { Some(wharf_control::access_sink(logs.clone())) } else { None };
-    let proxy = Proxy::new(ProxyConfig { metrics: opts.metrics, ..ProxyConfig::default() }, access);
+    let proxy = Proxy::new(ProxyConfig { metrics: opts.metrics, ..opts.proxy.clone() }, access);
     let admin_listener = match opts.admin {
         Some(addr) => Some(bind(addr, "metrics", "--admin").await?),
         None => None,

@@ -24,6 +24,9 @@ pub enum ControlError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The request itself is wrong (e.g. ambiguous); nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What the controller needs from the server that owns it.
@@ -52,6 +55,9 @@ pub(crate) struct UsageSample {
     pub memory_bytes: u64,
 }
 
+/// (app, service), or (app, None) for the whole app.
+pub(crate) type PauseScope = (String, Option<String>);
+
 pub struct Controller {
     pub(crate) db: Db,
     pub(crate) logs: LogStream,
@@ -68,6 +74,7 @@ pub struct Controller {
     pub(crate) revisions: Mutex<HashMap<(String, String, u64), Arc<Revision>>>,
     /// Per service: consecutive start failures and when to try again.
     pub(crate) start_backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
+    pub(crate) gates: Mutex<HashMap<PauseScope, Arc<wharf_proxy::PauseGate>>>,
     pub(crate) wake: Notify,
     pub(crate) routes_changed: Notify,
     pub(crate) routes_lock: tokio::sync::Mutex<()>,
@@ -99,6 +106,7 @@ impl Controller {
             usage: Mutex::default(),
             revisions: Mutex::default(),
             start_backoff: Mutex::default(),
+            gates: Mutex::default(),
             wake: Notify::new(),
             routes_changed: Notify::new(),
             routes_lock: tokio::sync::Mutex::new(()),
@@ -127,6 +135,7 @@ impl Controller {
         for t in self.driver.tasks() {
             self.remember(&t.spec);
         }
+        self.restore_pauses().await?;
         tokio::spawn(self.clone().reconcile_loop());
         tokio::spawn(self.clone().routes_loop());
         tokio::spawn(self.clone().usage_loop());

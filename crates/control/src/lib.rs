@@ -12,6 +12,7 @@ mod health;
 mod reconcile;
 pub mod release;
 mod routes;
+mod traffic;
 mod views;
 
 pub use access::{access_sink, AccessSink};

@@ -45,19 +45,29 @@ impl Controller {
                 backends.entry((m.app.clone(), m.service.clone())).or_default().push(th.backend.clone());
             }
         }
+        let maintenance = match self.db.maintenance().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("routing not rebuilt, store unavailable: {e}");
+                return;
+            }
+        };
         let mut pools: HashMap<(String, String), Arc<Pool>> = HashMap::new();
         let mut routes = Vec::new();
         for app in &apps {
             for r in &app.routes {
                 let key = (app.name.clone(), r.service.clone());
-                let pool = pools
-                    .entry(key.clone())
-                    .or_insert_with(|| {
-                        let mut b = backends.remove(&key).unwrap_or_default();
-                        b.sort_by(|x, y| x.task.cmp(&y.task));
-                        Arc::new(Pool::new(format!("{}/{}", app.name, r.service), b))
-                    })
-                    .clone();
+                if !pools.contains_key(&key) {
+                    let mut b = backends.remove(&key).unwrap_or_default();
+                    b.sort_by(|x, y| x.task.cmp(&y.task));
+                    let mut pool = Pool::new(format!("{}/{}", app.name, r.service), b);
+                    let (pause, maintenance) = self.traffic_for(&app.name, &r.service, &maintenance);
+                    pool.pause = pause;
+                    pool.maintenance = maintenance;
+                    pool.health_path = self.health_path(&app.name, &r.service).await;
+                    pools.insert(key.clone(), Arc::new(pool));
+                }
+                let pool = pools[&key].clone();
                 routes.push(RouteSpec {
                     host: HostMatch::from_spec(r.host.as_deref()),
                     path: r.path.clone(),
@@ -68,5 +78,12 @@ impl Controller {
             }
         }
         self.proxy.swap(RoutingTable::new(routes));
+    }
+
+    /// The current revision's health-check path, exempt from maintenance.
+    async fn health_path(&self, app: &str, service: &str) -> Option<String> {
+        let svc = self.db.service(app, service).await.ok()??;
+        let rev = self.revision(app, service, svc.revision).await.ok()?;
+        rev.spec.health.as_ref()?.path.clone()
     }
 }

@@ -49,6 +49,10 @@ pub struct ServiceView {
     pub ready: usize,
     /// Tasks of earlier revisions still running (during a deploy).
     pub old: usize,
+    /// Answering with the maintenance page (this service or the whole app).
+    pub maintenance: bool,
+    /// Holding requests until resumed.
+    pub paused: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +65,10 @@ pub struct TaskView {
     pub health: Option<Health>,
     pub health_error: Option<String>,
     pub draining: bool,
+    /// Kept out of rotation by passive checks (connection refused or reset).
+    pub ejected: bool,
+    /// Requests and upgraded connections on the task right now.
+    pub in_flight: u64,
     pub pid: Option<u32>,
     pub port: Option<u16>,
     pub restarts: u32,
@@ -81,6 +89,9 @@ pub(crate) struct Progress {
 impl Controller {
     pub async fn status(self: &Arc<Self>) -> Result<StatusView, ControlError> {
         let tasks = self.driver.tasks();
+        let maintenance = self.db.maintenance().await?;
+        let pauses = self.db.pauses().await?;
+        let covers = |app: &str, svc: &str, a: &str, s: Option<&str>| a == app && s.is_none_or(|s| s == svc);
         let mut apps = Vec::new();
         for app in self.db.apps().await? {
             let mut services = Vec::new();
@@ -99,6 +110,8 @@ impl Controller {
                     running: current.len(),
                     ready: current.iter().filter(|t| self.is_ready(t, web)).count(),
                     old: mine.len() - current.len(),
+                    maintenance: maintenance.iter().any(|m| covers(&app.name, &s.name, &m.app, m.service.as_deref())),
+                    paused: pauses.iter().any(|p| covers(&app.name, &s.name, &p.app, p.service.as_deref())),
                 });
             }
             apps.push(AppView {
@@ -137,6 +150,8 @@ impl Controller {
                     health: h.map(|h| h.health()),
                     health_error: h.and_then(|h| h.state.lock().unwrap().last_error.clone()),
                     draining: draining.contains(&t.spec.id),
+                    ejected: h.is_some_and(|h| h.backend.ejected()),
+                    in_flight: h.map_or(0, |h| h.backend.in_flight()),
                     port: task_port(&t.spec),
                     state: t.state,
                     pid: t.pid,

@@ -131,7 +131,7 @@ pub async fn serve(args: DemoArgs, listener: TcpListener, shutdown: impl Future<
                     let watcher = graceful.watcher();
                     connections.spawn(async move {
                         let service = service_fn(move |req| handle(Arc::clone(&app), req));
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         // Errors here are the client's doing (reset, bad request): not ours to log.
                         let _ = watcher.watch(conn).await;
                     });
@@ -195,6 +195,7 @@ enum Route<'a> {
     Alloc,
     Env,
     Bytes,
+    Upgrade,
     NotFound,
 }
 
@@ -210,6 +211,7 @@ fn route(path: &str) -> Route<'_> {
         "/alloc" => Route::Alloc,
         "/env" => Route::Env,
         "/bytes" => Route::Bytes,
+        "/upgrade" => Route::Upgrade,
         _ => match path.strip_prefix("/status/") {
             Some(code) => Route::Status(code),
             None => Route::NotFound,
@@ -251,6 +253,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<DemoBo
         },
         Route::Status(code) => status(&app, code),
         Route::Echo => echo(&app, req),
+        Route::Upgrade => upgrade(&app, req),
         Route::Log => log(&app, query).await,
         Route::Alloc => match number(query, "mib", 1u64) {
             Ok(mib) => alloc(&app, mib).await,
@@ -490,6 +493,29 @@ fn random_unit() -> f64 {
         state.set(x);
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     })
+}
+
+/// `/upgrade` with `Connection: upgrade` and any `Upgrade` protocol: answers
+/// 101 and echoes every byte back on the upgraded connection until the
+/// client closes it. Enough to prove that a proxy passes upgrades (such as
+/// WebSocket) through and keeps them open.
+fn upgrade(app: &App, mut req: Request<Incoming>) -> Response<DemoBody> {
+    let Some(protocol) = req.headers().get(hyper::header::UPGRADE).cloned() else {
+        return app.text(StatusCode::BAD_REQUEST, "send Connection: upgrade and an Upgrade header\n");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let mut io = hyper_util::rt::TokioIo::new(upgraded);
+            let (mut r, mut w) = tokio::io::split(&mut io);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    let mut resp = app.respond(StatusCode::SWITCHING_PROTOCOLS, TEXT, DemoBody::empty());
+    resp.headers_mut().insert(hyper::header::UPGRADE, protocol);
+    resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("upgrade"));
+    resp.headers_mut().remove(hyper::header::CONTENT_TYPE);
+    resp
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod access;
 mod backend;
 mod body;
+mod io;
 mod metrics;
 mod pause;
 mod routing;

@@ -194,12 +194,16 @@ impl Proxy {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            let conn = graceful.watch(conn);
             let metrics = self.metrics.connections.clone();
+            let (io, late) = crate::io::watch(stream);
+            let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
             tokio::spawn(async move {
                 metrics.inc();
-                let _ = conn.await;
+                if let (Err(e), Some(late)) = (conn.await, late) {
+                    if crate::io::is_header_timeout(&*e) {
+                        late.request_timeout().await;
+                    }
+                }
                 metrics.dec();
                 drop(permit);
             });
@@ -256,7 +260,8 @@ impl Proxy {
             }
         };
         if let Some(m) = &route.pool.maintenance {
-            if route.pool.health_path.as_deref() != Some(req.uri().path()) {
+            // The task's own health check (the path as the task sees it) still goes through.
+            if route.pool.health_path.as_deref() != Some(upstream_path(&route, req.uri().path()).as_ref()) {
                 self.metrics.count(&route.pool.name, 503);
                 self.log_ctx(&LogCtx::of(&req, peer, start), Some(&route), None, 503, m.page.len() as u64);
                 return Response::builder()

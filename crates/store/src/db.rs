@@ -23,6 +23,10 @@ fn revision_key(app: &str, svc: &str, n: u64) -> String {
 fn release_key(app: &str, hash: &str) -> String {
     format!("releases/{app}/{hash}")
 }
+/// `*` stands for the whole app; service names never contain it.
+fn scoped_key(kind: &str, app: &str, service: Option<&str>) -> String {
+    format!("{kind}/{app}/{}", service.unwrap_or("*"))
+}
 fn task_key(id: &str) -> String {
     format!("tasks/{id}")
 }
@@ -142,6 +146,28 @@ impl Db {
     }
     pub async fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
         self.list("tasks/").await
+    }
+
+    pub async fn set_maintenance(&self, r: &MaintenanceRecord) -> Result<(), StoreError> {
+        let key = scoped_key("maintenance", &r.app, r.service.as_deref());
+        self.store.apply(vec![Op::Put { key, value: encode(r) }]).await
+    }
+    pub async fn clear_maintenance(&self, app: &str, service: Option<&str>) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Delete { key: scoped_key("maintenance", app, service) }]).await
+    }
+    pub async fn maintenance(&self) -> Result<Vec<MaintenanceRecord>, StoreError> {
+        self.list("maintenance/").await
+    }
+
+    pub async fn set_pause(&self, r: &PauseRecord) -> Result<(), StoreError> {
+        let key = scoped_key("paused", &r.app, r.service.as_deref());
+        self.store.apply(vec![Op::Put { key, value: encode(r) }]).await
+    }
+    pub async fn clear_pause(&self, app: &str, service: Option<&str>) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Delete { key: scoped_key("paused", app, service) }]).await
+    }
+    pub async fn pauses(&self) -> Result<Vec<PauseRecord>, StoreError> {
+        self.list("paused/").await
     }
 
     /// Oldest first.

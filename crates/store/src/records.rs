@@ -105,3 +105,25 @@ pub struct EventRecord {
     pub kind: String,
     pub message: String,
 }
+
+/// Maintenance mode of a whole app (`service` None) or one service: the
+/// proxy answers 503 with a page instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceRecord {
+    pub app: String,
+    pub service: Option<String>,
+    pub message: Option<String>,
+    /// A complete HTML page to serve instead of the built-in one.
+    pub page: Option<String>,
+    pub since: u64,
+}
+
+/// A paused app or service: requests are held until resume or `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRecord {
+    pub app: String,
+    pub service: Option<String>,
+    pub since: u64,
+    /// After this (Unix ms) held and new requests get 503 until resumed.
+    pub until: u64,
+}

@@ -29,13 +29,20 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
 pub struct Server {
     pub data: PathBuf,
     pub child: Option<Child>,
+    /// Extra `wharf server` flags, kept for restarts.
+    extra: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
-        let mut s = Server { data: tmp.path().join("data"), child: None, _tmp: Some(tmp) };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut s = Server { data: tmp.path().join("data"), child: None, extra, _tmp: Some(tmp) };
         s.spawn();
         s
     }
@@ -52,6 +59,7 @@ impl Server {
         let child = Command::new(WHARF)
             .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--data"])
             .arg(&self.data)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -277,4 +285,26 @@ pub fn app_dir(toml: &str) -> tempfile::TempDir {
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Sends raw bytes and returns everything the server sends back until it
+/// closes the connection or `wait` passes with nothing more.
+pub fn raw(addr: &str, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in `text`.
+pub fn status_of(text: &str) -> u16 {
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }

@@ -1,0 +1,190 @@
+//! Maintenance mode and pause/resume: desired state in the store, applied
+//! through the routing snapshot, so both survive a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wharf_logs::Level;
+use wharf_proxy::{Maintenance, PauseGate};
+use wharf_store::{MaintenanceRecord, PauseRecord};
+
+use crate::controller::{now_ms, ControlError, Controller};
+
+/// Requests held per paused service before new ones get 503.
+const MAX_HELD: usize = 10_000;
+/// Clients are told to come back after this long.
+const RETRY_AFTER_SECS: u32 = 30;
+
+fn scope(app: &str, service: Option<&str>) -> String {
+    match service {
+        Some(s) => format!("{app}/{s}"),
+        None => app.to_string(),
+    }
+}
+
+impl Controller {
+    /// The app a command means: the one given, or the only one deployed.
+    pub async fn resolve_app(&self, app: Option<&str>) -> Result<String, ControlError> {
+        if let Some(a) = app {
+            return Ok(a.to_string());
+        }
+        let apps = self.db.apps().await?;
+        match apps.as_slice() {
+            [one] => Ok(one.name.clone()),
+            [] => Err(ControlError::NotFound("no app is deployed yet".into())),
+            many => Err(ControlError::Invalid(format!(
+                "several apps are deployed ({}): say which with --app",
+                many.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// Fails with a clear message unless `app` (and `service`) exist.
+    async fn check_scope(&self, app: &str, service: Option<&str>) -> Result<(), ControlError> {
+        if self.db.app(app).await?.is_none() {
+            return Err(ControlError::NotFound(format!("no app `{app}` is deployed")));
+        }
+        if let Some(s) = service {
+            if self.db.service(app, s).await?.is_none() {
+                return Err(ControlError::NotFound(format!("app `{app}` has no service `{s}`")));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn set_maintenance(
+        self: &Arc<Self>,
+        app: &str,
+        service: Option<&str>,
+        on: bool,
+        message: Option<String>,
+        page: Option<String>,
+    ) -> Result<(), ControlError> {
+        self.check_scope(app, service).await?;
+        let what = scope(app, service);
+        if on {
+            let r = MaintenanceRecord {
+                app: app.into(),
+                service: service.map(str::to_string),
+                message,
+                page,
+                since: now_ms(),
+            };
+            self.db.set_maintenance(&r).await?;
+            self.event_full(
+                "maintenance.on",
+                Level::Warn,
+                Some(app),
+                service,
+                None,
+                format!("{what} is in maintenance mode"),
+            );
+        } else {
+            self.db.clear_maintenance(app, service).await?;
+            self.event_full(
+                "maintenance.off",
+                Level::Info,
+                Some(app),
+                service,
+                None,
+                format!("{what} left maintenance mode"),
+            );
+        }
+        self.rebuild_routes().await;
+        Ok(())
+    }
+
+    /// Holds new requests for `app` (or one service) until resumed or `max` passes.
+    pub async fn pause(self: &Arc<Self>, app: &str, service: Option<&str>, max: Duration) -> Result<(), ControlError> {
+        self.check_scope(app, service).await?;
+        let now = now_ms();
+        let r = PauseRecord {
+            app: app.into(),
+            service: service.map(str::to_string),
+            since: now,
+            until: now + max.as_millis() as u64,
+        };
+        self.db.set_pause(&r).await?;
+        self.install_gate(&r);
+        self.rebuild_routes().await;
+        self.event_full(
+            "pause.on",
+            Level::Warn,
+            Some(app),
+            service,
+            None,
+            format!("{} paused: requests are held for up to {}s", scope(app, service), max.as_secs()),
+        );
+        Ok(())
+    }
+
+    pub async fn resume(self: &Arc<Self>, app: &str, service: Option<&str>) -> Result<(), ControlError> {
+        self.check_scope(app, service).await?;
+        self.db.clear_pause(app, service).await?;
+        let gate = self.gates.lock().unwrap().remove(&(app.to_string(), service.map(str::to_string)));
+        // The new table first: released requests route again against it.
+        self.rebuild_routes().await;
+        let held = gate.map(|g| {
+            let n = g.waiting();
+            g.release();
+            n
+        });
+        self.event_full(
+            "pause.off",
+            Level::Info,
+            Some(app),
+            service,
+            None,
+            format!("{} resumed; {} held requests released", scope(app, service), held.unwrap_or(0)),
+        );
+        Ok(())
+    }
+
+    fn install_gate(&self, r: &PauseRecord) {
+        let left = Duration::from_millis(r.until.saturating_sub(now_ms()));
+        let gate = Arc::new(PauseGate::new(MAX_HELD, left));
+        self.gates.lock().unwrap().insert((r.app.clone(), r.service.clone()), gate);
+    }
+
+    /// After a restart, pauses still in the store hold requests again.
+    pub(crate) async fn restore_pauses(&self) -> Result<(), ControlError> {
+        for r in self.db.pauses().await? {
+            self.install_gate(&r);
+        }
+        Ok(())
+    }
+
+    /// The pause gate and maintenance page that apply to one service.
+    pub(crate) fn traffic_for(
+        &self,
+        app: &str,
+        service: &str,
+        maintenance: &[MaintenanceRecord],
+    ) -> (Option<Arc<PauseGate>>, Option<Maintenance>) {
+        let gates = self.gates.lock().unwrap();
+        let gate = gates
+            .get(&(app.to_string(), Some(service.to_string())))
+            .or_else(|| gates.get(&(app.to_string(), None)))
+            .cloned();
+        let m = maintenance
+            .iter()
+            .filter(|m| m.app == app)
+            .find(|m| m.service.as_deref() == Some(service))
+            .or_else(|| maintenance.iter().find(|m| m.app == app && m.service.is_none()))
+            .map(|m| Maintenance {
+                page: m.page.clone().unwrap_or_else(|| builtin_page(m.message.as_deref())).into(),
+                retry_after_secs: RETRY_AFTER_SECS,
+            });
+        (gate, m)
+    }
+}
+
+fn builtin_page(message: Option<&str>) -> String {
+    let message = message.unwrap_or("We are doing some maintenance and will be back shortly.");
+    let message = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Down for maintenance</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:15vh auto;padding:0 1em;color:#333}}</style>\
+         </head><body><h1>Down for maintenance</h1><p>{message}</p></body></html>\n"
+    )
+}

@@ -1,0 +1,109 @@
+//! The client socket, watched: whether part of a request has arrived since
+//! the last response went out. When hyper's header timeout closes such a
+//! connection, the client is owed a 408, not a silent close.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use std::os::fd::AsFd;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use tokio::net::TcpStream;
+
+pub(crate) struct Watched {
+    inner: TcpStream,
+    partial: Arc<AtomicBool>,
+}
+
+/// What is left to answer a timed-out client with: a second handle on the
+/// same socket.
+pub(crate) struct Late {
+    socket: std::net::TcpStream,
+    partial: Arc<AtomicBool>,
+}
+
+/// Wraps an accepted stream. Late is None if the socket can't be
+/// duplicated; the connection is then served without the 408.
+pub(crate) fn watch(stream: TcpStream) -> (Watched, Option<Late>) {
+    let partial = Arc::new(AtomicBool::new(false));
+    let late = stream
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(|fd| Late { socket: std::net::TcpStream::from(fd), partial: partial.clone() });
+    (Watched { inner: stream, partial }, late)
+}
+
+impl Late {
+    /// Sends 408 if the client had started a request; closes either way.
+    pub async fn request_timeout(self) {
+        if !self.partial.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.socket.set_nonblocking(true).is_err() {
+            return;
+        }
+        if let Ok(mut s) = TcpStream::from_std(self.socket) {
+            let body = "<!doctype html><html><body><h1>408 Request Timeout</h1><p>The request headers did not arrive in time.</p></body></html>\n";
+            let resp = format!(
+                "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.partial.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.partial.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.partial.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Whether a connection ended because the client was too slow with headers.
+pub(crate) fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_timeout())
+}
