@@ -288,3 +288,54 @@ fn metrics_and_access_log_see_every_request() {
     assert_eq!(first["fields"]["request_id"].as_str().unwrap().len(), 32);
     assert!(access.contains("\"status\":404"), "unrouted requests are logged too");
 }
+
+#[test]
+fn route_limits_and_round_robin_come_from_wharf_toml() {
+    let toml = r#"app = "limits"
+
+[service.api]
+command = ["wharf", "demo", "--name", "api"]
+port = 8080
+replicas = 3
+balance = "round_robin"
+health = { path = "/health", interval = "1s", status = 200 }
+
+[route]
+"/api" = { service = "api", strip_prefix = true, timeout = "500ms", max_body = 100 }
+"/" = "api"
+"#;
+    let (s, _dir) = started(&[], toml);
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let v: serde_json::Value = serde_json::from_str(&ok(&s, "/api/version").unwrap()).unwrap();
+        *seen.entry(v["task"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert!(seen.len() == 3 && seen.values().all(|n| *n == 10), "round robin is exact: {seen:?}");
+    let t = Instant::now();
+    let (code, body) = s.get("a", "/api/sleep?ms=3000").unwrap();
+    assert_eq!(code, 504, "{body}");
+    assert!(t.elapsed() < Duration::from_millis(2900), "answered at the route's timeout, not the task's");
+    let (code, _) = http_request(&s.proxy_addr(), "POST", "a", "/api/echo", None, &[b'x'; 200]).unwrap();
+    assert_eq!(code, 413, "the route's body limit");
+    let (code, _) = http_request(&s.proxy_addr(), "POST", "a", "/echo", None, &[b'x'; 200]).unwrap();
+    assert_eq!(code, 200, "other routes keep the default limit");
+}
+
+#[test]
+fn http2_prior_knowledge_through_the_proxy() {
+    let (s, _dir) = started(&[], &app("h2", "1", 1));
+    let url = format!("http://{}/api/version", s.proxy_addr());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, version, body) = rt.block_on(async {
+        use http_body_util::BodyExt;
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let resp = client.get(url.parse().unwrap()).await.unwrap();
+        let (status, version) = (resp.status(), resp.version());
+        (status, version, resp.into_body().collect().await.unwrap().to_bytes())
+    });
+    assert_eq!(status, 200);
+    assert_eq!(version, http::Version::HTTP_2);
+    assert!(String::from_utf8_lossy(&body).contains("\"name\":\"api\""));
+}

@@ -73,7 +73,7 @@ impl HealthClient {
         HealthClient(Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(c))
     }
 
-    /// Ok when the task answers 2xx/3xx on `path`, or accepts a TCP connection when there is no path.
+    /// Ok when the task answers with an expected status on `path`, or accepts a TCP connection when there is no path.
     async fn probe(&self, addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
         let attempt = async {
             match &check.path {
@@ -87,10 +87,11 @@ impl HealthClient {
                         .map_err(|e| e.to_string())?;
                     let resp = self.0.request(req).await.map_err(|e| format!("GET {path}: {}", error_chain(&e)))?;
                     let status = resp.status();
-                    if status.is_success() || status.is_redirection() {
+                    let (low, high) = check.status;
+                    if (low..=high).contains(&status.as_u16()) {
                         Ok(())
                     } else {
-                        Err(format!("GET {path} answered {status}"))
+                        Err(format!("GET {path} answered {status} (expected {low}-{high})"))
                     }
                 }
             }

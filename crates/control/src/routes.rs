@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wharf_proxy::{Backend, HostMatch, Pool, RouteLimits, RouteSpec, RoutingTable};
+use wharf_proxy::{Backend, Balance, HostMatch, Pool, RouteLimits, RouteSpec, RoutingTable};
 
 use crate::controller::Controller;
 use crate::health::Health;
@@ -64,7 +64,13 @@ impl Controller {
                     let (pause, maintenance) = self.traffic_for(&app.name, &r.service, &maintenance);
                     pool.pause = pause;
                     pool.maintenance = maintenance;
-                    pool.health_path = self.health_path(&app.name, &r.service).await;
+                    if let Some(spec) = self.current_spec(&app.name, &r.service).await {
+                        pool.health_path = spec.health.as_ref().and_then(|h| h.path.clone());
+                        pool.balance = match spec.balance {
+                            wharf_spec::Balance::LeastOutstanding => Balance::LeastOutstanding,
+                            wharf_spec::Balance::RoundRobin => Balance::RoundRobin,
+                        };
+                    }
                     pools.insert(key.clone(), Arc::new(pool));
                 }
                 let pool = pools[&key].clone();
@@ -73,17 +79,20 @@ impl Controller {
                     path: r.path.clone(),
                     strip_prefix: r.strip_prefix,
                     pool,
-                    limits: RouteLimits::default(),
+                    limits: RouteLimits {
+                        connect_timeout: r.connect_timeout,
+                        response_timeout: r.timeout,
+                        max_body: r.max_body,
+                    },
                 });
             }
         }
         self.proxy.swap(RoutingTable::new(routes));
     }
 
-    /// The current revision's health-check path, exempt from maintenance.
-    async fn health_path(&self, app: &str, service: &str) -> Option<String> {
+    /// The service's spec as its current revision has it.
+    async fn current_spec(&self, app: &str, service: &str) -> Option<wharf_spec::Service> {
         let svc = self.db.service(app, service).await.ok()??;
-        let rev = self.revision(app, service, svc.revision).await.ok()?;
-        rev.spec.health.as_ref()?.path.clone()
+        Some(self.revision(app, service, svc.revision).await.ok()?.spec.clone())
     }
 }

@@ -16,17 +16,28 @@ use toml::Spanned;
 use crate::error::Report;
 use crate::route::{parse_route_key, RouteKey};
 use crate::values::{self, did_you_mean, Problem};
-use crate::{HealthCheck, Route, Service, Spec};
+use crate::{Balance, HealthCheck, Route, Service, Spec};
 
 type Key<'i> = Spanned<DeString<'i>>;
 type Value<'i> = Spanned<DeValue<'i>>;
 
 pub(crate) const TOP_KEYS: &[&str] = &["app", "service", "route"];
-pub(crate) const SERVICE_KEYS: &[&str] =
-    &["command", "workdir", "port", "replicas", "cpu", "memory", "env", "stop_signal", "stop_timeout", "health"];
+pub(crate) const SERVICE_KEYS: &[&str] = &[
+    "command",
+    "workdir",
+    "port",
+    "replicas",
+    "cpu",
+    "memory",
+    "env",
+    "stop_signal",
+    "stop_timeout",
+    "health",
+    "balance",
+];
 pub(crate) const HEALTH_KEYS: &[&str] =
-    &["path", "interval", "timeout", "grace", "healthy_threshold", "unhealthy_threshold"];
-pub(crate) const ROUTE_TABLE_KEYS: &[&str] = &["service", "strip_prefix"];
+    &["path", "interval", "timeout", "grace", "healthy_threshold", "unhealthy_threshold", "status"];
+pub(crate) const ROUTE_TABLE_KEYS: &[&str] = &["service", "strip_prefix", "timeout", "connect_timeout", "max_body"];
 
 const MIN_MEMORY: u64 = 4 << 20;
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -200,7 +211,24 @@ fn service(
     };
 
     let decl = Declared { name: name.clone(), has_port: port_entry.is_some(), broken: false };
-    let svc = Service { name, command, workdir, env, port, replicas, cpu, memory, health, stop_signal, stop_timeout };
+    let balance = match get(t, "balance") {
+        None => Balance::default(),
+        Some((_, v)) => balance(r, v, port.is_some()),
+    };
+    let svc = Service {
+        name,
+        command,
+        workdir,
+        env,
+        port,
+        replicas,
+        cpu,
+        memory,
+        health,
+        stop_signal,
+        stop_timeout,
+        balance,
+    };
     (decl, Some(svc))
 }
 
@@ -258,17 +286,45 @@ fn command(r: &mut Report, v: &Value) -> Vec<String> {
     }
 }
 
+fn balance(r: &mut Report, v: &Value, web: bool) -> Balance {
+    let choice = match expect_str(r, v, "balance", "\"least_outstanding\" or \"round_robin\"") {
+        Some("least_outstanding") => Balance::LeastOutstanding,
+        Some("round_robin") => Balance::RoundRobin,
+        Some(other) => {
+            let hint = values::did_you_mean(other, ["least_outstanding", "round_robin"])
+                .map_or("use \"least_outstanding\" (default) or \"round_robin\"".to_string(), |m| {
+                    format!("did you mean `{m}`?")
+                });
+            r.error(v.span(), format!("unknown `balance` `{other}`"), Some(hint));
+            Balance::default()
+        }
+        None => Balance::default(),
+    };
+    if !web {
+        r.error(
+            v.span(),
+            "`balance` applies to web services only".into(),
+            Some("add `port = ...`, or remove `balance`".into()),
+        );
+    }
+    choice
+}
+
 fn memory(r: &mut Report, v: &Value) -> Option<u64> {
+    size(r, v, "memory", MIN_MEMORY)
+}
+
+/// A human size ("512MiB") or a number of bytes, at least `min`.
+fn size(r: &mut Report, v: &Value, key: &str, min: u64) -> Option<u64> {
     let (bytes, shown, hint) = match v.get_ref() {
         DeValue::Integer(_) => {
-            let n = expect_int(r, v, "memory", 0, i64::MAX)?;
-            let hint = format!("a number without a unit is bytes; for mebibytes write memory = \"{n}MiB\"");
+            let n = expect_int(r, v, key, 0, i64::MAX)?;
+            let hint = format!("a number without a unit is bytes; for mebibytes write {key} = \"{n}MiB\"");
             (n as u64, format!("{n} bytes"), Some(hint))
         }
         DeValue::String(s) => match values::parse_size(s) {
             Ok(bytes) if s.trim().chars().all(|c| c.is_ascii_digit()) => {
-                let hint =
-                    format!("a number without a unit is bytes; for mebibytes write memory = \"{}MiB\"", s.trim());
+                let hint = format!("a number without a unit is bytes; for mebibytes write {key} = \"{}MiB\"", s.trim());
                 (bytes, format!("`{s}` (bytes)"), Some(hint))
             }
             Ok(bytes) => (bytes, format!("`{s}`"), None),
@@ -280,14 +336,15 @@ fn memory(r: &mut Report, v: &Value) -> Option<u64> {
         other => {
             r.error(
                 v.span(),
-                format!("`memory` must be a size like \"512MiB\", found {}", found(other)),
+                format!("`{key}` must be a size like \"512MiB\", found {}", found(other)),
                 Some(values::SIZE_FORMS.into()),
             );
             return None;
         }
     };
-    if bytes < MIN_MEMORY {
-        r.error(v.span(), format!("`memory` must be at least 4MiB, found {shown}"), hint);
+    if bytes < min {
+        let least = if min >= 1 << 20 { format!("{}MiB", min >> 20) } else { format!("{min} bytes") };
+        r.error(v.span(), format!("`{key}` must be at least {least}, found {shown}"), hint);
     }
     Some(bytes)
 }
@@ -395,7 +452,44 @@ fn health(r: &mut Report, v: &Value, location: &str) -> HealthCheck {
             }
         }
     }
+    if let Some((_, v)) = get(t, "status") {
+        if let Some(range) = status_range(r, v) {
+            check.status = range;
+        }
+    }
     check
+}
+
+/// `status = 200` (exactly) or `status = "200-299"` (inclusive).
+fn status_range(r: &mut Report, v: &Value) -> Option<(u16, u16)> {
+    const HINT: &str = "write a status code like 200, or a range like \"200-399\"";
+    let valid = |n: i64| (100..=599).contains(&n);
+    match v.get_ref() {
+        DeValue::Integer(_) => {
+            let n = expect_int(r, v, "health.status", 100, 599)?;
+            Some((n as u16, n as u16))
+        }
+        DeValue::String(s) => {
+            let parsed = s
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse::<i64>().ok()?, b.trim().parse::<i64>().ok()?)));
+            match parsed {
+                Some((a, b)) if valid(a) && valid(b) && a <= b => Some((a as u16, b as u16)),
+                _ => {
+                    r.error(v.span(), format!("health `status` `{s}` is not a status range"), Some(HINT.into()));
+                    None
+                }
+            }
+        }
+        other => {
+            r.error(
+                v.span(),
+                format!("health `status` must be a status code or range, found {}", found(other)),
+                Some(HINT.into()),
+            );
+            None
+        }
+    }
 }
 
 /// The `[route]` table, in file order.
@@ -430,25 +524,56 @@ fn routes(r: &mut Report, root: &DeTable, declared: &[Declared]) -> Vec<Route> {
                 seen.insert(parsed.clone(), (text.to_string(), r.line_of(key.span().start)));
             }
         }
-        let Some((service, span, strip_prefix)) = route_target(r, text, value) else {
+        let Some((service, span, options)) = route_target(r, text, value) else {
             continue;
         };
         check_route_service(r, text, service, span, declared);
         if let Some(parsed) = parsed {
-            out.push(Route { host: parsed.host, path: parsed.path, service: service.to_string(), strip_prefix });
+            out.push(Route {
+                host: parsed.host,
+                path: parsed.path,
+                service: service.to_string(),
+                strip_prefix: options.strip_prefix,
+                timeout: options.timeout,
+                connect_timeout: options.connect_timeout,
+                max_body: options.max_body,
+            });
         }
     }
     out
 }
 
-/// `"api"` or `{ service = "api", strip_prefix = true }` → (service, its span, strip_prefix).
-fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v str, Range<usize>, bool)> {
+/// What a route table may set besides its service.
+#[derive(Default)]
+struct RouteOptions {
+    strip_prefix: bool,
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    max_body: Option<u64>,
+}
+
+/// `"api"` or `{ service = "api", strip_prefix = true, timeout = "30s" }` → (service, its span, options).
+fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v str, Range<usize>, RouteOptions)> {
     match value.get_ref() {
-        DeValue::String(s) => Some((s.as_ref(), value.span(), false)),
+        DeValue::String(s) => Some((s.as_ref(), value.span(), RouteOptions::default())),
         DeValue::Table(t) => {
             check_keys(r, t, ROUTE_TABLE_KEYS, &format!("in route `{key}`"));
-            let strip_prefix =
-                get(t, "strip_prefix").and_then(|(_, v)| expect_bool(r, v, "strip_prefix")).unwrap_or(false);
+            let mut duration = |name: &str| {
+                let (_, v) = get(t, name)?;
+                let d = expect_duration(r, v, name)?;
+                if d.is_zero() {
+                    r.error(v.span(), format!("`{name}` must be longer than zero"), None);
+                }
+                Some(d)
+            };
+            let options = RouteOptions {
+                timeout: duration("timeout"),
+                connect_timeout: duration("connect_timeout"),
+                strip_prefix: get(t, "strip_prefix")
+                    .and_then(|(_, v)| expect_bool(r, v, "strip_prefix"))
+                    .unwrap_or(false),
+                max_body: get(t, "max_body").and_then(|(_, v)| size(r, v, "max_body", 0)),
+            };
             let Some((_, service)) = get(t, "service") else {
                 if misspelled(t, "service", ROUTE_TABLE_KEYS) {
                     return None;
@@ -461,7 +586,7 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
                 return None;
             };
             let name = expect_str(r, service, "service", "a service name")?;
-            Some((name, service.span(), strip_prefix))
+            Some((name, service.span(), options))
         }
         other => {
             r.error(

@@ -142,7 +142,8 @@ memory = "512MiB"
 env = { NODE_ENV = "production", LOG_LEVEL = "info" }
 stop_signal = "int"
 stop_timeout = "1m30s"
-health = { path = "/healthz", interval = "5s", timeout = "250ms", grace = "30s", healthy_threshold = 2, unhealthy_threshold = 4 }
+health = { path = "/healthz", interval = "5s", timeout = "250ms", grace = "30s", healthy_threshold = 2, unhealthy_threshold = 4, status = "200-299" }
+balance = "round_robin"
 
 [service.app]
 command = "node  app.js"
@@ -155,7 +156,7 @@ replicas = 0
 
 [route]
 "Convergence.Example.com." = "app"
-"convergence.example.com/api/" = { service = "api", strip_prefix = true }
+"convergence.example.com/api/" = { service = "api", strip_prefix = true, timeout = "30s", connect_timeout = "1s", max_body = "10MiB" }
 "/admin" = "app"
 "*.example.com" = "app"
 "#;
@@ -187,8 +188,11 @@ replicas = 0
                 grace: Duration::from_secs(30),
                 healthy_threshold: 2,
                 unhealthy_threshold: 4,
+                status: (200, 299),
             })
         );
+        assert_eq!(api.balance, Balance::RoundRobin);
+        assert_eq!(spec.services["app"].balance, Balance::LeastOutstanding);
 
         let app = &spec.services["app"];
         assert_eq!(app.command, ["node", "app.js"]);
@@ -212,12 +216,20 @@ replicas = 0
             path: path.to_string(),
             service: service.to_string(),
             strip_prefix,
+            timeout: None,
+            connect_timeout: None,
+            max_body: None,
         };
         assert_eq!(
             spec.routes,
             [
                 route(Some("convergence.example.com"), "/", "app", false),
-                route(Some("convergence.example.com"), "/api", "api", true),
+                Route {
+                    timeout: Some(Duration::from_secs(30)),
+                    connect_timeout: Some(Duration::from_secs(1)),
+                    max_body: Some(10 << 20),
+                    ..route(Some("convergence.example.com"), "/api", "api", true)
+                },
                 route(None, "/admin", "app", false),
                 route(Some("*.example.com"), "/", "app", false),
             ]

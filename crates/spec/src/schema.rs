@@ -94,6 +94,10 @@ pub(crate) struct ServiceTable {
     /// (with a `port`); without it, a web service gets a TCP connect check
     /// every 5s.
     pub health: Option<HealthTable>,
+    /// How requests are spread over the tasks of a web service:
+    /// "least_outstanding" (two random tasks, the less busy wins) or "round_robin".
+    #[schemars(extend("enum" = ["least_outstanding", "round_robin"], "default" = "least_outstanding"))]
+    pub balance: Option<String>,
 }
 
 /// argv as an array, or one string split on whitespace.
@@ -140,6 +144,9 @@ pub(crate) struct HealthTable {
     /// Consecutive failures before a healthy task stops getting traffic. Default 3.
     #[schemars(range(min = 1, max = 100), extend("default" = 3))]
     pub unhealthy_threshold: Option<u32>,
+    /// Status codes that pass: one code (200) or an inclusive range ("200-299").
+    #[schemars(extend("default" = "200-399"))]
+    pub status: Option<StatusSpec>,
 }
 
 /// Where a route goes.
@@ -162,6 +169,30 @@ pub(crate) struct RouteTable {
     /// a request for /api/users reaches the service as /users. Default false.
     #[schemars(extend("default" = false))]
     pub strip_prefix: Option<bool>,
+    /// How long the service may take to start answering ("30s"); default 60s.
+    pub timeout: Option<String>,
+    /// How long connecting to a task may take ("2s"); default 5s.
+    pub connect_timeout: Option<String>,
+    /// Largest request body ("10MiB"); larger ones get 413. Default 100MiB.
+    pub max_body: Option<RouteSize>,
+}
+
+/// A status code or an inclusive range.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum StatusSpec {
+    Code(#[schemars(range(min = 100, max = 599))] u16),
+    Range(#[schemars(pattern("^[1-5][0-9][0-9]-[1-5][0-9][0-9]$"), example = &"200-299")] String),
+}
+
+/// A body size: bytes or a human size.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum RouteSize {
+    /// Bytes.
+    Bytes(u64),
+    /// A size with a unit, e.g. "10MiB".
+    Human(#[schemars(example = &"10MiB")] String),
 }
 
 /// The JSON Schema (draft-07, which editors support best) of `wharf.toml`.

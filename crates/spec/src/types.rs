@@ -41,6 +41,19 @@ pub struct Service {
     /// Signal name as written, normalised to upper case with the SIG prefix, e.g. "SIGTERM".
     pub stop_signal: String,
     pub stop_timeout: Duration,
+    /// How requests are spread over the tasks of a web service.
+    #[serde(default)]
+    pub balance: Balance,
+}
+
+/// How a web service's requests are spread over its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Two random tasks, the one with fewer requests in flight wins.
+    #[default]
+    LeastOutstanding,
+    RoundRobin,
 }
 
 impl Service {
@@ -62,6 +75,13 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Consecutive failures before a healthy task is unhealthy.
     pub unhealthy_threshold: u32,
+    /// Status codes that count as passing, inclusive (default 200-399).
+    #[serde(default = "default_status")]
+    pub status: (u16, u16),
+}
+
+fn default_status() -> (u16, u16) {
+    (200, 399)
 }
 
 impl Default for HealthCheck {
@@ -73,6 +93,7 @@ impl Default for HealthCheck {
             grace: Duration::from_secs(0),
             healthy_threshold: 1,
             unhealthy_threshold: 3,
+            status: default_status(),
         }
     }
 }
@@ -88,4 +109,12 @@ pub struct Route {
     pub service: String,
     /// Remove the path prefix before forwarding.
     pub strip_prefix: bool,
+    /// How long the service may take to start answering (response headers).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub connect_timeout: Option<Duration>,
+    /// Largest request body in bytes.
+    #[serde(default)]
+    pub max_body: Option<u64>,
 }
