@@ -32,9 +32,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 # The wharf rows. One entry per row: "NAME=extra wharf server flags". Users run wharf with access
-# log and metrics on; once those flags exist, the "off" row is this one line:
-#   variants=("wharf=" "wharf (log+metrics off)=--access-log off --metrics off")
-variants=("wharf=")
+# log and metrics on (the first row); the second shows what they cost.
+variants=("wharf=" "wharf (log+metrics off)=--no-access-log --no-metrics")
 
 workers="1 2" conns="50 200" rounds=3 duration=5 warmup=1 install=0
 log=$repo/bench/proxy/last-run.log
@@ -154,7 +153,7 @@ start_wharf() {
   wharf_port=$((base + 10 + i))
   make_app "$app"
   # shellcheck disable=SC2086 # FLAGS are split on purpose: they are extra server flags.
-  "$WHARF" server --data "$data" --http "127.0.0.1:$wharf_port" --api 127.0.0.1:0 \
+  "$WHARF" server --data "$data" --http "127.0.0.1:$wharf_port" --api 127.0.0.1:0 --admin 127.0.0.1:0 \
     --proxy-threads "$w" $flags 2>"$work/w$w-$i/server.log" &
   server_pids+=($!)
   local _

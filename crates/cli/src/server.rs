@@ -64,9 +64,9 @@ pub struct Running {
     pub api_url: String,
     pub http: SocketAddr,
     stop_tx: tokio::sync::watch::Sender<bool>,
-    /// The proxy runs on its own runtime and threads, so the control plane
-    /// can never take a request's CPU time.
-    proxy_thread: std::thread::JoinHandle<()>,
+    /// Proxy workers: threads of their own, so the control plane can never
+    /// take a request's CPU time.
+    proxy_threads: Vec<std::thread::JoinHandle<()>>,
     api_task: tokio::task::JoinHandle<()>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
     data: PathBuf,
@@ -125,8 +125,8 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     let metrics_url = admin_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| format!("http://{a}/metrics"));
     // The proxy listens before tasks are re-adopted, so they serve the
     // moment their first health check passes.
-    let http_listener = bind(opts.http, "HTTP traffic", "--http").await?.into_std()?;
-    let http = http_listener.local_addr()?;
+    let listeners = proxy_listeners(opts.http, opts.proxy_threads.max(1))?;
+    let http = listeners[0].local_addr()?;
     let api_listener = bind(opts.api, "the API", "--api").await?;
     let api_addr = api_listener.local_addr()?;
     let proxy_for_admin = proxy.clone();
@@ -140,27 +140,30 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     ctl.start().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut rx = stop_rx.clone();
-    let proxy_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(opts.proxy_threads.max(1))
-        .thread_name("wharf-proxy")
-        .enable_all()
-        .build()
-        .context("cannot start the proxy's runtime")?;
-    let proxy_thread = std::thread::Builder::new().name("wharf-proxy-main".into()).spawn(move || {
-        proxy_runtime.block_on(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            let listener = match TcpListener::from_std(http_listener) {
-                Ok(l) => l,
-                Err(e) => return tracing::error!("proxy listener unusable: {e}"),
-            };
-            if let Err(e) = proxy.serve(listener, shutdown, Duration::from_secs(10)).await {
-                tracing::warn!("{e}");
-            }
-        })
-    })?;
+    let mut proxy_threads = Vec::new();
+    for (n, listener) in listeners.into_iter().enumerate() {
+        let proxy = proxy.clone();
+        let mut rx = stop_rx.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a proxy worker's runtime")?;
+        let thread = std::thread::Builder::new().name(format!("wharf-proxy-{n}")).spawn(move || {
+            runtime.block_on(async move {
+                let shutdown = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!("proxy listener unusable: {e}"),
+                };
+                if let Err(e) = proxy.serve(listener, shutdown, Duration::from_secs(10)).await {
+                    tracing::warn!("{e}");
+                }
+            })
+        })?;
+        proxy_threads.push(thread);
+    }
     let mut rx = stop_rx;
     let router = wharf_api::router(ctl.clone(), token);
     let api_task = tokio::spawn(async move {
@@ -206,7 +209,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     );
     r.fields.insert("data".into(), data.display().to_string().into());
     logs.append(r);
-    Ok(Running { ctl, api_url, http, stop_tx, proxy_thread, api_task, admin_task, data, _lock: lock })
+    Ok(Running { ctl, api_url, http, stop_tx, proxy_threads, api_task, admin_task, data, _lock: lock })
 }
 
 impl Running {
@@ -214,8 +217,8 @@ impl Running {
     pub async fn stop(self) {
         self.ctl.shutdown().await;
         let _ = self.stop_tx.send(true);
-        let proxy = self.proxy_thread;
-        let _ = tokio::task::spawn_blocking(move || proxy.join()).await;
+        let threads = self.proxy_threads;
+        let _ = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).for_each(drop)).await;
         let _ = self.api_task.await;
         if let Some(t) = self.admin_task {
             let _ = t.await;
@@ -224,6 +227,30 @@ impl Running {
         let _ = std::fs::remove_file(self.data.join(PROXY_URL_FILE));
         let _ = std::fs::remove_file(self.data.join("server.pid"));
     }
+}
+
+/// One listening socket per proxy worker on the same address (SO_REUSEPORT):
+/// the kernel spreads connections over the workers, and each worker serves
+/// its connections start to end on its own thread, without handing requests
+/// between threads.
+fn proxy_listeners(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>> {
+    let hint = || {
+        format!("cannot listen for HTTP traffic on {addr}\n  hint: is something else using it? choose another address with --http")
+    };
+    // A plain bind first: with SO_REUSEPORT alone, a second server could
+    // silently share the port instead of being told it is taken. Port 0
+    // picks a free port here, which the workers then share.
+    let at = std::net::TcpListener::bind(addr).with_context(hint)?.local_addr().with_context(hint)?;
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let socket = if at.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .with_context(hint)?;
+        socket.set_reuseaddr(true).with_context(hint)?;
+        socket.set_reuseport(true).with_context(hint)?;
+        socket.bind(at).with_context(hint)?;
+        out.push(socket.listen(4096).with_context(hint)?.into_std().with_context(hint)?);
+    }
+    Ok(out)
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -339,3 +339,17 @@ fn http2_prior_knowledge_through_the_proxy() {
     assert_eq!(version, http::Version::HTTP_2);
     assert!(String::from_utf8_lossy(&body).contains("\"name\":\"api\""));
 }
+
+#[test]
+fn a_second_server_cannot_share_the_http_port() {
+    let s = Server::start_with(&["--proxy-threads", "2"]);
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(WHARF)
+        .args(["server", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--http", &s.proxy_addr(), "--data"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen for HTTP traffic") && err.contains("--http"), "{err}");
+}

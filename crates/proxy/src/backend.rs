@@ -11,8 +11,11 @@ use hyper::client::conn::http1::SendRequest;
 
 use crate::body::ReqBody;
 
-/// Idle upstream connections kept per backend.
+/// Idle upstream connections kept per backend and worker thread.
 const MAX_IDLE: usize = 256;
+/// Idle pools per backend: one per proxy worker thread (modulo), so a
+/// worker reuses connections whose tasks run on its own runtime.
+const SLOTS: usize = 16;
 /// Passive ejection: first and longest exclusion after connection failures.
 const EJECT_BASE: Duration = Duration::from_millis(250);
 const EJECT_MAX: Duration = Duration::from_secs(30);
@@ -28,7 +31,18 @@ pub struct Backend {
     /// Milliseconds since `epoch` until which the backend is skipped.
     ejected_until: AtomicU64,
     epoch: Instant,
-    idle: Mutex<Vec<SendRequest<ReqBody>>>,
+    idle: [Mutex<Vec<SendRequest<ReqBody>>>; SLOTS],
+}
+
+/// This thread's idle-pool slot.
+fn slot() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: Cell<usize> = Cell::new(NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS);
+    }
+    SLOT.with(|s| s.get())
 }
 
 impl std::fmt::Debug for Backend {
@@ -47,7 +61,7 @@ impl Backend {
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             epoch: Instant::now(),
-            idle: Mutex::new(Vec::new()),
+            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
         }
     }
 
@@ -93,7 +107,7 @@ impl Backend {
 
     /// A pooled connection that is still open and ready, if any.
     pub(crate) fn take_idle(&self) -> Option<SendRequest<ReqBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle[slot()].lock().unwrap_or_else(|p| p.into_inner());
         while let Some(conn) = idle.pop() {
             if conn.is_ready() {
                 return Some(conn);
@@ -106,7 +120,7 @@ impl Backend {
         if conn.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle[slot()].lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
@@ -114,7 +128,9 @@ impl Backend {
 
     /// Drops pooled connections, e.g. once the task is gone.
     pub fn close_idle(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for pool in &self.idle {
+            pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
     }
 }
 

@@ -190,9 +190,13 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
+            // Computed once per connection, not per request.
+            let client = Client { addr: peer, ip: HeaderValue::from_str(&peer.ip().to_string()).ok() };
+            let client = Arc::new(client);
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                let client = client.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
             });
             let metrics = self.metrics.connections.clone();
             let (io, late) = crate::io::watch(stream);
@@ -212,8 +216,9 @@ impl Proxy {
         tokio::time::timeout(grace, graceful.shutdown()).await.map_err(|_| ProxyError::ShutdownTimeout(grace))
     }
 
-    async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    async fn handle(self: Arc<Self>, mut req: Request<Incoming>, client: &Client) -> Response<RespBody> {
         let start = Instant::now();
+        let peer = client.addr;
         let raw_host = match request_host(&req) {
             Ok(h) => h,
             Err(why) => {
@@ -311,7 +316,7 @@ impl Proxy {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, u);
         }
-        forwarded_headers(&mut parts.headers, peer, &raw_host);
+        forwarded_headers(&mut parts.headers, client, &raw_host);
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             parts.headers.insert(X_REQUEST_ID, v);
         }
@@ -724,14 +729,25 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
-    let ip = peer.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
+/// The client side of a connection.
+struct Client {
+    addr: SocketAddr,
+    /// Its IP as a header value, ready for X-Forwarded-For.
+    ip: Option<HeaderValue>,
+}
+
+fn forwarded_headers(headers: &mut HeaderMap, client: &Client, host: &str) {
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", client.addr.ip())) {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
+        }
+        None => {
+            if let Some(ip) = &client.ip {
+                headers.insert(X_FORWARDED_FOR, ip.clone());
+            }
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Ok(v) = HeaderValue::from_str(host) {
