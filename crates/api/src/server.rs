@@ -115,15 +115,19 @@ struct LogQuery {
     task: Option<String>,
     /// Comma-separated sources.
     source: Option<String>,
-    /// Unix milliseconds.
+    /// Unix milliseconds, inclusive.
     since: Option<u64>,
+    /// Unix milliseconds, exclusive.
+    until: Option<u64>,
+    /// A regular expression the message must match.
+    grep: Option<String>,
     n: Option<usize>,
     #[serde(default)]
     follow: bool,
 }
 
 impl LogQuery {
-    /// An unknown source is an error message for a 400.
+    /// An unknown source or a bad regex is an error message for a 400.
     fn filter(&self) -> Result<Filter, String> {
         let mut sources = Vec::new();
         for s in self.source.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
@@ -136,9 +140,9 @@ impl LogQuery {
             service: self.service.clone(),
             task: self.task.clone(),
             sources,
-            since: self.since.map(|ms| ms * 1_000_000),
-            until: None,
-            grep: None,
+            since: self.since.map(|ms| ms.saturating_mul(1_000_000)),
+            until: self.until.map(|ms| ms.saturating_mul(1_000_000)),
+            grep: self.grep.as_deref().map(wharf_logs::compile_grep).transpose()?,
         })
     }
 }
@@ -165,11 +169,23 @@ async fn logs(
     };
     let n = q.n.unwrap_or(100);
     let headers = [(header::CONTENT_TYPE, "application/x-ndjson")];
+    // Queries read segment files: off the async workers.
+    let logs = st.ctl.logs().clone();
     if !q.follow {
-        let body: Vec<u8> = st.ctl.logs().query(&filter, n).iter().flat_map(|r| ndjson(r)).collect();
-        return (headers, body).into_response();
+        let f = filter.clone();
+        let body =
+            tokio::task::spawn_blocking(move || logs.query(&f, n).iter().flat_map(|r| ndjson(r)).collect::<Vec<u8>>())
+                .await;
+        return match body {
+            Ok(body) => (headers, body).into_response(),
+            Err(e) => internal(e),
+        };
     }
-    let (backlog, rx) = st.ctl.logs().follow(&filter, n);
+    let f = filter.clone();
+    let (backlog, rx) = match tokio::task::spawn_blocking(move || logs.follow(&f, n)).await {
+        Ok(x) => x,
+        Err(e) => return internal(e),
+    };
     let backlog = futures_util::stream::iter(backlog.into_iter().map(|r| Ok::<_, std::io::Error>(ndjson(&r))));
     let live = BroadcastStream::new(rx).filter_map(move |item| {
         let out = match item {

@@ -124,6 +124,17 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Only records from then on: a duration ago (`10m`, `2h 30m`) or a
+        /// timestamp (`2024-05-01T12:00:00Z`, `2024-05-01 12:00:00` in UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records before then (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only records whose message matches this regular expression
+        /// (matched on the server).
+        #[arg(long)]
+        grep: Option<String>,
     },
     /// What wharf did: deploys, restarts, health changes.
     Events {
@@ -254,8 +265,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deploy { dir, detach, json } => output::deploy(&client::connect(&g)?, &dir, detach, json).await,
         Command::Status { json } => output::status(&client::connect(&g)?, json).await,
         Command::Ps { json } => output::ps(&client::connect(&g)?, json).await,
-        Command::Logs { service, follow, lines, app, task, source, json } => {
-            let q = output::LogArgs { service, follow, lines, app, task, source, json };
+        Command::Logs { service, follow, lines, app, task, source, json, since, until, grep } => {
+            let q = output::LogArgs { service, follow, lines, app, task, source, json, since, until, grep };
             output::logs(&client::connect(&g)?, q).await
         }
         Command::Events { lines, json } => output::events(&client::connect(&g)?, lines, json).await,

@@ -378,6 +378,9 @@ pub struct LogArgs {
     pub task: Option<String>,
     pub source: Option<String>,
     pub json: bool,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub grep: Option<String>,
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {
@@ -394,11 +397,27 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
 }
 
 pub async fn logs(client: &ApiClient, a: LogArgs) -> Result<ExitCode> {
+    /// `10m` (that long ago) or an RFC 3339 timestamp → unix milliseconds.
+    fn when(flag: &str, s: &str) -> Result<String> {
+        let t = match humantime::parse_duration(s) {
+            Ok(d) => std::time::SystemTime::now().checked_sub(d),
+            Err(_) => humantime::parse_rfc3339_weak(s).ok(),
+        };
+        let ms = t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis());
+        ms.map(|ms| ms.to_string()).ok_or_else(|| {
+            anyhow::anyhow!("{flag} {s:?}: expected a duration like 10m or 1h30m, or a time like 2024-05-01T12:00:00Z")
+        })
+    }
+    let since = a.since.as_deref().map(|s| when("--since", s)).transpose()?;
+    let until = a.until.as_deref().map(|s| when("--until", s)).transpose()?;
     let q = query(&[
         ("service", a.service),
         ("app", a.app),
         ("task", a.task),
         ("source", a.source),
+        ("since", since),
+        ("until", until),
+        ("grep", a.grep),
         ("n", Some(a.lines.to_string())),
         ("follow", Some(a.follow.to_string())),
     ]);

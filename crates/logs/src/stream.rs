@@ -567,3 +567,12 @@ impl Writer {
         enforce_retention(&self.shared, now_nanos());
     }
 }
+
+/// Compiles a `--grep` pattern, with a bound on the compiled size so a
+/// pattern from a request cannot take the server's memory.
+pub fn compile_grep(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("invalid grep pattern `{pattern}`: {e}"))
+}
