@@ -247,6 +247,21 @@ fn control_error(e: wharf_control::ControlError) -> Response {
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
+/// A request about an app (or one of its services); no app means the only one deployed.
+trait Scoped: serde::de::DeserializeOwned {
+    fn app(&self) -> Option<&str>;
+}
+
+/// The parsed body and the app it is about, or the error answer.
+async fn scoped<T: Scoped>(st: &ApiState, body: JsonBody<T>) -> Result<(T, String), Response> {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, "bad_request", e.body_text())),
+    };
+    let app = st.ctl.resolve_app(req.app()).await.map_err(control_error)?;
+    Ok((req, app))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MaintenanceRequest {
@@ -258,14 +273,16 @@ struct MaintenanceRequest {
     page: Option<String>,
 }
 
+impl Scoped for MaintenanceRequest {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+}
+
 async fn maintenance(State(st): State<ApiState>, body: JsonBody<MaintenanceRequest>) -> Response {
-    let req = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
-    };
-    let app = match st.ctl.resolve_app(req.app.as_deref()).await {
-        Ok(a) => a,
-        Err(e) => return control_error(e),
+    let (req, app) = match scoped(&st, body).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     match st.ctl.set_maintenance(&app, req.service.as_deref(), req.on, req.message, req.page).await {
         Ok(()) => {
@@ -284,14 +301,16 @@ struct PauseRequest {
     max_secs: Option<u64>,
 }
 
+impl Scoped for PauseRequest {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+}
+
 async fn pause(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Response {
-    let req = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
-    };
-    let app = match st.ctl.resolve_app(req.app.as_deref()).await {
-        Ok(a) => a,
-        Err(e) => return control_error(e),
+    let (req, app) = match scoped(&st, body).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     let max = Duration::from_secs(req.max_secs.unwrap_or(30).clamp(1, 3600));
     match st.ctl.pause(&app, req.service.as_deref(), max).await {
@@ -304,13 +323,9 @@ async fn pause(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Resp
 }
 
 async fn resume(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Response {
-    let req = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
-    };
-    let app = match st.ctl.resolve_app(req.app.as_deref()).await {
-        Ok(a) => a,
-        Err(e) => return control_error(e),
+    let (req, app) = match scoped(&st, body).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     match st.ctl.resume(&app, req.service.as_deref()).await {
         Ok(()) => Json(serde_json::json!({ "app": app, "service": req.service, "paused": false })).into_response(),

@@ -67,10 +67,9 @@ fn record(e: AccessEntry) -> Record {
         r.service = Some(service.to_string());
     }
     r.task = e.task.map(|t| t.to_string());
+    // Method, host and path are in the message; the fields carry what is
+    // filtered and aggregated on.
     let f = &mut r.fields;
-    f.insert("method".into(), e.method.as_str().into());
-    f.insert("host".into(), e.host.into());
-    f.insert("path".into(), e.path.into());
     f.insert("status".into(), e.status.into());
     f.insert("bytes".into(), e.bytes.into());
     f.insert("duration_ms".into(), ((ms * 1000.0).round() / 1000.0).into());

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the data plane. Label sets are small (service,
 //! status code, error kind), so per-request updates stay cheap.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -96,19 +96,51 @@ impl Default for Metrics {
     }
 }
 
+/// One pool's metric handles, made once: counting a request is then an
+/// atomic add, with no label hashing or allocation on the request path.
+pub struct PoolStats {
+    service: Arc<str>,
+    /// Request counters by status code 100..=599, created on first use.
+    codes: Box<[OnceLock<Counter>]>,
+    latency: Histogram,
+}
+
+impl std::fmt::Debug for PoolStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolStats").field("service", &self.service).finish()
+    }
+}
+
 impl Metrics {
-    pub(crate) fn count(&self, service: &str, status: u16) {
+    /// The handles of a pool's service (shared by every snapshot's pool of that name).
+    pub(crate) fn pool_stats<'p>(&self, pool: &'p crate::routing::Pool) -> Option<&'p Arc<PoolStats>> {
         if !self.enabled {
-            return;
+            return None;
         }
-        self.requests.get_or_create(&RequestLabels { service: service.to_string(), status }).inc();
+        Some(pool.stats.get_or_init(|| {
+            let latency = self.latency.get_or_create(&ServiceLabels { service: pool.name.to_string() }).clone();
+            Arc::new(PoolStats {
+                service: pool.name.clone(),
+                codes: (100..600).map(|_| OnceLock::new()).collect(),
+                latency,
+            })
+        }))
     }
 
-    pub(crate) fn latency(&self, service: &str, d: Duration) {
-        if !self.enabled {
-            return;
-        }
-        self.latency.get_or_create(&ServiceLabels { service: service.to_string() }).observe(d.as_secs_f64());
+    pub(crate) fn count(&self, pool: &crate::routing::Pool, status: u16) {
+        let Some(stats) = self.pool_stats(pool) else { return };
+        match stats.codes.get(usize::from(status).wrapping_sub(100)) {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    self.requests.get_or_create(&RequestLabels { service: stats.service.to_string(), status }).clone()
+                })
+                .inc(),
+            None => self.requests.get_or_create(&RequestLabels { service: stats.service.to_string(), status }).inc(),
+        };
+    }
+
+    pub(crate) fn latency(stats: &PoolStats, d: Duration) {
+        stats.latency.observe(d.as_secs_f64());
     }
 
     pub(crate) fn upstream_error(&self, service: &str, kind: &'static str) {

@@ -37,6 +37,8 @@ pub struct Pool {
     /// Set while the service is paused: requests wait on it.
     pub pause: Option<Arc<crate::pause::PauseGate>>,
     next: AtomicUsize,
+    /// Metric handles, made by the proxy on first use.
+    pub(crate) stats: std::sync::OnceLock<Arc<crate::metrics::PoolStats>>,
 }
 
 impl Pool {
@@ -49,6 +51,7 @@ impl Pool {
             maintenance: None,
             pause: None,
             next: AtomicUsize::new(0),
+            stats: std::sync::OnceLock::new(),
         }
     }
 

@@ -267,7 +267,7 @@ impl Proxy {
         if let Some(m) = &route.pool.maintenance {
             // The task's own health check (the path as the task sees it) still goes through.
             if route.pool.health_path.as_deref() != Some(upstream_path(&route, req.uri().path()).as_ref()) {
-                self.metrics.count(&route.pool.name, 503);
+                self.metrics.count(&route.pool, 503);
                 self.log_ctx(&LogCtx::of(&req, peer, start), Some(&route), None, 503, m.page.len() as u64);
                 return Response::builder()
                     .status(StatusCode::SERVICE_UNAVAILABLE)
@@ -300,7 +300,8 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let log_method = parts.method.clone();
-        let log_path = parts.uri.path().to_string();
+        // Only an access log needs its own copy of the path.
+        let log_path = if self.access.is_some() { parts.uri.path().to_string() } else { String::new() };
         let path = upstream_path(&route, parts.uri.path());
         // Unchanged paths keep the client's bytes as they are (no copy).
         let pq = match parts.uri.query() {
@@ -435,7 +436,7 @@ impl Proxy {
         ctx: LogCtx,
     ) -> Response<RespBody> {
         let status = resp.status();
-        self.metrics.count(&route.pool.name, status.as_u16());
+        self.metrics.count(&route.pool, status.as_u16());
         if status == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client) = client_upgrade else {
                 let detail = format!("`{}` switched protocols on a request that did not ask to.", route.pool.name);
@@ -462,8 +463,16 @@ impl Proxy {
         }
         strip_hop_by_hop(resp.headers_mut());
         let (parts, body) = resp.into_parts();
-        let done =
-            Done { proxy: self, pool: route.pool.name.clone(), status: status.as_u16(), guard, conn: Some(conn), ctx };
+        let stats = self.metrics.pool_stats(&route.pool).cloned();
+        let done = Done {
+            proxy: self,
+            pool: route.pool.name.clone(),
+            stats,
+            status: status.as_u16(),
+            guard,
+            conn: Some(conn),
+            ctx,
+        };
         Response::from_parts(parts, RespBody::Upstream(UpstreamBody { inner: body, sent: 0, done: Some(done) }))
     }
 
@@ -482,7 +491,7 @@ impl Proxy {
             _ => 0,
         };
         if let Some(r) = route {
-            self.metrics.count(&r.pool.name, status.as_u16());
+            self.metrics.count(&r.pool, status.as_u16());
         }
         self.log_ctx(ctx, route, backend, status.as_u16(), len);
         resp
@@ -497,12 +506,18 @@ impl Proxy {
         bytes: u64,
     ) {
         if let Some(sink) = &self.access {
-            sink.log(ctx.entry(route.map(|r| r.pool.name.clone()), backend.map(|b| b.task.clone()), status, bytes));
+            sink.log(ctx.clone().entry(
+                route.map(|r| r.pool.name.clone()),
+                backend.map(|b| b.task.clone()),
+                status,
+                bytes,
+            ));
         }
     }
 }
 
 /// What the access log needs to know of a request once it is answered.
+#[derive(Clone)]
 struct LogCtx {
     method: Method,
     host: String,
@@ -525,19 +540,19 @@ impl LogCtx {
         }
     }
 
-    fn entry(&self, pool: Option<Arc<str>>, task: Option<Arc<str>>, status: u16, bytes: u64) -> AccessEntry {
+    fn entry(self, pool: Option<Arc<str>>, task: Option<Arc<str>>, status: u16, bytes: u64) -> AccessEntry {
         AccessEntry {
             time: SystemTime::now(),
             client: self.peer.ip(),
-            method: self.method.clone(),
-            host: self.host.clone(),
-            path: self.path.clone(),
+            duration: self.start.elapsed(),
+            method: self.method,
+            host: self.host,
+            path: self.path,
             status,
             bytes,
-            duration: self.start.elapsed(),
             pool,
             task,
-            request_id: self.request_id.clone(),
+            request_id: self.request_id,
         }
     }
 }
@@ -546,6 +561,7 @@ impl LogCtx {
 struct Done {
     proxy: Arc<Proxy>,
     pool: Arc<str>,
+    stats: Option<Arc<crate::metrics::PoolStats>>,
     status: u16,
     guard: InFlight,
     conn: Option<SendRequest<ReqBody>>,
@@ -559,14 +575,12 @@ impl Done {
                 self.guard.backend().put_idle(conn);
             }
         }
-        self.proxy.metrics.latency(&self.pool, self.ctx.start.elapsed());
+        if let Some(stats) = &self.stats {
+            crate::metrics::Metrics::latency(stats, self.ctx.start.elapsed());
+        }
         if let Some(sink) = &self.proxy.access {
-            sink.log(self.ctx.entry(
-                Some(self.pool.clone()),
-                Some(self.guard.backend().task.clone()),
-                self.status,
-                sent,
-            ));
+            let task = Some(self.guard.backend().task.clone());
+            sink.log(self.ctx.entry(Some(self.pool), task, self.status, sent));
         }
     }
 }
