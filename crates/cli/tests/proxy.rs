@@ -353,3 +353,42 @@ fn a_second_server_cannot_share_the_http_port() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen for HTTP traffic") && err.contains("--http"), "{err}");
 }
+
+#[test]
+fn an_unhealthy_task_leaves_the_pool_and_returns_when_healthy() {
+    let toml = r#"app = "heal"
+
+[service.api]
+command = ["wharf", "demo", "--name", "api"]
+port = 8080
+replicas = 2
+health = { path = "/health", interval = "200ms", unhealthy_threshold = 2, healthy_threshold = 2 }
+
+[route]
+"/" = "api"
+"#;
+    let s = Server::start();
+    let dir = app_dir(toml);
+    s.deploy(dir.path());
+    let tasks = s.tasks();
+    let (sick, well) = (&tasks[0], &tasks[1]);
+    // Make one task fail its checks, talking to it directly (not through the proxy).
+    let sick_addr = format!("127.0.0.1:{}", sick["port"]);
+    assert_eq!(http_get(&sick_addr, "a", "/sick?on=true", None).unwrap().0, 200);
+    wait_for("the task to be unhealthy", LONG, || {
+        s.tasks().into_iter().find(|t| t["id"] == sick["id"] && t["health"] == "unhealthy")
+    });
+    for _ in 0..40 {
+        let v: serde_json::Value = serde_json::from_str(&s.get("a", "/version").unwrap().1).unwrap();
+        assert_eq!(v["task"], well["id"], "no request reaches the unhealthy task");
+    }
+    assert!(s.events("task.unhealthy").iter().any(|m| m.contains("503")), "the event says why");
+    http_get(&sick_addr, "a", "/sick?on=false", None).unwrap();
+    wait_for("the task to be healthy again", LONG, || {
+        s.tasks().into_iter().find(|t| t["id"] == sick["id"] && t["health"] == "healthy")
+    });
+    wait_for("requests to reach it again", LONG, || {
+        let v: serde_json::Value = serde_json::from_str(&s.get("a", "/version").unwrap().1).ok()?;
+        (v["task"] == sick["id"]).then_some(())
+    });
+}

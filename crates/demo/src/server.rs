@@ -40,7 +40,8 @@ struct App {
     task_header: HeaderValue,
     hello: Bytes,
     version_json: Bytes,
-    fail_health: bool,
+    /// Starts as --fail-health; `/sick?on=...` flips it while running.
+    fail_health: std::sync::atomic::AtomicBool,
     fail_rate: f64,
 }
 
@@ -75,7 +76,7 @@ impl App {
             task_header,
             hello: Bytes::from(hello),
             version_json: Bytes::from(version.to_string()),
-            fail_health: args.fail_health,
+            fail_health: std::sync::atomic::AtomicBool::new(args.fail_health),
             fail_rate: args.fail_rate,
         })
     }
@@ -196,6 +197,7 @@ enum Route<'a> {
     Env,
     Bytes,
     Upgrade,
+    Sick,
     NotFound,
 }
 
@@ -212,6 +214,7 @@ fn route(path: &str) -> Route<'_> {
         "/env" => Route::Env,
         "/bytes" => Route::Bytes,
         "/upgrade" => Route::Upgrade,
+        "/sick" => Route::Sick,
         _ => match path.strip_prefix("/status/") {
             Some(code) => Route::Status(code),
             None => Route::NotFound,
@@ -233,7 +236,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<DemoBo
             }
         }
         Route::Health => {
-            if app.fail_health {
+            if app.fail_health.load(std::sync::atomic::Ordering::Relaxed) {
                 app.text(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"unhealthy"))
             } else {
                 app.text(StatusCode::OK, Bytes::from_static(b"ok"))
@@ -254,6 +257,11 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<DemoBo
         Route::Status(code) => status(&app, code),
         Route::Echo => echo(&app, req),
         Route::Upgrade => upgrade(&app, req),
+        Route::Sick => {
+            let on = !query.split('&').any(|kv| kv == "on=false" || kv == "on=0");
+            app.fail_health.store(on, std::sync::atomic::Ordering::Relaxed);
+            app.text(StatusCode::OK, format!("{}: /health now answers {}\n", app.name, if on { 503 } else { 200 }))
+        }
         Route::Log => log(&app, query).await,
         Route::Alloc => match number(query, "mib", 1u64) {
             Ok(mib) => alloc(&app, mib).await,

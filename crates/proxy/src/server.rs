@@ -796,3 +796,39 @@ fn page(status: StatusCode, title: &str, detail: &str) -> Response<RespBody> {
 pub(crate) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_budget_allows_about_a_fifth_of_traffic() {
+        let budget = RetryBudget { tokens: AtomicI64::new(0) };
+        assert!(!budget.withdraw(), "no traffic yet, no retries");
+        let mut retries = 0;
+        for _ in 0..1000 {
+            budget.deposit();
+            if budget.withdraw() {
+                retries += 1;
+            }
+        }
+        assert_eq!(retries, 200, "one retry per five requests when every request fails");
+        for _ in 0..100_000 {
+            budget.deposit();
+        }
+        let burst = (0..1000).filter(|_| budget.withdraw()).count();
+        assert!(burst <= 101, "saved-up retries are capped: {burst}");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+}
