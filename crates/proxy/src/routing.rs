@@ -179,10 +179,12 @@ impl RoutingTable {
 
     /// `host` must already be normalised (see [`normalize_host`]).
     pub fn lookup(&self, host: &str, path: &str) -> Option<Matched<'_>> {
-        self.routes
-            .iter()
-            .find(|r| r.host.matches(host) && prefix_matches(&r.path, path))
-            .map(|route| Matched { route })
+        self.lookup_index(host, path).map(|i| Matched { route: &self.routes[i] })
+    }
+
+    /// Like [`RoutingTable::lookup`], as a position in [`RoutingTable::routes`].
+    pub fn lookup_index(&self, host: &str, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.host.matches(host) && prefix_matches(&r.path, path))
     }
 }
 
@@ -192,15 +194,20 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// Lower case, without port and trailing dot, so "Example.COM.:8080" routes
-/// like "example.com".
-pub fn normalize_host(raw: &str) -> String {
+/// like "example.com". Borrows when there is nothing to change (the usual case).
+pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let without_port = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets, drop a port after them.
         raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { raw })
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let trimmed = without_port.trim_end_matches('.');
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        trimmed.to_ascii_lowercase().into()
+    } else {
+        trimmed.into()
+    }
 }
 
 /// The path forwarded upstream: with the route's prefix removed if asked.

@@ -233,10 +233,11 @@ impl Proxy {
             }
         };
         let host = normalize_host(&raw_host);
-        // A paused pool sends us around again once released.
+        // A paused pool sends us around again once released. The route is
+        // borrowed from the snapshot, which this request keeps alive.
         let mut table = self.table.load_full();
-        let route = loop {
-            let Some(m) = table.lookup(&host, req.uri().path()) else {
+        let idx = loop {
+            let Some(idx) = table.lookup_index(&host, req.uri().path()) else {
                 let detail = format!("No route matches host `{host}` and path `{}`.", req.uri().path());
                 return self.answer_ctx(
                     &LogCtx::of(&req, peer, start),
@@ -247,15 +248,15 @@ impl Proxy {
                     &detail,
                 );
             };
-            let route = m.route.clone();
-            let Some(gate) = route.pool.pause.clone() else { break route };
+            let Some(gate) = table.routes()[idx].pool.pause.clone() else { break idx };
             match gate.wait().await {
                 PauseOutcome::Released => table = self.table.load_full(),
                 PauseOutcome::Refused => {
+                    let route = &table.routes()[idx];
                     let detail = format!("`{}` is paused; try again shortly.", route.pool.name);
                     return self.answer_ctx(
                         &LogCtx::of(&req, peer, start),
-                        Some(&route),
+                        Some(route),
                         None,
                         StatusCode::SERVICE_UNAVAILABLE,
                         "Paused",
@@ -264,11 +265,12 @@ impl Proxy {
                 }
             }
         };
+        let route = &table.routes()[idx];
         if let Some(m) = &route.pool.maintenance {
             // The task's own health check (the path as the task sees it) still goes through.
-            if route.pool.health_path.as_deref() != Some(upstream_path(&route, req.uri().path()).as_ref()) {
+            if route.pool.health_path.as_deref() != Some(upstream_path(route, req.uri().path()).as_ref()) {
                 self.metrics.count(&route.pool, 503);
-                self.log_ctx(&LogCtx::of(&req, peer, start), Some(&route), None, 503, m.page.len() as u64);
+                self.log_ctx(&LogCtx::of(&req, peer, start), Some(route), None, 503, m.page.len() as u64);
                 return Response::builder()
                     .status(StatusCode::SERVICE_UNAVAILABLE)
                     .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
@@ -284,7 +286,7 @@ impl Proxy {
             let detail = format!("The request body is larger than {max_body} bytes.");
             return self.answer_ctx(
                 &LogCtx::of(&req, peer, start),
-                Some(&route),
+                Some(route),
                 None,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Payload too large",
@@ -302,7 +304,7 @@ impl Proxy {
         let log_method = parts.method.clone();
         // Only an access log needs its own copy of the path.
         let log_path = if self.access.is_some() { parts.uri.path().to_string() } else { String::new() };
-        let path = upstream_path(&route, parts.uri.path());
+        let path = upstream_path(route, parts.uri.path());
         // Unchanged paths keep the client's bytes as they are (no copy).
         let pq = match parts.uri.query() {
             _ if path == parts.uri.path() => parts.uri.path_and_query().cloned(),
@@ -335,6 +337,7 @@ impl Proxy {
             ReqBody::Stream(http_body_util::Limited::new(body, max_body as usize))
         };
         let mut pending = Some(Request::from_parts(parts, body));
+        // Backends that failed this request; the common case never allocates.
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let connect_timeout = route.limits.connect_timeout.unwrap_or(self.config.connect_timeout);
         let response_timeout = route.limits.response_timeout.unwrap_or(self.config.response_timeout);
@@ -347,11 +350,11 @@ impl Proxy {
             }
             let Some(backend) = route.pool.pick(&tried) else { break };
             let guard = backend.start();
-            tried.push(backend.clone());
             let mut conn = match connect(&backend, connect_timeout).await {
                 Ok(c) => c,
                 Err(e) => {
                     backend.failed();
+                    tried.push(backend.clone());
                     self.metrics.upstream_error(&route.pool.name, "connect");
                     tracing::debug!("connect to {} ({}) failed: {e}", backend.task, backend.addr);
                     failure =
@@ -368,7 +371,7 @@ impl Proxy {
                         format!("`{}` did not answer within {}s.", route.pool.name, response_timeout.as_secs_f64());
                     return self.answer_ctx(
                         &ctx,
-                        Some(&route),
+                        Some(route),
                         Some(&backend),
                         StatusCode::GATEWAY_TIMEOUT,
                         "Gateway timeout",
@@ -377,9 +380,10 @@ impl Proxy {
                 }
                 Ok(Ok(resp)) => {
                     backend.succeeded();
-                    return self.clone().respond(&route, guard, conn, resp, client_upgrade, ctx);
+                    return self.clone().respond(route, guard, conn, resp, client_upgrade, ctx);
                 }
                 Ok(Err(mut e)) => {
+                    tried.push(backend.clone());
                     if let Some(unsent) = e.take_message() {
                         // The connection closed before the request left: safe to send elsewhere.
                         pending = Some(unsent);
@@ -390,7 +394,7 @@ impl Proxy {
                         let detail = format!("The request body is larger than {max_body} bytes.");
                         return self.answer_ctx(
                             &ctx,
-                            Some(&route),
+                            Some(route),
                             Some(&backend),
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "Payload too large",
@@ -420,7 +424,7 @@ impl Proxy {
         }
         let (status, detail) = failure;
         let title = if status == StatusCode::BAD_GATEWAY { "Bad gateway" } else { "Service unavailable" };
-        self.answer_ctx(&ctx, Some(&route), tried.last(), status, title, &detail)
+        self.answer_ctx(&ctx, Some(route), tried.last(), status, title, &detail)
     }
 
     /// Turns an upstream response into ours; the body wrapper keeps the
@@ -764,10 +768,13 @@ fn forwarded_headers(headers: &mut HeaderMap, client: &Client, host: &str) {
         }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST, v.clone());
+    // The client's Host value is shared, not copied.
+    if let Some(v) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, v);
+    } else if let Ok(v) = HeaderValue::from_str(host) {
         // HTTP/2 clients send :authority instead of Host; HTTP/1.1 upstreams need Host.
-        headers.entry(header::HOST).or_insert(v);
+        headers.insert(X_FORWARDED_HOST, v.clone());
+        headers.insert(header::HOST, v);
     }
 }
 
