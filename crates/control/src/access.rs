@@ -2,7 +2,7 @@
 //! proxy only queues an entry; a thread of its own formats and appends it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -11,6 +11,8 @@ use wharf_proxy::{AccessEntry, AccessLog};
 
 /// Entries queued before new ones are dropped (and counted).
 const QUEUE: usize = 65_536;
+/// How often the writer looks for new entries when there were none.
+const DRAIN_EVERY: Duration = Duration::from_millis(2);
 
 pub struct AccessSink {
     tx: SyncSender<AccessEntry>,
@@ -31,23 +33,35 @@ pub fn access_sink(logs: LogStream) -> Arc<AccessSink> {
     let (tx, rx) = mpsc::sync_channel::<AccessEntry>(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
     let counter = dropped.clone();
-    let spawned = std::thread::Builder::new().name("wharf-access-log".into()).spawn(move || loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(e) => {
-                logs.append(record(e));
+    let spawned = std::thread::Builder::new().name("wharf-access-log".into()).spawn(move || {
+        let mut last_report = std::time::Instant::now();
+        loop {
+            // Drain what is queued, then nap: the proxy's try_send then never
+            // has to wake a sleeping thread (a futex call per request).
+            let mut took = 0;
+            loop {
+                match rx.try_recv() {
+                    Ok(e) => {
+                        logs.append(record(e));
+                        took += 1;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let n = counter.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            let mut r = Record::event(
-                "access.dropped",
-                Level::Warn,
-                format!("{n} access log lines dropped: the log stream fell behind"),
-            );
-            r.fields.insert("dropped".into(), n.into());
-            logs.append(r);
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                last_report = std::time::Instant::now();
+                let n = counter.swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    let msg = format!("{n} access log lines dropped: the log stream fell behind");
+                    let mut r = Record::event("access.dropped", Level::Warn, msg);
+                    r.fields.insert("dropped".into(), n.into());
+                    logs.append(r);
+                }
+            }
+            if took == 0 {
+                std::thread::sleep(DRAIN_EVERY);
+            }
         }
     });
     if let Err(e) = spawned {
