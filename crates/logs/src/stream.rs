@@ -64,6 +64,11 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
+        self.matches_fields(r) && self.grep.as_ref().is_none_or(|g| g.is_match(&r.message))
+    }
+
+    /// [`Filter::matches`] without the grep (the cheap part).
+    fn matches_fields(&self, r: &Record) -> bool {
         fn eq(want: &Option<String>, have: &Option<String>) -> bool {
             want.is_none() || want == have
         }
@@ -73,10 +78,11 @@ impl Filter {
             && (self.sources.is_empty() || self.sources.contains(&r.source))
             && self.since.is_none_or(|t| r.time >= t)
             && self.until.is_none_or(|t| r.time < t)
-            && self.grep.as_ref().is_none_or(|g| g.is_match(&r.message))
     }
 }
 
+/// Records a follower may fall behind before it is told it skipped some.
+const FOLLOW_BUFFER: usize = 16_384;
 /// Records handed to the writer per round (bounds the writer's memory).
 const BATCH: usize = 4096;
 /// Written data is synced to disk at least this often.
@@ -99,6 +105,9 @@ struct State {
     writer_gone: bool,
     waiters: usize,
     shutdown: bool,
+    /// Each follower gets only the records its filter selects (grep aside),
+    /// so a follower of one quiet service never lags behind a noisy one.
+    followers: Vec<(Filter, broadcast::Sender<Arc<Record>>)>,
 }
 
 struct Shared {
@@ -107,7 +116,6 @@ struct Shared {
     work: Condvar,
     /// Signalled after each written batch (back-pressure and flush waiters).
     written_cv: Condvar,
-    live: broadcast::Sender<Arc<Record>>,
     /// Index of every segment, oldest first; the last one is being written.
     segments: Mutex<Vec<Arc<SegmentMeta>>>,
     dir: PathBuf,
@@ -160,7 +168,6 @@ impl LogStream {
         let active = metas.last().expect("recover leaves an active segment");
         let next_seq = if active.is_empty() { active.first_seq } else { active.last_seq + 1 };
         let meta = (**active).clone();
-        let (live, _) = broadcast::channel(16_384);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 next_seq,
@@ -170,10 +177,10 @@ impl LogStream {
                 writer_gone: false,
                 waiters: 0,
                 shutdown: false,
+                followers: Vec::new(),
             }),
             work: Condvar::new(),
             written_cv: Condvar::new(),
-            live,
             segments: Mutex::new(metas),
             dir: seg_dir,
             opts,
@@ -218,7 +225,14 @@ impl LogStream {
         }
         st.window.push_back(record.clone());
         // Sent under the lock so followers see records in sequence order.
-        let _ = sh.live.send(record);
+        if !st.followers.is_empty() {
+            st.followers.retain(|(f, tx)| {
+                if f.matches_fields(&record) {
+                    return tx.send(record.clone()).is_ok();
+                }
+                tx.receiver_count() > 0
+            });
+        }
         if st.writer_idle {
             st.writer_idle = false;
             sh.work.notify_one();
@@ -241,8 +255,9 @@ impl LogStream {
     /// appended after them, taken atomically: no gap, no duplicate.
     pub fn follow(&self, filter: &Filter, backlog: usize) -> (Vec<Arc<Record>>, broadcast::Receiver<Arc<Record>>) {
         let (window, below, rx) = {
-            let st = self.shared.lock();
-            let rx = self.shared.live.subscribe();
+            let mut st = self.shared.lock();
+            let (tx, rx) = broadcast::channel(FOLLOW_BUFFER);
+            st.followers.push((filter.clone(), tx));
             (st.window.iter().cloned().collect::<Vec<_>>(), st.window.front().map_or(st.next_seq, |r| r.seq), rx)
         };
         (self.collect(filter, backlog, window, below), rx)

@@ -257,3 +257,15 @@ fn task_output_waits_for_the_writer_instead_of_being_dropped() {
         assert_eq!(got, (0..5000).collect::<Vec<_>>(), "every line, in order");
     }
 }
+
+#[tokio::test]
+async fn a_follower_of_a_quiet_service_does_not_lag_behind_a_noisy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStream::open(dir.path(), StreamOptions::default()).unwrap();
+    let (_, mut rx) = s.follow(&Filter { service: Some("quiet".into()), ..Default::default() }, 0);
+    for i in 0..100_000 {
+        s.append(rec("noisy", &format!("{i}")));
+    }
+    s.append(rec("quiet", "hello"));
+    assert_eq!(rx.recv().await.unwrap().message, "hello", "no lag notice, no noise");
+}
