@@ -176,12 +176,18 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     });
     let admin_task = admin_listener.map(|listener| {
         let proxy = proxy_for_admin.clone();
+        let ctl = ctl.clone();
         let mut rx = stop_tx.subscribe();
         let router = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let proxy = proxy.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], proxy.metrics_text()) }
+                let (proxy, ctl) = (proxy.clone(), ctl.clone());
+                async move {
+                    // Both registries end with "# EOF"; the exposition has one.
+                    let mut text = proxy.metrics_text().replace("# EOF\n", "");
+                    text.push_str(&ctl.metrics_text());
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+                }
             }),
         );
         tokio::spawn(async move {

@@ -278,6 +278,11 @@ fn metrics_and_access_log_see_every_request() {
     assert!(n >= 5.0, "{line}");
     assert!(text.contains("wharf_proxy_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains("wharf_proxy_pool_backends{service=\"seen/api\"} 1"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("wharf_task_health{") && l.contains("service=\"api\"") && l.ends_with(" 1")),
+        "task health is exported: {text}"
+    );
+    assert_eq!(text.matches("# EOF").count(), 1, "one exposition");
     let access = wait_for("access lines", LONG, || {
         let out = s.ok(&["logs", "--source", "access", "-n", "100", "--json"]);
         (out.lines().count() >= 6).then_some(out)
@@ -391,4 +396,65 @@ health = { path = "/health", interval = "200ms", unhealthy_threshold = 2, health
         let v: serde_json::Value = serde_json::from_str(&s.get("a", "/version").unwrap().1).ok()?;
         (v["task"] == sick["id"]).then_some(())
     });
+}
+
+/// A backend that reads one request per connection, counts it in a file,
+/// and closes the connection without answering: a reset before any byte.
+const RESETTER: &str = r#"
+import os, socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(64)
+while True:
+    c, _ = s.accept()
+    data = c.recv(65536)
+    if data.startswith(b"GET /health"):
+        c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+    elif data:
+        with open(os.environ["COUNT_FILE"], "a") as f:
+            f.write(data.split(b" ")[0].decode() + "\n")
+    c.close()
+"#;
+
+#[test]
+fn a_reset_is_retried_once_for_bodyless_requests_and_never_for_streamed_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("resetter.py"), RESETTER).unwrap();
+    let count = dir.path().join("count");
+    let toml = format!(
+        r#"app = "resets"
+
+[service.flaky]
+command = ["python3", "resetter.py"]
+port = 8080
+env = {{ COUNT_FILE = "{}" }}
+health = {{ path = "/health", interval = "1s" }}
+
+[route]
+"/" = "flaky"
+"#,
+        count.display()
+    );
+    std::fs::write(dir.path().join("wharf.toml"), toml).unwrap();
+    let s = Server::start();
+    s.deploy(dir.path());
+    let seen = || std::fs::read_to_string(&count).unwrap_or_default();
+    let (code, _) = s.get("a", "/get").unwrap();
+    assert_eq!(code, 502);
+    assert_eq!(seen(), "GET\nGET\n", "a bodyless GET reset before any byte is sent once more");
+    std::fs::write(&count, "").unwrap();
+    let (code, _) = http_request(&s.proxy_addr(), "POST", "a", "/post", None, b"a body that was streamed").unwrap();
+    assert_eq!(code, 502);
+    assert_eq!(seen(), "POST\n", "a request whose body was sent is never replayed");
+}
+
+#[test]
+fn requests_in_flight_finish_when_the_server_stops() {
+    let (mut s, _dir) = started(&[], &app("stopping", "1", 1));
+    let addr = s.proxy_addr();
+    let slow = std::thread::spawn(move || http_get(&addr, "a", "/api/sleep?ms=1500", None));
+    std::thread::sleep(Duration::from_millis(300));
+    let status = s.terminate();
+    assert!(status.success());
+    let r = slow.join().unwrap();
+    assert_eq!(r.map(|(c, _)| c), Some(200), "the request in flight was answered");
 }

@@ -9,6 +9,7 @@ mod access;
 mod controller;
 mod deploy;
 mod health;
+mod metrics;
 mod reconcile;
 pub mod release;
 mod routes;

@@ -337,6 +337,7 @@ impl Proxy {
             ReqBody::Stream(http_body_util::Limited::new(body, max_body as usize))
         };
         let mut pending = Some(Request::from_parts(parts, body));
+        let mut replaying = false;
         // Backends that failed this request; the common case never allocates.
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let connect_timeout = route.limits.connect_timeout.unwrap_or(self.config.connect_timeout);
@@ -348,7 +349,12 @@ impl Proxy {
             if attempt > 0 && !self.budget.withdraw() {
                 break;
             }
-            let Some(backend) = route.pool.pick(&tried) else { break };
+            // A replay after a reset prefers another task, but may use the
+            // same one (on a new connection) when it is the only one.
+            let Some(backend) = route.pool.pick(&tried).or_else(|| if replaying { route.pool.pick(&[]) } else { None })
+            else {
+                break;
+            };
             let guard = backend.start();
             let mut conn = match connect(&backend, connect_timeout).await {
                 Ok(c) => c,
@@ -416,6 +422,7 @@ impl Proxy {
                             *again.uri_mut() = uri;
                             *again.headers_mut() = headers;
                             pending = Some(again);
+                            replaying = true;
                         }
                         None => break,
                     }
