@@ -239,6 +239,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             max_body,
             max_connections,
         } => {
+            let mut stop = server::StopSignal::new()?;
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
             let mut opts = server::ServerOptions::new(data.clone(), api, http);
             opts.proxy_threads = proxy_threads.unwrap_or(opts.proxy_threads);
@@ -256,7 +257,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 running.api_url,
                 data.display()
             );
-            let sig = server::stop_signal().await;
+            let sig = stop.recv().await;
             eprintln!("wharf server: {sig} received, stopping tasks");
             running.stop().await;
             Ok(ExitCode::SUCCESS)

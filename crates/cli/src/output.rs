@@ -58,6 +58,7 @@ pub async fn up(
     quiet: bool,
 ) -> Result<ExitCode> {
     let t0 = Instant::now();
+    let mut stop = server::StopSignal::new()?;
     let dir = dir.canonicalize().with_context(|| format!("app directory {} not found", dir.display()))?;
     // Validate before starting anything.
     if let Err(e) = wharf_spec::load_dir(&dir) {
@@ -116,7 +117,7 @@ pub async fn up(
             }
         }
     });
-    let sig = server::stop_signal().await;
+    let sig = stop.recv().await;
     watcher.abort();
     eprintln!("wharf: {sig} received, stopping tasks");
     running.stop().await;

@@ -379,7 +379,7 @@ fn check_and_schema() {
 fn up_serves_the_app_and_ctrl_c_stops_everything() {
     let dir = app_dir(&demo_app("upapp", "1", 1));
     let started = Instant::now();
-    let mut child = std::process::Command::new(WHARF)
+    let child = std::process::Command::new(WHARF)
         .args(["up", "--http", "127.0.0.1:0", "--quiet"])
         .arg(dir.path())
         .stdin(std::process::Stdio::null())
@@ -387,6 +387,17 @@ fn up_serves_the_app_and_ctrl_c_stops_everything() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Stops `wharf up` (and so its tasks) even when an assertion fails.
+    struct Up(std::process::Child);
+    impl Drop for Up {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                signal(self.0.id(), libc::SIGINT);
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut child = Up(child);
     let data = dir.path().join(".wharf");
     let addr = wait_for("proxy.url", LONG, || std::fs::read_to_string(data.join("proxy.url")).ok());
     let addr = addr.trim().trim_start_matches("http://").to_string();
@@ -400,8 +411,8 @@ fn up_serves_the_app_and_ctrl_c_stops_everything() {
     let driver = std::fs::read_to_string(data.join("tasks/driver-id")).unwrap();
     let pids = pids_with_env("WHARF_DRIVER", Some(driver.trim()));
     assert_eq!(pids.len(), 3);
-    signal(child.id(), libc::SIGINT);
-    let status = child.wait().unwrap();
+    signal(child.0.id(), libc::SIGINT);
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
     for pid in pids {
         assert!(!alive(pid), "task {pid} outlived `wharf up`");
