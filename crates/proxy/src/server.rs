@@ -613,9 +613,11 @@ pub struct UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        // The client went away mid-body: the connection can't be reused.
+        // Bodyless answers (HEAD, 204, 304) are never polled: they ended
+        // cleanly. Otherwise the client went away mid-body and the
+        // connection can't be reused.
         if let Some(done) = self.done.take() {
-            done.finish(self.sent, false);
+            done.finish(self.sent, self.inner.is_end_stream());
         }
     }
 }
