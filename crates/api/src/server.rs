@@ -38,6 +38,8 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
+        .route("/v1/revisions", get(revisions))
+        .route("/v1/rollback", post(rollback))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -329,6 +331,57 @@ async fn resume(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Res
     };
     match st.ctl.resume(&app, req.service.as_deref()).await {
         Ok(()) => Json(serde_json::json!({ "app": app, "service": req.service, "paused": false })).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevisionsQuery {
+    app: Option<String>,
+    service: String,
+}
+
+async fn revisions(
+    State(st): State<ApiState>,
+    q: Result<Query<RevisionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return control_error(e),
+    };
+    match st.ctl.revisions(&app, &q.service).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    app: Option<String>,
+    service: String,
+    /// Default: the revision before the current one.
+    revision: Option<u64>,
+}
+
+impl Scoped for RollbackRequest {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+}
+
+async fn rollback(State(st): State<ApiState>, body: JsonBody<RollbackRequest>) -> Response {
+    let (req, app) = match scoped(&st, body).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    match st.ctl.rollback(&app, &req.service, req.revision).await {
+        Ok(d) => Json(d).into_response(),
         Err(e) => control_error(e),
     }
 }

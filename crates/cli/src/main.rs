@@ -94,6 +94,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A service's revisions, with what changed in each and which can be rolled back to.
+    Revisions {
+        service: String,
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll a service back to an earlier revision (default: the one before the current), with no downtime.
+    Rollback {
+        service: String,
+        /// Revision number, as `wharf revisions` shows it.
+        revision: Option<u64>,
+        #[arg(long)]
+        app: Option<String>,
+        /// Return at once instead of following the rollout.
+        #[arg(long)]
+        detach: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deployment history: when, how long, outcome, what changed.
+    Deployments {
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Apps, services and their revisions, replicas and readiness.
     Status {
         #[arg(long)]
@@ -289,6 +317,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let body = serde_json::json!({ "app": app, "service": service });
             output::post(&client::connect(&g)?, "/v1/resume", body, json).await
         }
+        Command::Revisions { service, app, json } => output::revisions(&client::connect(&g)?, app, service, json).await,
+        Command::Rollback { service, revision, app, detach, json } => {
+            output::rollback(&client::connect(&g)?, app, service, revision, detach, json).await
+        }
+        Command::Deployments { app, json } => output::deployments(&client::connect(&g)?, app, json).await,
         Command::Check { dir, json } => Ok(output::check(&dir, json)),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&wharf_spec::json_schema())?);

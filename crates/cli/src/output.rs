@@ -206,11 +206,17 @@ pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) ->
         }
         return Ok(ExitCode::SUCCESS);
     }
+    wait_deployment(client, &app, id, json).await
+}
+
+/// Follows a deployment until it ends, printing readiness as it changes.
+/// Exit status 0 only when it succeeded.
+async fn wait_deployment(client: &ApiClient, app: &str, id: u64, json: bool) -> Result<ExitCode> {
     let mut last = String::new();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let status: Value = client.get("/v1/status").await.map_err(api_error)?;
-        let Some(a) = status["apps"].as_array().and_then(|apps| apps.iter().find(|a| a["name"] == app.as_str())) else {
+        let Some(a) = status["apps"].as_array().and_then(|apps| apps.iter().find(|a| a["name"] == app)) else {
             continue;
         };
         let d = &a["deployment"];
@@ -251,6 +257,113 @@ pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) ->
             None => continue,
         }
     }
+}
+
+fn when(ms: &Value) -> String {
+    let Some(ms) = ms.as_u64() else { return "-".into() };
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+pub async fn revisions(client: &ApiClient, app: Option<String>, service: String, json: bool) -> Result<ExitCode> {
+    let q = query(&[("app", app), ("service", Some(service))]);
+    let revs: Value = client.get(&format!("/v1/revisions?{q}")).await.map_err(api_error)?;
+    if json {
+        println!("{revs}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = revs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let mark = if r["current"] == true { "*" } else { "" };
+            let changes: Vec<String> = r["changes"].as_array().into_iter().flatten().map(s).collect();
+            vec![
+                format!("{mark}@{}", r["number"]),
+                when(&r["created_at"]),
+                s(&r["release"]),
+                if r["available"] == true { "yes".into() } else { "no".into() },
+                changes.join(", "),
+            ]
+        })
+        .collect();
+    table(&["REVISION", "CREATED (UTC)", "RELEASE", "ROLLBACK", "CHANGED"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rollback(
+    client: &ApiClient,
+    app: Option<String>,
+    service: String,
+    revision: Option<u64>,
+    detach: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let body = serde_json::json!({ "app": app, "service": service, "revision": revision });
+    let d: Value = client.post_json("/v1/rollback", &body).await.map_err(api_error)?;
+    let app = s(&d["app"]);
+    let id = d["id"].as_u64().unwrap_or(0);
+    if !json {
+        eprintln!("deployment {app}#{id}: {}", s(&d["message"]));
+    }
+    if detach {
+        if json {
+            println!("{d}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_deployment(client, &app, id, json).await
+}
+
+pub async fn deployments(client: &ApiClient, app: Option<String>, json: bool) -> Result<ExitCode> {
+    let app = match app {
+        Some(a) => a,
+        None => {
+            let status: Value = client.get("/v1/status").await.map_err(api_error)?;
+            let names: Vec<String> = status["apps"].as_array().into_iter().flatten().map(|a| s(&a["name"])).collect();
+            match names.as_slice() {
+                [one] => one.clone(),
+                [] => anyhow::bail!("no app is deployed yet"),
+                _ => anyhow::bail!("several apps are deployed ({}): say which with --app", names.join(", ")),
+            }
+        }
+    };
+    let list: Value =
+        client.get(&format!("/v1/deployments?{}", query(&[("app", Some(app))]))).await.map_err(api_error)?;
+    if json {
+        println!("{list}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let took = match (d["started_at"].as_u64(), d["finished_at"].as_u64()) {
+                (Some(a), Some(b)) => format!("{:.1}s", b.saturating_sub(a) as f64 / 1000.0),
+                _ => "-".into(),
+            };
+            vec![format!("#{}", d["id"]), when(&d["started_at"]), took, s(&d["state"]), s(&d["message"])]
+        })
+        .collect();
+    table(&["DEPLOYMENT", "STARTED (UTC)", "TOOK", "OUTCOME", "WHAT"], rows);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints rows as aligned columns.

@@ -225,7 +225,12 @@ impl Running {
         let _ = self.stop_tx.send(true);
         let threads = self.proxy_threads;
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).for_each(drop)).await;
-        let _ = self.api_task.await;
+        // Followed log streams never end by themselves: give open API calls a
+        // moment, then close them.
+        let mut api = self.api_task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut api).await.is_err() {
+            api.abort();
+        }
         if let Some(t) = self.admin_task {
             let _ = t.await;
         }

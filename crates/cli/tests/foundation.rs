@@ -488,3 +488,72 @@ health = { path = "/health", interval = "1s" }
     assert_eq!(v, "12");
     assert_eq!(std::fs::read_to_string(releases.join(&current).join("version.txt")).unwrap(), "11");
 }
+
+#[test]
+fn a_following_client_does_not_keep_the_server_from_stopping() {
+    let mut s = Server::start();
+    let mut follower = std::process::Command::new(WHARF)
+        .arg("--data")
+        .arg(&s.data)
+        .args(["logs", "-f"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    wait_for("the follower to end with the server", LONG, || follower.try_wait().ok().flatten());
+}
+
+#[test]
+fn rollback_to_an_earlier_revision_without_a_failed_request() {
+    let s = Server::start();
+    let dir = app_dir(&demo_app("rb", "1", 2));
+    s.deploy(dir.path());
+    std::fs::write(dir.path().join("wharf.toml"), demo_app("rb", "2", 2)).unwrap();
+    s.deploy(dir.path());
+    let revs = s.json(&["revisions", "api", "--json"]);
+    assert_eq!(revs.as_array().unwrap().len(), 2);
+    assert_eq!(revs[1]["changes"], serde_json::json!(["env DEMO_VERSION"]), "{revs}");
+    assert_eq!(revs[1]["current"], true);
+    let table = s.ok(&["revisions", "api"]);
+    assert!(table.contains("*@2") && table.contains("env DEMO_VERSION"), "{table}");
+    // Traffic all through the rollback.
+    let addr = s.proxy_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, Vec::new());
+        let start = Instant::now();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
+            match http_get(&addr, "a", "/api/version", None) {
+                Some((200, _)) => ok += 1,
+                other => failed.push(other),
+            }
+        }
+        (ok, failed)
+    });
+    let out = s.wharf(&["rollback", "api"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("succeeded"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rollback: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    let v: serde_json::Value = serde_json::from_str(&body_of(&s, "/api/version").unwrap()).unwrap();
+    assert_eq!((v["version"].as_str(), v["revision"].as_str()), (Some("1"), Some("1")));
+    assert_eq!(s.json(&["revisions", "api", "--json"])[0]["current"], true);
+    let history = s.ok(&["deployments"]);
+    assert!(history.contains("rollback of api: @2 → @1") && history.contains("succeeded"), "{history}");
+    // Errors say what is wrong.
+    let again = s.wharf(&["rollback", "api", "1"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already runs revision 1"));
+    let missing = s.wharf(&["rollback", "api", "9"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("has no revision 9 (it has 1, 2)"));
+}

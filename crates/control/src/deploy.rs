@@ -162,6 +162,7 @@ impl Controller {
                         number: last + 1,
                         spec: svc.clone(),
                         release: hash.to_string(),
+                        code: code.to_string(),
                         digest,
                         created_at: now_ms(),
                     };
@@ -247,7 +248,7 @@ impl Controller {
 
     /// Marks a deployment done once every service runs only its current
     /// revision with all replicas ready; failed after the deadline.
-    async fn watch_deployment(self: Arc<Self>, app: String, id: u64) {
+    pub(crate) async fn watch_deployment(self: Arc<Self>, app: String, id: u64) {
         let deadline = tokio::time::Instant::now() + DEPLOY_DEADLINE;
         let mut stop = self.stopping();
         loop {
@@ -277,7 +278,10 @@ impl Controller {
             if let Some((state, message)) = outcome {
                 d.state = state;
                 d.finished_at = Some(now_ms());
-                d.message = message.clone();
+                // The history keeps what the deployment did; a failure adds why.
+                if state != DeploymentState::Succeeded {
+                    d.message = format!("{} — {message}", d.message);
+                }
                 if self.db.put_deployment(&d).await.is_ok() {
                     let level = if state == DeploymentState::Succeeded { Level::Info } else { Level::Warn };
                     let kind = format!(

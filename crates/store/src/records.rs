@@ -32,7 +32,11 @@ pub struct Revision {
     pub number: u64,
     pub spec: Service,
     pub release: String,
-    /// Hash of spec + release: an unchanged service keeps its revision.
+    /// Hash of the release's code without wharf.toml, to tell code changes
+    /// from settings changes.
+    #[serde(default)]
+    pub code: String,
+    /// Hash of spec + code: an unchanged service keeps its revision.
     pub digest: String,
     pub created_at: u64,
 }

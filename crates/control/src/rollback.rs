@@ -1,0 +1,156 @@
+//! Revisions history and one-command rollback. A rollback is an ordinary
+//! rollout to an older, retained revision: new tasks start, take traffic
+//! once healthy, and only then do the current ones drain and stop.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use wharf_logs::Level;
+use wharf_spec::Service;
+use wharf_store::{Batch, DeploymentRecord, DeploymentState, Revision, ServiceChange, ServiceRecord};
+
+use crate::controller::{now_ms, ControlError, Controller};
+
+/// One revision of a service, for `wharf revisions`.
+#[derive(Debug, Serialize)]
+pub struct RevisionView {
+    pub number: u64,
+    pub created_at: u64,
+    pub release: String,
+    /// What differs from the revision before it.
+    pub changes: Vec<String>,
+    pub current: bool,
+    /// Its release is still stored, so it can be rolled back to.
+    pub available: bool,
+}
+
+/// The settings that differ between two revisions of a service, by name.
+fn spec_changes(before: &Service, after: &Service) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |name: &str, changed: bool| {
+        if changed {
+            out.push(name.to_string());
+        }
+    };
+    check("command", before.command != after.command);
+    check("workdir", before.workdir != after.workdir);
+    check("port", before.port != after.port);
+    check("cpu", before.cpu != after.cpu);
+    check("memory", before.memory != after.memory);
+    check("health", before.health != after.health);
+    check("stop_signal", before.stop_signal != after.stop_signal);
+    check("stop_timeout", before.stop_timeout != after.stop_timeout);
+    check("balance", before.balance != after.balance);
+    let keys: std::collections::BTreeSet<&String> = before.env.keys().chain(after.env.keys()).collect();
+    for k in keys {
+        if before.env.get(k) != after.env.get(k) {
+            out.push(format!("env {k}"));
+        }
+    }
+    out
+}
+
+impl Controller {
+    /// A service's revisions, oldest first, each with what changed.
+    pub async fn revisions(&self, app: &str, service: &str) -> Result<Vec<RevisionView>, ControlError> {
+        let current = self.db.service(app, service).await?.map(|s| s.revision);
+        let revisions = self.db.revisions(app, service).await?;
+        if revisions.is_empty() {
+            return Err(ControlError::NotFound(format!("app `{app}` has no service `{service}`")));
+        }
+        let mut out = Vec::new();
+        let mut before: Option<&Revision> = None;
+        for r in &revisions {
+            let changes = match before {
+                None => vec!["first revision".to_string()],
+                Some(b) => {
+                    let mut c = spec_changes(&b.spec, &r.spec);
+                    if b.code != r.code {
+                        c.insert(0, "code".into());
+                    }
+                    c
+                }
+            };
+            out.push(RevisionView {
+                number: r.number,
+                created_at: r.created_at,
+                release: r.release[..12.min(r.release.len())].to_string(),
+                changes,
+                current: Some(r.number) == current,
+                available: self.releases.path(app, &r.release).exists(),
+            });
+            before = Some(r);
+        }
+        Ok(out)
+    }
+
+    /// Rolls `service` back to revision `to` (default: the one before the
+    /// current). Returns the deployment that carries it out.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        to: Option<u64>,
+    ) -> Result<DeploymentRecord, ControlError> {
+        let _guard = self.deploy_lock.lock().await;
+        let svc = self
+            .db
+            .service(app, service)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))?;
+        let revisions = self.db.revisions(app, service).await?;
+        let target = match to {
+            Some(n) => revisions.iter().find(|r| r.number == n).ok_or_else(|| {
+                let known: Vec<String> = revisions.iter().map(|r| r.number.to_string()).collect();
+                ControlError::NotFound(format!("{service} has no revision {n} (it has {})", known.join(", ")))
+            })?,
+            None => revisions.iter().rev().find(|r| r.number < svc.revision).ok_or_else(|| {
+                ControlError::Invalid(format!(
+                    "{service}@{} is its first revision: there is nothing to roll back to",
+                    svc.revision
+                ))
+            })?,
+        };
+        if target.number == svc.revision {
+            return Err(ControlError::Invalid(format!("{service} already runs revision {}", target.number)));
+        }
+        if !self.releases.path(app, &target.release).exists() {
+            return Err(ControlError::Invalid(format!(
+                "the release of {service}@{} is no longer stored (only the last 10 releases are kept)",
+                target.number
+            )));
+        }
+        let id = self.db.deployments(app).await?.last().map_or(1, |d| d.id + 1);
+        let message = format!("rollback of {service}: @{} → @{}", svc.revision, target.number);
+        let deployment = DeploymentRecord {
+            app: app.to_string(),
+            id,
+            release: target.release.clone(),
+            changes: vec![ServiceChange {
+                service: service.to_string(),
+                from: Some(svc.revision),
+                to: Some(target.number),
+            }],
+            state: DeploymentState::InProgress,
+            message: message.clone(),
+            started_at: now_ms(),
+            finished_at: None,
+        };
+        let mut batch = Batch::default();
+        batch.put_service(&ServiceRecord { revision: target.number, ..svc }).put_deployment(&deployment);
+        self.db.commit(batch).await?;
+        drop(_guard);
+        self.event_full(
+            "deploy.rollback",
+            Level::Warn,
+            Some(app),
+            Some(service),
+            None,
+            format!("deployment {app}#{id}: {message}"),
+        );
+        self.wake.notify_one();
+        self.routes_changed.notify_one();
+        tokio::spawn(self.clone().watch_deployment(app.to_string(), id));
+        Ok(deployment)
+    }
+}
