@@ -32,6 +32,7 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/tasks", get(tasks))
         .route("/v1/deploy", post(deploy))
+        .route("/v1/plan", post(plan))
         .route("/v1/logs", get(logs))
         .route("/v1/events", get(events))
         .route("/v1/deployments", get(deployments))
@@ -84,17 +85,32 @@ async fn tasks(State(st): State<ApiState>) -> Response {
     Json(st.ctl.tasks_view()).into_response()
 }
 
+const NOT_AN_ARCHIVE: &str = "the request body must be a release archive (.tar.gz), as `wharf deploy` sends";
+
 async fn deploy(State(st): State<ApiState>, body: Bytes) -> Response {
     if body.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the request body must be a release archive (.tar.gz), as `wharf deploy` sends",
-        );
+        return error(StatusCode::BAD_REQUEST, "bad_request", NOT_AN_ARCHIVE);
     }
     match st.ctl.deploy(body.to_vec()).await {
         Ok(report) => Json(report).into_response(),
-        Err(DeployError::Invalid(e)) => {
+        Err(e) => deploy_error(e),
+    }
+}
+
+/// What a deploy of this archive would change; changes nothing.
+async fn plan(State(st): State<ApiState>, body: Bytes) -> Response {
+    if body.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "bad_request", NOT_AN_ARCHIVE);
+    }
+    match st.ctl.plan(body.to_vec()).await {
+        Ok(plan) => Json(plan).into_response(),
+        Err(e) => deploy_error(e),
+    }
+}
+
+fn deploy_error(e: DeployError) -> Response {
+    match e {
+        DeployError::Invalid(e) => {
             let body = ErrorBody {
                 error: ErrorDetail {
                     kind: "invalid_spec".into(),
@@ -104,8 +120,8 @@ async fn deploy(State(st): State<ApiState>, body: Bytes) -> Response {
             };
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
         }
-        Err(DeployError::Release(e)) => error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
-        Err(e) => internal(e),
+        DeployError::Release(e) => error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        e => internal(e),
     }
 }
 

@@ -122,6 +122,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what `wharf deploy DIR` would change (per service and route), without changing anything.
+    Plan {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Apps, services and their revisions, replicas and readiness.
     Status {
         #[arg(long)]
@@ -317,6 +324,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let body = serde_json::json!({ "app": app, "service": service });
             output::post(&client::connect(&g)?, "/v1/resume", body, json).await
         }
+        Command::Plan { dir, json } => output::plan(&client::connect(&g)?, &dir, json).await,
         Command::Revisions { service, app, json } => output::revisions(&client::connect(&g)?, app, service, json).await,
         Command::Rollback { service, revision, app, detach, json } => {
             output::rollback(&client::connect(&g)?, app, service, revision, detach, json).await

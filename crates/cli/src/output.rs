@@ -366,6 +366,50 @@ pub async fn deployments(client: &ApiClient, app: Option<String>, json: bool) ->
     Ok(ExitCode::SUCCESS)
 }
 
+/// `wharf plan`: what a deploy of DIR would change, from the server's point of view.
+pub async fn plan(client: &ApiClient, dir: &Path, json: bool) -> Result<ExitCode> {
+    if let Err(e) = wharf_spec::load_dir(dir) {
+        eprintln!("{e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let plan: Value = client.post_archive("/v1/plan", pack(dir)?).await.map_err(api_error)?;
+    if json {
+        println!("{plan}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let app = s(&plan["app"]);
+    if plan["unchanged"] == true {
+        println!("{app}: nothing would change");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("a deploy of {app} would:");
+    for sv in plan["services"].as_array().into_iter().flatten() {
+        let name = s(&sv["name"]);
+        let replicas = match sv["replicas"].as_array() {
+            Some(r) if r.len() == 2 => format!(" (replicas {} → {})", r[0], r[1]),
+            _ => String::new(),
+        };
+        let changes: Vec<String> = sv["changes"].as_array().into_iter().flatten().map(s).collect();
+        let line = match sv["action"].as_str().unwrap_or("") {
+            "new" => format!("  + {name}: new, as {name}@{}{replicas}", sv["next_revision"]),
+            "changed" => {
+                format!("  ~ {name}: @{} → @{} ({}){replicas}", sv["revision"], sv["next_revision"], changes.join(", "))
+            }
+            "scaled" => format!("  ~ {name}@{}: scaled{replicas}", sv["revision"]),
+            "removed" => format!("  - {name}@{}: removed, its tasks stop", sv["revision"]),
+            _ => format!("    {name}@{}: unchanged", sv["revision"]),
+        };
+        println!("{line}");
+    }
+    for r in plan["routes_added"].as_array().into_iter().flatten() {
+        println!("  + route {}", s(r));
+    }
+    for r in plan["routes_removed"].as_array().into_iter().flatten() {
+        println!("  - route {}", s(r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Prints rows as aligned columns.
 fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -557,3 +557,42 @@ fn rollback_to_an_earlier_revision_without_a_failed_request() {
     let missing = s.wharf(&["rollback", "api", "9"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("has no revision 9 (it has 1, 2)"));
 }
+
+#[test]
+fn plan_shows_what_a_deploy_would_change_and_changes_nothing() {
+    let s = Server::start();
+    let dir = app_dir(&demo_app("planned", "1", 1));
+    let path = dir.path().to_str().unwrap();
+    let first = s.json(&["plan", path, "--json"]);
+    assert!(first["services"].as_array().unwrap().iter().all(|s| s["action"] == "new"), "{first}");
+    assert_eq!(first["routes_added"].as_array().unwrap().len(), 2);
+    s.deploy(dir.path());
+    assert!(s.ok(&["plan", path]).contains("nothing would change"));
+    // Change api's env and replicas, drop the worker.
+    let changed = demo_app("planned", "2", 3);
+    let changed = &changed[..changed.find("[service.worker]").unwrap()];
+    let changed =
+        format!("{changed}[route]\n\"/api\" = {{ service = \"api\", strip_prefix = true }}\n\"/\" = \"app\"\n");
+    std::fs::write(dir.path().join("wharf.toml"), changed).unwrap();
+    let ids = |s: &Server| s.tasks().iter().map(|t| (t["id"].clone(), t["pid"].clone())).collect::<Vec<_>>();
+    let before = ids(&s);
+    let plan = s.json(&["plan", path, "--json"]);
+    let by = |name: &str| plan["services"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone();
+    assert_eq!(by("api")["action"], "changed");
+    assert_eq!(by("api")["changes"], serde_json::json!(["env DEMO_VERSION"]));
+    assert_eq!(by("api")["next_revision"], 2);
+    assert_eq!(by("api")["replicas"], serde_json::json!([1, 3]));
+    assert_eq!(by("app")["action"], "unchanged");
+    assert_eq!(by("worker")["action"], "removed");
+    let text = s.ok(&["plan", path]);
+    assert!(text.contains("~ api: @1 → @2 (env DEMO_VERSION) (replicas 1 → 3)"), "{text}");
+    assert!(text.contains("- worker@1: removed"), "{text}");
+    // Nothing was changed by planning.
+    assert_eq!(ids(&s), before);
+    assert_eq!(s.json(&["revisions", "api", "--json"]).as_array().unwrap().len(), 1);
+    // An invalid file is reported like a deploy would report it.
+    std::fs::write(dir.path().join("wharf.toml"), "app = \"planned\"\n[service.api]\ncomand = [\"x\"]\n").unwrap();
+    let out = s.wharf(&["plan", path]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wharf.toml:3:1"));
+}

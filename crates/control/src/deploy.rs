@@ -58,7 +58,7 @@ pub struct DeployReport {
 
 /// What makes a revision: the service's spec (less its replica count, which
 /// is scaling, not a change) and the release's code.
-fn revision_digest(spec: &Service, code: &str) -> String {
+pub(crate) fn revision_digest(spec: &Service, code: &str) -> String {
     let mut s = spec.clone();
     s.replicas = 0;
     let mut h = Sha256::new();
@@ -77,17 +77,7 @@ impl Controller {
         let (staging, hash) = tokio::task::spawn_blocking(move || releases.stage(&a))
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))??;
-        // Parsed under its plain name so errors point at the user's file, not staging.
-        let parsed = match std::fs::read_to_string(staging.join(wharf_spec::FILE_NAME)) {
-            Ok(text) => wharf_spec::parse(&text, wharf_spec::FILE_NAME),
-            Err(e) => Err(SpecError::new(vec![wharf_spec::Diagnostic {
-                file: wharf_spec::FILE_NAME.into(),
-                line: 0,
-                column: 0,
-                message: format!("the release has no readable wharf.toml at its top level ({e})"),
-                hint: Some("deploy the directory that holds wharf.toml".into()),
-            }])),
-        };
+        let parsed = parse_release(&staging);
         let spec = match parsed {
             Ok(spec) => spec,
             Err(e) => {
@@ -344,6 +334,21 @@ impl Controller {
             );
         }
         Ok(())
+    }
+}
+
+/// Reads a staged release's wharf.toml, under its plain name so errors point
+/// at the user's file, not at the staging directory.
+pub(crate) fn parse_release(staging: &std::path::Path) -> Result<Spec, SpecError> {
+    match std::fs::read_to_string(staging.join(wharf_spec::FILE_NAME)) {
+        Ok(text) => wharf_spec::parse(&text, wharf_spec::FILE_NAME),
+        Err(e) => Err(SpecError::new(vec![wharf_spec::Diagnostic {
+            file: wharf_spec::FILE_NAME.into(),
+            line: 0,
+            column: 0,
+            message: format!("the release has no readable wharf.toml at its top level ({e})"),
+            hint: Some("deploy the directory that holds wharf.toml".into()),
+        }])),
     }
 }
 

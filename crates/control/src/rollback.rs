@@ -25,7 +25,7 @@ pub struct RevisionView {
 }
 
 /// The settings that differ between two revisions of a service, by name.
-fn spec_changes(before: &Service, after: &Service) -> Vec<String> {
+pub(crate) fn spec_changes(before: &Service, after: &Service) -> Vec<String> {
     let mut out = Vec::new();
     let mut check = |name: &str, changed: bool| {
         if changed {
