@@ -133,18 +133,7 @@ wait_200() { # URL → waits up to 30 s for a 200
 make_app() { # DIR
   mkdir -p "$1"
   cp "$repo/bench/proxy/backend.conf.in" "$1/"
-  cat >"$1/wharf.toml" <<TOML
-app = "bench"
-
-[service.be]
-command = ["sh", "-c", "d=\$BENCH_DIR/task-\$PORT; mkdir -p \$d && sed -e s/@PORT@/\$PORT/ -e s#@DIR@#\$d#g backend.conf.in > \$d/nginx.conf && exec $nginx_bin -c \$d/nginx.conf -g 'daemon off;'"]
-port = 8080
-env = { BENCH_DIR = "$work/tasks" }
-health = { path = "/" }
-
-[route]
-"/" = "be"
-TOML
+  sed -e "s#@NGINX@#$nginx_bin#" -e "s#@TASKS@#$work/tasks#" "$repo/bench/proxy/wharf.toml.in" >"$1/wharf.toml"
 }
 
 # start_wharf W INDEX FLAGS → sets wharf_port and task_port

@@ -40,7 +40,7 @@ WORKERS=$W BACKEND_PORT=$base NGINX_PORT=$((base + 1)) HAPROXY_PORT=$((base + 2)
 nginx_bin=$(command -v nginx)
 mkdir -p "$work/app"
 cp "$repo/bench/proxy/backend.conf.in" "$work/app/"
-cat >"$work/app/wharf.toml" <<TOML
+sed -e "s#@NGINX@#$nginx_bin#" -e "s#@TASKS@#$work/tasks#" "$repo/bench/proxy/wharf.toml.in" >"$work/app/wharf.toml"
 app = "bench"
 [service.be]
 command = ["sh", "-c", "d=\$BENCH_DIR/task-\$PORT; mkdir -p \$d && sed -e s/@PORT@/\$PORT/ -e s#@DIR@#\$d#g backend.conf.in > \$d/nginx.conf && exec $nginx_bin -c \$d/nginx.conf -g 'daemon off;'"]
@@ -51,7 +51,7 @@ health = { path = "/" }
 "/" = "be"
 TOML
 wport=$((base + 10))
-"$WHARF" server --data "$work/data" --http "127.0.0.1:$wport" --api 127.0.0.1:0 --proxy-threads "$W" 2>"$work/server.log" &
+"$WHARF" server --data "$work/data" --http "127.0.0.1:$wport" --api 127.0.0.1:0 --admin 127.0.0.1:0 --proxy-threads "$W" 2>"$work/server.log" &
 server=$!
 for _ in $(seq 100); do [[ -f $work/data/api.url ]] && break; sleep 0.1; done
 "$WHARF" --data "$work/data" deploy "$work/app" >/dev/null
