@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -235,17 +235,12 @@ fn pause_holds_requests_until_resume_or_its_limit() {
     let (s, _dir) = started(&[], &app("paus", "1", 1));
     s.ok(&["pause", "--max", "30s"]);
     let addr = s.proxy_addr();
-    let held = std::thread::spawn(move || {
-        let t = Instant::now();
-        let r = http_get(&addr, "a", "/api/version", None);
-        (r, t.elapsed())
-    });
+    let held = std::thread::spawn(move || http_get(&addr, "a", "/api/version", None));
     std::thread::sleep(Duration::from_millis(800));
     assert!(!held.is_finished(), "the request is held while paused");
     s.ok(&["resume"]);
-    let (r, took) = held.join().unwrap();
+    let r = held.join().unwrap();
     assert_eq!(r.unwrap().0, 200, "released requests are served");
-    assert!(took >= Duration::from_millis(800));
     // With a short limit, held requests get 503 once it passes.
     s.ok(&["pause", "--max", "1s"]);
     let r = s.get("a", "/api/version").unwrap();
@@ -316,10 +311,9 @@ health = { path = "/health", interval = "1s", status = 200 }
         *seen.entry(v["task"].as_str().unwrap().to_string()).or_insert(0) += 1;
     }
     assert!(seen.len() == 3 && seen.values().all(|n| *n == 10), "round robin is exact: {seen:?}");
-    let t = Instant::now();
+    // The task would answer 200 after 3 s; the route's 500 ms timeout answers first.
     let (code, body) = s.get("a", "/api/sleep?ms=3000").unwrap();
     assert_eq!(code, 504, "{body}");
-    assert!(t.elapsed() < Duration::from_millis(2900), "answered at the route's timeout, not the task's");
     let (code, _) = http_request(&s.proxy_addr(), "POST", "a", "/api/echo", None, &[b'x'; 200]).unwrap();
     assert_eq!(code, 413, "the route's body limit");
     let (code, _) = http_request(&s.proxy_addr(), "POST", "a", "/echo", None, &[b'x'; 200]).unwrap();
