@@ -32,10 +32,15 @@ fn ok(s: &Server, path: &str) -> Option<String> {
 }
 
 fn started(extra: &[&str], toml: &str) -> (Server, tempfile::TempDir) {
+    started_at(extra, toml, "/api/health")
+}
+
+/// A server running `toml`, once `health` answers 200 through the proxy.
+fn started_at(extra: &[&str], toml: &str, health: &str) -> (Server, tempfile::TempDir) {
     let s = Server::start_with(extra);
     let dir = app_dir(toml);
     s.deploy(dir.path());
-    wait_for("the api to serve", LONG, || ok(&s, "/api/health"));
+    wait_for("the app to serve", LONG, || ok(&s, health));
     (s, dir)
 }
 
@@ -392,53 +397,31 @@ health = { path = "/health", interval = "200ms", unhealthy_threshold = 2, health
     });
 }
 
-/// A backend that reads one request per connection, counts it in a file,
-/// and closes the connection without answering: a reset before any byte.
-const RESETTER: &str = r#"
-import os, socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(64)
-while True:
-    c, _ = s.accept()
-    data = c.recv(65536)
-    if data.startswith(b"GET /health"):
-        c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-    elif data:
-        with open(os.environ["COUNT_FILE"], "a") as f:
-            f.write(data.split(b" ")[0].decode() + "\n")
-    c.close()
-"#;
-
 #[test]
 fn a_reset_is_retried_once_for_bodyless_requests_and_never_for_streamed_bodies() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("resetter.py"), RESETTER).unwrap();
-    let count = dir.path().join("count");
-    let toml = format!(
-        r#"app = "resets"
+    // The demo's reset role reads each request, logs it and closes the
+    // connection without answering.
+    let toml = r#"app = "resets"
 
 [service.flaky]
-command = ["python3", "resetter.py"]
+command = ["wharf", "demo", "reset", "--name", "flaky"]
 port = 8080
-env = {{ COUNT_FILE = "{}" }}
-health = {{ path = "/health", interval = "1s" }}
+health = { path = "/health", interval = "1s" }
 
 [route]
 "/" = "flaky"
-"#,
-        count.display()
-    );
-    std::fs::write(dir.path().join("wharf.toml"), toml).unwrap();
-    let s = Server::start();
-    s.deploy(dir.path());
-    let seen = || std::fs::read_to_string(&count).unwrap_or_default();
+"#;
+    let (s, _dir) = started_at(&[], toml, "/health");
+    let seen = |what: &str| s.ok(&["logs", "flaky", "--source", "stdout", "-n", "1000"]).matches(what).count();
     let (code, _) = s.get("a", "/get").unwrap();
     assert_eq!(code, 502);
-    assert_eq!(seen(), "GET\nGET\n", "a bodyless GET reset before any byte is sent once more");
-    std::fs::write(&count, "").unwrap();
+    wait_for("the task's log lines", LONG, || (seen("reset GET /get") >= 2).then_some(()));
+    assert_eq!(seen("reset GET /get"), 2, "a bodyless GET reset before any byte is sent once more");
     let (code, _) = http_request(&s.proxy_addr(), "POST", "a", "/post", None, b"a body that was streamed").unwrap();
     assert_eq!(code, 502);
-    assert_eq!(seen(), "POST\n", "a request whose body was sent is never replayed");
+    wait_for("the task's log line", LONG, || (seen("reset POST /post") >= 1).then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(seen("reset POST /post"), 1, "a request whose body was sent is never replayed");
 }
 
 #[test]

@@ -11,6 +11,10 @@ pub enum Role {
     Web,
     /// No port: logs a line every --log-every until stopped.
     Worker,
+    /// A broken server on --port, for testing proxies: answers GET /health
+    /// with 200, but reads any other request, logs `NAME: reset METHOD PATH`
+    /// and closes the connection without a byte of answer.
+    Reset,
 }
 
 /// Arguments of `wharf demo`. Every option can also come from the

@@ -49,10 +49,10 @@ pub async fn run(args: DemoArgs) -> io::Result<()> {
     }
     args.validate()?;
     let port = match args.role {
-        Role::Web => Some(args.port.ok_or_else(|| {
+        Role::Web | Role::Reset => Some(args.port.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "the web role needs a port: pass --port PORT or set $PORT (0 picks a free one)",
+                "the web and reset roles need a port: pass --port PORT or set $PORT (0 picks a free one)",
             )
         })?),
         Role::Worker => None,
@@ -100,8 +100,41 @@ pub async fn run(args: DemoArgs) -> io::Result<()> {
     });
 
     match listener {
+        Some(listener) if args.role == Role::Reset => reset(args, listener, stop).await,
         Some(listener) => serve(args, listener, stop).await,
         None => work(args, stop).await,
+    }
+}
+
+/// The reset role: every request but `GET /health` is read, logged and
+/// answered by closing the connection (a reset before any response byte).
+pub async fn reset(args: DemoArgs, listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let name = args.name.clone();
+    stdout_line(&format!(
+        "{name} resetting connections on {} (version {})",
+        listener.local_addr()?,
+        args.version_label
+    ));
+    tokio::pin!(shutdown);
+    loop {
+        let (mut conn, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let name = name.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 << 10];
+            let Ok(n) = conn.read(&mut buf).await else { return };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let mut words = head.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            if method == "GET" && path == "/health" {
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+            } else if n > 0 {
+                stdout_line(&format!("{name}: reset {method} {path}"));
+            }
+        });
     }
 }
 
