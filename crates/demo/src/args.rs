@@ -22,7 +22,7 @@ pub enum Role {
 /// can set it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Run as a web server (needs a port) or as a worker (no port).
+    /// Run as a web server or a reset server (both need a port), or as a worker (no port).
     #[arg(value_enum, default_value_t = Role::Web)]
     pub role: Role,
 

@@ -253,7 +253,7 @@ fn missing_port_is_an_error() {
     let mut demo = Demo::spawn(&[], &[]);
     assert_eq!(demo.wait().code(), Some(1));
     let err = demo.stderr();
-    assert!(err.contains("needs a port"), "{err}");
+    assert!(err.contains("need a port"), "{err}");
 }
 
 #[cfg(target_os = "linux")]
