@@ -57,7 +57,6 @@ fn example_is_served_end_to_end() {
         out.contains("worker: worker started").then_some(out)
     });
     assert!(worker_lines.contains("worker"), "{worker_lines}");
-    // No route matches: a clear 404 from the proxy itself.
     let status = s.json(&["status", "--json"]);
     let app = &status["apps"][0];
     assert_eq!(app["name"], "convergence");
@@ -409,8 +408,11 @@ fn up_serves_the_app_and_ctrl_c_stops_everything() {
     let ps = String::from_utf8_lossy(&out.stdout);
     assert!(ps.contains("upapp-api-1-"), "{ps}");
     let driver = std::fs::read_to_string(data.join("tasks/driver-id")).unwrap();
-    let pids = pids_with_env("WHARF_DRIVER", Some(driver.trim()));
-    assert_eq!(pids.len(), 3);
+    // The api answering doesn't mean the app and the worker have started yet.
+    let pids = wait_for("all three tasks running", LONG, || {
+        let pids = pids_with_env("WHARF_DRIVER", Some(driver.trim()));
+        (pids.len() == 3).then_some(pids)
+    });
     signal(child.0.id(), libc::SIGINT);
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
