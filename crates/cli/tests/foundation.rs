@@ -10,29 +10,7 @@ use common::*;
 const LONG: Duration = Duration::from_secs(60);
 
 fn demo_app(name: &str, version: &str, replicas: u32) -> String {
-    format!(
-        r#"app = "{name}"
-
-[service.api]
-command = ["wharf", "demo", "--name", "api"]
-port = 8080
-replicas = {replicas}
-env = {{ DEMO_VERSION = "{version}" }}
-health = {{ path = "/health", interval = "1s" }}
-
-[service.app]
-command = ["wharf", "demo", "--name", "app"]
-port = 3000
-health = {{ path = "/health", interval = "1s" }}
-
-[service.worker]
-command = ["wharf", "demo", "worker", "--name", "worker", "--log-every", "200ms"]
-
-[route]
-"/api" = {{ service = "api", strip_prefix = true }}
-"/" = "app"
-"#
-    )
+    demo_toml(name, version, replicas, true)
 }
 
 fn body_of(s: &Server, path: &str) -> Option<String> {

@@ -11,20 +11,7 @@ use common::*;
 const LONG: Duration = Duration::from_secs(60);
 
 fn app(name: &str, version: &str, replicas: u32) -> String {
-    format!(
-        r#"app = "{name}"
-
-[service.api]
-command = ["wharf", "demo", "--name", "api"]
-port = 8080
-replicas = {replicas}
-env = {{ DEMO_VERSION = "{version}" }}
-health = {{ path = "/health", interval = "1s" }}
-
-[route]
-"/api" = {{ service = "api", strip_prefix = true }}
-"#
-    )
+    demo_toml(name, version, replicas, false)
 }
 
 fn ok(s: &Server, path: &str) -> Option<String> {

@@ -308,3 +308,38 @@ pub fn raw(addr: &str, bytes: &[u8], wait: Duration) -> String {
 pub fn status_of(text: &str) -> u16 {
     text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
+
+/// An app of `wharf demo` tasks: `api` (with `replicas` and DEMO_VERSION =
+/// `version`) behind "/api" with the prefix stripped; when `full`, also an
+/// `app` web service on "/" and a `worker` logging every 200 ms.
+pub fn demo_toml(name: &str, version: &str, replicas: u32, full: bool) -> String {
+    let mut toml = format!(
+        r#"app = "{name}"
+
+[service.api]
+command = ["wharf", "demo", "--name", "api"]
+port = 8080
+replicas = {replicas}
+env = {{ DEMO_VERSION = "{version}" }}
+health = {{ path = "/health", interval = "1s" }}
+"#
+    );
+    if full {
+        toml.push_str(
+            r#"
+[service.app]
+command = ["wharf", "demo", "--name", "app"]
+port = 3000
+health = { path = "/health", interval = "1s" }
+
+[service.worker]
+command = ["wharf", "demo", "worker", "--name", "worker", "--log-every", "200ms"]
+"#,
+        );
+    }
+    toml.push_str("\n[route]\n\"/api\" = { service = \"api\", strip_prefix = true }\n");
+    if full {
+        toml.push_str("\"/\" = \"app\"\n");
+    }
+    toml
+}
