@@ -658,9 +658,14 @@ impl Supervisor {
         if alive {
             procfs::signal_group(pid, spec.stop_signal);
         }
+        // Processes of the cgroup that left the group get it too, but only
+        // those: a second SIGTERM or SIGINT means "quit now" to many servers.
         if let Some(cg) = &self.task.cgroup {
             for p in cg.procs() {
-                let _ = procfs::kill(p, spec.stop_signal);
+                let in_group = alive && matches!(procfs::stat(p), Ok(st) if st.pgid == pid as i32);
+                if !in_group {
+                    let _ = procfs::kill(p, spec.stop_signal);
+                }
             }
         }
         let mut forced = false;
