@@ -244,11 +244,23 @@ async fn events(State(st): State<ApiState>, Query(q): Query<EventQuery>) -> Resp
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeploymentsQuery {
-    app: String,
+    /// Default: the only app deployed.
+    app: Option<String>,
 }
 
-async fn deployments(State(st): State<ApiState>, Query(q): Query<DeploymentsQuery>) -> Response {
-    match st.ctl.db().deployments(&q.app).await {
+async fn deployments(
+    State(st): State<ApiState>,
+    q: Result<Query<DeploymentsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return control_error(e),
+    };
+    match st.ctl.db().deployments(&app).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => internal(e),
     }

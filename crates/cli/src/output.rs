@@ -332,20 +332,8 @@ pub async fn rollback(
 }
 
 pub async fn deployments(client: &ApiClient, app: Option<String>, json: bool) -> Result<ExitCode> {
-    let app = match app {
-        Some(a) => a,
-        None => {
-            let status: Value = client.get("/v1/status").await.map_err(api_error)?;
-            let names: Vec<String> = status["apps"].as_array().into_iter().flatten().map(|a| s(&a["name"])).collect();
-            match names.as_slice() {
-                [one] => one.clone(),
-                [] => anyhow::bail!("no app is deployed yet"),
-                _ => anyhow::bail!("several apps are deployed ({}): say which with --app", names.join(", ")),
-            }
-        }
-    };
-    let list: Value =
-        client.get(&format!("/v1/deployments?{}", query(&[("app", Some(app))]))).await.map_err(api_error)?;
+    // The server picks the only app when none is named, as for every other call.
+    let list: Value = client.get(&format!("/v1/deployments?{}", query(&[("app", app)]))).await.map_err(api_error)?;
     if json {
         println!("{list}");
         return Ok(ExitCode::SUCCESS);
