@@ -41,6 +41,8 @@ pub(crate) fn spec_changes(before: &Service, after: &Service) -> Vec<String> {
     check("stop_signal", before.stop_signal != after.stop_signal);
     check("stop_timeout", before.stop_timeout != after.stop_timeout);
     check("balance", before.balance != after.balance);
+    check("release", before.release != after.release);
+    check("deploy", before.deploy != after.deploy);
     let keys: std::collections::BTreeSet<&String> = before.env.keys().chain(after.env.keys()).collect();
     for k in keys {
         if before.env.get(k) != after.env.get(k) {

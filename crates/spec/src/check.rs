@@ -16,10 +16,10 @@ use toml::Spanned;
 use crate::error::Report;
 use crate::route::{parse_route_key, RouteKey};
 use crate::values::{self, did_you_mean, Problem};
-use crate::{Balance, HealthCheck, Route, Service, Spec};
+use crate::{Balance, DeployPolicy, HealthCheck, Route, Service, Spec};
 
-type Key<'i> = Spanned<DeString<'i>>;
-type Value<'i> = Spanned<DeValue<'i>>;
+pub(crate) type Key<'i> = Spanned<DeString<'i>>;
+pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
 pub(crate) const TOP_KEYS: &[&str] = &["app", "service", "route"];
 pub(crate) const SERVICE_KEYS: &[&str] = &[
@@ -34,6 +34,8 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "stop_timeout",
     "health",
     "balance",
+    "release",
+    "deploy",
 ];
 pub(crate) const HEALTH_KEYS: &[&str] =
     &["path", "interval", "timeout", "grace", "healthy_threshold", "unhealthy_threshold", "status"];
@@ -145,7 +147,7 @@ fn service(
     check_keys(r, t, SERVICE_KEYS, &format!("in {location}"));
 
     let command = match get(t, "command") {
-        Some((_, v)) => command(r, v),
+        Some((_, v)) => command(r, v, "command"),
         None if misspelled(t, "command", SERVICE_KEYS) => Vec::new(),
         None => {
             r.error(
@@ -215,6 +217,11 @@ fn service(
         None => Balance::default(),
         Some((_, v)) => balance(r, v, port.is_some()),
     };
+    let release = get(t, "release").map(|(_, v)| self::command(r, v, "release"));
+    let deploy = match get(t, "deploy") {
+        Some((_, v)) => crate::policy::deploy(r, v, &location, port.is_some(), release.is_some()),
+        None => DeployPolicy::default(),
+    };
     let svc = Service {
         name,
         command,
@@ -228,30 +235,32 @@ fn service(
         stop_signal,
         stop_timeout,
         balance,
+        release,
+        deploy,
     };
     (decl, Some(svc))
 }
 
 /// An array of strings, or one string split on whitespace.
-fn command(r: &mut Report, v: &Value) -> Vec<String> {
+pub(crate) fn command(r: &mut Report, v: &Value, key: &str) -> Vec<String> {
     let empty_hint = || Some(format!("name the program to run: {COMMAND_EXAMPLE}"));
     match v.get_ref() {
         DeValue::Array(items) => {
             if items.is_empty() {
-                r.error(v.span(), "`command` must not be empty".into(), empty_hint());
+                r.error(v.span(), format!("`{key}` must not be empty"), empty_hint());
             }
             let mut argv = Vec::new();
             for item in items.iter() {
                 match item.get_ref() {
                     DeValue::String(s) if s.is_empty() => r.error(
                         item.span(),
-                        "`command` must not contain empty strings".into(),
+                        format!("`{key}` must not contain empty strings"),
                         Some("remove the \"\"".into()),
                     ),
                     DeValue::String(s) => argv.push(s.to_string()),
                     other => r.error(
                         item.span(),
-                        format!("`command` items must be strings, found {}", found(other)),
+                        format!("`{key}` items must be strings, found {}", found(other)),
                         Some(format!("quote it: \"{}\"", r.slice(item.span()))),
                     ),
                 }
@@ -262,23 +271,22 @@ fn command(r: &mut Report, v: &Value) -> Vec<String> {
             if s.contains(['"', '\'', '\\']) {
                 r.error(
                     v.span(),
-                    "a `command` string is split on whitespace only, so it cannot contain quotes or backslashes".into(),
-                    Some(
-                        "write it as an array with one item per argument: command = [\"sh\", \"-c\", \"echo hello\"]"
-                            .into(),
-                    ),
+                    format!("a `{key}` string is split on whitespace only, so it cannot contain quotes or backslashes"),
+                    Some(format!(
+                        "write it as an array with one item per argument: {key} = [\"sh\", \"-c\", \"echo hello\"]"
+                    )),
                 );
             }
             let argv: Vec<String> = s.split_whitespace().map(str::to_string).collect();
             if argv.is_empty() {
-                r.error(v.span(), "`command` must not be empty".into(), empty_hint());
+                r.error(v.span(), format!("`{key}` must not be empty"), empty_hint());
             }
             argv
         }
         other => {
             r.error(
                 v.span(),
-                format!("`command` must be an array of strings or a string, found {}", found(other)),
+                format!("`{key}` must be an array of strings or a string, found {}", found(other)),
                 empty_hint(),
             );
             Vec::new()
@@ -621,18 +629,18 @@ fn check_route_service(r: &mut Report, key: &str, service: &str, span: Range<usi
 
 // ---- helpers -------------------------------------------------------------
 
-fn report(r: &mut Report, span: Range<usize>, p: Problem) {
+pub(crate) fn report(r: &mut Report, span: Range<usize>, p: Problem) {
     r.error(span, p.message, p.hint);
 }
 
 /// A table's entries in file order (the map itself is sorted by key).
-fn entries<'a, 'i>(t: &'a DeTable<'i>) -> Vec<(&'a Key<'i>, &'a Value<'i>)> {
+pub(crate) fn entries<'a, 'i>(t: &'a DeTable<'i>) -> Vec<(&'a Key<'i>, &'a Value<'i>)> {
     let mut entries: Vec<_> = t.iter().collect();
     entries.sort_by_key(|(k, _)| k.span().start);
     entries
 }
 
-fn get<'a, 'i>(t: &'a DeTable<'i>, key: &str) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
+pub(crate) fn get<'a, 'i>(t: &'a DeTable<'i>, key: &str) -> Option<(&'a Key<'i>, &'a Value<'i>)> {
     t.iter().find(|(k, _)| k.get_ref().as_ref() == key)
 }
 
@@ -645,7 +653,7 @@ fn misspelled(t: &DeTable, key: &str, allowed: &[&str]) -> bool {
     })
 }
 
-fn check_keys(r: &mut Report, t: &DeTable, allowed: &[&str], location: &str) {
+pub(crate) fn check_keys(r: &mut Report, t: &DeTable, allowed: &[&str], location: &str) {
     for (key, _) in entries(t) {
         let key_text = key.get_ref().as_ref();
         if allowed.contains(&key_text) {
@@ -664,7 +672,7 @@ fn short(key: &str) -> &str {
     key.rsplit('.').next().unwrap_or(key)
 }
 
-fn found(v: &DeValue) -> &'static str {
+pub(crate) fn found(v: &DeValue) -> &'static str {
     match v {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",
@@ -676,7 +684,7 @@ fn found(v: &DeValue) -> &'static str {
     }
 }
 
-fn expect_str<'v>(r: &mut Report, v: &'v Value, key: &str, expected: &str) -> Option<&'v str> {
+pub(crate) fn expect_str<'v>(r: &mut Report, v: &'v Value, key: &str, expected: &str) -> Option<&'v str> {
     match v.get_ref() {
         DeValue::String(s) => Some(s.as_ref()),
         other => {
@@ -686,7 +694,7 @@ fn expect_str<'v>(r: &mut Report, v: &'v Value, key: &str, expected: &str) -> Op
     }
 }
 
-fn expect_bool(r: &mut Report, v: &Value, key: &str) -> Option<bool> {
+pub(crate) fn expect_bool(r: &mut Report, v: &Value, key: &str) -> Option<bool> {
     match v.get_ref() {
         DeValue::Boolean(b) => Some(*b),
         other => {
@@ -702,7 +710,7 @@ fn expect_bool(r: &mut Report, v: &Value, key: &str) -> Option<bool> {
     }
 }
 
-fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i64) -> Option<i64> {
+pub(crate) fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i64) -> Option<i64> {
     let range =
         if max == i64::MAX { "a non-negative integer".to_string() } else { format!("an integer from {min} to {max}") };
     match v.get_ref() {
@@ -723,7 +731,7 @@ fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i64) -> Optio
     None
 }
 
-fn expect_duration(r: &mut Report, v: &Value, key: &str) -> Option<Duration> {
+pub(crate) fn expect_duration(r: &mut Report, v: &Value, key: &str) -> Option<Duration> {
     match v.get_ref() {
         DeValue::String(s) => values::parse_duration(s, key).map_err(|p| report(r, v.span(), p)).ok(),
         other => {

@@ -15,6 +15,7 @@
 
 mod check;
 mod error;
+mod policy;
 mod route;
 mod schema;
 mod types;

@@ -98,6 +98,63 @@ pub(crate) struct ServiceTable {
     /// "least_outstanding" (two random tasks, the less busy wins) or "round_robin".
     #[schemars(extend("enum" = ["least_outstanding", "round_robin"], "default" = "least_outstanding"))]
     pub balance: Option<String>,
+
+    /// Run once per deploy as a one-off task of the new revision, before any
+    /// new task takes traffic: database migrations. Same form as `command`.
+    /// If it fails, the deploy stops and traffic never moves.
+    pub release: Option<Command>,
+
+    /// How a deploy replaces the running revision, and when it rolls back.
+    pub deploy: Option<DeployTable>,
+}
+
+/// Deploy settings; every key is optional.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeployTable {
+    /// "rolling" replaces tasks a few at a time; "blue-green" starts the
+    /// whole new set, switches traffic at once, and keeps the old set running
+    /// during the bake for an instant switch back.
+    #[schemars(extend("enum" = ["rolling", "blue-green"], "default" = "rolling"))]
+    pub strategy: Option<String>,
+    /// Rolling: tasks started above `replicas` while old ones still run. Default 1.
+    #[schemars(range(min = 0, max = 100), extend("default" = 1))]
+    pub max_surge: Option<u32>,
+    /// Rolling: ready tasks allowed below `replicas` during the deploy. Default 0.
+    #[schemars(range(min = 0, max = 100), extend("default" = 0))]
+    pub max_unavailable: Option<u32>,
+    /// Every new task must be ready within this, or the deploy fails. Default "2m".
+    #[schemars(extend("default" = "2m"))]
+    pub deadline: Option<String>,
+    /// After the switch, how long the new revision is watched before the
+    /// deploy succeeds. Default "10s".
+    #[schemars(extend("default" = "10s"))]
+    pub bake: Option<String>,
+    /// Return to the last good revision when a deploy fails. Default true.
+    #[schemars(extend("default" = true))]
+    pub auto_rollback: Option<bool>,
+    /// During the bake, the largest share of 5xx answers: 0.05 or "5%". Default "5%".
+    pub max_error_rate: Option<RateSpec>,
+    /// During the bake, the highest p99 latency ("800ms"). Default: not checked.
+    pub max_p99: Option<String>,
+    /// How long a task leaving the pool may finish its requests and
+    /// WebSockets before it is signalled. Default "30s".
+    #[schemars(extend("default" = "30s"))]
+    pub drain_timeout: Option<String>,
+    /// How long the release command may run. Default "10m".
+    #[schemars(extend("default" = "10m"))]
+    pub release_timeout: Option<String>,
+    /// Hold the service's requests while the release command runs. Default false.
+    #[schemars(extend("default" = false))]
+    pub release_pause: Option<bool>,
+}
+
+/// A share: a fraction or a percentage.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum RateSpec {
+    Fraction(#[schemars(range(min = 0.0, max = 1.0))] f64),
+    Percent(#[schemars(pattern("^[0-9.]+%$"), example = &"5%")] String),
 }
 
 /// argv as an array, or one string split on whitespace.
@@ -266,6 +323,7 @@ mod tests {
         assert_eq!(properties(&schema, "/properties"), set(check::TOP_KEYS));
         assert_eq!(properties(&schema, "/definitions/ServiceTable/properties"), set(check::SERVICE_KEYS));
         assert_eq!(properties(&schema, "/definitions/HealthTable/properties"), set(check::HEALTH_KEYS));
+        assert_eq!(properties(&schema, "/definitions/DeployTable/properties"), set(crate::policy::DEPLOY_KEYS));
         assert_eq!(properties(&schema, "/definitions/RouteTable/properties"), set(check::ROUTE_TABLE_KEYS));
     }
 

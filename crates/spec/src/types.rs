@@ -44,6 +44,96 @@ pub struct Service {
     /// How requests are spread over the tasks of a web service.
     #[serde(default)]
     pub balance: Balance,
+    /// Run once per deploy, as a one-off task of the new revision, before any
+    /// new task takes traffic (database migrations). argv, like `command`.
+    #[serde(default)]
+    pub release: Option<Vec<String>>,
+    /// How a new revision replaces the running one.
+    #[serde(default)]
+    pub deploy: DeployPolicy,
+}
+
+/// How a deploy moves a service to a new revision, and when it gives up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployPolicy {
+    pub strategy: Strategy,
+    /// Rolling: tasks started above `replicas` while old ones still run.
+    pub max_surge: u32,
+    /// Rolling: ready tasks allowed below `replicas` while replacing.
+    pub max_unavailable: u32,
+    /// Every new task must be ready within this, or the deploy fails.
+    pub deadline: Duration,
+    /// After the switch, the new revision is watched this long (and with
+    /// blue-green the old set is kept running, for an instant switch back).
+    pub bake: Duration,
+    /// A failed deploy returns to the last good revision by itself.
+    pub auto_rollback: bool,
+    /// During the bake, the new revision fails when more than this share of
+    /// its answers are 5xx.
+    pub max_error_rate: Rate,
+    /// During the bake, the new revision fails when its p99 latency is above this.
+    pub max_p99: Option<Duration>,
+    /// How long a task leaving the pool may finish its requests and
+    /// WebSockets before it is signalled.
+    pub drain_timeout: Duration,
+    /// The release command must finish within this.
+    pub release_timeout: Duration,
+    /// Hold the service's requests (pause) while the release command runs.
+    pub release_pause: bool,
+}
+
+impl Default for DeployPolicy {
+    fn default() -> Self {
+        DeployPolicy {
+            strategy: Strategy::Rolling,
+            max_surge: 1,
+            max_unavailable: 0,
+            deadline: Duration::from_secs(120),
+            bake: Duration::from_secs(10),
+            auto_rollback: true,
+            max_error_rate: Rate::from_percent(5),
+            max_p99: None,
+            drain_timeout: Duration::from_secs(30),
+            release_timeout: Duration::from_secs(600),
+            release_pause: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Replace tasks a few at a time (max surge / max unavailable).
+    #[default]
+    Rolling,
+    /// Start the whole new set, switch the pool at once, keep the old set for the bake.
+    BlueGreen,
+}
+
+/// A share, kept in parts per million so specs stay comparable (`Eq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct Rate {
+    pub per_million: u32,
+}
+
+impl Rate {
+    pub const fn from_percent(p: u32) -> Rate {
+        Rate { per_million: p * 10_000 }
+    }
+
+    pub fn from_fraction(f: f64) -> Rate {
+        Rate { per_million: (f.clamp(0.0, 1.0) * 1e6).round() as u32 }
+    }
+
+    pub fn fraction(self) -> f64 {
+        f64::from(self.per_million) / 1e6
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}%", self.fraction() * 100.0)
+    }
 }
 
 /// How a web service's requests are spread over its tasks.

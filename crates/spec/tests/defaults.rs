@@ -15,3 +15,42 @@ fn unset_health_timeout_follows_a_short_interval() {
     let spec = wharf_spec::parse("app = \"a\"\n[service.web]\ncommand = [\"x\"]\nport = 1\n", "wharf.toml").unwrap();
     assert_eq!(spec.services["web"].health.clone().unwrap().timeout, Duration::from_secs(2));
 }
+
+#[test]
+fn deploy_settings_parse_and_default() {
+    let spec = wharf_spec::parse("app = \"a\"\n[service.web]\ncommand = [\"x\"]\nport = 1\n", "wharf.toml").unwrap();
+    let d = &spec.services["web"].deploy;
+    assert_eq!(d.strategy, wharf_spec::Strategy::Rolling);
+    assert_eq!((d.max_surge, d.max_unavailable), (1, 0));
+    assert!(d.auto_rollback);
+    assert_eq!(spec.services["web"].release, None);
+
+    let text = r#"app = "a"
+[service.web]
+command = ["x"]
+port = 1
+release = "python manage.py migrate"
+[service.web.deploy]
+strategy = "blue-green"
+bake = "3s"
+deadline = "20s"
+max_error_rate = "2.5%"
+max_p99 = "800ms"
+auto_rollback = false
+release_pause = true
+drain_timeout = "5s"
+"#;
+    let spec = wharf_spec::parse(text, "wharf.toml").unwrap();
+    let s = &spec.services["web"];
+    assert_eq!(s.release.as_deref(), Some(&["python".to_string(), "manage.py".into(), "migrate".into()][..]));
+    let d = &s.deploy;
+    assert_eq!(d.strategy, wharf_spec::Strategy::BlueGreen);
+    assert_eq!(d.bake, Duration::from_secs(3));
+    assert_eq!(d.deadline, Duration::from_secs(20));
+    assert_eq!(d.max_error_rate.per_million, 25_000);
+    assert_eq!(d.max_p99, Some(Duration::from_millis(800)));
+    assert!(!d.auto_rollback && d.release_pause);
+    assert_eq!(d.drain_timeout, Duration::from_secs(5));
+    let fraction = wharf_spec::parse(&text.replace("\"2.5%\"", "0.1"), "wharf.toml").unwrap();
+    assert_eq!(fraction.services["web"].deploy.max_error_rate.per_million, 100_000);
+}
