@@ -32,6 +32,70 @@ pub struct Backend {
     ejected_until: AtomicU64,
     epoch: Instant,
     idle: [Mutex<Vec<SendRequest<ReqBody>>>; SLOTS],
+    outcomes: Outcomes,
+}
+
+/// Upper bounds (ms) of the latency buckets kept per backend; the last
+/// bucket takes everything slower.
+pub const LATENCY_BOUNDS_MS: [u64; 16] = [1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000, 10000, 30000];
+
+/// Answers a backend gave: how many, how many 5xx, and how fast. Kept so a
+/// deploy can judge a new revision by what its clients actually saw.
+#[derive(Default)]
+struct Outcomes {
+    total: AtomicU64,
+    errors: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+}
+
+/// A copy of a backend's answer counters; subtract two to get a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    pub total: u64,
+    /// Answers with a 5xx status, the proxy's own 502/504 included.
+    pub errors: u64,
+    pub buckets: [u64; LATENCY_BOUNDS_MS.len() + 1],
+}
+
+impl OutcomeCounts {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &OutcomeCounts) -> OutcomeCounts {
+        let mut out = OutcomeCounts {
+            total: self.total.saturating_sub(earlier.total),
+            errors: self.errors.saturating_sub(earlier.errors),
+            ..Default::default()
+        };
+        for (i, b) in out.buckets.iter_mut().enumerate() {
+            *b = self.buckets[i].saturating_sub(earlier.buckets[i]);
+        }
+        out
+    }
+
+    pub fn add(&mut self, other: &OutcomeCounts) {
+        self.total += other.total;
+        self.errors += other.errors;
+        for (i, b) in self.buckets.iter_mut().enumerate() {
+            *b += other.buckets[i];
+        }
+    }
+
+    /// The upper bound of the bucket holding the 99th percentile; None
+    /// without answers, `Duration::MAX` when it is in the open last bucket.
+    pub fn p99(&self) -> Option<Duration> {
+        let timed: u64 = self.buckets.iter().sum();
+        if timed == 0 {
+            return None;
+        }
+        let rank = timed - timed / 100;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b;
+            if seen >= rank {
+                return Some(LATENCY_BOUNDS_MS.get(i).map_or(Duration::MAX, |ms| Duration::from_millis(*ms)));
+            }
+        }
+        Some(Duration::MAX)
+    }
 }
 
 /// This thread's idle-pool slot.
@@ -62,6 +126,30 @@ impl Backend {
             ejected_until: AtomicU64::new(0),
             epoch: Instant::now(),
             idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
+            outcomes: Outcomes::default(),
+        }
+    }
+
+    /// Counts one answer given on behalf of this backend.
+    pub(crate) fn answered(&self, status: u16, took: Option<Duration>) {
+        let o = &self.outcomes;
+        o.total.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            o.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(took) = took {
+            let ms = took.as_millis() as u64;
+            let i = LATENCY_BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
+            o.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn outcomes(&self) -> OutcomeCounts {
+        let o = &self.outcomes;
+        OutcomeCounts {
+            total: o.total.load(Ordering::Relaxed),
+            errors: o.errors.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| o.buckets[i].load(Ordering::Relaxed)),
         }
     }
 
@@ -183,4 +271,29 @@ pub(crate) fn random_u64() -> u64 {
         s.set(x);
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_windows_and_p99() {
+        let b = Backend::new("t", "127.0.0.1:1".parse().unwrap());
+        for _ in 0..98 {
+            b.answered(200, Some(Duration::from_millis(3)));
+        }
+        let before = b.outcomes();
+        assert_eq!(before.p99(), Some(Duration::from_millis(5)));
+        b.answered(503, Some(Duration::from_millis(400)));
+        b.answered(502, None);
+        let window = b.outcomes().since(&before);
+        assert_eq!((window.total, window.errors), (2, 2));
+        assert_eq!(window.p99(), Some(Duration::from_millis(500)));
+        let mut all = before;
+        all.add(&window);
+        assert_eq!(all, b.outcomes());
+        b.answered(200, Some(Duration::from_secs(60)));
+        assert_eq!(b.outcomes().since(&before).p99(), Some(Duration::MAX));
+    }
 }

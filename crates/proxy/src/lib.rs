@@ -16,7 +16,7 @@ mod routing;
 mod server;
 
 pub use access::{AccessEntry, AccessLog};
-pub use backend::Backend;
+pub use backend::{Backend, OutcomeCounts, LATENCY_BOUNDS_MS};
 pub use pause::PauseGate;
 pub use routing::{Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable};
 pub use server::{Proxy, ProxyConfig, ProxyError, RespBody};

@@ -504,6 +504,9 @@ impl Proxy {
         if let Some(r) = route {
             self.metrics.count(&r.pool, status.as_u16());
         }
+        if let Some(b) = backend {
+            b.answered(status.as_u16(), Some(ctx.start.elapsed()));
+        }
         self.log_ctx(ctx, route, backend, status.as_u16(), len);
         resp
     }
@@ -586,8 +589,10 @@ impl Done {
                 self.guard.backend().put_idle(conn);
             }
         }
+        let took = self.ctx.start.elapsed();
+        self.guard.backend().answered(self.status, Some(took));
         if let Some(stats) = &self.stats {
-            crate::metrics::Metrics::latency(stats, self.ctx.start.elapsed());
+            crate::metrics::Metrics::latency(stats, took);
         }
         if let Some(sink) = &self.proxy.access {
             let task = Some(self.guard.backend().task.clone());
