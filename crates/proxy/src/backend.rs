@@ -186,6 +186,12 @@ impl Backend {
         self.ejected_until.store(until, Ordering::Relaxed);
     }
 
+    /// The task passed its health checks again: no longer ejected.
+    pub fn revive(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.ejected_until.store(0, Ordering::Relaxed);
+    }
+
     pub(crate) fn succeeded(&self) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);

@@ -30,6 +30,9 @@ pub struct Pool {
     /// "app/service", for pages, logs and metrics.
     pub name: Arc<str>,
     pub backends: Vec<Arc<Backend>>,
+    /// Tried when `backends` can't serve a request that may be sent again:
+    /// during a blue-green bake, the set that had the traffic before.
+    pub fallback: Vec<Arc<Backend>>,
     pub balance: Balance,
     /// Requests to this path bypass maintenance (the service's health check).
     pub health_path: Option<String>,
@@ -46,6 +49,7 @@ impl Pool {
         Pool {
             name: name.into(),
             backends,
+            fallback: Vec::new(),
             balance: Balance::default(),
             health_path: None,
             maintenance: None,
@@ -94,6 +98,20 @@ impl Pool {
         let start = (random_u64() % n as u64) as usize;
         let ring = || (0..n).map(|k| &self.backends[(start + k) % n]);
         ring().find(|b| good(b)).or_else(|| ring().find(|b| allowed(b))).cloned()
+    }
+}
+
+impl Pool {
+    /// A fallback backend not in `exclude`, healthy ones first.
+    pub fn pick_fallback(&self, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+        let n = self.fallback.len();
+        if n == 0 {
+            return None;
+        }
+        let allowed = |b: &&Arc<Backend>| !exclude.iter().any(|e| Arc::ptr_eq(e, b));
+        let start = (random_u64() % n as u64) as usize;
+        let ring = || (0..n).map(|k| &self.fallback[(start + k) % n]).filter(allowed);
+        ring().find(|b| !b.ejected()).or_else(|| ring().next()).cloned()
     }
 }
 

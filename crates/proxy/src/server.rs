@@ -50,6 +50,9 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// Count requests and latencies for `/metrics`.
     pub metrics: bool,
+    /// How long a request waits for a task when its service has none that
+    /// can take it (a restart, a rollback under way) before it gets 503.
+    pub hold_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -63,6 +66,7 @@ impl Default for ProxyConfig {
             max_headers: 100,
             max_connections: 10_000,
             metrics: true,
+            hold_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -98,6 +102,10 @@ impl RetryBudget {
 /// The proxy: one per server, shared by every listener.
 pub struct Proxy {
     table: ArcSwap<RoutingTable>,
+    /// Wakes requests waiting for a task when a new snapshot comes in.
+    swapped: tokio::sync::Notify,
+    /// Requests waiting for a task now; bounded by MAX_HELD.
+    held: std::sync::atomic::AtomicUsize,
     config: ProxyConfig,
     access: Option<Arc<dyn AccessLog>>,
     budget: RetryBudget,
@@ -120,6 +128,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// Backends tried for one request at most.
 const MAX_ATTEMPTS: usize = 3;
+/// Requests that may wait for a task at once; more get 503 at once.
+const MAX_HELD: usize = 10_000;
 
 impl Proxy {
     pub fn new(config: ProxyConfig, access: Option<Arc<dyn AccessLog>>) -> Arc<Proxy> {
@@ -127,6 +137,8 @@ impl Proxy {
         metrics.enabled = config.metrics;
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(RoutingTable::default()),
+            swapped: tokio::sync::Notify::new(),
+            held: std::sync::atomic::AtomicUsize::new(0),
             config,
             access,
             budget: RetryBudget { tokens: AtomicI64::new(100) },
@@ -140,6 +152,30 @@ impl Proxy {
         let table = Arc::new(table);
         self.metrics.remember(table.clone());
         self.table.store(table);
+        self.swapped.notify_waiters();
+    }
+
+    /// Waits (bounded) for a newer snapshot; returns the pool of that name in
+    /// it. False when the request may wait no longer.
+    async fn hold(&self, pool: &mut Arc<crate::routing::Pool>, until: Instant) -> bool {
+        if Instant::now() >= until {
+            return false;
+        }
+        if self.held.fetch_add(1, Ordering::Relaxed) >= MAX_HELD {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let before = self.table.load();
+        let wait = Duration::from_millis(50).min(until - Instant::now());
+        let _ = tokio::time::timeout(wait, self.swapped.notified()).await;
+        self.held.fetch_sub(1, Ordering::Relaxed);
+        let now = self.table.load_full();
+        if !Arc::ptr_eq(&before, &now) {
+            if let Some(r) = now.routes().iter().find(|r| r.pool.name == pool.name) {
+                *pool = r.pool.clone();
+            }
+        }
+        true
     }
 
     /// Prometheus text of the proxy's metrics.
@@ -329,8 +365,9 @@ impl Proxy {
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
         );
         // Kept only when the request could be sent again after a reset.
-        let mut replay = (idempotent && bodyless && !upgrade)
-            .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        // An upgrade handshake may be sent again too: nothing was upgraded yet.
+        let mut replay =
+            (idempotent && bodyless).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
         let body = if bodyless {
             ReqBody::Empty
         } else {
@@ -345,15 +382,45 @@ impl Proxy {
         let ctx = LogCtx { method: log_method, host: raw_host, path: log_path, request_id, peer, start };
         let mut failure =
             (StatusCode::SERVICE_UNAVAILABLE, format!("`{}` has no healthy tasks right now.", route.pool.name));
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 && !self.budget.withdraw() {
+        let mut pool = route.pool.clone();
+        let mut attempt = 0;
+        let mut hold_until: Option<Instant> = None;
+        // After a 5xx from the pool, the request goes to the fallback set only.
+        let mut fallback_only = false;
+        // Attempts count requests sent; connect failures only exclude a task.
+        loop {
+            if attempt >= MAX_ATTEMPTS {
                 break;
             }
             // A replay after a reset prefers another task, but may use the
             // same one (on a new connection) when it is the only one.
-            let Some(backend) = route.pool.pick(&tried).or_else(|| if replaying { route.pool.pick(&[]) } else { None })
-            else {
-                break;
+            let picked = if fallback_only {
+                pool.pick_fallback(&tried)
+            } else {
+                pool.pick(&tried).or_else(|| if replaying { pool.pick(&[]) } else { None }).or_else(|| {
+                    if replay.is_some() || attempt == 0 {
+                        pool.pick_fallback(&tried)
+                    } else {
+                        None
+                    }
+                })
+            };
+            let Some(backend) = picked else {
+                // Nothing can take it now: wait for tasks (bounded) unless
+                // the request can't be sent again.
+                if pending.is_none() || fallback_only {
+                    break;
+                }
+                let until = *hold_until.get_or_insert_with(|| Instant::now() + self.config.hold_timeout);
+                let before = pool.clone();
+                if !self.hold(&mut pool, until).await {
+                    break;
+                }
+                if !Arc::ptr_eq(&before, &pool) {
+                    // A new snapshot: tasks that failed may be back, checked healthy.
+                    tried.retain(|b| b.ejected());
+                }
+                continue;
             };
             let guard = backend.start();
             let mut conn = match connect(&backend, connect_timeout).await {
@@ -368,6 +435,10 @@ impl Proxy {
                     continue;
                 }
             };
+            if attempt > 0 && !self.budget.withdraw() {
+                break;
+            }
+            attempt += 1;
             let req = pending.take().expect("a request is pending for every attempt");
             let sent = tokio::time::timeout(response_timeout, conn.try_send_request(req)).await;
             match sent {
@@ -386,6 +457,24 @@ impl Proxy {
                 }
                 Ok(Ok(resp)) => {
                     backend.succeeded();
+                    let status = resp.status();
+                    if status.is_server_error() && !fallback_only && !pool.fallback.is_empty() {
+                        if let Some((method, uri, headers)) = replay.take() {
+                            // The set on standby answers instead; the 5xx still
+                            // counts against the task that gave it.
+                            backend.answered(status.as_u16(), Some(ctx.start.elapsed()));
+                            self.metrics.upstream_error(&pool.name, "5xx_fallback");
+                            drop((resp, conn, guard));
+                            tried.push(backend);
+                            let mut again = Request::new(ReqBody::Empty);
+                            *again.method_mut() = method;
+                            *again.uri_mut() = uri;
+                            *again.headers_mut() = headers;
+                            pending = Some(again);
+                            fallback_only = true;
+                            continue;
+                        }
+                    }
                     return self.clone().respond(route, guard, conn, resp, client_upgrade, ctx);
                 }
                 Ok(Err(mut e)) => {
