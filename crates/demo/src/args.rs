@@ -66,7 +66,7 @@ pub struct DemoArgs {
     #[arg(long, env = "DEMO_FAIL_HEALTH", action = clap::ArgAction::SetTrue, value_parser = FalseyValueParser::new())]
     pub fail_health: bool,
 
-    /// Fraction (0.0 to 1.0) of requests to / that answer 500.
+    /// Fraction (0.0 to 1.0) of requests to / and /version that answer 500.
     #[arg(long, env = "DEMO_FAIL_RATE", default_value_t = 0.0, value_parser = parse_fraction, value_name = "FRACTION")]
     pub fail_rate: f64,
 

@@ -242,7 +242,16 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<DemoBo
                 app.text(StatusCode::OK, Bytes::from_static(b"ok"))
             }
         }
-        Route::Version => app.respond(StatusCode::OK, JSON, DemoBody::full(app.version_json.clone())),
+        Route::Version => {
+            if app.fail_rate > 0.0 && random_unit() < app.fail_rate {
+                app.text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{}: injected failure (fail rate {})\n", app.name, app.fail_rate),
+                )
+            } else {
+                app.respond(StatusCode::OK, JSON, DemoBody::full(app.version_json.clone()))
+            }
+        }
         Route::Burn => match number(query, "ms", 100u64) {
             Ok(ms) => burn(&app, ms).await,
             Err(bad) => app.text(StatusCode::BAD_REQUEST, bad),
