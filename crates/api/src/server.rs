@@ -121,7 +121,7 @@ fn deploy_error(e: DeployError) -> Response {
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
         }
         DeployError::Release(e) => error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
-        e => internal(e),
+        DeployError::Control(e) => control_error(e),
     }
 }
 
@@ -271,6 +271,7 @@ fn control_error(e: wharf_control::ControlError) -> Response {
     match e {
         ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
         ControlError::Invalid(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
+        ControlError::Busy(m) => error(StatusCode::CONFLICT, "busy", m),
         e => internal(e),
     }
 }

@@ -209,12 +209,13 @@ pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) ->
     wait_deployment(client, &app, id, json).await
 }
 
-/// Follows a deployment until it ends, printing readiness as it changes.
-/// Exit status 0 only when it succeeded.
+/// Follows a deployment until it ends, printing each step and the tasks'
+/// progress as they change. Exit status 0 only when it succeeded.
 async fn wait_deployment(client: &ApiClient, app: &str, id: u64, json: bool) -> Result<ExitCode> {
-    let mut last = String::new();
+    let mut last_step = String::new();
+    let mut last_line = String::new();
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let status: Value = client.get("/v1/status").await.map_err(api_error)?;
         let Some(a) = status["apps"].as_array().and_then(|apps| apps.iter().find(|a| a["name"] == app)) else {
             continue;
@@ -223,40 +224,59 @@ async fn wait_deployment(client: &ApiClient, app: &str, id: u64, json: bool) -> 
         if d["id"].as_u64() != Some(id) {
             continue;
         }
-        let progress: Vec<String> = a["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| {
-                let old = s["old"].as_u64().unwrap_or(0);
-                let old = if old > 0 { format!(", {old} old draining") } else { String::new() };
-                format!(
-                    "{}@{} {}/{} ready{old}",
-                    s["name"].as_str().unwrap_or(""),
-                    s["revision"],
-                    s["ready"],
-                    s["replicas"]
-                )
-            })
-            .collect();
-        let line = progress.join("  ");
-        if !json && line != last {
-            eprintln!("  {line}");
-            last = line;
+        let step = s(&d["step"]);
+        let state = d["state"].as_str().unwrap_or("");
+        if !json && state == "in_progress" && step != last_step {
+            let text = match step.as_str() {
+                "release" => "running the release command".to_string(),
+                "rollout" => "starting new tasks".to_string(),
+                "bake" => match (d["bake_until"].as_u64(), d["switched_at"].as_u64()) {
+                    (Some(until), Some(at)) if until > at => format!(
+                        "switched: all traffic on the new revisions; watching them for {:.0}s",
+                        (until - at) as f64 / 1000.0
+                    ),
+                    _ => "switched: all traffic on the new revisions".to_string(),
+                },
+                "rollback" => format!("rolling back: {}", s(&d["reason"])),
+                other => other.to_string(),
+            };
+            eprintln!("» {text}");
+            last_step = step;
         }
-        match d["state"].as_str() {
-            Some("in_progress") => continue,
-            Some(state) => {
-                if json {
-                    println!("{d}");
-                } else {
-                    eprintln!("deployment {app}#{id} {state}: {}", d["message"].as_str().unwrap_or(""));
-                }
-                return Ok(if state == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        let line = a["services"].as_array().into_iter().flatten().map(service_progress).collect::<Vec<_>>().join("  ");
+        if !json && state == "in_progress" && line != last_line {
+            eprintln!("  {line}");
+            last_line = line;
+        }
+        if state == "in_progress" || state.is_empty() {
+            continue;
+        }
+        if json {
+            println!("{d}");
+        } else {
+            let took = match (d["started_at"].as_u64(), d["finished_at"].as_u64()) {
+                (Some(a), Some(b)) => format!(" in {:.1}s", b.saturating_sub(a) as f64 / 1000.0),
+                _ => String::new(),
+            };
+            match state {
+                "succeeded" => eprintln!("deployment {app}#{id} succeeded{took}: {}", s(&d["message"])),
+                other => eprintln!("deployment {app}#{id} {}{took}: {}", other.replace('_', " "), s(&d["reason"])),
             }
-            None => continue,
+        }
+        return Ok(if state == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+}
+
+/// `api@4 2/2 ready, 1 old, 2 draining` for one service of `wharf status`.
+fn service_progress(sv: &Value) -> String {
+    let mut out = format!("{}@{} {}/{} ready", s(&sv["name"]), sv["revision"], sv["ready"], sv["replicas"]);
+    for (key, what) in [("old", "old"), ("standby", "on standby"), ("draining", "draining")] {
+        let n = sv[key].as_u64().unwrap_or(0);
+        if n > 0 {
+            out.push_str(&format!(", {n} {what}"));
         }
     }
+    out
 }
 
 fn when(ms: &Value) -> String {
@@ -347,7 +367,12 @@ pub async fn deployments(client: &ApiClient, app: Option<String>, json: bool) ->
                 (Some(a), Some(b)) => format!("{:.1}s", b.saturating_sub(a) as f64 / 1000.0),
                 _ => "-".into(),
             };
-            vec![format!("#{}", d["id"]), when(&d["started_at"]), took, s(&d["state"]), s(&d["message"])]
+            let what = match d["reason"].as_str() {
+                Some(r) if !r.is_empty() => format!("{} — {r}", s(&d["message"])),
+                _ => s(&d["message"]),
+            };
+            let outcome = s(&d["state"]).replace('_', " ");
+            vec![format!("#{}", d["id"]), when(&d["started_at"]), took, outcome, what]
         })
         .collect();
     table(&["DEPLOYMENT", "STARTED (UTC)", "TOOK", "OUTCOME", "WHAT"], rows);

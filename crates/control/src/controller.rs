@@ -27,6 +27,9 @@ pub enum ControlError {
     /// The request itself is wrong (e.g. ambiguous); nothing was changed.
     #[error("{0}")]
     Invalid(String),
+    /// Another operation holds what this one needs (a deployment in progress).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// What the controller needs from the server that owns it.
@@ -44,6 +47,7 @@ pub struct ControlConfig {
 pub(crate) struct TaskMeta {
     pub app: String,
     pub service: String,
+    pub revision: u64,
 }
 
 /// CPU time and memory seen at the last two samples, for a CPU percentage.
@@ -79,6 +83,8 @@ pub struct Controller {
     pub(crate) routes_changed: Notify,
     pub(crate) routes_lock: tokio::sync::Mutex<()>,
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+    /// Deployments a driver is working on (app, id): one driver each.
+    pub(crate) driving: Mutex<HashSet<(String, u64)>>,
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
     pub(crate) task_path: String,
     pub(crate) started: SystemTime,
@@ -111,6 +117,7 @@ impl Controller {
             routes_changed: Notify::new(),
             routes_lock: tokio::sync::Mutex::new(()),
             deploy_lock: tokio::sync::Mutex::new(()),
+            driving: Mutex::default(),
             task_path,
             started: SystemTime::now(),
             stop: watch::channel(false).0,
@@ -205,10 +212,10 @@ impl Controller {
     }
 
     pub(crate) fn remember(&self, spec: &TaskSpec) {
-        self.meta
-            .lock()
-            .unwrap()
-            .insert(spec.id.clone(), TaskMeta { app: spec.app.clone(), service: spec.service.clone() });
+        self.meta.lock().unwrap().insert(
+            spec.id.clone(),
+            TaskMeta { app: spec.app.clone(), service: spec.service.clone(), revision: spec.revision },
+        );
     }
 
     pub(crate) async fn revision(&self, app: &str, svc: &str, n: u64) -> Result<Arc<Revision>, ControlError> {
@@ -344,6 +351,8 @@ pub(crate) fn describe_exit(exit: &ExitInfo) -> String {
 pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
     } else {
         format!("{:.1}s", d.as_secs_f64())
     }

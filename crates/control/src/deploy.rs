@@ -3,21 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wharf_logs::Level;
 use wharf_spec::{Service, Spec, SpecError};
 use wharf_store::{
-    AppRecord, Batch, DeploymentRecord, DeploymentState, ReleaseRecord, Revision, ServiceChange, ServiceRecord,
+    AppRecord, Batch, DeployStep, DeploymentRecord, DeploymentState, ReleaseRecord, Revision, ServiceChange,
+    ServiceRecord,
 };
 
 use crate::controller::{now_ms, ControlError, Controller};
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
-
-/// How long a deployment may take before it is marked failed.
-const DEPLOY_DEADLINE: Duration = Duration::from_secs(300);
+use crate::rollout::moving_record;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -107,7 +105,7 @@ impl Controller {
         self.wake.notify_one();
         self.routes_changed.notify_one();
         if report.state == DeploymentState::InProgress {
-            tokio::spawn(self.clone().watch_deployment(spec.app.clone(), report.deployment));
+            self.spawn_deployment(&spec.app, report.deployment);
         }
         let this = self.clone();
         let app = spec.app.clone();
@@ -134,7 +132,9 @@ impl Controller {
         let mut batch = Batch::default();
         let mut changes = Vec::new();
         let mut services = Vec::new();
+        let mut records = Vec::new();
         let mut scaled = false;
+        let mut release_first = false;
         for (name, svc) in &spec.services {
             let digest = revision_digest(svc, code);
             let previous = old.get(name);
@@ -157,20 +157,27 @@ impl Controller {
                         created_at: now_ms(),
                     };
                     batch.put_revision(&rev);
+                    release_first |= svc.release.is_some();
                     changes.push(ServiceChange {
                         service: name.clone(),
                         from: previous.map(|p| p.revision),
                         to: Some(rev.number),
+                        from_replicas: previous.map_or(0, |p| p.replicas),
+                        replicas: svc.replicas,
                     });
                     rev.number
                 }
             };
             scaled |= previous.is_some_and(|p| p.replicas != svc.replicas);
-            batch.put_service(&ServiceRecord {
-                app: app.clone(),
-                name: name.clone(),
-                revision: number,
-                replicas: svc.replicas,
+            records.push(match previous {
+                Some(p) => moving_record(p, number, svc.replicas, svc.deploy.strategy),
+                None => ServiceRecord {
+                    app: app.clone(),
+                    name: name.clone(),
+                    revision: number,
+                    replicas: svc.replicas,
+                    ..Default::default()
+                },
             });
             services.push(ServiceReport {
                 name: name.clone(),
@@ -184,7 +191,13 @@ impl Controller {
         for (name, p) in &old {
             if !spec.services.contains_key(name) {
                 batch.delete_service(app, name);
-                changes.push(ServiceChange { service: name.clone(), from: Some(p.revision), to: None });
+                changes.push(ServiceChange {
+                    service: name.clone(),
+                    from: Some(p.revision),
+                    to: None,
+                    from_replicas: p.replicas,
+                    replicas: 0,
+                });
                 services.push(ServiceReport {
                     name: name.clone(),
                     kind: "removed",
@@ -201,7 +214,26 @@ impl Controller {
         } else {
             DeploymentState::InProgress
         };
-        let id = self.db.deployments(app).await?.last().map_or(1, |d| d.id + 1);
+        let history = self.db.deployments(app).await?;
+        if let Some(running) = history.last().filter(|d| d.state == DeploymentState::InProgress) {
+            if state != DeploymentState::Unchanged {
+                return Err(ControlError::Busy(format!(
+                    "deployment {app}#{} is still in progress ({}); wait for it to finish, \
+                     or abort it with `wharf rollback SERVICE`; nothing was changed",
+                    running.id, running.message
+                ))
+                .into());
+            }
+        }
+        // With a release command, services move only once it has succeeded.
+        let step = if release_first { DeployStep::Release } else { DeployStep::Rollout };
+        for r in &records {
+            let moved = changes.iter().any(|c| c.service == r.name && c.to.is_some());
+            if step == DeployStep::Rollout || !moved {
+                batch.put_service(r);
+            }
+        }
+        let id = history.last().map_or(1, |d| d.id + 1);
         let message = describe_changes(&services, state);
         let now = now_ms();
         let deployment = DeploymentRecord {
@@ -213,6 +245,9 @@ impl Controller {
             message: message.clone(),
             started_at: now,
             finished_at: (state == DeploymentState::Unchanged).then_some(now),
+            step,
+            step_started_at: now,
+            ..Default::default()
         };
         batch
             .put_app(&AppRecord {
@@ -236,64 +271,21 @@ impl Controller {
         Ok(DeployReport { app: app.clone(), deployment: id, release: hash.to_string(), state, services, message })
     }
 
-    /// Marks a deployment done once every service runs only its current
-    /// revision with all replicas ready; failed after the deadline.
-    pub(crate) async fn watch_deployment(self: Arc<Self>, app: String, id: u64) {
-        let deadline = tokio::time::Instant::now() + DEPLOY_DEADLINE;
-        let mut stop = self.stopping();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = stop.changed() => return,
-            }
-            let Ok(deployments) = self.db.deployments(&app).await else { continue };
-            let Some(mut d) = deployments.iter().find(|d| d.id == id).cloned() else { return };
-            if d.state != DeploymentState::InProgress {
-                return;
-            }
-            let outcome = if deployments.last().is_some_and(|last| last.id > id) {
-                Some((DeploymentState::Superseded, format!("superseded by deployment #{}", id + 1)))
-            } else {
-                match self.rollout_progress(&app).await {
-                    Ok(p) if p.done => {
-                        Some((DeploymentState::Succeeded, "all services run their new revisions".to_string()))
-                    }
-                    Ok(p) if tokio::time::Instant::now() >= deadline => Some((
-                        DeploymentState::Failed,
-                        format!("not ready after {}s: {}", DEPLOY_DEADLINE.as_secs(), p.waiting_on.join("; ")),
-                    )),
-                    _ => None,
-                }
-            };
-            if let Some((state, message)) = outcome {
-                d.state = state;
-                d.finished_at = Some(now_ms());
-                // The history keeps what the deployment did; a failure adds why.
-                if state != DeploymentState::Succeeded {
-                    d.message = format!("{} — {message}", d.message);
-                }
-                if self.db.put_deployment(&d).await.is_ok() {
-                    let level = if state == DeploymentState::Succeeded { Level::Info } else { Level::Warn };
-                    let kind = format!(
-                        "deploy.{}",
-                        serde_json::to_value(state)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default()
-                    );
-                    self.event_full(&kind, level, Some(&app), None, None, format!("deployment {app}#{id}: {message}"));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// After a restart, deployments still in progress are watched again.
+    /// After a restart, deployments still in progress are driven again from
+    /// the step their record says.
     pub(crate) async fn resume_deployments(self: &Arc<Self>) -> Result<(), ControlError> {
         for app in self.db.apps().await? {
             if let Some(d) = self.db.deployments(&app.name).await?.last() {
                 if d.state == DeploymentState::InProgress {
-                    tokio::spawn(self.clone().watch_deployment(app.name.clone(), d.id));
+                    self.event_full(
+                        "deploy.resumed",
+                        Level::Info,
+                        Some(&app.name),
+                        None,
+                        None,
+                        format!("deployment {}#{} resumed after a server restart ({:?} step)", app.name, d.id, d.step),
+                    );
+                    self.spawn_deployment(&app.name, d.id);
                 }
             }
         }

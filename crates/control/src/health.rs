@@ -223,6 +223,10 @@ fn set_health(ctl: &Controller, id: &str, th: &TaskHealth, health: Health, pid: 
     if !changed {
         return;
     }
+    if health == Health::Healthy {
+        // Passive ejection from before (say, a restart) no longer applies.
+        th.backend.revive();
+    }
     ctl.routes_changed.notify_one();
     ctl.wake.notify_one();
     match health {

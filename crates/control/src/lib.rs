@@ -14,6 +14,7 @@ mod plan;
 mod reconcile;
 pub mod release;
 mod rollback;
+mod rollout;
 mod routes;
 mod traffic;
 mod views;

@@ -13,8 +13,8 @@ use wharf_store::{ServiceRecord, TaskRecord};
 use crate::controller::{now_ms, signal_number, ControlError, Controller};
 use crate::health::Health;
 
-/// How long a task leaving the pool may finish what it has (requests,
-/// WebSockets) before it is signalled.
+/// How long a task of a removed service may finish what it has (requests,
+/// WebSockets) before it is signalled; services set their own in `deploy`.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between retries of a service whose tasks fail to spawn.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
@@ -66,7 +66,7 @@ impl Controller {
         }
         // Whatever is left belongs to no service any more.
         for t in observed.into_values().flatten() {
-            self.drain_and_stop(&t.spec.id, "its service was removed").await;
+            self.drain_and_stop(&t.spec.id, "its service was removed", DRAIN_TIMEOUT).await;
         }
         self.forget_gone_tasks().await?;
         Ok(())
@@ -97,9 +97,28 @@ impl Controller {
             }
         }
         let (current, old): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.spec.revision == rev.number);
+        // Blue-green keeps the set that has (or just had) the traffic; the rest leaves.
+        let kept = |t: &TaskStatus| Some(t.spec.revision) == svc.live || Some(t.spec.revision) == svc.standby;
+        let leaving: Vec<TaskStatus> = old.into_iter().filter(|t| !kept(t)).collect();
+        let policy = &rev.spec.deploy;
+        let drain = policy.drain_timeout;
         let want = svc.replicas as usize;
+        let ready_new = current.iter().filter(|t| self.is_ready(t, web)).count();
+        // Not-ready leftovers of other revisions serve nothing: they go first.
+        let (old_ready, old_unready): (Vec<_>, Vec<_>) = leaving.into_iter().partition(|t| self.is_ready(t, web));
+        for t in &old_unready {
+            let why = format!("replaced by {}@{} (it was not ready)", svc.name, rev.number);
+            self.drain_and_stop(&t.spec.id, &why, drain).await;
+        }
         if current.len() < want {
-            for _ in current.len()..want {
+            // Rolling: at most max_surge tasks above the replicas at any time.
+            // Blue-green (and moves between sets): the whole new set at once.
+            let room = if svc.live.is_some() || old_ready.is_empty() {
+                want - current.len()
+            } else {
+                (want + policy.max_surge as usize).saturating_sub(current.len() + old_ready.len())
+            };
+            for _ in 0..room.min(want - current.len()) {
                 if !self.start_allowed(svc) {
                     break;
                 }
@@ -118,16 +137,18 @@ impl Controller {
             let mut extra: Vec<&TaskStatus> = current.iter().collect();
             extra.sort_by_key(|t| (self.is_ready(t, web), std::cmp::Reverse(t.started_at)));
             for t in extra.into_iter().take(current.len() - want) {
-                self.drain_and_stop(&t.spec.id, "scaling in").await;
+                self.drain_and_stop(&t.spec.id, "scaling in", drain).await;
             }
         }
-        // Old revisions keep serving until the new one is fully up.
-        let ready = current.iter().filter(|t| self.is_ready(t, web)).count();
-        if ready >= want && !old.is_empty() {
-            for t in old {
-                let why = format!("replaced by {}@{}", svc.name, rev.number);
-                self.drain_and_stop(&t.spec.id, &why).await;
-            }
+        // Old ready tasks leave while at least replicas − max_unavailable stay ready
+        // (the oldest first); blue-green's kept set is not counted as capacity.
+        let floor = want.saturating_sub(policy.max_unavailable as usize);
+        let removable = (ready_new + old_ready.len()).saturating_sub(floor).min(old_ready.len());
+        let mut old_ready = old_ready;
+        old_ready.sort_by_key(|t| t.started_at);
+        for t in old_ready.into_iter().take(removable) {
+            let why = format!("replaced by {}@{}", svc.name, rev.number);
+            self.drain_and_stop(&t.spec.id, &why, drain).await;
         }
         Ok(())
     }
@@ -161,13 +182,7 @@ impl Controller {
     ) -> Result<(), ControlError> {
         let id = format!("{}-{}-{}-{}", svc.app, svc.name, rev.number, short_id());
         let port = if rev.spec.is_web() { Some(free_port()?) } else { None };
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        env.insert("PATH".into(), self.task_path.clone());
-        env.extend(rev.spec.env.clone());
-        env.insert("WHARF_APP".into(), svc.app.clone());
-        env.insert("WHARF_SERVICE".into(), svc.name.clone());
-        env.insert("WHARF_REVISION".into(), rev.number.to_string());
-        env.insert("WHARF_TASK".into(), id.clone());
+        let mut env = self.task_env(&svc.app, &svc.name, rev, &id);
         if let Some(p) = port {
             env.insert("PORT".into(), p.to_string());
         }
@@ -207,10 +222,28 @@ impl Controller {
         Ok(())
     }
 
+    /// What every task of a revision finds in its environment.
+    pub(crate) fn task_env(
+        &self,
+        app: &str,
+        service: &str,
+        rev: &wharf_store::Revision,
+        id: &str,
+    ) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("PATH".into(), self.task_path.clone());
+        env.extend(rev.spec.env.clone());
+        env.insert("WHARF_APP".into(), app.to_string());
+        env.insert("WHARF_SERVICE".into(), service.to_string());
+        env.insert("WHARF_REVISION".into(), rev.number.to_string());
+        env.insert("WHARF_TASK".into(), id.to_string());
+        env
+    }
+
     /// Takes a task out of the routing table first, then stops it gracefully
     /// in the background. Always in that order, so no new request reaches a
     /// task that is going away.
-    pub(crate) async fn drain_and_stop(self: &Arc<Self>, id: &str, why: &str) {
+    pub(crate) async fn drain_and_stop(self: &Arc<Self>, id: &str, why: &str, drain: Duration) {
         if !self.draining.lock().unwrap().insert(id.to_string()) {
             return;
         }
@@ -219,7 +252,7 @@ impl Controller {
         let this = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
-            this.wait_drained(&id).await;
+            this.wait_drained(&id, drain).await;
             if let Err(e) = this.driver.stop(&id).await {
                 this.task_event("task.stop_failed", Level::Error, &id, format!("cannot stop task {id}: {e}"));
             }
@@ -234,10 +267,10 @@ impl Controller {
 
     /// Waits until requests and upgraded connections that were already on
     /// the task have finished (it gets no new ones), or the drain timeout.
-    async fn wait_drained(&self, id: &str) {
+    async fn wait_drained(&self, id: &str, drain: Duration) {
         let backend = self.health.lock().unwrap().get(id).map(|h| h.backend.clone());
         let Some(backend) = backend else { return };
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + drain;
         while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -249,7 +282,7 @@ impl Controller {
                 format!(
                     "task {id} still had {} requests or connections after {}s; stopping it anyway",
                     backend.in_flight(),
-                    DRAIN_TIMEOUT.as_secs()
+                    drain.as_secs_f64()
                 ),
             );
         }
@@ -284,7 +317,7 @@ pub(crate) fn task_port(spec: &TaskSpec) -> Option<u16> {
     spec.env.get("PORT").and_then(|p| p.parse().ok())
 }
 
-fn short_id() -> String {
+pub(crate) fn short_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()

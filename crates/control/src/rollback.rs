@@ -7,9 +7,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use wharf_logs::Level;
 use wharf_spec::Service;
-use wharf_store::{Batch, DeploymentRecord, DeploymentState, Revision, ServiceChange, ServiceRecord};
+use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, Revision, ServiceChange};
 
 use crate::controller::{now_ms, ControlError, Controller};
+use crate::rollout::moving_record;
 
 /// One revision of a service, for `wharf revisions`.
 #[derive(Debug, Serialize)]
@@ -87,7 +88,10 @@ impl Controller {
     }
 
     /// Rolls `service` back to revision `to` (default: the one before the
-    /// current). Returns the deployment that carries it out.
+    /// current). Returns the deployment that carries it out. While a
+    /// deployment of the app is in progress, this aborts it instead: its
+    /// services return to what they ran before (an instant switch during a
+    /// blue-green bake).
     pub async fn rollback(
         self: &Arc<Self>,
         app: &str,
@@ -100,6 +104,11 @@ impl Controller {
             .service(app, service)
             .await?
             .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))?;
+        if let Some(mut running) =
+            self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress)
+        {
+            return self.abort(&mut running, service, to).await;
+        }
         let revisions = self.db.revisions(app, service).await?;
         let target = match to {
             Some(n) => revisions.iter().find(|r| r.number == n).ok_or_else(|| {
@@ -124,6 +133,7 @@ impl Controller {
         }
         let id = self.db.deployments(app).await?.last().map_or(1, |d| d.id + 1);
         let message = format!("rollback of {service}: @{} → @{}", svc.revision, target.number);
+        let now = now_ms();
         let deployment = DeploymentRecord {
             app: app.to_string(),
             id,
@@ -132,14 +142,20 @@ impl Controller {
                 service: service.to_string(),
                 from: Some(svc.revision),
                 to: Some(target.number),
+                from_replicas: svc.replicas,
+                replicas: svc.replicas,
             }],
             state: DeploymentState::InProgress,
             message: message.clone(),
-            started_at: now_ms(),
-            finished_at: None,
+            started_at: now,
+            step: DeployStep::Rollout,
+            step_started_at: now,
+            manual: true,
+            ..Default::default()
         };
         let mut batch = Batch::default();
-        batch.put_service(&ServiceRecord { revision: target.number, ..svc }).put_deployment(&deployment);
+        let strategy = target.spec.deploy.strategy;
+        batch.put_service(&moving_record(&svc, target.number, svc.replicas, strategy)).put_deployment(&deployment);
         self.db.commit(batch).await?;
         drop(_guard);
         self.event_full(
@@ -152,7 +168,35 @@ impl Controller {
         );
         self.wake.notify_one();
         self.routes_changed.notify_one();
-        tokio::spawn(self.clone().watch_deployment(app.to_string(), id));
+        self.spawn_deployment(app, id);
         Ok(deployment)
+    }
+
+    /// `wharf rollback` while a deployment runs: it is rolled back.
+    async fn abort(
+        self: &Arc<Self>,
+        d: &mut DeploymentRecord,
+        service: &str,
+        to: Option<u64>,
+    ) -> Result<DeploymentRecord, ControlError> {
+        let busy = |why: String| {
+            Err(ControlError::Busy(format!("deployment {}#{} is in progress ({}): {why}", d.app, d.id, d.message)))
+        };
+        let Some(change) = d.changes.iter().find(|c| c.service == service) else {
+            return busy(format!("it does not change {service}; wait for it to finish"));
+        };
+        if d.step == DeployStep::Rollback {
+            return busy("it is already rolling back".into());
+        }
+        if to.is_some() && to != change.from {
+            return busy(format!(
+                "`wharf rollback {service}` without a revision aborts it (back to @{}); \
+                 a rollback to another revision can follow once it has ended",
+                change.from.map_or_else(|| "nothing".to_string(), |f| f.to_string())
+            ));
+        }
+        self.roll_back(d, format!("rolled back by hand (`wharf rollback {service}`)")).await?;
+        self.spawn_deployment(&d.app.clone(), d.id);
+        Ok(d.clone())
     }
 }

@@ -32,7 +32,16 @@ impl Controller {
                 return;
             }
         };
+        // Blue-green: only the live revision serves; the standby set is the fallback.
+        let services: HashMap<(String, String), (Option<u64>, Option<u64>)> = match self.db.services(None).await {
+            Ok(s) => s.into_iter().map(|s| ((s.app, s.name), (s.live, s.standby))).collect(),
+            Err(e) => {
+                tracing::warn!("routing not rebuilt, store unavailable: {e}");
+                return;
+            }
+        };
         let mut backends: HashMap<(String, String), Vec<Arc<Backend>>> = HashMap::new();
+        let mut fallbacks: HashMap<(String, String), Vec<Arc<Backend>>> = HashMap::new();
         {
             let health = self.health.lock().unwrap();
             let draining = self.draining.lock().unwrap();
@@ -42,7 +51,13 @@ impl Controller {
                     continue;
                 }
                 let Some(m) = meta.get(id) else { continue };
-                backends.entry((m.app.clone(), m.service.clone())).or_default().push(th.backend.clone());
+                let key = (m.app.clone(), m.service.clone());
+                let (live, standby) = services.get(&key).copied().unwrap_or_default();
+                if live.is_none_or(|l| l == m.revision) {
+                    backends.entry(key).or_default().push(th.backend.clone());
+                } else if standby == Some(m.revision) {
+                    fallbacks.entry(key).or_default().push(th.backend.clone());
+                }
             }
         }
         let maintenance = match self.db.maintenance().await {
@@ -61,6 +76,8 @@ impl Controller {
                     let mut b = backends.remove(&key).unwrap_or_default();
                     b.sort_by(|x, y| x.task.cmp(&y.task));
                     let mut pool = Pool::new(format!("{}/{}", app.name, r.service), b);
+                    pool.fallback = fallbacks.remove(&key).unwrap_or_default();
+                    pool.fallback.sort_by(|x, y| x.task.cmp(&y.task));
                     let (pause, maintenance) = self.traffic_for(&app.name, &r.service, &maintenance);
                     pool.pause = pause;
                     pool.maintenance = maintenance;

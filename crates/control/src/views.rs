@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
-use wharf_runtime::{TaskState, TaskStatus};
+use wharf_runtime::TaskState;
 use wharf_store::DeploymentRecord;
 
 use crate::controller::{describe_exit, ControlError, Controller};
@@ -47,8 +47,15 @@ pub struct ServiceView {
     pub running: usize,
     /// Of those, healthy (web) or running (worker).
     pub ready: usize,
-    /// Tasks of earlier revisions still running (during a deploy).
+    /// Tasks of earlier revisions still serving or starting (during a deploy).
     pub old: usize,
+    /// Tasks of the revision kept out of the pool for an instant switch back
+    /// (a blue-green bake).
+    pub standby: usize,
+    /// Tasks out of the pool, finishing their requests before they stop.
+    pub draining: usize,
+    /// Blue-green: the revision whose tasks have the traffic; None: every ready task.
+    pub live: Option<u64>,
     /// Answering with the maintenance page (this service or the whole app).
     pub maintenance: bool,
     /// Holding requests until resumed.
@@ -81,14 +88,8 @@ pub struct TaskView {
     pub memory_bytes: Option<u64>,
 }
 
-pub(crate) struct Progress {
-    pub done: bool,
-    pub waiting_on: Vec<String>,
-}
-
 impl Controller {
     pub async fn status(self: &Arc<Self>) -> Result<StatusView, ControlError> {
-        let tasks = self.driver.tasks();
         let maintenance = self.db.maintenance().await?;
         let pauses = self.db.pauses().await?;
         let covers = |app: &str, svc: &str, a: &str, s: Option<&str>| a == app && s.is_none_or(|s| s == svc);
@@ -97,19 +98,18 @@ impl Controller {
             let mut services = Vec::new();
             for s in self.db.services(Some(&app.name)).await? {
                 let web = self.revision(&app.name, &s.name, s.revision).await?.spec.is_web();
-                let mine: Vec<&TaskStatus> = tasks
-                    .iter()
-                    .filter(|t| t.spec.restart && t.spec.app == app.name && t.spec.service == s.name)
-                    .collect();
-                let current: Vec<_> = mine.iter().filter(|t| t.spec.revision == s.revision).collect();
+                let p = self.service_progress(&s).await?;
                 services.push(ServiceView {
                     name: s.name.clone(),
                     kind: if web { "web" } else { "worker" },
                     revision: s.revision,
                     replicas: s.replicas,
-                    running: current.len(),
-                    ready: current.iter().filter(|t| self.is_ready(t, web)).count(),
-                    old: mine.len() - current.len(),
+                    running: p.running,
+                    ready: p.ready,
+                    old: p.old,
+                    standby: p.standby,
+                    draining: p.draining,
+                    live: s.live,
                     maintenance: maintenance.iter().any(|m| covers(&app.name, &s.name, &m.app, m.service.as_deref())),
                     paused: pauses.iter().any(|p| covers(&app.name, &s.name, &p.app, p.service.as_deref())),
                 });
@@ -175,29 +175,6 @@ impl Controller {
             .collect();
         out.sort_by(|a, b| (&a.app, &a.service, a.revision, &a.id).cmp(&(&b.app, &b.service, b.revision, &b.id)));
         out
-    }
-
-    /// Whether every service of `app` runs only its current revision with
-    /// all replicas ready, and if not, what it waits for.
-    pub(crate) async fn rollout_progress(self: &Arc<Self>, app: &str) -> Result<Progress, ControlError> {
-        let status = self.status().await?;
-        let Some(view) = status.apps.into_iter().find(|a| a.name == app) else {
-            return Ok(Progress { done: true, waiting_on: vec![] });
-        };
-        let waiting_on: Vec<String> = view
-            .services
-            .iter()
-            .filter(|s| (s.ready as u32) < s.replicas || s.old > 0)
-            .map(|s| format!("{}@{}: {}/{} ready, {} old", s.name, s.revision, s.ready, s.replicas, s.old))
-            .collect();
-        // Tasks of services that were removed must be gone too.
-        let leftovers = self
-            .driver
-            .tasks()
-            .iter()
-            .filter(|t| t.spec.restart && t.spec.app == app && !view.services.iter().any(|s| s.name == t.spec.service))
-            .count();
-        Ok(Progress { done: waiting_on.is_empty() && leftovers == 0, waiting_on })
     }
 }
 

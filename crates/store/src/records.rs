@@ -15,13 +15,22 @@ pub struct AppRecord {
     pub deployed_at: u64,
 }
 
-/// The desired state of one service: which revision, how many tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The desired state of one service: which revision, how many tasks, and
+/// during a blue-green deploy which revision has the traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceRecord {
     pub app: String,
     pub name: String,
     pub revision: u64,
     pub replicas: u32,
+    /// Only tasks of this revision are in the pool (blue-green: the old set
+    /// until the switch, then the new one). None: every ready task.
+    #[serde(default)]
+    pub live: Option<u64>,
+    /// Tasks of this revision keep running out of the pool (blue-green bake:
+    /// the old set, for an instant switch back).
+    #[serde(default)]
+    pub standby: Option<u64>,
 }
 
 /// An immutable, numbered snapshot of a service's spec and release (`api@7`).
@@ -62,9 +71,10 @@ pub struct TaskRecord {
     pub created_at: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentState {
+    #[default]
     /// Desired state changed; tasks of the new revisions are starting.
     InProgress,
     /// Every changed service has its new revision running and healthy.
@@ -75,6 +85,38 @@ pub enum DeploymentState {
     Superseded,
     /// Nothing changed.
     Unchanged,
+    /// The deployment failed (see the message) and its services are back on
+    /// the revisions they ran before.
+    RolledBack,
+}
+
+impl DeploymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::InProgress => "in_progress",
+            DeploymentState::Succeeded => "succeeded",
+            DeploymentState::Failed => "failed",
+            DeploymentState::Superseded => "superseded",
+            DeploymentState::Unchanged => "unchanged",
+            DeploymentState::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// Where an in-progress deployment is; with the record, enough to resume
+/// after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployStep {
+    /// Release commands run; nothing has moved yet.
+    Release,
+    /// New tasks start and take over (rolling), or wait to be switched to (blue-green).
+    #[default]
+    Rollout,
+    /// Every changed service has switched; the new revisions are watched.
+    Bake,
+    /// Something failed; services return to the revisions they ran before.
+    Rollback,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,10 +125,16 @@ pub struct ServiceChange {
     pub from: Option<u64>,
     /// None: the service was removed from wharf.toml.
     pub to: Option<u64>,
+    /// Replicas before, to return to them on rollback.
+    #[serde(default)]
+    pub from_replicas: u32,
+    /// Replicas asked for.
+    #[serde(default)]
+    pub replicas: u32,
 }
 
 /// One `wharf deploy` of an app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     pub app: String,
     pub id: u64,
@@ -96,6 +144,22 @@ pub struct DeploymentRecord {
     pub message: String,
     pub started_at: u64,
     pub finished_at: Option<u64>,
+    #[serde(default)]
+    pub step: DeployStep,
+    /// When the current step began (its deadline counts from here).
+    #[serde(default)]
+    pub step_started_at: u64,
+    /// When the last changed service switched to its new revision.
+    #[serde(default)]
+    pub switched_at: Option<u64>,
+    #[serde(default)]
+    pub bake_until: Option<u64>,
+    /// Why it failed or was rolled back.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// A rollback asked for by hand (`wharf rollback`), not a deploy.
+    #[serde(default)]
+    pub manual: bool,
 }
 
 /// Something wharf did or saw, kept for history (also sent to the log stream).

@@ -38,8 +38,9 @@ async fn typed_records_round_trip() {
         source: "app = \"shop\"".into(),
         deployed_at: 1,
     };
-    let svc = ServiceRecord { app: "shop".into(), name: "web".into(), revision: 3, replicas: 2 };
-    let other = ServiceRecord { app: "shopping".into(), name: "web".into(), revision: 1, replicas: 1 };
+    let svc = ServiceRecord { app: "shop".into(), name: "web".into(), revision: 3, replicas: 2, ..Default::default() };
+    let other =
+        ServiceRecord { app: "shopping".into(), name: "web".into(), revision: 1, replicas: 1, ..Default::default() };
     let mut b = Batch::default();
     b.put_app(&app).put_service(&svc).put_service(&other);
     db.commit(b).await.unwrap();

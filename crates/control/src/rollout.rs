@@ -1,0 +1,753 @@
+//! Drives a deployment through its steps: release → rollout → bake, or
+//! rollback when something fails. The step lives in the deployment's record
+//! and the desired state in the service records, so a server killed at any
+//! moment resumes here from the store and what it observes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wharf_logs::Level;
+use wharf_proxy::OutcomeCounts;
+use wharf_runtime::{TaskSpec, TaskState, TaskStatus};
+use wharf_spec::{DeployPolicy, Strategy};
+use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord};
+
+use crate::controller::{fmt_duration, now_ms, ControlError, Controller};
+
+/// How often a deployment looks at its tasks.
+const TICK: Duration = Duration::from_millis(100);
+/// Restarts of one new task that make a crash loop.
+const CRASH_LOOP_RESTARTS: u32 = 3;
+/// Answers needed before a bake judges a revision's error rate or latency.
+const MIN_BAKE_ANSWERS: u64 = 20;
+/// Longest a paused release may hold requests (the pause's own cap).
+const RELEASE_PAUSE_MAX: Duration = Duration::from_secs(600);
+
+/// The desired record of a service moving to revision `to`.
+///
+/// Back to the revision kept on standby (a blue-green bake): the pool switches
+/// back at once. Blue-green otherwise: the revision that has the traffic keeps
+/// it until the new set is ready. Rolling: every ready task takes traffic.
+pub(crate) fn moving_record(old: &ServiceRecord, to: u64, replicas: u32, strategy: Strategy) -> ServiceRecord {
+    let (live, standby) = if old.standby == Some(to) {
+        (Some(to), None)
+    } else if strategy == Strategy::BlueGreen && old.revision != to {
+        (Some(old.live.unwrap_or(old.revision)), None)
+    } else {
+        (None, None)
+    };
+    ServiceRecord { revision: to, replicas, live, standby, ..old.clone() }
+}
+
+/// What a driver remembers between ticks; rebuilt from observation after a restart.
+#[derive(Default)]
+struct Watch {
+    /// New tasks seen ready, with their restart count then.
+    ready_seen: HashMap<String, u32>,
+    /// Answer counters of new tasks when the bake began.
+    baseline: HashMap<String, OutcomeCounts>,
+    /// The release task running now, and when it must end.
+    release: Option<(String, tokio::time::Instant)>,
+    /// Services whose release command has succeeded.
+    released: HashSet<String>,
+    /// Last progress line, to log changes only.
+    last_progress: String,
+}
+
+/// One tick's verdict.
+enum Next {
+    Stay,
+    /// Persist the record as changed.
+    Save,
+    Fail(String),
+    Finish(DeploymentState, String),
+}
+
+impl Controller {
+    /// Starts driving a deployment unless a driver already does.
+    pub(crate) fn spawn_deployment(self: &Arc<Self>, app: &str, id: u64) {
+        if !self.driving.lock().unwrap().insert((app.to_string(), id)) {
+            return;
+        }
+        let this = self.clone();
+        let app = app.to_string();
+        tokio::spawn(async move {
+            this.drive(&app, id).await;
+            this.driving.lock().unwrap().remove(&(app, id));
+        });
+    }
+
+    async fn drive(self: &Arc<Self>, app: &str, id: u64) {
+        let mut stop = self.stopping();
+        let mut watch = Watch::default();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = stop.changed() => return,
+            }
+            let d = match self.db.deployments(app).await {
+                Ok(all) => all.into_iter().find(|d| d.id == id),
+                Err(e) => {
+                    tracing::warn!("deployment {app}#{id}: store unavailable: {e}");
+                    continue;
+                }
+            };
+            let Some(mut d) = d else { return };
+            if d.state != DeploymentState::InProgress {
+                return;
+            }
+            let next = match self.step(&mut d, &mut watch).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!("deployment {app}#{id}: {e}");
+                    continue;
+                }
+            };
+            let saved = match next {
+                Next::Stay => Ok(()),
+                Next::Save => self.db.put_deployment(&d).await.map_err(ControlError::from),
+                Next::Fail(reason) => self.fail(&mut d, &mut watch, reason).await,
+                Next::Finish(state, message) => self.finish(&mut d, state, message).await,
+            };
+            if let Err(e) = saved {
+                tracing::warn!("deployment {app}#{id}: cannot record progress: {e}");
+            }
+        }
+    }
+
+    async fn step(self: &Arc<Self>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
+        match d.step {
+            DeployStep::Release => self.step_release(d, w).await,
+            DeployStep::Rollout => self.step_rollout(d, w).await,
+            DeployStep::Bake => self.step_bake(d, w).await,
+            DeployStep::Rollback => self.step_rollback(d).await,
+        }
+    }
+
+    /// Runs each changed service's release command, one at a time, as a
+    /// one-off task of its new revision; then moves the services.
+    async fn step_release(self: &Arc<Self>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
+        let app = d.app.clone();
+        if let Some((task, until)) = w.release.clone() {
+            let Some(status) = self.driver.task(&task) else {
+                return Ok(Next::Fail(format!("release task {task} disappeared")));
+            };
+            let service = d.changes.iter().find(|c| task.starts_with(&release_prefix(&app, c, d.id))).cloned();
+            let Some(change) = service else { return Ok(Next::Fail(format!("release task {task} is unknown"))) };
+            if status.state == TaskState::Exited {
+                let _ = self.driver.remove(&task).await;
+                w.release = None;
+                self.release_resume(d, &change.service).await;
+                return Ok(match status.last_exit {
+                    Some(e) if e.success() => {
+                        self.event_full(
+                            "deploy.release_succeeded",
+                            Level::Info,
+                            Some(&app),
+                            Some(&change.service),
+                            Some(&task),
+                            format!("deployment {app}#{}: release command of {} succeeded", d.id, change.service),
+                        );
+                        w.released.insert(change.service.clone());
+                        Next::Stay
+                    }
+                    e => Next::Fail(format!(
+                        "the release command of {} failed ({}); traffic never moved",
+                        change.service,
+                        e.map_or_else(|| "no exit status".to_string(), |e| e.to_string())
+                    )),
+                });
+            }
+            if tokio::time::Instant::now() >= until {
+                let _ = self.driver.stop(&task).await;
+                w.release = None;
+                self.release_resume(d, &change.service).await;
+                return Ok(Next::Fail(format!(
+                    "the release command of {} did not finish in time; it was stopped and traffic never moved",
+                    change.service
+                )));
+            }
+            return Ok(Next::Stay);
+        }
+        // A release task from before a server restart: its outcome can't be
+        // trusted to be seen whole, so it is stopped and the deploy fails.
+        let leftovers: Vec<TaskStatus> = self
+            .driver
+            .tasks()
+            .into_iter()
+            .filter(|t| d.changes.iter().any(|c| t.spec.id.starts_with(&release_prefix(&app, c, d.id))))
+            .collect();
+        if !leftovers.is_empty() {
+            for t in &leftovers {
+                let _ = self.driver.stop(&t.spec.id).await;
+            }
+            for c in &d.changes {
+                self.release_resume(d, &c.service).await;
+            }
+            return Ok(Next::Fail(
+                "the server restarted while a release command ran; it was stopped and traffic never moved; \
+                 deploy again to rerun it"
+                    .into(),
+            ));
+        }
+        for c in d.changes.clone() {
+            let Some(to) = c.to else { continue };
+            if w.released.contains(&c.service) {
+                continue;
+            }
+            let rev = self.revision(&app, &c.service, to).await?;
+            let Some(command) = rev.spec.release.clone() else { continue };
+            let policy = &rev.spec.deploy;
+            if policy.release_pause && c.from.is_some() {
+                self.pause(&app, Some(&c.service), RELEASE_PAUSE_MAX).await?;
+            }
+            let id = format!("{}{}", release_prefix(&app, &c, d.id), crate::reconcile::short_id());
+            let mut env = self.task_env(&app, &c.service, &rev, &id);
+            env.insert("WHARF_RELEASE_COMMAND".into(), "1".into());
+            let spec = TaskSpec {
+                id: id.clone(),
+                app: app.clone(),
+                service: c.service.clone(),
+                revision: to,
+                command,
+                workdir: self.releases.path(&app, &rev.release).join(&rev.spec.workdir),
+                env,
+                cpu_units: rev.spec.cpu,
+                memory_bytes: rev.spec.memory,
+                stop_signal: crate::controller::signal_number(&rev.spec.stop_signal),
+                stop_timeout: rev.spec.stop_timeout,
+                restart: false,
+            };
+            self.remember(&spec);
+            if let Err(e) = self.driver.start(spec).await {
+                self.release_resume(d, &c.service).await;
+                return Ok(Next::Fail(format!("cannot start the release command of {}: {e}", c.service)));
+            }
+            self.event_full(
+                "deploy.release",
+                Level::Info,
+                Some(&app),
+                Some(&c.service),
+                Some(&id),
+                format!(
+                    "deployment {app}#{}: running the release command of {}@{to}{}",
+                    d.id,
+                    c.service,
+                    if policy.release_pause && c.from.is_some() { " (requests held)" } else { "" }
+                ),
+            );
+            w.release = Some((id, tokio::time::Instant::now() + policy.release_timeout));
+            return Ok(Next::Stay);
+        }
+        // Every release succeeded: the services move, in one write with the step.
+        let mut batch = Batch::default();
+        for c in &d.changes {
+            let Some(to) = c.to else { continue };
+            let strategy = self.revision(&app, &c.service, to).await?.spec.deploy.strategy;
+            let record = match self.db.service(&app, &c.service).await? {
+                Some(old) => moving_record(&old, to, c.replicas, strategy),
+                None => ServiceRecord {
+                    app: app.clone(),
+                    name: c.service.clone(),
+                    revision: to,
+                    replicas: c.replicas,
+                    ..Default::default()
+                },
+            };
+            batch.put_service(&record);
+        }
+        d.step = DeployStep::Rollout;
+        d.step_started_at = now_ms();
+        batch.put_deployment(d);
+        self.db.commit(batch).await?;
+        self.deploy_event(d, Level::Info, "deploy.step", "release done; rolling out".into());
+        self.wake.notify_one();
+        Ok(Next::Stay)
+    }
+
+    async fn release_resume(self: &Arc<Self>, d: &DeploymentRecord, service: &str) {
+        let paused = self.db.pauses().await.unwrap_or_default();
+        if paused.iter().any(|p| p.app == d.app && p.service.as_deref() == Some(service)) {
+            if let Err(e) = self.resume(&d.app, Some(service)).await {
+                tracing::warn!("cannot resume {}/{service} after its release: {e}", d.app);
+            }
+        }
+    }
+
+    /// New tasks start and become ready; blue-green services switch once
+    /// their whole new set is ready. Fails on the deadline, a crash loop, or a
+    /// new task that exits after it was ready.
+    async fn step_rollout(self: &Arc<Self>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
+        let app = d.app.clone();
+        if let Some(why) = self.new_tasks_failing(d, w).await? {
+            return Ok(Next::Fail(why));
+        }
+        let mut waiting = Vec::new();
+        let mut switched = false;
+        for s in self.db.services(Some(&app)).await? {
+            let p = self.service_progress(&s).await?;
+            let policy = self.revision(&app, &s.name, s.revision).await?.spec.deploy.clone();
+            if self.switch_when_ready(d, &s, &p, true).await? {
+                switched = true;
+                continue;
+            }
+            if !p.settled(&s) {
+                waiting.push(p.describe(&s));
+            }
+            let deadline = d.step_started_at + policy.deadline.as_millis() as u64;
+            if !p.settled(&s) && now_ms() >= deadline && d.changes.iter().any(|c| c.service == s.name) {
+                return Ok(Next::Fail(format!(
+                    "not ready within the {} deadline: {}",
+                    fmt_duration(policy.deadline),
+                    p.describe(&s)
+                )));
+            }
+        }
+        // Removed services are done once their tasks are gone.
+        let removed: Vec<&ServiceChange> = d.changes.iter().filter(|c| c.to.is_none()).collect();
+        for c in removed {
+            let left = self.driver.tasks().iter().filter(|t| t.spec.app == app && t.spec.service == c.service).count();
+            if left > 0 {
+                waiting.push(format!("{}: {left} tasks stopping", c.service));
+            }
+        }
+        self.note_progress(d, w, &waiting);
+        if switched || !waiting.is_empty() {
+            return Ok(Next::Stay);
+        }
+        // Everything switched: the bake watches the new revisions.
+        let bake = self.bake_time(d).await?;
+        let now = now_ms();
+        d.step = DeployStep::Bake;
+        d.step_started_at = now;
+        d.switched_at = Some(now);
+        d.bake_until = Some(now + bake.as_millis() as u64);
+        w.baseline = self.new_outcomes(d).into_iter().map(|(id, (_, c))| (id, c)).collect();
+        let text = if bake.is_zero() {
+            "all traffic on the new revisions".to_string()
+        } else {
+            format!("all traffic on the new revisions; baking for {}", fmt_duration(bake))
+        };
+        self.deploy_event(d, Level::Info, "deploy.step", text);
+        Ok(Next::Save)
+    }
+
+    /// The new revisions serve; the old blue-green sets wait on standby.
+    /// Fails when a new task exits or crash-loops, or when the answers the
+    /// proxy saw from the new revisions cross a threshold.
+    async fn step_bake(self: &Arc<Self>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
+        let app = d.app.clone();
+        if let Some(why) = self.new_tasks_failing(d, w).await? {
+            return Ok(Next::Fail(why));
+        }
+        let now_counts = self.new_outcomes(d);
+        for c in &d.changes {
+            let Some(to) = c.to else { continue };
+            let policy = self.revision(&app, &c.service, to).await?.spec.deploy.clone();
+            let mut window = OutcomeCounts::default();
+            for (task, (service, counts)) in &now_counts {
+                if *service != c.service {
+                    continue;
+                }
+                // Tasks that joined after the bake began count from zero.
+                let base = w.baseline.entry(task.clone()).or_default();
+                window.add(&counts.since(base));
+            }
+            if let Some(why) = judge(&policy, &window) {
+                return Ok(Next::Fail(format!("{}@{to}: {why}", c.service)));
+            }
+        }
+        if now_ms() < d.bake_until.unwrap_or(0) {
+            return Ok(Next::Stay);
+        }
+        // Good: the standby sets go.
+        let mut batch = Batch::default();
+        for s in self.db.services(Some(&app)).await? {
+            if s.live.is_some() || s.standby.is_some() {
+                batch.put_service(&ServiceRecord { live: None, standby: None, ..s });
+            }
+        }
+        self.db.commit(batch).await?;
+        self.wake.notify_one();
+        self.rebuild_routes().await;
+        Ok(Next::Finish(DeploymentState::Succeeded, "the new revisions are healthy".into()))
+    }
+
+    /// Blue-green: gives the desired revision all the traffic once all its
+    /// tasks are ready; the revision that had it stays on standby for the bake.
+    async fn switch_when_ready(
+        self: &Arc<Self>,
+        d: &DeploymentRecord,
+        s: &ServiceRecord,
+        p: &ServiceProgress,
+        keep_standby: bool,
+    ) -> Result<bool, ControlError> {
+        if s.live.is_none_or(|l| l == s.revision) || p.ready < s.replicas as usize {
+            return Ok(false);
+        }
+        let standby = if keep_standby { s.live } else { None };
+        let mut batch = Batch::default();
+        batch.put_service(&ServiceRecord { live: Some(s.revision), standby, ..s.clone() });
+        self.db.commit(batch).await?;
+        self.rebuild_routes().await;
+        self.wake.notify_one();
+        let kept = match standby {
+            Some(r) => format!("; @{r} kept on standby for the bake"),
+            None => String::new(),
+        };
+        self.event_full(
+            "deploy.switched",
+            Level::Info,
+            Some(&d.app),
+            Some(&s.name),
+            None,
+            format!("deployment {}#{}: {}@{} has all the traffic{kept}", d.app, d.id, s.name, s.revision),
+        );
+        Ok(true)
+    }
+
+    /// Waits until the services run their previous revisions again.
+    async fn step_rollback(self: &Arc<Self>, d: &mut DeploymentRecord) -> Result<Next, ControlError> {
+        let app = d.app.clone();
+        // A release command still running (a rollback asked for during the release) stops.
+        for t in self.driver.tasks() {
+            if d.changes.iter().any(|c| t.spec.id.starts_with(&release_prefix(&app, c, d.id))) {
+                let _ = self.driver.stop(&t.spec.id).await;
+                self.release_resume(d, &t.spec.service).await;
+            }
+        }
+        let mut waiting = Vec::new();
+        for s in self.db.services(Some(&app)).await? {
+            let p = self.service_progress(&s).await?;
+            if self.switch_when_ready(d, &s, &p, false).await? {
+                waiting.push(format!("{}: switched", s.name));
+                continue;
+            }
+            if !p.settled(&s) {
+                waiting.push(p.describe(&s));
+            }
+        }
+        for c in d.changes.iter().filter(|c| c.from.is_none()) {
+            if self.driver.tasks().iter().any(|t| t.spec.app == app && t.spec.service == c.service && t.spec.restart) {
+                waiting.push(format!("{}: tasks stopping", c.service));
+            }
+        }
+        if !waiting.is_empty() {
+            let limit = d.step_started_at + 300_000;
+            if now_ms() >= limit {
+                return Ok(Next::Finish(
+                    DeploymentState::Failed,
+                    format!("the rollback did not finish within 5 minutes: {}", waiting.join("; ")),
+                ));
+            }
+            return Ok(Next::Stay);
+        }
+        Ok(Next::Finish(DeploymentState::RolledBack, "back on the previous revisions".into()))
+    }
+
+    /// Why a new task counts as failed: crash-looping, or gone after it was ready.
+    async fn new_tasks_failing(&self, d: &DeploymentRecord, w: &mut Watch) -> Result<Option<String>, ControlError> {
+        let draining = self.draining.lock().unwrap().clone();
+        for t in self.driver.tasks() {
+            if !t.spec.restart || draining.contains(&t.spec.id) || t.spec.app != d.app {
+                continue;
+            }
+            let Some(c) = d.changes.iter().find(|c| c.service == t.spec.service && c.to == Some(t.spec.revision))
+            else {
+                continue;
+            };
+            let web = self.revision(&d.app, &c.service, t.spec.revision).await?.spec.is_web();
+            let exit = t.last_exit.as_ref().map_or_else(String::new, |e| format!(" (last: {e})"));
+            if t.restarts >= CRASH_LOOP_RESTARTS {
+                return Ok(Some(format!(
+                    "task {} of {}@{} is crash-looping: restarted {} times{exit}",
+                    t.spec.id, c.service, t.spec.revision, t.restarts
+                )));
+            }
+            match w.ready_seen.get(&t.spec.id) {
+                Some(&restarts) if t.restarts > restarts || t.state != TaskState::Running => {
+                    return Ok(Some(format!(
+                        "task {} of {}@{} exited after it was ready{exit}",
+                        t.spec.id, c.service, t.spec.revision
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    if self.is_ready(&t, web) {
+                        w.ready_seen.insert(t.spec.id.clone(), t.restarts);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Answer counters of every task of the deployment's new revisions, by
+    /// task, with its service.
+    fn new_outcomes(&self, d: &DeploymentRecord) -> HashMap<String, (String, OutcomeCounts)> {
+        let health = self.health.lock().unwrap();
+        let meta = self.meta.lock().unwrap();
+        health
+            .iter()
+            .filter_map(|(id, h)| {
+                let m = meta.get(id)?;
+                let new =
+                    m.app == d.app && d.changes.iter().any(|c| c.service == m.service && c.to == Some(m.revision));
+                new.then(|| (id.clone(), (m.service.clone(), h.backend.outcomes())))
+            })
+            .collect()
+    }
+
+    /// The longest bake of the new revisions; none when nothing ran before
+    /// (there would be nothing to return to).
+    async fn bake_time(&self, d: &DeploymentRecord) -> Result<Duration, ControlError> {
+        let mut bake = Duration::ZERO;
+        for c in &d.changes {
+            if let (Some(to), Some(_)) = (c.to, c.from) {
+                bake = bake.max(self.revision(&d.app, &c.service, to).await?.spec.deploy.bake);
+            }
+        }
+        Ok(bake)
+    }
+
+    /// Returns the services to the revisions they ran before (an instant
+    /// switch where the old set is on standby), or stops with Failed when
+    /// there is nothing to return to or automatic rollback is off.
+    async fn fail(
+        self: &Arc<Self>,
+        d: &mut DeploymentRecord,
+        w: &mut Watch,
+        reason: String,
+    ) -> Result<(), ControlError> {
+        if d.step == DeployStep::Release {
+            return self.finish(d, DeploymentState::Failed, reason).await;
+        }
+        let mut auto = true;
+        for c in &d.changes {
+            if let Some(to) = c.to {
+                auto &= self.revision(&d.app, &c.service, to).await?.spec.deploy.auto_rollback;
+            }
+        }
+        let anything_before = d.changes.iter().any(|c| c.from.is_some());
+        if !auto || !anything_before {
+            let why = if anything_before {
+                format!("{reason}; automatic rollback is off, the new revisions stay")
+            } else {
+                format!("{reason}; there is no previous revision to roll back to")
+            };
+            return self.finish(d, DeploymentState::Failed, why).await;
+        }
+        self.roll_back(d, reason).await?;
+        w.ready_seen.clear();
+        Ok(())
+    }
+
+    /// Writes the previous revisions back as desired state and moves the
+    /// deployment to its rollback step, in one write.
+    pub(crate) async fn roll_back(&self, d: &mut DeploymentRecord, reason: String) -> Result<(), ControlError> {
+        let mut batch = Batch::default();
+        for c in &d.changes {
+            let current = self.db.service(&d.app, &c.service).await?;
+            match (c.from, current) {
+                (Some(from), Some(cur)) => {
+                    let strategy = self.revision(&d.app, &c.service, from).await?.spec.deploy.strategy;
+                    batch.put_service(&moving_record(&cur, from, c.from_replicas, strategy));
+                }
+                (Some(from), None) => {
+                    batch.put_service(&ServiceRecord {
+                        app: d.app.clone(),
+                        name: c.service.clone(),
+                        revision: from,
+                        replicas: c.from_replicas,
+                        ..Default::default()
+                    });
+                }
+                (None, Some(_)) => {
+                    batch.delete_service(&d.app, &c.service);
+                }
+                (None, None) => {}
+            }
+        }
+        d.step = DeployStep::Rollback;
+        d.step_started_at = now_ms();
+        d.reason = Some(reason.clone());
+        batch.put_deployment(d);
+        self.db.commit(batch).await?;
+        self.rebuild_routes().await;
+        self.wake.notify_one();
+        self.deploy_event(d, Level::Warn, "deploy.rolling_back", format!("rolling back: {reason}"));
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        d: &mut DeploymentRecord,
+        state: DeploymentState,
+        message: String,
+    ) -> Result<(), ControlError> {
+        d.state = state;
+        d.finished_at = Some(now_ms());
+        if state != DeploymentState::Succeeded {
+            let why = match d.reason.take() {
+                Some(r) if state == DeploymentState::RolledBack => r,
+                Some(r) => format!("{r}; {message}"),
+                None => message.clone(),
+            };
+            d.reason = Some(why);
+        }
+        self.db.put_deployment(d).await?;
+        let level = if state == DeploymentState::Succeeded { Level::Info } else { Level::Warn };
+        let text = match &d.reason {
+            Some(r) => format!("{}: {r}", state.as_str()),
+            None => format!("{}: {message}", state.as_str()),
+        };
+        self.deploy_event(d, level, &format!("deploy.{}", state.as_str()), text);
+        Ok(())
+    }
+
+    fn deploy_event(&self, d: &DeploymentRecord, level: Level, kind: &str, text: String) {
+        self.event_full(kind, level, Some(&d.app), None, None, format!("deployment {}#{}: {text}", d.app, d.id));
+    }
+
+    fn note_progress(&self, d: &DeploymentRecord, w: &mut Watch, waiting: &[String]) {
+        let line = waiting.join("; ");
+        if line != w.last_progress && !line.is_empty() {
+            tracing::debug!("deployment {}#{}: {line}", d.app, d.id);
+        }
+        w.last_progress = line;
+    }
+
+    /// Where a service's tasks are against its desired record.
+    pub(crate) async fn service_progress(&self, s: &ServiceRecord) -> Result<ServiceProgress, ControlError> {
+        let web = self.revision(&s.app, &s.name, s.revision).await?.spec.is_web();
+        let draining = self.draining.lock().unwrap().clone();
+        let mut p = ServiceProgress::default();
+        for t in self.driver.tasks() {
+            if !t.spec.restart || t.spec.app != s.app || t.spec.service != s.name {
+                continue;
+            }
+            if draining.contains(&t.spec.id) || t.state == TaskState::Stopping {
+                p.draining += 1;
+            } else if t.spec.revision == s.revision {
+                p.running += 1;
+                if self.is_ready(&t, web) {
+                    p.ready += 1;
+                }
+            } else if Some(t.spec.revision) == s.standby {
+                p.standby += 1;
+            } else {
+                p.old += 1;
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// Counts of one service's tasks.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ServiceProgress {
+    /// Tasks of the desired revision (starting or running).
+    pub running: usize,
+    pub ready: usize,
+    /// Tasks of older revisions still serving or starting.
+    pub old: usize,
+    /// Tasks of the revision kept out of the pool for an instant switch back.
+    pub standby: usize,
+    /// Tasks out of the pool, finishing their requests before they stop.
+    pub draining: usize,
+}
+
+impl ServiceProgress {
+    /// The desired revision runs exactly its replicas, all ready, and only
+    /// the standby set is left beside it; blue-green has switched.
+    fn settled(&self, s: &ServiceRecord) -> bool {
+        self.ready >= s.replicas as usize
+            && self.running == s.replicas as usize
+            && self.old == 0
+            && self.draining == 0
+            && s.live.is_none_or(|l| l == s.revision)
+    }
+
+    fn describe(&self, s: &ServiceRecord) -> String {
+        let mut out = format!("{}@{}: {}/{} ready", s.name, s.revision, self.ready, s.replicas);
+        if self.old > 0 {
+            out.push_str(&format!(", {} old", self.old));
+        }
+        if self.draining > 0 {
+            out.push_str(&format!(", {} draining", self.draining));
+        }
+        out
+    }
+}
+
+/// Why a bake window fails its thresholds, if it does.
+fn judge(policy: &DeployPolicy, w: &OutcomeCounts) -> Option<String> {
+    if w.total < MIN_BAKE_ANSWERS {
+        return None;
+    }
+    // Both sides in millionths, to compare without floating point.
+    if w.errors * 1_000_000 > u64::from(policy.max_error_rate.per_million) * w.total {
+        return Some(format!(
+            "{} of {} answers were 5xx ({:.1}%, more than the {:.1}% allowed)",
+            w.errors,
+            w.total,
+            w.errors as f64 * 100.0 / w.total as f64,
+            f64::from(policy.max_error_rate.per_million) / 10_000.0
+        ));
+    }
+    if let (Some(max), Some(p99)) = (policy.max_p99, w.p99()) {
+        if p99 > max {
+            return Some(format!(
+                "p99 latency over {} answers was above {} (more than the {} allowed)",
+                w.total,
+                fmt_duration(p99.min(Duration::from_secs(3600))),
+                fmt_duration(max)
+            ));
+        }
+    }
+    None
+}
+
+/// Release task ids: `APP-SERVICE-REV-release-DEPLOYMENT-xxxxx`.
+fn release_prefix(app: &str, c: &ServiceChange, deployment: u64) -> String {
+    format!("{app}-{}-{}-release-{deployment}-", c.service, c.to.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(revision: u64, live: Option<u64>, standby: Option<u64>) -> ServiceRecord {
+        ServiceRecord { app: "a".into(), name: "web".into(), revision, replicas: 2, live, standby }
+    }
+
+    #[test]
+    fn blue_green_keeps_traffic_on_the_running_revision_until_the_switch() {
+        let r = moving_record(&rec(3, None, None), 4, 2, Strategy::BlueGreen);
+        assert_eq!((r.revision, r.live, r.standby), (4, Some(3), None));
+    }
+
+    #[test]
+    fn back_to_the_standby_revision_is_an_instant_switch() {
+        let r = moving_record(&rec(4, Some(4), Some(3)), 3, 2, Strategy::Rolling);
+        assert_eq!((r.revision, r.live, r.standby), (3, Some(3), None));
+    }
+
+    #[test]
+    fn rolling_lets_every_ready_task_serve() {
+        let r = moving_record(&rec(3, None, None), 4, 3, Strategy::Rolling);
+        assert_eq!((r.revision, r.replicas, r.live, r.standby), (4, 3, None, None));
+    }
+
+    #[test]
+    fn a_bake_judges_only_with_enough_answers() {
+        let policy = DeployPolicy::default();
+        let few = OutcomeCounts { total: 5, errors: 5, ..Default::default() };
+        assert_eq!(judge(&policy, &few), None);
+        let bad = OutcomeCounts { total: 100, errors: 6, ..Default::default() };
+        assert!(judge(&policy, &bad).unwrap().contains("6 of 100"));
+        let fine = OutcomeCounts { total: 100, errors: 5, ..Default::default() };
+        assert_eq!(judge(&policy, &fine), None);
+    }
+}
