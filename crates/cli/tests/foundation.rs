@@ -443,6 +443,7 @@ fn only_the_last_ten_releases_are_kept() {
 command = ["wharf", "demo", "--name", "web"]
 port = 3000
 health = { path = "/health", interval = "1s" }
+deploy = { bake = "0s" }
 [route]
 "/" = "web"
 "#,

@@ -1,0 +1,176 @@
+//! Deployment steps one at a time: the release command, one deployment at a
+//! time, and a server killed (-9) in the middle of each step.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A demo `api` service; `extra` goes into its table.
+fn app(version: &str, extra: &str) -> String {
+    format!(
+        "app = \"steps\"\n\n[service.api]\ncommand = [\"wharf\", \"demo\", \"--name\", \"api\"]\nport = 8080\n\
+         env = {{ DEMO_VERSION = \"{version}\" }}\nhealth = {{ path = \"/health\", interval = \"1s\" }}\n{extra}\n\n\
+         [route]\n\"/\" = \"api\"\n"
+    )
+}
+
+fn version(s: &Server) -> String {
+    let (code, body) = s.get("x", "/version").expect("an answer");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["version"].as_str().unwrap().to_string()
+}
+
+fn last_deployment(s: &Server) -> serde_json::Value {
+    s.json(&["deployments", "--json"]).as_array().unwrap().last().unwrap().clone()
+}
+
+fn api_tasks(s: &Server) -> Vec<serde_json::Value> {
+    s.tasks().into_iter().filter(|t| t["service"] == "api").collect()
+}
+
+#[test]
+fn the_release_command_runs_before_traffic_moves_and_a_failed_one_moves_nothing() {
+    let s = Server::start();
+    let dir = app_dir(&app("1", ""));
+    s.deploy(dir.path());
+    // A release that writes a marker with the new revision's environment, requests held meanwhile.
+    let marker = dir.path().join("migrated");
+    let release = format!(
+        "release = [\"sh\", \"-c\", \"echo migrating $WHARF_REVISION; echo $DEMO_VERSION > {}\"]\n\
+         deploy = {{ release_pause = true, bake = \"0s\" }}",
+        marker.display()
+    );
+    std::fs::write(dir.path().join("wharf.toml"), app("2", &release)).unwrap();
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("running the release command"), "{err}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "2", "ran with the new revision's env");
+    assert_eq!(version(&s), "2");
+    assert!(s.json(&["status", "--json"])["apps"][0]["services"][0]["paused"] == false, "resumed");
+    let logs = s.ok(&["logs", "-n", "1000"]);
+    assert!(logs.contains("migrating 2"), "release output is in the stream: {logs}");
+    // A failing release: nothing moves, and the deploy says why.
+    let failing = "release = [\"sh\", \"-c\", \"echo cannot migrate >&2; exit 7\"]\ndeploy = { bake = \"0s\" }";
+    std::fs::write(dir.path().join("wharf.toml"), app("3", failing)).unwrap();
+    let before: Vec<_> = api_tasks(&s).iter().map(|t| t["id"].clone()).collect();
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("exit code 7") && err.contains("traffic never moved"), "{err}");
+    assert_eq!(version(&s), "2");
+    let after: Vec<_> = api_tasks(&s).iter().map(|t| t["id"].clone()).collect();
+    assert_eq!(before, after, "no task was started or stopped");
+    assert_eq!(last_deployment(&s)["state"], "failed");
+    assert_eq!(s.json(&["status", "--json"])["apps"][0]["services"][0]["revision"], 2);
+}
+
+#[test]
+fn a_second_deploy_is_refused_while_one_runs_and_rollback_aborts_it() {
+    let s = Server::start();
+    let dir = app_dir(&app("1", ""));
+    s.deploy(dir.path());
+    std::fs::write(dir.path().join("wharf.toml"), app("2", "deploy = { strategy = \"blue-green\", bake = \"60s\" }"))
+        .unwrap();
+    s.ok(&["deploy", "--detach", dir.path().to_str().unwrap()]);
+    wait_for("the switch", LONG, || (last_deployment(&s)["step"] == "bake").then_some(()));
+    assert_eq!(version(&s), "2");
+    // The old set waits on standby, out of the pool.
+    let status = s.json(&["status", "--json"]);
+    assert_eq!(status["apps"][0]["services"][0]["standby"], 1, "{status}");
+    std::fs::write(dir.path().join("wharf.toml"), app("3", "")).unwrap();
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("steps#2 is still in progress") && err.contains("wharf rollback"), "{err}");
+    assert_eq!(s.json(&["revisions", "api", "--json"]).as_array().unwrap().len(), 2, "no revision was made");
+    // Rollback to another revision than the one before is refused while it runs.
+    let out = s.wharf(&["rollback", "api", "2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without a revision aborts it"));
+    // `wharf rollback` aborts it: an instant switch back to the standby set.
+    let standby: Vec<_> = api_tasks(&s).iter().filter(|t| t["revision"] == 1).map(|t| t["id"].clone()).collect();
+    let out = s.wharf(&["rollback", "api"]);
+    assert!(!out.status.success(), "a rolled back deployment is not a success");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rolled back"));
+    assert_eq!(version(&s), "1");
+    let now: Vec<_> = api_tasks(&s).iter().filter(|t| t["revision"] == 1).map(|t| t["id"].clone()).collect();
+    assert_eq!(standby, now, "the same tasks serve again: nothing was restarted");
+    wait_for("the new set to stop", LONG, || (api_tasks(&s).len() == 1).then_some(()));
+}
+
+#[test]
+fn a_server_killed_during_the_bake_resumes_it() {
+    let mut s = Server::start();
+    let dir = app_dir(&app("1", ""));
+    s.deploy(dir.path());
+    std::fs::write(dir.path().join("wharf.toml"), app("2", "deploy = { strategy = \"blue-green\", bake = \"4s\" }"))
+        .unwrap();
+    s.ok(&["deploy", "--detach", dir.path().to_str().unwrap()]);
+    wait_for("the switch", LONG, || (last_deployment(&s)["step"] == "bake").then_some(()));
+    s.kill9();
+    s.spawn();
+    // The routing after the restart is the bake's: the new set only.
+    wait_for("the new revision to serve", LONG, || (s.get("x", "/version")?.0 == 200).then_some(()));
+    assert_eq!(version(&s), "2");
+    let d = wait_for("the deployment to end", LONG, || {
+        let d = last_deployment(&s);
+        (d["state"] != "in_progress").then_some(d)
+    });
+    assert_eq!(d["state"], "succeeded", "{d}");
+    wait_for("one task of the new revision, and nothing else", LONG, || {
+        let t = api_tasks(&s);
+        (t.len() == 1 && t[0]["revision"] == 2).then_some(())
+    });
+    assert_eq!(s.task_processes().len(), 1, "no orphaned or duplicate process");
+}
+
+#[test]
+fn a_server_killed_during_the_rollout_completes_it_without_duplicates() {
+    let mut s = Server::start();
+    let dir = app_dir(&app("1", "replicas = 2"));
+    s.deploy(dir.path());
+    let slow = "replicas = 2\ndeploy = { bake = \"0s\" }\n";
+    let text = app("2", slow).replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_STARTUP_DELAY = \"2s\"");
+    std::fs::write(dir.path().join("wharf.toml"), text).unwrap();
+    s.ok(&["deploy", "--detach", dir.path().to_str().unwrap()]);
+    wait_for("a new task to start", LONG, || api_tasks(&s).iter().any(|t| t["revision"] == 2).then_some(()));
+    s.kill9();
+    s.spawn();
+    let d = wait_for("the deployment to end", LONG, || {
+        let d = last_deployment(&s);
+        (d["state"] != "in_progress").then_some(d)
+    });
+    assert_eq!(d["state"], "succeeded", "{d}");
+    wait_for("two tasks of the new revision, and nothing else", LONG, || {
+        let t = api_tasks(&s);
+        (t.len() == 2 && t.iter().all(|t| t["revision"] == 2)).then_some(())
+    });
+    assert_eq!(version(&s), "2");
+    wait_for("no orphaned or duplicate process", LONG, || (s.task_processes().len() == 2).then_some(()));
+}
+
+#[test]
+fn a_server_killed_during_the_release_fails_the_deploy_cleanly() {
+    let mut s = Server::start();
+    let dir = app_dir(&app("1", ""));
+    s.deploy(dir.path());
+    let release = "release = [\"sh\", \"-c\", \"echo release began; sleep 30\"]\ndeploy = { release_pause = true }";
+    std::fs::write(dir.path().join("wharf.toml"), app("2", release)).unwrap();
+    s.ok(&["deploy", "--detach", dir.path().to_str().unwrap()]);
+    wait_for("the release to run", LONG, || s.ok(&["logs", "-n", "1000"]).contains("release began").then_some(()));
+    s.kill9();
+    s.spawn();
+    let d = wait_for("the deployment to end", LONG, || {
+        let d = last_deployment(&s);
+        (d["state"] != "in_progress").then_some(d)
+    });
+    assert_eq!(d["state"], "failed", "{d}\n{}", s.ok(&["logs", "--source", "event", "-n", "200"]));
+    assert!(d["reason"].as_str().unwrap().contains("traffic never moved"), "{d}");
+    assert_eq!(version(&s), "1", "the service was resumed and still runs its old revision");
+    wait_for("only the service's task", LONG, || (s.task_processes().len() == 1).then_some(()));
+}
