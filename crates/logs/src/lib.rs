@@ -14,4 +14,4 @@ mod stream;
 mod tests;
 
 pub use record::{escape_bytes, Level, Record, Source};
-pub use stream::{compile_grep, Filter, LogStream, StreamError, StreamOptions};
+pub use stream::{compile_grep, Filter, LogStream, StreamError, StreamOptions, StreamStats};
