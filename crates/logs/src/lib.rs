@@ -7,6 +7,7 @@
 //! each segment's index to skip what cannot match. Old segments go by age
 //! and by total size. `segment.rs` has the file format and crash safety.
 
+pub mod export;
 mod record;
 mod segment;
 mod stream;
