@@ -15,6 +15,8 @@ mod reconcile;
 pub mod release;
 mod rollback;
 mod routes;
+mod store_timing;
+mod top;
 mod traffic;
 mod views;
 
@@ -22,6 +24,9 @@ pub use access::{access_sink, AccessSink};
 pub use controller::{ControlConfig, ControlError, Controller, StreamSink};
 pub use deploy::{DeployError, DeployReport, ServiceReport};
 pub use health::Health;
+pub use metrics::ServerMetrics;
 pub use plan::{Plan, ServicePlan};
 pub use rollback::RevisionView;
+pub use store_timing::TimedStore;
+pub use top::{TopService, TopView};
 pub use views::{AppView, ServiceView, StatusView, TaskView};
