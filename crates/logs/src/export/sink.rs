@@ -64,8 +64,10 @@ pub(crate) struct FileSink {
 /// How often the file is checked for having been rotated away.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
+/// Opens for appending; a new file gets mode 0600 (logs may hold secrets).
 fn open_append(path: &PathBuf) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
 impl FileSink {
