@@ -54,6 +54,40 @@ impl Buffer {
         dropped
     }
 
+    /// Adds records under one lock (see [`Buffer::push`]); returns how many
+    /// were dropped to make room.
+    pub fn push_many(&self, records: impl IntoIterator<Item = Arc<Record>>) -> u64 {
+        let mut dropped = 0;
+        {
+            let mut q = self.lock();
+            for r in records {
+                if q.len() >= self.capacity {
+                    q.pop_front();
+                    dropped += 1;
+                }
+                q.push_back(r);
+            }
+        }
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        self.data.notify_one();
+        dropped
+    }
+
+    /// Takes up to `max` of the oldest records under one lock.
+    pub fn take(&self, max: usize) -> Vec<Arc<Record>> {
+        let taken: Vec<_> = {
+            let mut q = self.lock();
+            let n = q.len().min(max);
+            q.drain(..n).collect()
+        };
+        if !taken.is_empty() {
+            self.room.notify_one();
+        }
+        taken
+    }
+
     /// Adds a record once there is room (for records that are safe on disk
     /// and can wait, unlike live ones).
     pub async fn push_when_room(&self, r: Arc<Record>) {
@@ -135,6 +169,16 @@ mod tests {
         b.count_dropped(7);
         assert_eq!(b.dropped(), 9);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn batches_drop_and_take_like_single_records() {
+        let b = Buffer::new(4);
+        assert_eq!(b.push_many((1..=6).map(rec)), 2);
+        assert_eq!(b.dropped(), 2);
+        assert_eq!(b.take(3).iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(b.take(10).iter().map(|r| r.seq).collect::<Vec<_>>(), [6]);
+        assert!(b.take(10).is_empty());
     }
 
     #[tokio::test]

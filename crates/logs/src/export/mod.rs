@@ -178,6 +178,10 @@ pub struct Exporter {
 /// Records a subscription may fall behind the pump before it lags; the pump
 /// only moves them into the buffer, so this is rarely more than a few.
 const SUBSCRIPTION: usize = 16_384;
+/// Records the pump moves into the buffer per lock.
+const PUMP_BATCH: usize = 1024;
+/// Records the shipper takes from the buffer per lock.
+const TAKE: usize = 64;
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Records read from the segments per round when catching up.
@@ -290,7 +294,18 @@ impl Pump {
         loop {
             tokio::select! {
                 r = rx.recv() => match r {
-                    Ok(r) => { buffer.push(r); }
+                    Ok(r) => {
+                        // Whatever else is waiting goes in under the same lock.
+                        let mut batch = vec![r];
+                        while batch.len() < PUMP_BATCH {
+                            match rx.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => buffer.count_dropped(n),
+                                Err(_) => break,
+                            }
+                        }
+                        buffer.push_many(batch);
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => buffer.count_dropped(n),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -388,13 +403,20 @@ impl Shipper {
         let mut body = Vec::with_capacity(64 << 10);
         let mut count = 0u64;
         let mut last = None;
-        while count < self.opts.batch_records as u64 && body.len() < self.opts.batch_bytes {
-            let Some(r) = buffer.pop() else { break };
-            if serde_json::to_writer(&mut body, &*r).is_ok() {
-                body.push(b'\n');
-                count += 1;
+        let mut taken = 0;
+        while taken < self.opts.batch_records && body.len() < self.opts.batch_bytes {
+            let chunk = buffer.take(TAKE.min(self.opts.batch_records - taken));
+            if chunk.is_empty() {
+                break;
             }
-            last = Some(r.seq);
+            taken += chunk.len();
+            for r in chunk {
+                if serde_json::to_writer(&mut body, &*r).is_ok() {
+                    body.push(b'\n');
+                    count += 1;
+                }
+                last = Some(r.seq);
+            }
         }
         last.map(|last| (Bytes::from(body), count, last))
     }
