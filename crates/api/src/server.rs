@@ -31,6 +31,7 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/tasks", get(tasks))
+        .route("/v1/top", get(top))
         .route("/v1/deploy", post(deploy))
         .route("/v1/plan", post(plan))
         .route("/v1/logs", get(logs))
@@ -83,6 +84,14 @@ async fn status(State(st): State<ApiState>) -> Response {
 
 async fn tasks(State(st): State<ApiState>) -> Response {
     Json(st.ctl.tasks_view()).into_response()
+}
+
+/// Per service: tasks, CPU, memory and the proxy's cumulative counters.
+async fn top(State(st): State<ApiState>) -> Response {
+    match st.ctl.top().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 const NOT_AN_ARCHIVE: &str = "the request body must be a release archive (.tar.gz), as `wharf deploy` sends";

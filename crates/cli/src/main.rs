@@ -3,6 +3,7 @@
 mod client;
 mod output;
 mod server;
+mod top;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ enum Command {
         /// Most client connections open at once; more wait to be accepted.
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
+        #[command(flatten)]
+        export: ExportArgs,
     },
     /// Run an app in the foreground: a server of its own (data in DIR/.wharf), DIR deployed, logs followed; Ctrl-C stops everything.
     Up {
@@ -138,6 +141,21 @@ enum Command {
     Ps {
         #[arg(long)]
         json: bool,
+    },
+    /// Per service: tasks, CPU, memory, requests/s and p99 latency, refreshed every second.
+    Top {
+        /// Print one snapshot (rates over one interval) and exit.
+        #[arg(long)]
+        once: bool,
+        /// One JSON object per snapshot (with --once: exactly one).
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many snapshots [default: until Ctrl-C].
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
+        /// Time between snapshots (rates and p99 are over it).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
     },
     /// The log stream: task output and events.
     Logs {
@@ -231,6 +249,43 @@ enum Command {
     Demo(wharf_demo::DemoArgs),
 }
 
+/// Export of the log stream (`wharf server`).
+#[derive(Args, Clone, Debug)]
+struct ExportArgs {
+    /// Append the log stream to this file as JSON lines (the JSON of `wharf logs --json`); reopened when rotated.
+    #[arg(long, env = "WHARF_EXPORT_FILE", value_name = "PATH")]
+    export_file: Option<PathBuf>,
+    /// POST the log stream as newline-delimited JSON batches to this http:// URL (e.g. a Vector http_server source).
+    #[arg(long, env = "WHARF_EXPORT_HTTP", value_name = "URL")]
+    export_http: Option<String>,
+    /// An extra header for --export-http, `Name: value` (repeatable), e.g. `Authorization: Bearer TOKEN`.
+    #[arg(long = "export-header", value_name = "HEADER")]
+    export_headers: Vec<String>,
+    /// Records each export keeps in memory while its target is down or slow; beyond that the oldest are dropped (counted, and reported as an export.dropped event).
+    #[arg(long, env = "WHARF_EXPORT_BUFFER", value_name = "N", default_value_t = 100_000)]
+    export_buffer: usize,
+    /// Longest wait between retries of a failed export; the wait starts at 100ms and doubles up to this.
+    #[arg(long, env = "WHARF_EXPORT_RETRY_MAX", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    export_retry_max: std::time::Duration,
+}
+
+impl ExportArgs {
+    fn apply(self, opts: &mut server::ServerOptions) -> Result<()> {
+        if let Some(path) = self.export_file {
+            let path = std::path::absolute(&path).with_context(|| format!("invalid export file {}", path.display()))?;
+            opts.exports.push(wharf_logs::export::Target::File(path));
+        }
+        match self.export_http {
+            Some(url) => opts.exports.push(wharf_logs::export::Target::Http { url, headers: self.export_headers }),
+            None if !self.export_headers.is_empty() => anyhow::bail!("--export-header needs --export-http"),
+            None => {}
+        }
+        opts.export.buffer = self.export_buffer.max(1);
+        opts.export.backoff.max = self.export_retry_max.max(opts.export.backoff.initial);
+        Ok(())
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum OnOff {
     On,
@@ -273,6 +328,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             response_timeout,
             max_body,
             max_connections,
+            export,
         } => {
             let mut stop = server::StopSignal::new()?;
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
@@ -285,6 +341,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             opts.proxy.response_timeout = response_timeout;
             opts.proxy.max_body = max_body;
             opts.proxy.max_connections = max_connections;
+            export.apply(&mut opts)?;
             let running = server::start(opts).await?;
             eprintln!(
                 "wharf server: proxy on http://{}, API on {} (data in {})",
@@ -301,6 +358,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deploy { dir, detach, json } => output::deploy(&client::connect(&g)?, &dir, detach, json).await,
         Command::Status { json } => output::status(&client::connect(&g)?, json).await,
         Command::Ps { json } => output::ps(&client::connect(&g)?, json).await,
+        Command::Top { once, json, iterations, interval } => {
+            let interval = interval.max(std::time::Duration::from_millis(100));
+            top::top(&client::connect(&g)?, top::TopArgs { once, json, iterations, interval }).await
+        }
         Command::Logs { service, follow, lines, app, task, source, json, since, until, grep } => {
             let q = output::LogArgs { service, follow, lines, app, task, source, json, since, until, grep };
             output::logs(&client::connect(&g)?, q).await

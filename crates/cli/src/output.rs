@@ -166,7 +166,7 @@ pub fn format_record(r: &Record, color: bool) -> String {
     format!("\x1b[90m{t}\x1b[0m \x1b[{c}m{who:<14}\x1b[0m {} {}", if err { "\x1b[31m!\x1b[0m" } else { "|" }, r.message)
 }
 
-fn api_error(e: ClientError) -> anyhow::Error {
+pub(crate) fn api_error(e: ClientError) -> anyhow::Error {
     if let ClientError::Api { body, .. } = &e {
         if !body.error.diagnostics.is_empty() {
             let lines: Vec<String> = body

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tokio::net::TcpListener;
-use wharf_control::{ControlConfig, Controller, StreamSink};
+use wharf_control::{ControlConfig, Controller, ServerMetrics, StreamSink, TimedStore};
+use wharf_logs::export::{ExportOptions, Exporter, Target};
 use wharf_logs::{Level, LogStream, Record, StreamOptions};
 use wharf_proxy::{Proxy, ProxyConfig};
 use wharf_runtime::ProcessDriver;
@@ -35,6 +36,9 @@ pub struct ServerOptions {
     /// Address of the metrics listener (no token: keep it private).
     pub admin: Option<SocketAddr>,
     pub proxy: ProxyConfig,
+    /// Where to export the log stream (a file, an HTTP endpoint, or both).
+    pub exports: Vec<Target>,
+    pub export: ExportOptions,
 }
 
 impl ServerOptions {
@@ -49,6 +53,8 @@ impl ServerOptions {
             metrics: true,
             admin: None,
             proxy: ProxyConfig::default(),
+            exports: Vec::new(),
+            export: ExportOptions::default(),
         }
     }
 }
@@ -69,6 +75,7 @@ pub struct Running {
     proxy_threads: Vec<std::thread::JoinHandle<()>>,
     api_task: tokio::task::JoinHandle<()>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
+    exporters: Vec<Exporter>,
     data: PathBuf,
     _lock: std::fs::File,
 }
@@ -111,9 +118,20 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     let data = opts.data.canonicalize()?;
     let lock = lock_data_dir(&data)?;
     let token = wharf_api::token::load_or_create(&data).context("cannot create the API token")?;
+    for t in &opts.exports {
+        t.validate()?;
+    }
+    let metrics = Arc::new(ServerMetrics::default());
     let store = RedbStore::open(&data.join("store.redb"))?;
-    let db = Db::new(Arc::new(store));
+    let db = Db::new(Arc::new(TimedStore::new(Arc::new(store), &metrics)));
     let logs = LogStream::open(&data.join("logs"), StreamOptions::default())?;
+    // Exports start before anything of this run is logged, so they see it all.
+    let mut exporters = Vec::new();
+    for t in &opts.exports {
+        let ex = Exporter::start(&logs, t.clone(), &data.join("export"), opts.export.clone())?;
+        metrics.add_export(ex.stats());
+        exporters.push(ex);
+    }
     let driver = ProcessDriver::new(data.join("tasks"), Arc::new(StreamSink(logs.clone())))?;
     let access: Option<Arc<dyn wharf_proxy::AccessLog>> =
         if opts.access_log { Some(wharf_control::access_sink(logs.clone())) } else { None };
@@ -136,6 +154,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         logs: logs.clone(),
         driver: Arc::new(driver),
         proxy: proxy.clone(),
+        metrics,
     });
     ctl.start().await?;
 
@@ -185,7 +204,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
                 async move {
                     // Both registries end with "# EOF"; the exposition has one.
                     let mut text = proxy.metrics_text().replace("# EOF\n", "");
-                    text.push_str(&ctl.metrics_text());
+                    text.push_str(&ctl.metrics_text().await);
                     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                 }
             }),
@@ -215,7 +234,17 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     );
     r.fields.insert("data".into(), data.display().to_string().into());
     logs.append(r);
-    Ok(Running { ctl, api_url, http, stop_tx, proxy_threads, api_task, admin_task, data, _lock: lock })
+    for t in &opts.exports {
+        let mut r = Record::event(
+            "export.started",
+            Level::Info,
+            format!("exporting the log stream to {} as JSON lines", t.address()),
+        );
+        r.fields.insert("sink".into(), t.kind().into());
+        r.fields.insert("target".into(), t.address().into());
+        logs.append(r);
+    }
+    Ok(Running { ctl, api_url, http, stop_tx, proxy_threads, api_task, admin_task, exporters, data, _lock: lock })
 }
 
 impl Running {
@@ -233,6 +262,10 @@ impl Running {
         }
         if let Some(t) = self.admin_task {
             let _ = t.await;
+        }
+        // Last, so the stop's own events are shipped too.
+        for ex in self.exporters {
+            ex.stop().await;
         }
         let _ = std::fs::remove_file(self.data.join(API_URL_FILE));
         let _ = std::fs::remove_file(self.data.join(PROXY_URL_FILE));

@@ -39,6 +39,8 @@ pub struct ControlConfig {
     pub logs: LogStream,
     pub driver: Arc<dyn Driver>,
     pub proxy: Arc<Proxy>,
+    /// Shared with the store wrapper that times operations ([`crate::TimedStore`]).
+    pub metrics: Arc<crate::ServerMetrics>,
 }
 
 /// The app, service and revision a task belongs to, remembered so events
@@ -88,6 +90,7 @@ pub struct Controller {
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
     pub(crate) task_path: String,
     pub(crate) started: SystemTime,
+    pub(crate) metrics: Arc<crate::ServerMetrics>,
     stop: watch::Sender<bool>,
 }
 
@@ -120,6 +123,7 @@ impl Controller {
             driving: Mutex::default(),
             task_path,
             started: SystemTime::now(),
+            metrics: cfg.metrics,
             stop: watch::channel(false).0,
         })
     }
@@ -130,6 +134,10 @@ impl Controller {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    pub fn metrics(&self) -> &crate::ServerMetrics {
+        &self.metrics
     }
 
     /// Re-adopts running tasks, kills orphans, and starts the control loops.
@@ -247,6 +255,7 @@ impl Controller {
                 DriverEvent::Started { task, pid, attempt } => {
                     // The driver counts attempts from 1: anything later is a restart.
                     if attempt > 1 {
+                        self.metrics.restarts.inc();
                         self.task_event(
                             "task.restarted",
                             Level::Warn,

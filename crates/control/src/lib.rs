@@ -16,6 +16,8 @@ pub mod release;
 mod rollback;
 mod rollout;
 mod routes;
+mod store_timing;
+mod top;
 mod traffic;
 mod views;
 
@@ -23,6 +25,9 @@ pub use access::{access_sink, AccessSink};
 pub use controller::{ControlConfig, ControlError, Controller, StreamSink};
 pub use deploy::{DeployError, DeployReport, ServiceReport};
 pub use health::Health;
+pub use metrics::ServerMetrics;
 pub use plan::{Plan, ServicePlan};
 pub use rollback::RevisionView;
+pub use store_timing::TimedStore;
+pub use top::{TopService, TopView};
 pub use views::{AppView, ServiceView, StatusView, TaskView};

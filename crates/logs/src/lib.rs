@@ -7,6 +7,7 @@
 //! each segment's index to skip what cannot match. Old segments go by age
 //! and by total size. `segment.rs` has the file format and crash safety.
 
+pub mod export;
 mod record;
 mod segment;
 mod stream;
@@ -14,4 +15,4 @@ mod stream;
 mod tests;
 
 pub use record::{escape_bytes, Level, Record, Source};
-pub use stream::{compile_grep, Filter, LogStream, StreamError, StreamOptions};
+pub use stream::{compile_grep, Filter, LogStream, StreamError, StreamOptions, StreamStats};

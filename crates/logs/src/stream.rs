@@ -122,6 +122,11 @@ struct Shared {
     opts: StreamOptions,
     /// Segment files opened by queries (lets tests prove index skipping).
     segments_read: AtomicU64,
+    /// Records appended since the stream was opened.
+    ingested: AtomicU64,
+    /// Records whose write to a segment failed (still in memory and sent to
+    /// followers, but not on disk).
+    unstored: AtomicU64,
 }
 
 impl Shared {
@@ -185,12 +190,15 @@ impl LogStream {
             dir: seg_dir,
             opts,
             segments_read: AtomicU64::new(0),
+            ingested: AtomicU64::new(0),
+            unstored: AtomicU64::new(0),
         });
         let writer = Writer {
             shared: shared.clone(),
             file,
             meta,
             buf: Vec::with_capacity(1 << 20),
+            buf_records: 0,
             payload: Vec::with_capacity(1024),
             opened: Instant::now(),
             dirty: false,
@@ -219,6 +227,7 @@ impl LogStream {
         let seq = st.next_seq;
         st.next_seq += 1;
         record.seq = seq;
+        sh.ingested.fetch_add(1, Ordering::Relaxed);
         let record = Arc::new(record);
         while st.window.len() >= sh.opts.window && st.window.front().is_some_and(|r| r.seq <= st.written) {
             st.window.pop_front();
@@ -261,6 +270,86 @@ impl LogStream {
             (st.window.iter().cloned().collect::<Vec<_>>(), st.window.front().map_or(st.next_seq, |r| r.seq), rx)
         };
         (self.collect(filter, backlog, window, below), rx)
+    }
+
+    /// A receiver of every record appended from now on, with room for
+    /// `capacity` records it has not taken yet (beyond that it lags, and the
+    /// receiver is told how many it missed). Returns the seq of the first
+    /// record it will get.
+    pub fn subscribe(&self, capacity: usize) -> (u64, broadcast::Receiver<Arc<Record>>) {
+        let mut st = self.shared.lock();
+        let (tx, rx) = broadcast::channel(capacity.max(1));
+        st.followers.push((Filter::default(), tx));
+        (st.next_seq, rx)
+    }
+
+    /// Up to `limit` records with `after < seq < before`, oldest first:
+    /// from the segments, then from memory. For readers that keep their own
+    /// position in the stream (an exporter resuming after a restart).
+    pub fn read_after(&self, after: u64, before: u64, limit: usize) -> Vec<Arc<Record>> {
+        let (window, front) = {
+            let st = self.shared.lock();
+            let front = st.window.front().map_or(st.next_seq, |r| r.seq);
+            let window: Vec<_> = st.window.iter().filter(|r| r.seq > after && r.seq < before).cloned().collect();
+            (window, front)
+        };
+        let mut out = Vec::new();
+        // Everything below the window's front is written (only written
+        // records leave memory), so the segments hold it unless retention
+        // removed it.
+        let disk_below = front.min(before);
+        if after + 1 < disk_below {
+            self.read_disk_range(after, disk_below, limit, &mut out);
+        }
+        let last = out.last().map_or(after, |r: &Arc<Record>| r.seq);
+        out.extend(window.into_iter().filter(|r| r.seq > last).take(limit - out.len()));
+        out
+    }
+
+    /// Appends records with `after < seq < below` from the segments, oldest
+    /// first, until `out` holds `limit`.
+    fn read_disk_range(&self, after: u64, below: u64, limit: usize, out: &mut Vec<Arc<Record>>) {
+        let metas = self.shared.segments().clone();
+        for meta in &metas {
+            if meta.is_empty() || meta.last_seq <= after || meta.first_seq >= below {
+                continue;
+            }
+            let Ok(file) = File::open(segment::log_path(&self.shared.dir, meta.first_seq)) else { continue };
+            self.shared.segments_read.fetch_add(1, Ordering::Relaxed);
+            for i in 0..meta.blocks.len() {
+                let block_last = meta.blocks.get(i + 1).map_or(meta.last_seq, |b| b.first_seq.saturating_sub(1));
+                if block_last <= after {
+                    continue;
+                }
+                if meta.blocks[i].first_seq >= below {
+                    return;
+                }
+                let (start, end) = meta.block_range(i);
+                let buf = match segment::read_range(&file, start, end) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!("reading log segment {}: {e}", meta.first_seq);
+                        continue;
+                    }
+                };
+                for r in segment::parse_block(&buf).filter(|r| r.seq > after && r.seq < below) {
+                    out.push(Arc::new(r));
+                    if out.len() >= limit {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counters since the stream was opened.
+    pub fn stats(&self) -> StreamStats {
+        let next_seq = self.shared.lock().next_seq;
+        StreamStats {
+            ingested: self.shared.ingested.load(Ordering::Relaxed),
+            unstored: self.shared.unstored.load(Ordering::Relaxed),
+            next_seq,
+        }
     }
 
     /// Matches from the memory snapshot, then from disk for seq < `below`.
@@ -341,6 +430,17 @@ impl LogStream {
         let segs = self.shared.segments();
         (segs.len(), segs.iter().map(|m| m.bytes).sum())
     }
+}
+
+/// What a stream has seen since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Records appended.
+    pub ingested: u64,
+    /// Records that could not be written to disk (kept in memory only).
+    pub unstored: u64,
+    /// The seq the next record will get.
+    pub next_seq: u64,
 }
 
 /// Loads every segment's index (rebuilding missing ones), cuts a torn tail
@@ -436,6 +536,8 @@ struct Writer {
     /// The active segment's index (published to `shared.segments` per batch).
     meta: SegmentMeta,
     buf: Vec<u8>,
+    /// Records framed in `buf`.
+    buf_records: u64,
     payload: Vec<u8>,
     opened: Instant,
     dirty: bool,
@@ -526,6 +628,7 @@ impl Writer {
             }
             let offset = self.meta.bytes + self.buf.len() as u64;
             segment::encode_frame(&mut self.buf, &self.payload);
+            self.buf_records += 1;
             self.meta.add(offset, segment::Entry::of(r));
         }
         self.write_out();
@@ -540,9 +643,13 @@ impl Writer {
             Ok(()) => self.meta.bytes += self.buf.len() as u64,
             // The records stay in memory and in followers; they just won't
             // be on disk. Loud, since that is loss for later queries.
-            Err(e) => tracing::error!("log stream write failed, {} bytes not stored: {e}", self.buf.len()),
+            Err(e) => {
+                self.shared.unstored.fetch_add(self.buf_records, Ordering::Relaxed);
+                tracing::error!("log stream write failed, {} bytes not stored: {e}", self.buf.len())
+            }
         }
         self.buf.clear();
+        self.buf_records = 0;
         self.dirty = true;
         let published = Arc::new(self.meta.clone());
         if let Some(last) = self.shared.segments().last_mut() {

@@ -269,3 +269,61 @@ async fn a_follower_of_a_quiet_service_does_not_lag_behind_a_noisy_one() {
     s.append(rec("quiet", "hello"));
     assert_eq!(rx.recv().await.unwrap().message, "hello", "no lag notice, no noise");
 }
+
+#[test]
+fn read_after_pages_through_disk_and_memory_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStream::open(dir.path(), small(10, 4096)).unwrap();
+    for i in 0..300 {
+        s.append(rec("api", &format!("m{i}")));
+    }
+    s.flush();
+    let mut after = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = s.read_after(after, u64::MAX, 64);
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 64);
+        after = page.last().unwrap().seq;
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 300);
+    assert!(seen.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "no gap, no duplicate");
+    let mid = s.read_after(100, 105, 100);
+    assert_eq!(mid.iter().map(|r| r.seq).collect::<Vec<_>>(), [101, 102, 103, 104]);
+    assert_eq!(s.stats().ingested, 300);
+    assert_eq!(s.stats().next_seq, 301);
+}
+
+#[test]
+fn read_after_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = LogStream::open(dir.path(), small(10, 4096)).unwrap();
+        for i in 0..50 {
+            s.append(rec("api", &format!("m{i}")));
+        }
+    }
+    let s = LogStream::open(dir.path(), small(10, 4096)).unwrap();
+    assert_eq!(messages(&s.read_after(45, u64::MAX, 100)), ["m45", "m46", "m47", "m48", "m49"]);
+    assert_eq!(s.stats().ingested, 0, "counted since open");
+}
+
+#[test]
+fn subscribers_get_everything_from_their_start_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStream::open(dir.path(), StreamOptions::default()).unwrap();
+    s.append(rec("api", "before"));
+    let (start, mut rx) = s.subscribe(4);
+    assert_eq!(start, 2);
+    for i in 0..3 {
+        s.append(rec("api", &format!("m{i}")));
+    }
+    assert_eq!(rx.try_recv().unwrap().seq, 2);
+    for i in 3..10 {
+        s.append(rec("api", &format!("m{i}")));
+    }
+    assert!(matches!(rx.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))));
+}
