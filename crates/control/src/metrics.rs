@@ -92,8 +92,7 @@ impl Controller {
         if let Ok(apps) = self.db.apps().await {
             for app in apps {
                 for d in self.db.deployments(&app.name).await.unwrap_or_default() {
-                    let outcome = serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(str::to_string));
-                    *outcomes.entry((app.name.clone(), outcome.unwrap_or_default())).or_default() += 1;
+                    *outcomes.entry((app.name.clone(), d.state.as_str().to_string())).or_default() += 1;
                 }
             }
         }
@@ -115,7 +114,7 @@ impl Controller {
         registry.register("task_cpu_seconds", "CPU time the task has used", cpu_seconds.clone());
         registry.register(
             "deployments",
-            "Deployments in the store's history, by app and outcome (in_progress, succeeded, failed, superseded, unchanged)",
+            "Deployments in the store's history, by app and outcome (in_progress, succeeded, failed, rolled_back, superseded, unchanged)",
             deployments.clone(),
         );
         registry.register(
