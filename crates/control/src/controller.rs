@@ -267,6 +267,11 @@ impl Controller {
                     }
                 }
                 DriverEvent::Exited { task, exit, restart_in, crashes } => {
+                    // Out of the pool at once, not at its next health check.
+                    let health = self.health.lock().unwrap().get(&task).cloned();
+                    if let Some(th) = health {
+                        crate::health::set_health(&self, &task, &th, crate::health::Health::Starting, None, None);
+                    }
                     let how = describe_exit(&exit);
                     let msg = match restart_in {
                         Some(d) => format!("task {task} {how}; restarting in {} (crash {crashes})", fmt_duration(d)),

@@ -208,7 +208,14 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
     }
 }
 
-fn set_health(ctl: &Controller, id: &str, th: &TaskHealth, health: Health, pid: Option<u32>, error: Option<String>) {
+pub(crate) fn set_health(
+    ctl: &Controller,
+    id: &str,
+    th: &TaskHealth,
+    health: Health,
+    pid: Option<u32>,
+    error: Option<String>,
+) {
     let changed = {
         let mut st = th.state.lock().unwrap();
         let changed = st.health != health;

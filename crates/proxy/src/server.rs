@@ -128,6 +128,9 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// Backends tried for one request at most.
 const MAX_ATTEMPTS: usize = 3;
+/// How long a replay waits for a new routing snapshot before it goes back
+/// to the only task, which just reset a new connection.
+const SAME_TASK_REPLAY_WAIT: Duration = Duration::from_millis(500);
 /// Requests that may wait for a task at once; more get 503 at once.
 const MAX_HELD: usize = 10_000;
 
@@ -423,7 +426,8 @@ impl Proxy {
                 continue;
             };
             let guard = backend.start();
-            let mut conn = match connect(&backend, connect_timeout).await {
+            // `pooled`: the connection came from the idle pool.
+            let (mut conn, pooled) = match connect(&backend, connect_timeout).await {
                 Ok(c) => c,
                 Err(e) => {
                     backend.failed();
@@ -512,6 +516,13 @@ impl Proxy {
                             *again.headers_mut() = headers;
                             pending = Some(again);
                             replaying = true;
+                            if !pooled && pool.pick(&tried).is_none() {
+                                // The only task reset a new connection: it may be
+                                // going away. Give routing a moment to say so.
+                                let until = Instant::now() + SAME_TASK_REPLAY_WAIT;
+                                let before = pool.clone();
+                                while Arc::ptr_eq(&before, &pool) && self.hold(&mut pool, until).await {}
+                            }
                         }
                         None => break,
                     }
@@ -770,9 +781,10 @@ impl Body for RespBody {
 }
 
 /// A pooled connection, or a new one.
-async fn connect(backend: &Backend, timeout: Duration) -> Result<SendRequest<ReqBody>, String> {
+/// A connection to the backend: a pooled one (true) or a new one.
+async fn connect(backend: &Backend, timeout: Duration) -> Result<(SendRequest<ReqBody>, bool), String> {
     if let Some(conn) = backend.take_idle() {
-        return Ok(conn);
+        return Ok((conn, true));
     }
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
         Ok(Ok(s)) => s,
@@ -785,7 +797,7 @@ async fn connect(backend: &Backend, timeout: Duration) -> Result<SendRequest<Req
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    Ok(sender)
+    Ok((sender, false))
 }
 
 fn body_too_large(err: &hyper::Error) -> bool {
