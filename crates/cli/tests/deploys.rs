@@ -320,15 +320,17 @@ fn write_app(dir: &Path, app: &App, p: &Phase, replicas: u32) {
     std::fs::write(dir.join("wharf.toml"), (app.toml)(p, replicas)).unwrap();
 }
 
-/// When, after `since`, the last answer not from `version` came: the switch.
+/// How long after `since` every answer is from `version`: the first answer
+/// after the last one from anything else (or the first answer at all, when
+/// the switch came before it). None when the last answer is not from it.
 fn switched_after(answers: &[Answer], since: Instant, version: &str) -> Option<Duration> {
     let after: Vec<&Answer> = answers.iter().filter(|a| a.at >= since).collect();
-    let last_other = after.iter().rev().find(|a| !a.what.starts_with(&format!("{version}@")))?;
-    after.iter().any(|a| a.at > last_other.at && a.what.starts_with(&format!("{version}@"))).then(|| {
-        // The first answer of the new version after the last other one.
-        let first_new = after.iter().find(|a| a.at > last_other.at).unwrap();
-        first_new.at.duration_since(since)
-    })
+    let is_new = |a: &Answer| a.what.starts_with(&format!("{version}@"));
+    let first_stable = match after.iter().rposition(|a| !is_new(a)) {
+        Some(i) => after.get(i + 1)?,
+        None => after.first()?,
+    };
+    Some(first_stable.at.duration_since(since))
 }
 
 fn deployment_state(out: &std::process::Output) -> String {

@@ -296,7 +296,7 @@ impl Controller {
                 waiting.push(p.describe(&s));
             }
             let deadline = d.step_started_at + policy.deadline.as_millis() as u64;
-            if !p.settled(&s) && now_ms() >= deadline && d.changes.iter().any(|c| c.service == s.name) {
+            if !p.settled(&s) && now_ms() >= deadline {
                 return Ok(Next::Fail(format!(
                     "not ready within the {} deadline: {}",
                     fmt_duration(policy.deadline),
@@ -530,6 +530,10 @@ impl Controller {
             }
         }
         let anything_before = d.changes.iter().any(|c| c.from.is_some());
+        if d.changes.is_empty() {
+            // Scaling only: no revision to return to; the replicas stay asked for.
+            return self.finish(d, DeploymentState::Failed, reason).await;
+        }
         if !auto || !anything_before {
             let why = if anything_before {
                 format!("{reason}; automatic rollback is off, the new revisions stay")

@@ -245,6 +245,22 @@ pub(crate) fn upstream_path<'a>(route: &RouteSpec, path: &'a str) -> std::borrow
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_fallback_set_is_picked_apart_from_the_pool_and_skips_what_was_tried() {
+        let b = |n: u16| Arc::new(Backend::new(format!("t{n}"), ([127, 0, 0, 1], n).into()));
+        let (live, standby1, standby2) = (b(1), b(2), b(3));
+        let mut pool = Pool::new("a/web", vec![live.clone()]);
+        assert!(pool.pick_fallback(&[]).is_none(), "no fallback outside a bake");
+        pool.fallback = vec![standby1.clone(), standby2.clone()];
+        for _ in 0..20 {
+            let f = pool.pick_fallback(&[]).unwrap();
+            assert!(!Arc::ptr_eq(&f, &live), "the fallback never answers with the live set");
+            let g = pool.pick_fallback(std::slice::from_ref(&standby1)).unwrap();
+            assert!(Arc::ptr_eq(&g, &standby2));
+        }
+        assert!(pool.pick_fallback(&[standby1, standby2]).is_none());
+    }
+
     fn route(host: Option<&str>, path: &str, name: &str) -> RouteSpec {
         RouteSpec {
             host: HostMatch::from_spec(host),
