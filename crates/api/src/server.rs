@@ -42,6 +42,10 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .route("/v1/resume", post(resume))
         .route("/v1/revisions", get(revisions))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/scale", post(scale))
+        .route("/v1/run", post(run))
+        .route("/v1/run/{task}/wait", post(wait_run))
+        .route("/v1/run/{task}/stop", post(stop_run))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -410,6 +414,72 @@ struct RollbackRequest {
 impl Scoped for RollbackRequest {
     fn app(&self) -> Option<&str> {
         self.app.as_deref()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleRequest {
+    app: Option<String>,
+    service: String,
+    replicas: u32,
+}
+
+impl Scoped for ScaleRequest {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+}
+
+async fn scale(State(st): State<ApiState>, body: JsonBody<ScaleRequest>) -> Response {
+    let (req, app) = match scoped(&st, body).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    match st.ctl.scale(&app, &req.service, req.replicas, "wharf scale").await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    app: Option<String>,
+    service: String,
+    command: Vec<String>,
+}
+
+impl Scoped for RunRequest {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+}
+
+/// Starts a one-off task; its output is in the log stream (`task=`).
+async fn run(State(st): State<ApiState>, body: JsonBody<RunRequest>) -> Response {
+    let (req, app) = match scoped(&st, body).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    match st.ctl.run(&app, &req.service, req.command).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+/// Answers when the one-off task has ended, with its exit status.
+async fn wait_run(State(st): State<ApiState>, axum::extract::Path(task): axum::extract::Path<String>) -> Response {
+    match st.ctl.wait_run(&task).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+async fn stop_run(State(st): State<ApiState>, axum::extract::Path(task): axum::extract::Path<String>) -> Response {
+    match st.ctl.stop_run(&task).await {
+        Ok(()) => Json(serde_json::json!({ "stopped": task })).into_response(),
+        Err(e) => control_error(e),
     }
 }
 

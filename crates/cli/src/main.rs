@@ -2,6 +2,7 @@
 
 mod client;
 mod output;
+mod runs;
 mod server;
 mod top;
 
@@ -96,6 +97,31 @@ enum Command {
         detach: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Set how many tasks a service runs: `wharf scale api=3 worker=2`. Kept until wharf.toml
+    /// declares a different `replicas`; scale-in drains tasks before stopping them.
+    Scale {
+        /// SERVICE=REPLICAS, one or more.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        #[arg(long)]
+        app: Option<String>,
+        /// Return at once instead of waiting for the tasks.
+        #[arg(long)]
+        detach: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command once with a service's current revision and environment (migrations,
+    /// consoles, maintenance scripts): `wharf run api -- python manage.py migrate`. Prints its
+    /// output and exits with its exit status.
+    Run {
+        service: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        #[arg(long)]
+        app: Option<String>,
     },
     /// A service's revisions, with what changed in each and which can be rolled back to.
     Revisions {
@@ -386,6 +412,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::post(&client::connect(&g)?, "/v1/resume", body, json).await
         }
         Command::Plan { dir, json } => output::plan(&client::connect(&g)?, &dir, json).await,
+        Command::Scale { targets, app, detach, json } => {
+            runs::scale(&client::connect(&g)?, app, targets, detach, json).await
+        }
+        Command::Run { service, command, app } => runs::run(&client::connect(&g)?, app, service, command).await,
         Command::Revisions { service, app, json } => output::revisions(&client::connect(&g)?, app, service, json).await,
         Command::Rollback { service, revision, app, detach, json } => {
             output::rollback(&client::connect(&g)?, app, service, revision, detach, json).await

@@ -554,7 +554,7 @@ pub struct LogArgs {
     pub grep: Option<String>,
 }
 
-fn query(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
     let enc = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {

@@ -16,6 +16,7 @@ use wharf_store::{
 use crate::controller::{now_ms, ControlError, Controller};
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
 use crate::rollout::moving_record;
+use crate::scale::deployed_replicas;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -142,6 +143,7 @@ impl Controller {
                 Some(p) => self.db.revision(app, name, p.revision).await?,
                 None => None,
             };
+            let replicas = deployed_replicas(previous, current.as_ref().map(|c| c.spec.replicas), svc.replicas);
             let number = match current {
                 Some(cur) if cur.digest == digest => cur.number,
                 _ => {
@@ -163,14 +165,14 @@ impl Controller {
                         from: previous.map(|p| p.revision),
                         to: Some(rev.number),
                         from_replicas: previous.map_or(0, |p| p.replicas),
-                        replicas: svc.replicas,
+                        replicas,
                     });
                     rev.number
                 }
             };
-            scaled |= previous.is_some_and(|p| p.replicas != svc.replicas);
+            scaled |= previous.is_some_and(|p| p.replicas != replicas);
             records.push(match previous {
-                Some(p) => moving_record(p, number, svc.replicas, svc.deploy.strategy),
+                Some(p) => moving_record(p, number, replicas, svc.deploy.strategy),
                 None => ServiceRecord {
                     app: app.clone(),
                     name: name.clone(),
@@ -185,7 +187,7 @@ impl Controller {
                 revision: Some(number),
                 previous: previous.map(|p| p.revision),
                 changed: previous.is_none_or(|p| p.revision != number),
-                replicas: svc.replicas,
+                replicas,
             });
         }
         for (name, p) in &old {

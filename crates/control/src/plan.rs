@@ -75,7 +75,8 @@ impl Controller {
             if !same && rev.code != code {
                 changes.insert(0, "code".into());
             }
-            let scaled = cur.replicas != svc.replicas;
+            let replicas = crate::scale::deployed_replicas(Some(cur), Some(rev.spec.replicas), svc.replicas);
+            let scaled = cur.replicas != replicas;
             let last = self.db.revisions(app, name).await?.last().map_or(0, |r| r.number);
             services.push(ServicePlan {
                 name: name.clone(),
@@ -86,7 +87,7 @@ impl Controller {
                 },
                 revision: Some(cur.revision),
                 next_revision: (!same).then_some(last + 1),
-                replicas: scaled.then_some((cur.replicas, svc.replicas)),
+                replicas: scaled.then_some((cur.replicas, replicas)),
                 changes,
             });
         }

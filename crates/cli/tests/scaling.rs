@@ -1,0 +1,80 @@
+//! Scaling by hand and one-off tasks (`wharf scale`, `wharf run`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn api_tasks(s: &Server) -> Vec<serde_json::Value> {
+    s.tasks().into_iter().filter(|t| t["service"] == "api" && t["draining"] == false).collect()
+}
+
+#[test]
+fn scale_persists_drains_on_the_way_in_and_survives_a_deploy_of_the_same_count() {
+    let mut s = Server::start();
+    let dir = app_dir(&demo_toml("sc", "1", 1, false));
+    s.deploy(dir.path());
+    let out = s.wharf(&["scale", "api=3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(api_tasks(&s).len(), 3, "scale waits until the tasks are there");
+    let ready = s.json(&["status", "--json"])["apps"][0]["services"][0]["ready"].clone();
+    assert_eq!(ready, 3);
+    // A deploy of a file that still says 1 keeps the scaling; a new count in the file applies.
+    std::fs::write(dir.path().join("wharf.toml"), demo_toml("sc", "2", 1, false)).unwrap();
+    s.deploy(dir.path());
+    assert_eq!(api_tasks(&s).len(), 3);
+    assert!(api_tasks(&s).iter().all(|t| t["revision"] == 2));
+    // The scaling is kept across a restart.
+    s.kill9();
+    s.spawn();
+    wait_for("three tasks after the restart", LONG, || (api_tasks(&s).len() == 3).then_some(()));
+    // Scale in: back to one; the others are drained, then stopped.
+    s.ok(&["scale", "api=1"]);
+    wait_for("one task", LONG, || (s.tasks().iter().filter(|t| t["service"] == "api").count() == 1).then_some(()));
+    assert!(!s.events("service.scaled").is_empty());
+    // Bad input says what is wrong and changes nothing.
+    for (arg, why) in
+        [("api", "expected SERVICE=REPLICAS"), ("api=x", "must be a number"), ("nope=2", "no service `nope`")]
+    {
+        let out = s.wharf(&["scale", arg]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{arg}: {err}");
+    }
+    let out = s.wharf(&["scale", "api=101"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 100"));
+    assert_eq!(api_tasks(&s).len(), 1);
+}
+
+#[test]
+fn run_streams_output_and_exits_with_the_commands_status() {
+    let s = Server::start();
+    let dir = app_dir(&demo_toml("runs", "7", 1, false));
+    std::fs::write(dir.path().join("data.txt"), "from the release\n").unwrap();
+    s.deploy(dir.path());
+    let out = s.wharf(&[
+        "run",
+        "api",
+        "--",
+        "sh",
+        "-c",
+        "cat data.txt; echo v=$DEMO_VERSION rev=$WHARF_REVISION; echo oops >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "the command's exit status");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("from the release"), "runs in the release directory: {stdout}");
+    assert!(stdout.contains("v=7 rev=1"), "with the service's environment: {stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+    let ok = s.wharf(&["run", "api", "--", "true"]);
+    assert_eq!(ok.status.code(), Some(0));
+    // The run's output is in the log stream too, and its task is gone.
+    assert!(s.ok(&["logs", "-n", "1000"]).contains("from the release"));
+    assert!(s.tasks().iter().all(|t| !t["id"].as_str().unwrap().contains("-run-")));
+    // Errors: unknown service, missing command.
+    let out = s.wharf(&["run", "nope", "--", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service `nope`"));
+    assert!(!s.wharf(&["run", "api"]).status.success());
+}

@@ -1,0 +1,106 @@
+//! `wharf run SERVICE -- CMD`: a one-off task with the service's current
+//! revision (code, workdir, environment); its output goes to the log stream
+//! and its exit status back to the caller.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use wharf_logs::Level;
+use wharf_runtime::{ExitInfo, TaskSpec};
+
+use crate::controller::{signal_number, ControlError, Controller};
+use crate::reconcile::short_id;
+
+/// A one-off task that was started.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStarted {
+    pub task: String,
+    pub app: String,
+    pub service: String,
+    pub revision: u64,
+}
+
+/// How a one-off task ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEnded {
+    pub task: String,
+    /// The exit code, when it exited by itself.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// "exit code 3", "killed by signal 9 (SIGKILL)".
+    pub status: String,
+}
+
+impl Controller {
+    pub async fn run(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        command: Vec<String>,
+    ) -> Result<RunStarted, ControlError> {
+        if command.is_empty() || command[0].is_empty() {
+            return Err(ControlError::Invalid("give the command to run after `--`".into()));
+        }
+        let svc = self
+            .db
+            .service(app, service)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))?;
+        let rev = self.revision(app, service, svc.revision).await?;
+        let id = format!("{app}-{service}-{}-run-{}", rev.number, short_id());
+        let spec = TaskSpec {
+            id: id.clone(),
+            app: app.to_string(),
+            service: service.to_string(),
+            revision: rev.number,
+            command: command.clone(),
+            workdir: self.releases.path(app, &rev.release).join(&rev.spec.workdir),
+            env: self.task_env(app, service, &rev, &id),
+            cpu_units: rev.spec.cpu,
+            memory_bytes: rev.spec.memory,
+            stop_signal: signal_number(&rev.spec.stop_signal),
+            stop_timeout: rev.spec.stop_timeout,
+            restart: false,
+        };
+        self.remember(&spec);
+        self.driver.start(spec).await?;
+        self.event_full(
+            "run.started",
+            Level::Info,
+            Some(app),
+            Some(service),
+            Some(&id),
+            format!("one-off task {id} of {service}@{}: {}", rev.number, command.join(" ")),
+        );
+        Ok(RunStarted { task: id, app: app.to_string(), service: service.to_string(), revision: rev.number })
+    }
+
+    /// Waits for a one-off task to end, then forgets it.
+    pub async fn wait_run(&self, task: &str) -> Result<RunEnded, ControlError> {
+        match self.driver.task(task) {
+            Some(t) if !t.spec.restart => {}
+            Some(_) => return Err(ControlError::Invalid(format!("{task} is a service task, not a one-off"))),
+            None => return Err(ControlError::NotFound(format!("no one-off task {task} (it may have ended already)"))),
+        }
+        let exit = self.driver.wait(task).await?;
+        let _ = self.driver.remove(task).await;
+        self.task_event("run.ended", Level::Info, task, format!("one-off task {task} ended: {exit}"));
+        let (code, signal) = match exit {
+            ExitInfo::Code(c) => (Some(c), None),
+            ExitInfo::Signal(s) => (None, Some(s)),
+            _ => (None, None),
+        };
+        Ok(RunEnded { task: task.to_string(), code, signal, status: exit.to_string() })
+    }
+
+    /// Stops a one-off task (the caller went away, e.g. Ctrl-C).
+    pub async fn stop_run(&self, task: &str) -> Result<(), ControlError> {
+        match self.driver.task(task) {
+            Some(t) if !t.spec.restart => {
+                self.driver.stop(task).await?;
+                Ok(())
+            }
+            _ => Err(ControlError::NotFound(format!("no one-off task {task}"))),
+        }
+    }
+}
