@@ -36,6 +36,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "balance",
     "release",
     "deploy",
+    "scale",
 ];
 pub(crate) const HEALTH_KEYS: &[&str] =
     &["path", "interval", "timeout", "grace", "healthy_threshold", "unhealthy_threshold", "status"];
@@ -222,6 +223,15 @@ fn service(
         Some((_, v)) => crate::policy::deploy(r, v, &location, port.is_some(), release.is_some()),
         None => DeployPolicy::default(),
     };
+    let scale = get(t, "scale").and_then(|(_, v)| {
+        let declared = get(t, "replicas").map(|(_, rv)| (rv, replicas));
+        crate::autoscale::scale(r, v, &location, declared)
+    });
+    let replicas = match &scale {
+        // Without `replicas`, an autoscaled service starts at its minimum (at least one).
+        Some(p) if get(t, "replicas").is_none() => p.min.max(1).min(p.max),
+        _ => replicas,
+    };
     let svc = Service {
         name,
         command,
@@ -237,6 +247,7 @@ fn service(
         balance,
         release,
         deploy,
+        scale,
     };
     (decl, Some(svc))
 }

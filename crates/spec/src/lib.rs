@@ -13,6 +13,7 @@
 //! assert_eq!(spec.routes[0].host.as_deref(), Some("shop.example.com"));
 //! ```
 
+mod autoscale;
 mod check;
 mod error;
 mod policy;

@@ -112,7 +112,7 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
         }
     }
     if let Some((_, v)) = get(t, "max_error_rate") {
-        if let Some(rate) = rate(r, v) {
+        if let Some(rate) = rate(r, v, "deploy.max_error_rate") {
             p.max_error_rate = rate;
         }
     }
@@ -150,29 +150,27 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
 }
 
 /// A share of answers: 0.05, or "5%".
-fn rate(r: &mut Report, v: &Value) -> Option<Rate> {
+/// A fraction (0.05) or a percentage ("5%"), between 0 and 1.
+pub(crate) fn rate(r: &mut Report, v: &Value, key: &str) -> Option<Rate> {
     const HINT: &str = "write a fraction like 0.05 or a percentage like \"5%\"";
+    let name = key.rsplit('.').next().unwrap_or(key);
     let fraction = match v.get_ref() {
         DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
-        DeValue::Integer(_) => expect_int(r, v, "deploy.max_error_rate", 0, 1).map(|n| n as f64),
+        DeValue::Integer(_) => expect_int(r, v, key, 0, 1).map(|n| n as f64),
         DeValue::String(s) => match s.trim().strip_suffix('%').map(|n| n.trim().parse::<f64>()) {
             Some(Ok(pct)) => Some(pct / 100.0),
             _ => {
-                r.error(v.span(), format!("`max_error_rate` `{s}` is not a percentage"), Some(HINT.into()));
+                r.error(v.span(), format!("`{name}` `{s}` is not a percentage"), Some(HINT.into()));
                 return None;
             }
         },
         other => {
-            r.error(
-                v.span(),
-                format!("`max_error_rate` must be a fraction, found {}", found(other)),
-                Some(HINT.into()),
-            );
+            r.error(v.span(), format!("`{name}` must be a fraction, found {}", found(other)), Some(HINT.into()));
             return None;
         }
     }?;
     if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
-        r.error(v.span(), "`max_error_rate` must be between 0 and 1 (0% and 100%)".into(), Some(HINT.into()));
+        r.error(v.span(), format!("`{name}` must be between 0 and 1 (0% and 100%)"), Some(HINT.into()));
         return None;
     }
     Some(Rate::from_fraction(fraction))

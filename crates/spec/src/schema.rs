@@ -106,6 +106,40 @@ pub(crate) struct ServiceTable {
 
     /// How a deploy replaces the running revision, and when it rolls back.
     pub deploy: Option<DeployTable>,
+
+    /// Autoscaling on CPU: replicas between `min` and `max`, by a step policy
+    /// (`cpu_above`/`cpu_below`) or target tracking (`target_cpu`).
+    pub scale: Option<ScaleTable>,
+}
+
+/// Autoscaler settings. CPU is measured against the reserved `cpu` (one core
+/// when none is reserved).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScaleTable {
+    /// Fewest replicas. Required.
+    #[schemars(range(min = 0, max = 100))]
+    pub min: u32,
+    /// Most replicas. Required.
+    #[schemars(range(min = 1, max = 100))]
+    pub max: u32,
+    /// Step policy: `datapoints` periods in a row at or above this add `step` tasks.
+    pub cpu_above: Option<RateSpec>,
+    /// Step policy: `datapoints` periods in a row below this remove `step` tasks. Default: `cpu_above`.
+    pub cpu_below: Option<RateSpec>,
+    /// Target tracking: keep the average CPU near this.
+    pub target_cpu: Option<RateSpec>,
+    /// Consecutive datapoints a decision needs. Default 3.
+    #[schemars(range(min = 1, max = 100), extend("default" = 3))]
+    pub datapoints: Option<u32>,
+    /// Length of one datapoint (average CPU over it). Default "1m".
+    #[schemars(extend("default" = "1m"))]
+    pub period: Option<String>,
+    /// Tasks added or removed per step-policy action. Default 1.
+    #[schemars(range(min = 1, max = 100), extend("default" = 1))]
+    pub step: Option<u32>,
+    /// No other action this long after one. Default: `period`.
+    pub cooldown: Option<String>,
 }
 
 /// Deploy settings; every key is optional.
@@ -324,6 +358,7 @@ mod tests {
         assert_eq!(properties(&schema, "/definitions/ServiceTable/properties"), set(check::SERVICE_KEYS));
         assert_eq!(properties(&schema, "/definitions/HealthTable/properties"), set(check::HEALTH_KEYS));
         assert_eq!(properties(&schema, "/definitions/DeployTable/properties"), set(crate::policy::DEPLOY_KEYS));
+        assert_eq!(properties(&schema, "/definitions/ScaleTable/properties"), set(crate::autoscale::SCALE_KEYS));
         assert_eq!(properties(&schema, "/definitions/RouteTable/properties"), set(check::ROUTE_TABLE_KEYS));
     }
 

@@ -51,6 +51,37 @@ pub struct Service {
     /// How a new revision replaces the running one.
     #[serde(default)]
     pub deploy: DeployPolicy,
+    /// The autoscaler's policy; None: the replicas are set by hand.
+    #[serde(default)]
+    pub scale: Option<ScalePolicy>,
+}
+
+/// How the autoscaler chooses a service's replicas from its tasks' CPU,
+/// measured against their reserved `cpu` (one core when none is reserved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScalePolicy {
+    pub min: u32,
+    pub max: u32,
+    pub rule: ScaleRule,
+    /// Consecutive datapoints a decision needs.
+    pub datapoints: u32,
+    /// Each datapoint is the average CPU over this long.
+    pub period: Duration,
+    /// Tasks added or removed by one step-policy action.
+    pub step: u32,
+    /// After an action, no other for this long.
+    pub cooldown: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleRule {
+    /// `datapoints` in a row at or above `above` add `step` tasks; in a row
+    /// below `below` remove `step`.
+    Step { above: Rate, below: Rate },
+    /// Keep the average near `cpu`: out as soon as a datapoint asks for more
+    /// tasks, in once `datapoints` in a row ask for fewer.
+    Target { cpu: Rate },
 }
 
 /// How a deploy moves a service to a new revision, and when it gives up.

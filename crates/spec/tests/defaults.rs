@@ -54,3 +54,25 @@ drain_timeout = "5s"
     let fraction = wharf_spec::parse(&text.replace("\"2.5%\"", "0.1"), "wharf.toml").unwrap();
     assert_eq!(fraction.services["web"].deploy.max_error_rate.per_million, 100_000);
 }
+
+#[test]
+fn scale_policies_parse_with_defaults() {
+    let seed = "app = \"a\"\n[service.api]\ncommand = [\"x\"]\nport = 1\n\
+                scale = { min = 1, max = 2, cpu_above = 0.6, cpu_below = 0.6, datapoints = 3, period = \"1m\" }\n";
+    let spec = wharf_spec::parse(seed, "wharf.toml").unwrap();
+    let p = spec.services["api"].scale.clone().unwrap();
+    assert_eq!((p.min, p.max, p.datapoints, p.step), (1, 2, 3, 1));
+    assert_eq!((p.period, p.cooldown), (Duration::from_secs(60), Duration::from_secs(60)));
+    let six = wharf_spec::Rate::from_fraction(0.6);
+    assert_eq!(p.rule, wharf_spec::ScaleRule::Step { above: six, below: six });
+    assert_eq!(spec.services["api"].replicas, 1, "starts at min without replicas");
+
+    let target = "app = \"a\"\n[service.w]\ncommand = [\"x\"]\nreplicas = 3\n\
+                  scale = { min = 2, max = 8, target_cpu = \"50%\", period = \"10s\", cooldown = \"30s\" }\n";
+    let spec = wharf_spec::parse(target, "wharf.toml").unwrap();
+    let p = spec.services["w"].scale.clone().unwrap();
+    assert_eq!(p.rule, wharf_spec::ScaleRule::Target { cpu: wharf_spec::Rate::from_percent(50) });
+    assert_eq!((p.period, p.cooldown), (Duration::from_secs(10), Duration::from_secs(30)));
+    assert_eq!(spec.services["w"].replicas, 3);
+    assert_eq!(spec.services["w"].port, None, "workers autoscale too");
+}

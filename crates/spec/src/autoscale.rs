@@ -1,0 +1,120 @@
+//! `scale = { ... }` of a service: the autoscaler's policy. Either a step
+//! policy (`cpu_above` / `cpu_below` over `datapoints` periods, as the ECS
+//! seed has it) or target tracking (`target_cpu`).
+
+use std::time::Duration;
+
+use toml::de::DeValue;
+
+use crate::check::{check_keys, expect_duration, expect_int, found, get, Value};
+use crate::error::Report;
+use crate::policy::rate;
+use crate::{ScalePolicy, ScaleRule};
+
+pub(crate) const SCALE_KEYS: &[&str] =
+    &["min", "max", "cpu_above", "cpu_below", "target_cpu", "datapoints", "period", "step", "cooldown"];
+
+/// `location` is "[service.NAME]"; `replicas` is the service's declared count.
+pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<(&Value, u32)>) -> Option<ScalePolicy> {
+    let DeValue::Table(t) = v.get_ref() else {
+        r.error(
+            v.span(),
+            format!("`scale` must be a table, found {}", found(v.get_ref())),
+            Some("write scale = { min = 1, max = 4, target_cpu = 0.5 }".into()),
+        );
+        return None;
+    };
+    let location = format!("{}.scale]", location.trim_end_matches(']'));
+    check_keys(r, t, SCALE_KEYS, &format!("in {location}"));
+    let int = |r: &mut Report, key: &str, min: i64, max: i64| {
+        get(t, key).and_then(|(_, v)| expect_int(r, v, &format!("scale.{key}"), min, max)).map(|n| n as u32)
+    };
+    let min = int(r, "min", 0, 100);
+    let max = int(r, "max", 1, 100);
+    let (Some(min), Some(max)) = (min, max) else {
+        if get(t, "min").is_none() || get(t, "max").is_none() {
+            r.error(
+                v.span(),
+                format!("{location} needs both `min` and `max` (the range of replicas it may choose)"),
+                Some("write scale = { min = 1, max = 4, target_cpu = 0.5 }".into()),
+            );
+        }
+        return None;
+    };
+    if min > max {
+        let (_, mv) = get(t, "min").expect("min is present");
+        r.error(mv.span(), format!("scale `min` ({min}) is above `max` ({max})"), Some("swap them".into()));
+        return None;
+    }
+    if let Some((rv, n)) = replicas {
+        if n < min || n > max {
+            r.error(
+                rv.span(),
+                format!("`replicas` = {n} is outside the autoscaling range {min}..={max}"),
+                Some(format!("set replicas between {min} and {max} (it is the count to start with)")),
+            );
+        }
+    }
+    let fraction = |r: &mut Report, key: &str| get(t, key).and_then(|(_, v)| rate(r, v, &format!("scale.{key}")));
+    let above = fraction(r, "cpu_above");
+    let below = fraction(r, "cpu_below");
+    let target = fraction(r, "target_cpu");
+    let rule = match (target, above, below) {
+        (Some(cpu), None, None) => ScaleRule::Target { cpu },
+        (None, Some(above), below) => ScaleRule::Step { above, below: below.unwrap_or(above) },
+        (None, None, Some(_)) => {
+            let (k, _) = get(t, "cpu_below").expect("cpu_below is present");
+            r.error(k.span(), "`cpu_below` needs `cpu_above` (when to add tasks)".into(), None);
+            return None;
+        }
+        (None, None, None) if ["target_cpu", "cpu_above", "cpu_below"].iter().any(|k| get(t, k).is_some()) => {
+            return None; // already reported: the value is not a fraction
+        }
+        (None, None, None) => {
+            r.error(
+                v.span(),
+                format!("{location} needs a rule: `target_cpu`, or `cpu_above` (and `cpu_below`)"),
+                Some("target_cpu = 0.5 keeps average CPU near half of the reserved `cpu`".into()),
+            );
+            return None;
+        }
+        (Some(_), _, _) => {
+            let (k, _) = get(t, "target_cpu").expect("target_cpu is present");
+            r.error(
+                k.span(),
+                "`target_cpu` (target tracking) and `cpu_above`/`cpu_below` (step policy) exclude each other".into(),
+                Some("keep one of the two rules".into()),
+            );
+            return None;
+        }
+    };
+    if let ScaleRule::Step { above, below } = rule {
+        if below > above {
+            let (k, _) = get(t, "cpu_below").expect("cpu_below is present");
+            r.error(k.span(), "`cpu_below` is above `cpu_above`: the policy would flap".into(), None);
+        }
+    }
+    if matches!(rule, ScaleRule::Target { cpu } if cpu.per_million == 0) {
+        let (_, tv) = get(t, "target_cpu").expect("target_cpu is present");
+        r.error(tv.span(), "`target_cpu` must be above 0".into(), None);
+    }
+    let duration = |r: &mut Report, key: &str| {
+        let (_, v) = get(t, key)?;
+        let d = expect_duration(r, v, &format!("scale.{key}"))?;
+        if d < Duration::from_secs(1) {
+            r.error(v.span(), format!("scale `{key}` must be at least 1s"), None);
+        }
+        Some(d)
+    };
+    let period = duration(r, "period").unwrap_or(Duration::from_secs(60));
+    let cooldown = duration(r, "cooldown").unwrap_or(period);
+    Some(ScalePolicy {
+        min,
+        max,
+        rule,
+        datapoints: int(r, "datapoints", 1, 100).unwrap_or(3),
+        period,
+        step: int(r, "step", 1, 100).unwrap_or(1),
+        cooldown,
+    })
+}
