@@ -43,6 +43,7 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .route("/v1/revisions", get(revisions))
         .route("/v1/rollback", post(rollback))
         .route("/v1/scale", post(scale))
+        .route("/v1/autoscale", get(autoscale))
         .route("/v1/run", post(run))
         .route("/v1/run/{task}/wait", post(wait_run))
         .route("/v1/run/{task}/stop", post(stop_run))
@@ -382,6 +383,25 @@ async fn resume(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Res
 struct RevisionsQuery {
     app: Option<String>,
     service: String,
+}
+
+/// The autoscaler's recent datapoints and decisions for a service.
+async fn autoscale(
+    State(st): State<ApiState>,
+    q: Result<Query<RevisionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return control_error(e),
+    };
+    match st.ctl.autoscale_view(&app, &q.service).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => control_error(e),
+    }
 }
 
 async fn revisions(

@@ -123,6 +123,14 @@ enum Command {
         #[arg(long)]
         app: Option<String>,
     },
+    /// The autoscaler of a service: its policy, recent CPU datapoints and decisions.
+    Autoscale {
+        service: String,
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// A service's revisions, with what changed in each and which can be rolled back to.
     Revisions {
         service: String,
@@ -416,6 +424,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             runs::scale(&client::connect(&g)?, app, targets, detach, json).await
         }
         Command::Run { service, command, app } => runs::run(&client::connect(&g)?, app, service, command).await,
+        Command::Autoscale { service, app, json } => runs::autoscale(&client::connect(&g)?, app, service, json).await,
         Command::Revisions { service, app, json } => output::revisions(&client::connect(&g)?, app, service, json).await,
         Command::Rollback { service, revision, app, detach, json } => {
             output::rollback(&client::connect(&g)?, app, service, revision, detach, json).await

@@ -157,3 +157,51 @@ fn print_line(line: &[u8]) {
         _ => {}
     }
 }
+
+/// `wharf autoscale SERVICE`: the policy, recent datapoints and decisions.
+pub async fn autoscale(client: &ApiClient, app: Option<String>, service: String, json: bool) -> Result<ExitCode> {
+    let q = query(&[("app", app), ("service", Some(service.clone()))]);
+    let v: Value = client.get(&format!("/v1/autoscale?{q}")).await.map_err(api_error)?;
+    if json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p = &v["policy"];
+    if p.is_null() {
+        println!("{service}: no autoscaling (`scale` is not set); {} replicas", v["replicas"]);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pct = |x: &Value| format!("{:.0}%", x["per_million"].as_f64().unwrap_or(0.0) / 10_000.0);
+    let rule = if let Some(t) = p["rule"].get("target") {
+        format!("target {} CPU", pct(&t["cpu"]))
+    } else {
+        let s = &p["rule"]["step"];
+        format!("+{0} at ≥ {1}, −{0} below {2}", p["step"], pct(&s["above"]), pct(&s["below"]))
+    };
+    let secs = |d: &Value| d["secs"].as_u64().unwrap_or(0);
+    println!(
+        "{service}: {} replicas (min {}, max {}); {rule}; {} datapoints of {}s; cooldown {}s",
+        v["replicas"],
+        p["min"],
+        p["max"],
+        p["datapoints"],
+        secs(&p["period"]),
+        secs(&p["cooldown"])
+    );
+    let points: Vec<String> = v["datapoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| format!("{:.0}%/{}", d["cpu"].as_f64().unwrap_or(0.0) * 100.0, d["tasks"]))
+        .collect();
+    let recent = &points[points.len().saturating_sub(20)..];
+    println!(
+        "datapoints (CPU/tasks, newest last): {}",
+        if recent.is_empty() { "none yet".into() } else { recent.join(" ") }
+    );
+    for d in v["decisions"].as_array().into_iter().flatten() {
+        let held = if d["applied"] == false { " (held: a deployment was running)" } else { "" };
+        println!("  {} → {}: {}{held}", d["from"], d["to"], d["reason"].as_str().unwrap_or(""));
+    }
+    Ok(ExitCode::SUCCESS)
+}

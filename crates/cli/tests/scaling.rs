@@ -78,3 +78,76 @@ fn run_streams_output_and_exits_with_the_commands_status() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no service `nope`"));
     assert!(!s.wharf(&["run", "api"]).status.success());
 }
+
+/// The seed's step policy with periods shortened: a CPU-burning load scales
+/// 1 → 2, and its end scales back to 1, with no failed request meanwhile.
+#[test]
+fn cpu_load_scales_out_and_back_in_without_a_failed_request() {
+    let s = Server::start();
+    let toml = r#"app = "auto"
+
+[service.api]
+command = ["wharf", "demo", "--name", "api"]
+port = 8080
+cpu = 256
+health = { path = "/health", interval = "1s" }
+scale = { min = 1, max = 2, cpu_above = 0.6, cpu_below = 0.6, datapoints = 3, period = "1s", cooldown = "2s" }
+deploy = { bake = "0s" }
+
+[route]
+"/" = "api"
+"#;
+    let dir = app_dir(toml);
+    s.deploy(dir.path());
+    let addr = s.proxy_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burning = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let began = std::time::Instant::now();
+    // Light traffic all along, and two clients burning CPU while `burning`.
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (stop, burning, addr) = (stop.clone(), burning.clone(), addr.clone());
+        clients.push(std::thread::spawn(move || {
+            let mut failed = Vec::new();
+            let mut ok = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && began.elapsed() < Duration::from_secs(180) {
+                let burn = i < 2 && burning.load(std::sync::atomic::Ordering::Relaxed);
+                let path = if burn { "/burn?ms=100" } else { "/version" };
+                match http_get(&addr, "x", path, None) {
+                    Some((200, _)) => ok += 1,
+                    other => failed.push(format!("{path}: {other:?}")),
+                }
+                if !burn {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let replicas = |s: &Server| s.json(&["status", "--json"])["apps"][0]["services"][0]["replicas"].as_u64().unwrap();
+    wait_for("the autoscaler to add a task", Duration::from_secs(90), || (replicas(&s) == 2).then_some(()));
+    wait_for("two ready tasks", LONG, || {
+        (s.json(&["status", "--json"])["apps"][0]["services"][0]["ready"] == 2).then_some(())
+    });
+    burning.store(false, std::sync::atomic::Ordering::Relaxed);
+    wait_for("the autoscaler to remove it", Duration::from_secs(90), || (replicas(&s) == 1).then_some(()));
+    wait_for("one task left", LONG, || (api_tasks(&s).len() == 1).then_some(()));
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let (ok, failed) = c.join().unwrap();
+        assert!(failed.is_empty(), "failed requests while scaling: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 100, "the load ran ({total} requests)");
+    // Each decision is an event with the datapoints behind it, and `wharf autoscale` shows them.
+    let out_events = s.events("autoscale.out");
+    assert!(out_events.iter().any(|e| e.contains("api 1 → 2: 3 datapoints at or above 60%")), "{out_events:?}");
+    assert!(s.events("autoscale.in").iter().any(|e| e.contains("api 2 → 1: 3 datapoints below 60%")));
+    let view = s.json(&["autoscale", "api", "--json"]);
+    assert_eq!(view["decisions"].as_array().unwrap().len(), 2, "{view}");
+    assert!(!view["datapoints"].as_array().unwrap().is_empty());
+    let text = s.ok(&["autoscale", "api"]);
+    assert!(text.contains("min 1, max 2") && text.contains("1 → 2"), "{text}");
+}

@@ -85,6 +85,8 @@ pub struct Controller {
     pub(crate) routes_changed: Notify,
     pub(crate) routes_lock: tokio::sync::Mutex<()>,
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+    /// The autoscaler's datapoints and decisions per (app, service).
+    pub(crate) scalers: Mutex<HashMap<(String, String), crate::autoscaler::ServiceScaler>>,
     /// Deployments a driver is working on (app, id): one driver each.
     pub(crate) driving: Mutex<HashSet<(String, u64)>>,
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
@@ -121,6 +123,7 @@ impl Controller {
             routes_lock: tokio::sync::Mutex::new(()),
             deploy_lock: tokio::sync::Mutex::new(()),
             driving: Mutex::default(),
+            scalers: Mutex::default(),
             task_path,
             started: SystemTime::now(),
             metrics: cfg.metrics,
@@ -154,6 +157,7 @@ impl Controller {
         tokio::spawn(self.clone().reconcile_loop());
         tokio::spawn(self.clone().routes_loop());
         tokio::spawn(self.clone().usage_loop());
+        tokio::spawn(self.clone().autoscale_loop());
         self.resume_deployments().await?;
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! server can be killed at any point and converge again on restart.
 
 mod access;
+mod autoscaler;
 mod controller;
 mod deploy;
 mod health;
@@ -24,6 +25,7 @@ mod traffic;
 mod views;
 
 pub use access::{access_sink, AccessSink};
+pub use autoscaler::{AutoscaleView, Datapoint, Decision};
 pub use controller::{ControlConfig, ControlError, Controller, StreamSink};
 pub use deploy::{DeployError, DeployReport, ServiceReport};
 pub use health::Health;

@@ -44,6 +44,7 @@ pub(crate) fn spec_changes(before: &Service, after: &Service) -> Vec<String> {
     check("balance", before.balance != after.balance);
     check("release", before.release != after.release);
     check("deploy", before.deploy != after.deploy);
+    check("scale", before.scale != after.scale);
     let keys: std::collections::BTreeSet<&String> = before.env.keys().chain(after.env.keys()).collect();
     for k in keys {
         if before.env.get(k) != after.env.get(k) {

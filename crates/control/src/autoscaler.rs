@@ -1,0 +1,384 @@
+//! The autoscaler: per service with a `scale` policy, one CPU datapoint per
+//! period (the tasks' CPU time against their reserved cores), and a decision
+//! after each. Decisions are pure functions of the datapoints and the time
+//! since the last action (see `decide`), so tests run many periods at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wharf_logs::Level;
+use wharf_runtime::TaskState;
+use wharf_spec::{ScalePolicy, ScaleRule};
+use wharf_store::DeploymentState;
+
+use crate::controller::{fmt_duration, now_ms, ControlError, Controller};
+
+/// How often the autoscaler looks; periods are measured, not counted in ticks.
+const TICK: Duration = Duration::from_millis(250);
+/// Datapoints and decisions kept per service for `wharf autoscale`.
+const KEPT: usize = 120;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Datapoint {
+    /// Unix milliseconds at the end of the period.
+    pub at: u64,
+    /// Average CPU of the service's tasks over the period, as a fraction of
+    /// their reserved CPU (1.0 = all of it).
+    pub cpu: f64,
+    pub tasks: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub at: u64,
+    pub from: u32,
+    pub to: u32,
+    pub reason: String,
+    /// False when it could not be applied (a deployment was running).
+    pub applied: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoscaleView {
+    pub app: String,
+    pub service: String,
+    pub replicas: u32,
+    pub policy: Option<ScalePolicy>,
+    pub datapoints: Vec<Datapoint>,
+    pub decisions: Vec<Decision>,
+}
+
+/// What the autoscaler keeps of one service between ticks.
+#[derive(Default)]
+pub(crate) struct ServiceScaler {
+    period_start: Option<Instant>,
+    /// Per task: CPU time and when it was read, at the period's start (or
+    /// when the task was first seen in it).
+    base: HashMap<String, (u64, Instant)>,
+    datapoints: VecDeque<Datapoint>,
+    decisions: VecDeque<Decision>,
+    last_action: Option<Instant>,
+}
+
+/// The replicas the policy asks for after the newest datapoint (`cpu`,
+/// newest last), if different from `current`; with the reason.
+pub(crate) fn decide(
+    p: &ScalePolicy,
+    cpu: &[f64],
+    current: u32,
+    since_action: Option<Duration>,
+) -> Option<(u32, String)> {
+    if current < p.min {
+        return Some((p.min, format!("below the minimum of {}", p.min)));
+    }
+    if current > p.max {
+        return Some((p.max, format!("above the maximum of {}", p.max)));
+    }
+    if since_action.is_some_and(|d| d < p.cooldown) {
+        return None;
+    }
+    let n = p.datapoints as usize;
+    let last_n = (cpu.len() >= n).then(|| &cpu[cpu.len() - n..]);
+    let shown = |v: &[f64]| v.iter().map(|c| format!("{:.0}%", c * 100.0)).collect::<Vec<_>>().join(", ");
+    match p.rule {
+        ScaleRule::Step { above, below } => {
+            let last_n = last_n?;
+            if last_n.iter().all(|c| *c >= above.fraction()) && current < p.max {
+                let to = (current + p.step).min(p.max);
+                let why = format!("{n} datapoints at or above {}: {}", pct(above.fraction()), shown(last_n));
+                return Some((to, why));
+            }
+            if last_n.iter().all(|c| *c < below.fraction()) && current > p.min {
+                let to = current.saturating_sub(p.step).max(p.min);
+                let why = format!("{n} datapoints below {}: {}", pct(below.fraction()), shown(last_n));
+                return Some((to, why));
+            }
+            None
+        }
+        ScaleRule::Target { cpu: target } => {
+            let target = target.fraction();
+            let want = |c: f64| ((f64::from(current) * c / target).ceil() as u32).clamp(p.min, p.max);
+            let newest = *cpu.last()?;
+            if want(newest) > current {
+                let why = format!("{} against a target of {}", pct(newest), pct(target));
+                return Some((want(newest), why));
+            }
+            let last_n = last_n?;
+            let to = last_n.iter().map(|c| want(*c)).max()?;
+            (to < current).then(|| (to, format!("{n} datapoints under a target of {}: {}", pct(target), shown(last_n))))
+        }
+    }
+}
+
+fn pct(f: f64) -> String {
+    format!("{:.0}%", f * 100.0)
+}
+
+impl Controller {
+    pub(crate) async fn autoscale_loop(self: Arc<Self>) {
+        let mut stop = self.stopping();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.autoscale_once().await {
+                tracing::warn!("autoscaler: {e}");
+            }
+        }
+    }
+
+    async fn autoscale_once(self: &Arc<Self>) -> Result<(), ControlError> {
+        let services = self.db.services(None).await?;
+        let tasks = self.driver.tasks();
+        let draining = self.draining.lock().unwrap().clone();
+        let mut alive = std::collections::HashSet::new();
+        for svc in services {
+            let rev = self.revision(&svc.app, &svc.name, svc.revision).await?;
+            let Some(policy) = rev.spec.scale.clone() else { continue };
+            let key = (svc.app.clone(), svc.name.clone());
+            alive.insert(key.clone());
+            let cores = rev.spec.cpu.map_or(1.0, |u| f64::from(u) / 1024.0);
+            let now = Instant::now();
+            // The tasks that count: the current revision's, running, in service.
+            let usage: Vec<(String, u64)> = tasks
+                .iter()
+                .filter(|t| {
+                    t.spec.restart
+                        && t.spec.app == svc.app
+                        && t.spec.service == svc.name
+                        && t.spec.revision == svc.revision
+                        && t.state == TaskState::Running
+                        && !draining.contains(&t.spec.id)
+                })
+                .filter_map(|t| Some((t.spec.id.clone(), self.driver.usage(&t.spec.id)?.cpu_nanos)))
+                .collect();
+            let datapoint = {
+                let mut scalers = self.scalers.lock().unwrap();
+                let s = scalers.entry(key.clone()).or_default();
+                let start = *s.period_start.get_or_insert(now);
+                for (id, cpu) in &usage {
+                    s.base.entry(id.clone()).or_insert((*cpu, now));
+                }
+                if now.duration_since(start) < policy.period {
+                    continue;
+                }
+                let (mut used, mut reserved) = (0u128, 0f64);
+                for (id, cpu) in &usage {
+                    if let Some((base, since)) = s.base.get(id) {
+                        used += u128::from(cpu.saturating_sub(*base));
+                        reserved += now.duration_since(*since).as_nanos() as f64 * cores;
+                    }
+                }
+                s.base = usage.iter().map(|(id, cpu)| (id.clone(), (*cpu, now))).collect();
+                s.period_start = Some(now);
+                if usage.is_empty() || reserved <= 0.0 {
+                    continue;
+                }
+                let d = Datapoint { at: now_ms(), cpu: used as f64 / reserved, tasks: usage.len() };
+                push(&mut s.datapoints, d.clone());
+                d
+            };
+            self.autoscale_decide(&svc.app, &svc.name, svc.replicas, &policy, &datapoint).await?;
+        }
+        self.scalers.lock().unwrap().retain(|k, _| alive.contains(k));
+        Ok(())
+    }
+
+    async fn autoscale_decide(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        current: u32,
+        policy: &ScalePolicy,
+        _newest: &Datapoint,
+    ) -> Result<(), ControlError> {
+        let key = (app.to_string(), service.to_string());
+        let decision = {
+            let scalers = self.scalers.lock().unwrap();
+            let Some(s) = scalers.get(&key) else { return Ok(()) };
+            let cpu: Vec<f64> = s.datapoints.iter().map(|d| d.cpu).collect();
+            decide(policy, &cpu, current, s.last_action.map(|a| a.elapsed()))
+        };
+        let Some((to, why)) = decision else { return Ok(()) };
+        let deploying = self.db.deployments(app).await?.last().is_some_and(|d| d.state == DeploymentState::InProgress);
+        let direction = if to > current { "out" } else { "in" };
+        let text = format!("{service} {current} → {to}: {why}");
+        let applied = if deploying {
+            self.event_full(
+                "autoscale.held",
+                Level::Info,
+                Some(app),
+                Some(service),
+                None,
+                format!("autoscaler would scale {direction} ({text}), but a deployment is in progress"),
+            );
+            false
+        } else {
+            match self.scale(app, service, to, &format!("autoscaler, {why}")).await {
+                Ok(_) => {
+                    self.event_full(
+                        &format!("autoscale.{direction}"),
+                        Level::Info,
+                        Some(app),
+                        Some(service),
+                        None,
+                        format!("autoscaled {direction}: {text} (period {})", fmt_duration(policy.period)),
+                    );
+                    true
+                }
+                Err(ControlError::Busy(_)) => false,
+                Err(e) => return Err(e),
+            }
+        };
+        let mut scalers = self.scalers.lock().unwrap();
+        if let Some(s) = scalers.get_mut(&key) {
+            if applied {
+                s.last_action = Some(Instant::now());
+                // Datapoints from before the action say nothing about the new count.
+                s.datapoints.clear();
+            }
+            let d = Decision { at: now_ms(), from: current, to, reason: why, applied };
+            if s.decisions.len() >= KEPT {
+                s.decisions.pop_front();
+            }
+            s.decisions.push_back(d);
+        }
+        Ok(())
+    }
+
+    /// Recent datapoints and decisions of a service, for `wharf autoscale`.
+    pub async fn autoscale_view(&self, app: &str, service: &str) -> Result<AutoscaleView, ControlError> {
+        let svc = self
+            .db
+            .service(app, service)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))?;
+        let policy = self.revision(app, service, svc.revision).await?.spec.scale.clone();
+        let scalers = self.scalers.lock().unwrap();
+        let s = scalers.get(&(app.to_string(), service.to_string()));
+        Ok(AutoscaleView {
+            app: app.to_string(),
+            service: service.to_string(),
+            replicas: svc.replicas,
+            policy,
+            datapoints: s.map(|s| s.datapoints.iter().cloned().collect()).unwrap_or_default(),
+            decisions: s.map(|s| s.decisions.iter().cloned().collect()).unwrap_or_default(),
+        })
+    }
+}
+
+fn push(v: &mut VecDeque<Datapoint>, d: Datapoint) {
+    if v.len() >= KEPT {
+        v.pop_front();
+    }
+    v.push_back(d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_spec::Rate;
+
+    fn seed() -> ScalePolicy {
+        // The seed's policy: 1-minute periods, 3 datapoints, ≥ 60 % out, < 60 % in, 1..=2.
+        let six = Rate::from_fraction(0.6);
+        ScalePolicy {
+            min: 1,
+            max: 2,
+            rule: ScaleRule::Step { above: six, below: six },
+            datapoints: 3,
+            period: Duration::from_secs(60),
+            step: 1,
+            cooldown: Duration::from_secs(60),
+        }
+    }
+
+    /// Runs the policy over a series of datapoints, one period apart,
+    /// applying each decision; returns the replicas after each datapoint.
+    fn simulate(p: &ScalePolicy, series: &[f64], start: u32) -> Vec<u32> {
+        let (mut current, mut seen, mut last_action) = (start, Vec::new(), None::<Duration>);
+        let mut out = Vec::new();
+        for (i, c) in series.iter().enumerate() {
+            seen.push(*c);
+            let now = p.period * (i as u32 + 1);
+            if let Some((to, _)) = decide(p, &seen, current, last_action.map(|a| now - a)) {
+                current = to;
+                last_action = Some(now);
+                seen.clear();
+            }
+            out.push(current);
+        }
+        out
+    }
+
+    #[test]
+    fn the_seed_policy_needs_three_datapoints_each_way() {
+        let p = seed();
+        let out = simulate(&p, &[0.9, 0.9, 0.5, 0.9, 0.9, 0.9, 0.9, 0.7, 0.1, 0.1, 0.1, 0.1], 1);
+        assert_eq!(out, vec![1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 1, 1]);
+    }
+
+    #[test]
+    fn step_policy_stays_within_its_range() {
+        let p = ScalePolicy { max: 3, step: 2, ..seed() };
+        let out = simulate(&p, &[1.0; 12], 1);
+        assert_eq!(*out.last().unwrap(), 3, "never above max");
+        let out = simulate(&p, &[0.0; 12], 3);
+        assert_eq!(*out.last().unwrap(), 1, "never below min");
+        assert_eq!(decide(&p, &[], 0, None).map(|d| d.0), Some(1), "raised to min at once");
+    }
+
+    #[test]
+    fn cooldown_blocks_actions_right_after_one() {
+        let p = ScalePolicy { cooldown: Duration::from_secs(300), ..seed() };
+        assert_eq!(decide(&p, &[0.9, 0.9, 0.9], 1, Some(Duration::from_secs(120))), None);
+        assert_eq!(decide(&p, &[0.9, 0.9, 0.9], 1, Some(Duration::from_secs(300))).map(|d| d.0), Some(2));
+    }
+
+    #[test]
+    fn target_tracking_scales_out_at_once_and_in_slowly() {
+        let p = ScalePolicy {
+            min: 1,
+            max: 10,
+            rule: ScaleRule::Target { cpu: Rate::from_percent(50) },
+            datapoints: 3,
+            period: Duration::from_secs(60),
+            step: 1,
+            cooldown: Duration::from_secs(60),
+        };
+        // 2 tasks at 100 % of their reservation → 4 tasks would sit at 50 %.
+        assert_eq!(decide(&p, &[1.0], 2, None).map(|d| d.0), Some(4));
+        // Low load must persist for `datapoints` periods before scaling in.
+        assert_eq!(decide(&p, &[0.5, 0.1], 4, None), None);
+        assert_eq!(decide(&p, &[0.1, 0.2, 0.1], 4, None).map(|d| d.0), Some(2));
+        // A day of a stepped load, minute by minute: the average per task
+        // settles within ±20 % of the target after each step.
+        let (mut current, mut seen, mut last) = (1u32, Vec::new(), None::<u32>);
+        let demand = |minute: u32| match minute / 240 {
+            0 => 0.8,
+            1 => 3.0,
+            2 => 1.6,
+            3 => 4.4,
+            4 => 0.4,
+            _ => 2.2,
+        }; // in cores of reservation
+        for minute in 0..1440 {
+            let cpu = demand(minute) / f64::from(current);
+            seen.push(cpu.min(1.0));
+            if let Some((to, _)) =
+                decide(&p, &seen, current, last.map(|l| Duration::from_secs(60 * u64::from(minute - l))))
+            {
+                current = to;
+                last = Some(minute);
+                seen.clear();
+            }
+            if minute % 240 == 239 {
+                let per_task = demand(minute) / f64::from(current);
+                assert!((0.4..=0.6).contains(&per_task), "minute {minute}: {per_task:.2} per task with {current}");
+            }
+        }
+    }
+}
