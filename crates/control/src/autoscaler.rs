@@ -99,14 +99,21 @@ pub(crate) fn decide(
         }
         ScaleRule::Target { cpu: target } => {
             let target = target.fraction();
-            let want = |c: f64| ((f64::from(current) * c / target).ceil() as u32).clamp(p.min, p.max);
+            // A band of ±10 % around the target where nothing happens keeps
+            // it from flapping between two counts. Out: as many tasks as bring
+            // the average to the target (less a tenth of a task of slack, so
+            // noise doesn't round up to a whole extra one). In: only as far as
+            // keeps the average within the band.
+            let count = f64::from(current);
+            let want = |c: f64| ((count * c / target - 0.1).ceil().max(0.0) as u32).clamp(p.min, p.max);
+            let want_in = |c: f64| ((count * c / (target * 1.1)).ceil() as u32).clamp(p.min, p.max);
             let newest = *cpu.last()?;
-            if want(newest) > current {
+            if newest > target * 1.1 && want(newest) > current {
                 let why = format!("{} against a target of {}", pct(newest), pct(target));
                 return Some((want(newest), why));
             }
             let last_n = last_n?;
-            let to = last_n.iter().map(|c| want(*c)).max()?;
+            let to = last_n.iter().map(|c| want_in(*c)).max()?;
             (to < current).then(|| (to, format!("{n} datapoints under a target of {}: {}", pct(target), shown(last_n))))
         }
     }

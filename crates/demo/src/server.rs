@@ -289,9 +289,11 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<DemoBo
 async fn burn(app: &App, ms: u64) -> Response<DemoBody> {
     let started = Instant::now();
     let burned = tokio::task::spawn_blocking(move || {
-        let until = Instant::now() + Duration::from_millis(ms);
+        // CPU time, not wall time: a throttled or descheduled task takes
+        // longer but burns the same amount, so the load is what was asked.
+        let until = thread_cpu() + Duration::from_millis(ms);
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        while Instant::now() < until {
+        while thread_cpu() < until {
             for _ in 0..1_000 {
                 x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             }
@@ -306,6 +308,14 @@ async fn burn(app: &App, ms: u64) -> Response<DemoBody> {
         ),
         Err(e) => app.text(StatusCode::INTERNAL_SERVER_ERROR, format!("burn failed: {e}\n")),
     }
+}
+
+/// CPU time used by the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn status(app: &App, code: &str) -> Response<DemoBody> {
