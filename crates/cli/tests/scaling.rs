@@ -151,3 +151,59 @@ deploy = { bake = "0s" }
     let text = s.ok(&["autoscale", "api"]);
     assert!(text.contains("min 1, max 2") && text.contains("1 → 2"), "{text}");
 }
+
+/// A worker (no port) deploys rolling: new tasks start before old ones get
+/// their own stop signal, which they handle to finish their work.
+#[test]
+fn workers_roll_with_their_own_stop_signal_and_never_drop_below_their_replicas() {
+    let s = Server::start();
+    let toml = |v: &str| {
+        format!(
+            r#"app = "jobs"
+
+[service.worker]
+command = ["sh", "-c", "trap 'echo worker $V got USR1, finishing; sleep 0.3; echo worker $V done; exit 0' USR1; echo worker $V up; while true; do sleep 0.1; done"]
+replicas = 2
+env = {{ V = "{v}" }}
+stop_signal = "SIGUSR1"
+stop_timeout = "5s"
+deploy = {{ bake = "0s" }}
+"#
+        )
+    };
+    let dir = app_dir(&toml("1"));
+    s.deploy(dir.path());
+    let running = |s: &Server| s.tasks().iter().filter(|t| t["state"] == "running" && t["draining"] == false).count();
+    assert_eq!(running(&s), 2);
+    std::fs::write(dir.path().join("wharf.toml"), toml("2")).unwrap();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let data = s.data.clone();
+    let flag = watching.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut lowest = usize::MAX;
+        let began = std::time::Instant::now();
+        while flag.load(std::sync::atomic::Ordering::Relaxed) && began.elapsed() < Duration::from_secs(60) {
+            let out =
+                std::process::Command::new(WHARF).arg("--data").arg(&data).args(["ps", "--json"]).output().unwrap();
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                let n =
+                    v.as_array().unwrap().iter().filter(|t| t["state"] == "running" && t["draining"] == false).count();
+                lowest = lowest.min(n);
+            }
+        }
+        lowest
+    });
+    s.deploy(dir.path());
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let lowest = watcher.join().unwrap();
+    assert!(lowest >= 2, "never fewer than the replicas running (max_unavailable 0): {lowest}");
+    wait_for("the old workers to finish", LONG, || {
+        let logs = s.ok(&["logs", "worker", "-n", "1000"]);
+        (logs.matches("worker 1 done").count() == 2).then_some(())
+    });
+    let logs = s.ok(&["logs", "worker", "-n", "1000"]);
+    assert_eq!(logs.matches("worker 1 got USR1, finishing").count(), 2, "{logs}");
+    assert!(s.tasks().iter().all(|t| t["revision"] == 2));
+    let stopped = s.events("task.stopped");
+    assert!(stopped.iter().all(|e| !e.contains("ignored its stop signal")), "{stopped:?}");
+}

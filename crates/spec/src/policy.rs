@@ -43,6 +43,11 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
     if let Some((_, v)) = strategy {
         match expect_str(r, v, "deploy.strategy", "\"rolling\" or \"blue-green\"") {
             Some("rolling") => p.strategy = Strategy::Rolling,
+            Some("blue-green") if !web => r.error(
+                v.span(),
+                "a blue-green deploy switches traffic, and a service without a port gets none".into(),
+                Some("use strategy = \"rolling\" for a worker (new tasks start before old ones stop)".into()),
+            ),
             Some("blue-green") => p.strategy = Strategy::BlueGreen,
             Some(other) => {
                 let hint = match did_you_mean(other, STRATEGIES) {
