@@ -378,45 +378,41 @@ async fn resume(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Res
     }
 }
 
+/// `?service=S&app=A`: a query about one service.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RevisionsQuery {
+struct ServiceQuery {
     app: Option<String>,
     service: String,
 }
 
+type ServiceQueryResult = Result<Query<ServiceQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The app (resolved: default the only one deployed) and service of a query.
+async fn service_of(st: &ApiState, q: ServiceQueryResult) -> Result<(String, String), Response> {
+    let Query(q) = q.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let app = st.ctl.resolve_app(q.app.as_deref()).await.map_err(control_error)?;
+    Ok((app, q.service))
+}
+
 /// The autoscaler's recent datapoints and decisions for a service.
-async fn autoscale(
-    State(st): State<ApiState>,
-    q: Result<Query<RevisionsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+async fn autoscale(State(st): State<ApiState>, q: ServiceQueryResult) -> Response {
+    let (app, service) = match service_of(&st, q).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
-    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
-        Ok(a) => a,
-        Err(e) => return control_error(e),
-    };
-    match st.ctl.autoscale_view(&app, &q.service).await {
+    match st.ctl.autoscale_view(&app, &service).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => control_error(e),
     }
 }
 
-async fn revisions(
-    State(st): State<ApiState>,
-    q: Result<Query<RevisionsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+async fn revisions(State(st): State<ApiState>, q: ServiceQueryResult) -> Response {
+    let (app, service) = match service_of(&st, q).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
-    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
-        Ok(a) => a,
-        Err(e) => return control_error(e),
-    };
-    match st.ctl.revisions(&app, &q.service).await {
+    match st.ctl.revisions(&app, &service).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => control_error(e),
     }

@@ -258,11 +258,7 @@ impl Controller {
 
     /// Recent datapoints and decisions of a service, for `wharf autoscale`.
     pub async fn autoscale_view(&self, app: &str, service: &str) -> Result<AutoscaleView, ControlError> {
-        let svc = self
-            .db
-            .service(app, service)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))?;
+        let svc = self.service_record(app, service).await?;
         let policy = self.revision(app, service, svc.revision).await?.spec.scale.clone();
         let scalers = self.scalers.lock().unwrap();
         let s = scalers.get(&(app.to_string(), service.to_string()));

@@ -230,6 +230,18 @@ impl Controller {
         );
     }
 
+    /// A service's record, or a NotFound that says which.
+    pub(crate) async fn service_record(
+        &self,
+        app: &str,
+        service: &str,
+    ) -> Result<wharf_store::ServiceRecord, ControlError> {
+        self.db
+            .service(app, service)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))
+    }
+
     pub(crate) async fn revision(&self, app: &str, svc: &str, n: u64) -> Result<Arc<Revision>, ControlError> {
         let key = (app.to_string(), svc.to_string(), n);
         if let Some(r) = self.revisions.lock().unwrap().get(&key) {

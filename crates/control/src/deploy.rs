@@ -143,7 +143,9 @@ impl Controller {
                 Some(p) => self.db.revision(app, name, p.revision).await?,
                 None => None,
             };
-            let replicas = deployed_replicas(previous, current.as_ref().map(|c| c.spec.replicas), svc.replicas);
+            let declared_before =
+                previous.and_then(|p| p.declared_replicas).or(current.as_ref().map(|c| c.spec.replicas));
+            let replicas = deployed_replicas(previous, declared_before, svc.replicas);
             let number = match current {
                 Some(cur) if cur.digest == digest => cur.number,
                 _ => {
@@ -171,7 +173,7 @@ impl Controller {
                 }
             };
             scaled |= previous.is_some_and(|p| p.replicas != replicas);
-            records.push(match previous {
+            let mut record = match previous {
                 Some(p) => moving_record(p, number, replicas, svc.deploy.strategy),
                 None => ServiceRecord {
                     app: app.clone(),
@@ -180,7 +182,10 @@ impl Controller {
                     replicas: svc.replicas,
                     ..Default::default()
                 },
-            });
+            };
+            scaled |= previous.is_some_and(|p| p.declared_replicas != Some(svc.replicas));
+            record.declared_replicas = Some(svc.replicas);
+            records.push(record);
             services.push(ServiceReport {
                 name: name.clone(),
                 kind: if svc.is_web() { "web" } else { "worker" },

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use wharf_logs::Level;
-use wharf_runtime::{ExitInfo, TaskSpec};
+use wharf_runtime::ExitInfo;
 
-use crate::controller::{signal_number, ControlError, Controller};
+use crate::controller::{ControlError, Controller};
 use crate::reconcile::short_id;
 
 /// A one-off task that was started.
@@ -41,27 +41,10 @@ impl Controller {
         if command.is_empty() || command[0].is_empty() {
             return Err(ControlError::Invalid("give the command to run after `--`".into()));
         }
-        let svc = self
-            .db
-            .service(app, service)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))?;
+        let svc = self.service_record(app, service).await?;
         let rev = self.revision(app, service, svc.revision).await?;
         let id = format!("{app}-{service}-{}-run-{}", rev.number, short_id());
-        let spec = TaskSpec {
-            id: id.clone(),
-            app: app.to_string(),
-            service: service.to_string(),
-            revision: rev.number,
-            command: command.clone(),
-            workdir: self.releases.path(app, &rev.release).join(&rev.spec.workdir),
-            env: self.task_env(app, service, &rev, &id),
-            cpu_units: rev.spec.cpu,
-            memory_bytes: rev.spec.memory,
-            stop_signal: signal_number(&rev.spec.stop_signal),
-            stop_timeout: rev.spec.stop_timeout,
-            restart: false,
-        };
+        let spec = self.task_spec(app, service, &rev, &id, command.clone(), false);
         self.remember(&spec);
         self.driver.start(spec).await?;
         self.event_full(

@@ -75,7 +75,8 @@ impl Controller {
             if !same && rev.code != code {
                 changes.insert(0, "code".into());
             }
-            let replicas = crate::scale::deployed_replicas(Some(cur), Some(rev.spec.replicas), svc.replicas);
+            let declared_before = cur.declared_replicas.unwrap_or(rev.spec.replicas);
+            let replicas = crate::scale::deployed_replicas(Some(cur), Some(declared_before), svc.replicas);
             let scaled = cur.replicas != replicas;
             let last = self.db.revisions(app, name).await?.last().map_or(0, |r| r.number);
             services.push(ServicePlan {

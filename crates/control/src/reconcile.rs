@@ -182,24 +182,10 @@ impl Controller {
     ) -> Result<(), ControlError> {
         let id = format!("{}-{}-{}-{}", svc.app, svc.name, rev.number, short_id());
         let port = if rev.spec.is_web() { Some(free_port()?) } else { None };
-        let mut env = self.task_env(&svc.app, &svc.name, rev, &id);
+        let mut spec = self.task_spec(&svc.app, &svc.name, rev, &id, rev.spec.command.clone(), true);
         if let Some(p) = port {
-            env.insert("PORT".into(), p.to_string());
+            spec.env.insert("PORT".into(), p.to_string());
         }
-        let spec = TaskSpec {
-            id: id.clone(),
-            app: svc.app.clone(),
-            service: svc.name.clone(),
-            revision: rev.number,
-            command: rev.spec.command.clone(),
-            workdir: self.releases.path(&svc.app, &rev.release).join(&rev.spec.workdir),
-            env,
-            cpu_units: rev.spec.cpu,
-            memory_bytes: rev.spec.memory,
-            stop_signal: signal_number(&rev.spec.stop_signal),
-            stop_timeout: rev.spec.stop_timeout,
-            restart: true,
-        };
         // Intent first: a crash between these two lines leaves a record
         // without a task, which forget_gone_tasks() cleans up.
         let record = TaskRecord {
@@ -222,14 +208,35 @@ impl Controller {
         Ok(())
     }
 
-    /// What every task of a revision finds in its environment.
-    pub(crate) fn task_env(
+    /// A task of a revision: its code, workdir, environment and limits;
+    /// `restart` false for one-offs (release commands, `wharf run`).
+    pub(crate) fn task_spec(
         &self,
         app: &str,
         service: &str,
         rev: &wharf_store::Revision,
         id: &str,
-    ) -> BTreeMap<String, String> {
+        command: Vec<String>,
+        restart: bool,
+    ) -> TaskSpec {
+        TaskSpec {
+            id: id.to_string(),
+            app: app.to_string(),
+            service: service.to_string(),
+            revision: rev.number,
+            command,
+            workdir: self.releases.path(app, &rev.release).join(&rev.spec.workdir),
+            env: self.task_env(app, service, rev, id),
+            cpu_units: rev.spec.cpu,
+            memory_bytes: rev.spec.memory,
+            stop_signal: signal_number(&rev.spec.stop_signal),
+            stop_timeout: rev.spec.stop_timeout,
+            restart,
+        }
+    }
+
+    /// What every task of a revision finds in its environment.
+    fn task_env(&self, app: &str, service: &str, rev: &wharf_store::Revision, id: &str) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("PATH".into(), self.task_path.clone());
         env.extend(rev.spec.env.clone());

@@ -100,11 +100,7 @@ impl Controller {
         to: Option<u64>,
     ) -> Result<DeploymentRecord, ControlError> {
         let _guard = self.deploy_lock.lock().await;
-        let svc = self
-            .db
-            .service(app, service)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))?;
+        let svc = self.service_record(app, service).await?;
         if let Some(mut running) =
             self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress)
         {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use wharf_logs::Level;
 use wharf_proxy::OutcomeCounts;
-use wharf_runtime::{TaskSpec, TaskState, TaskStatus};
+use wharf_runtime::{TaskState, TaskStatus};
 use wharf_spec::{DeployPolicy, Strategy};
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord};
 
@@ -203,22 +203,8 @@ impl Controller {
                 self.pause(&app, Some(&c.service), RELEASE_PAUSE_MAX).await?;
             }
             let id = format!("{}{}", release_prefix(&app, &c, d.id), crate::reconcile::short_id());
-            let mut env = self.task_env(&app, &c.service, &rev, &id);
-            env.insert("WHARF_RELEASE_COMMAND".into(), "1".into());
-            let spec = TaskSpec {
-                id: id.clone(),
-                app: app.clone(),
-                service: c.service.clone(),
-                revision: to,
-                command,
-                workdir: self.releases.path(&app, &rev.release).join(&rev.spec.workdir),
-                env,
-                cpu_units: rev.spec.cpu,
-                memory_bytes: rev.spec.memory,
-                stop_signal: crate::controller::signal_number(&rev.spec.stop_signal),
-                stop_timeout: rev.spec.stop_timeout,
-                restart: false,
-            };
+            let mut spec = self.task_spec(&app, &c.service, &rev, &id, command, false);
+            spec.env.insert("WHARF_RELEASE_COMMAND".into(), "1".into());
             self.remember(&spec);
             if let Err(e) = self.driver.start(spec).await {
                 self.release_resume(d, &c.service).await;
@@ -244,8 +230,9 @@ impl Controller {
         let mut batch = Batch::default();
         for c in &d.changes {
             let Some(to) = c.to else { continue };
-            let strategy = self.revision(&app, &c.service, to).await?.spec.deploy.strategy;
-            let record = match self.db.service(&app, &c.service).await? {
+            let spec = self.revision(&app, &c.service, to).await?.spec.clone();
+            let strategy = spec.deploy.strategy;
+            let mut record = match self.db.service(&app, &c.service).await? {
                 Some(old) => moving_record(&old, to, c.replicas, strategy),
                 None => ServiceRecord {
                     app: app.clone(),
@@ -255,6 +242,8 @@ impl Controller {
                     ..Default::default()
                 },
             };
+            // The revision is new with this deploy: its spec has what the file declared.
+            record.declared_replicas = Some(spec.replicas);
             batch.put_service(&record);
         }
         d.step = DeployStep::Rollout;
@@ -723,7 +712,15 @@ mod tests {
     use super::*;
 
     fn rec(revision: u64, live: Option<u64>, standby: Option<u64>) -> ServiceRecord {
-        ServiceRecord { app: "a".into(), name: "web".into(), revision, replicas: 2, live, standby }
+        ServiceRecord {
+            app: "a".into(),
+            name: "web".into(),
+            revision,
+            replicas: 2,
+            live,
+            standby,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -753,5 +750,20 @@ mod tests {
         assert!(judge(&policy, &bad).unwrap().contains("6 of 100"));
         let fine = OutcomeCounts { total: 100, errors: 5, ..Default::default() };
         assert_eq!(judge(&policy, &fine), None);
+    }
+
+    #[test]
+    fn a_bake_judges_p99_latency_when_asked_to() {
+        let mut slow = OutcomeCounts { total: 100, ..Default::default() };
+        // 95 answers within 10 ms, 5 within 1 s: the p99 is in the 1 s bucket.
+        let fast = wharf_proxy::LATENCY_BOUNDS_MS.iter().position(|b| *b == 10).unwrap();
+        let second = wharf_proxy::LATENCY_BOUNDS_MS.iter().position(|b| *b == 1000).unwrap();
+        slow.buckets[fast] = 95;
+        slow.buckets[second] = 5;
+        assert_eq!(judge(&DeployPolicy::default(), &slow), None, "no max_p99: latency is not judged");
+        let strict = DeployPolicy { max_p99: Some(Duration::from_millis(500)), ..Default::default() };
+        assert!(judge(&strict, &slow).unwrap().contains("p99 latency"), "{:?}", judge(&strict, &slow));
+        let loose = DeployPolicy { max_p99: Some(Duration::from_secs(2)), ..Default::default() };
+        assert_eq!(judge(&loose, &slow), None);
     }
 }

@@ -38,11 +38,7 @@ impl Controller {
             )));
         }
         let _guard = self.deploy_lock.lock().await;
-        let svc = self
-            .db
-            .service(app, service)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))?;
+        let svc = self.service_record(app, service).await?;
         if let Some(d) = self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress) {
             return Err(ControlError::Busy(format!(
                 "deployment {app}#{} is in progress ({}); scale once it has ended",

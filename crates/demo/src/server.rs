@@ -225,16 +225,10 @@ fn route(path: &str) -> Route<'_> {
 async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible> {
     let query = req.uri().query().unwrap_or("");
     let res = match route(req.uri().path()) {
-        Route::Root => {
-            if app.fail_rate > 0.0 && random_unit() < app.fail_rate {
-                app.text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("{}: injected failure (fail rate {})\n", app.name, app.fail_rate),
-                )
-            } else {
-                app.respond(StatusCode::OK, TEXT, DemoBody::Full(Some(app.hello.clone())))
-            }
-        }
+        Route::Root => match injected_failure(&app) {
+            Some(failed) => failed,
+            None => app.respond(StatusCode::OK, TEXT, DemoBody::Full(Some(app.hello.clone()))),
+        },
         Route::Health => {
             if app.fail_health.load(std::sync::atomic::Ordering::Relaxed) {
                 app.text(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"unhealthy"))
@@ -242,16 +236,10 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<DemoBo
                 app.text(StatusCode::OK, Bytes::from_static(b"ok"))
             }
         }
-        Route::Version => {
-            if app.fail_rate > 0.0 && random_unit() < app.fail_rate {
-                app.text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("{}: injected failure (fail rate {})\n", app.name, app.fail_rate),
-                )
-            } else {
-                app.respond(StatusCode::OK, JSON, DemoBody::full(app.version_json.clone()))
-            }
-        }
+        Route::Version => match injected_failure(&app) {
+            Some(failed) => failed,
+            None => app.respond(StatusCode::OK, JSON, DemoBody::full(app.version_json.clone())),
+        },
         Route::Burn => match number(query, "ms", 100u64) {
             Ok(ms) => burn(&app, ms).await,
             Err(bad) => app.text(StatusCode::BAD_REQUEST, bad),
@@ -308,6 +296,16 @@ async fn burn(app: &App, ms: u64) -> Response<DemoBody> {
         ),
         Err(e) => app.text(StatusCode::INTERNAL_SERVER_ERROR, format!("burn failed: {e}\n")),
     }
+}
+
+/// A 500 for the share of requests `--fail-rate` asks for.
+fn injected_failure(app: &App) -> Option<Response<DemoBody>> {
+    (app.fail_rate > 0.0 && random_unit() < app.fail_rate).then(|| {
+        app.text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}: injected failure (fail rate {})\n", app.name, app.fail_rate),
+        )
+    })
 }
 
 /// CPU time used by the calling thread.

@@ -31,6 +31,10 @@ pub struct ServiceRecord {
     /// the old set, for an instant switch back).
     #[serde(default)]
     pub standby: Option<u64>,
+    /// The `replicas` wharf.toml declared at the last deploy; `replicas`
+    /// differs when scaled by hand or by the autoscaler since.
+    #[serde(default)]
+    pub declared_replicas: Option<u32>,
 }
 
 /// An immutable, numbered snapshot of a service's spec and release (`api@7`).
