@@ -9,6 +9,7 @@
 mod access;
 mod backend;
 mod body;
+mod internal;
 mod io;
 mod metrics;
 mod pause;
@@ -16,6 +17,7 @@ mod routing;
 mod server;
 
 pub use access::{AccessEntry, AccessLog};
+pub use internal::{BindError, InternalListeners};
 pub use backend::{Backend, OutcomeCounts, LATENCY_BOUNDS_MS};
 pub use pause::PauseGate;
 pub use routing::{Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable};
