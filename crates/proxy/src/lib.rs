@@ -17,8 +17,8 @@ mod routing;
 mod server;
 
 pub use access::{AccessEntry, AccessLog};
-pub use internal::{BindError, InternalListeners};
 pub use backend::{Backend, OutcomeCounts, LATENCY_BOUNDS_MS};
+pub use internal::{BindError, InternalListeners};
 pub use pause::PauseGate;
 pub use routing::{Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable};
 pub use server::{Proxy, ProxyConfig, ProxyError, RespBody};
