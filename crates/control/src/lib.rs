@@ -8,6 +8,7 @@
 mod access;
 mod controller;
 mod deploy;
+mod discovery;
 mod health;
 mod metrics;
 mod plan;
@@ -24,6 +25,7 @@ mod views;
 pub use access::{access_sink, AccessSink};
 pub use controller::{ControlConfig, ControlError, Controller, StreamSink};
 pub use deploy::{DeployError, DeployReport, ServiceReport};
+pub use discovery::DiscoveryConfig;
 pub use health::Health;
 pub use metrics::ServerMetrics;
 pub use plan::{Plan, ServicePlan};
