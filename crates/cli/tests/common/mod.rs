@@ -57,7 +57,8 @@ impl Server {
             .open(self.data.parent().unwrap().join("server.stderr"))
             .unwrap();
         let child = Command::new(WHARF)
-            .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--data"])
+            .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--internal", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data"])
             .arg(&self.data)
             .args(&self.extra)
             .stdin(Stdio::null())
