@@ -222,6 +222,22 @@ impl RequestHandler for Handler {
     }
 }
 
+/// UDP and TCP on the same port. Port 0: a free UDP port whose TCP twin is
+/// free too (a few tries, as the two are allotted apart).
+fn bind(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
+    let tries = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = std::net::UdpSocket::bind(addr).map_err(|source| DnsError::Bind { addr, proto: "udp", source })?;
+        let at = udp.local_addr().map_err(DnsError::Start)?;
+        match std::net::TcpListener::bind(at) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(source) => last = Some(DnsError::Bind { addr: at, proto: "tcp", source }),
+        }
+    }
+    Err(last.expect("at least one try"))
+}
+
 /// A running responder: UDP and TCP on one address, on a thread of its own.
 pub struct Responder {
     addr: SocketAddr,
@@ -233,9 +249,8 @@ impl Responder {
     /// Binds UDP and TCP on `addr` (port 0: a free port, the same for both)
     /// and answers from `zone` until [`Responder::stop`].
     pub fn start(addr: SocketAddr, zone: Arc<Zone>) -> Result<Responder, DnsError> {
-        let udp = std::net::UdpSocket::bind(addr).map_err(|source| DnsError::Bind { addr, proto: "udp", source })?;
+        let (udp, tcp) = bind(addr)?;
         let addr = udp.local_addr().map_err(DnsError::Start)?;
-        let tcp = std::net::TcpListener::bind(addr).map_err(|source| DnsError::Bind { addr, proto: "tcp", source })?;
         udp.set_nonblocking(true).map_err(DnsError::Start)?;
         tcp.set_nonblocking(true).map_err(DnsError::Start)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DnsError::Start)?;

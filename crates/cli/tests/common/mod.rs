@@ -68,7 +68,13 @@ impl Server {
             .expect("start wharf server");
         self.child = Some(child);
         let data = self.data.clone();
+        let stderr = data.parent().unwrap().join("server.stderr");
+        let child = self.child.as_mut().unwrap();
         wait_for("the server to write its URLs", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+                panic!("wharf server exited ({status}) before it was up:\n{err}");
+            }
             (data.join("api.url").exists() && data.join("proxy.url").exists()).then_some(())
         });
     }
