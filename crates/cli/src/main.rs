@@ -1,6 +1,7 @@
 //! `wharf`: the one binary. Server, CLI and demo app.
 
 mod client;
+mod discovery;
 mod output;
 mod runs;
 mod server;
@@ -72,6 +73,8 @@ enum Command {
         max_connections: usize,
         #[command(flatten)]
         export: ExportArgs,
+        #[command(flatten)]
+        discovery: discovery::DiscoveryArgs,
     },
     /// Run an app in the foreground: a server of its own (data in DIR/.wharf), DIR deployed, logs followed; Ctrl-C stops everything.
     Up {
@@ -363,6 +366,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             max_body,
             max_connections,
             export,
+            discovery,
         } => {
             let mut stop = server::StopSignal::new()?;
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
@@ -376,6 +380,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             opts.proxy.max_body = max_body;
             opts.proxy.max_connections = max_connections;
             export.apply(&mut opts)?;
+            discovery.apply(&mut opts)?;
             let running = server::start(opts).await?;
             eprintln!(
                 "wharf server: proxy on http://{}, API on {} (data in {})",

@@ -22,6 +22,29 @@ pub const API_URL_FILE: &str = "api.url";
 pub const METRICS_URL_FILE: &str = "metrics.url";
 /// The file where a running server writes the proxy's URL.
 pub const PROXY_URL_FILE: &str = "proxy.url";
+/// The file where a running server writes its internal listener's URL.
+pub const INTERNAL_URL_FILE: &str = "internal.url";
+/// The file where a running server writes its DNS responder's address.
+pub const DNS_ADDR_FILE: &str = "dns.addr";
+
+/// Where an optional listener goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    /// The default address: if it is taken, the server says so and runs without.
+    Default(SocketAddr),
+    /// Asked for: if it is taken, the server does not start.
+    At(SocketAddr),
+}
+
+impl Listen {
+    fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::Default(a) | Listen::At(a) => Some(a),
+        }
+    }
+}
 
 pub struct ServerOptions {
     pub data: PathBuf,
@@ -39,6 +62,10 @@ pub struct ServerOptions {
     /// Where to export the log stream (a file, an HTTP endpoint, or both).
     pub exports: Vec<Target>,
     pub export: ExportOptions,
+    /// The proxy's internal listener (service discovery).
+    pub internal: Listen,
+    /// The DNS responder (service discovery); needs the internal listener.
+    pub dns: Listen,
 }
 
 impl ServerOptions {
@@ -55,6 +82,8 @@ impl ServerOptions {
             proxy: ProxyConfig::default(),
             exports: Vec::new(),
             export: ExportOptions::default(),
+            internal: Listen::Default(SocketAddr::from(([127, 0, 0, 1], 8181))),
+            dns: Listen::Default(SocketAddr::from(([127, 0, 0, 1], 8053))),
         }
     }
 }
@@ -76,6 +105,7 @@ pub struct Running {
     api_task: tokio::task::JoinHandle<()>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
     exporters: Vec<Exporter>,
+    dns: Option<wharf_dns::Responder>,
     data: PathBuf,
     _lock: std::fs::File,
 }
@@ -143,8 +173,24 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     let metrics_url = admin_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| format!("http://{a}/metrics"));
     // The proxy listens before tasks are re-adopted, so they serve the
     // moment their first health check passes.
-    let listeners = proxy_listeners(opts.http, opts.proxy_threads.max(1))?;
+    let workers = opts.proxy_threads.max(1);
+    let listeners = proxy_listeners(opts.http, workers, "--http")?;
     let http = listeners[0].local_addr()?;
+    let mut internal_listeners = match opts.internal.addr() {
+        None => Vec::new(),
+        Some(addr) => match proxy_listeners(addr, workers, "--internal") {
+            Ok(l) => l,
+            Err(e) if matches!(opts.internal, Listen::Default(_)) => {
+                logs.append(Record::event("discovery.off", Level::Warn, format!("service discovery is off: {e:#}")));
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let internal = match internal_listeners.first() {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let api_listener = bind(opts.api, "the API", "--api").await?;
     let api_addr = api_listener.local_addr()?;
     let proxy_for_admin = proxy.clone();
@@ -156,17 +202,36 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         proxy: proxy.clone(),
         metrics,
     });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut runtimes = Vec::new();
+    for _ in 0..workers {
+        runtimes.push(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a proxy worker's runtime")?,
+        );
+    }
+    let dns = match internal {
+        Some(addr) => {
+            let handles = runtimes.iter().map(|r| r.handle().clone()).collect();
+            let service_addrs = matches!(addr.ip(), std::net::IpAddr::V4(ip) if ip.is_loopback());
+            let listeners = service_addrs.then(|| {
+                Arc::new(wharf_proxy::InternalListeners::new(proxy.clone(), addr.port(), handles, stop_rx.clone()))
+            });
+            ctl.enable_discovery(wharf_control::DiscoveryConfig { internal: addr, listeners });
+            start_dns(opts.dns, ctl.dns_zone(), &logs)?
+        }
+        None => None,
+    };
     ctl.start().await?;
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut proxy_threads = Vec::new();
-    for (n, listener) in listeners.into_iter().enumerate() {
+    for (n, (listener, runtime)) in listeners.into_iter().zip(runtimes).enumerate() {
         let proxy = proxy.clone();
         let mut rx = stop_rx.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start a proxy worker's runtime")?;
+        let mut internal_rx = stop_rx.clone();
+        let internal_listener = if internal_listeners.is_empty() { None } else { Some(internal_listeners.remove(0)) };
         let thread = std::thread::Builder::new().name(format!("wharf-proxy-{n}")).spawn(move || {
             runtime.block_on(async move {
                 let shutdown = async move {
@@ -176,9 +241,26 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
                     Ok(l) => l,
                     Err(e) => return tracing::error!("proxy listener unusable: {e}"),
                 };
-                if let Err(e) = proxy.serve(listener, shutdown, Duration::from_secs(10)).await {
-                    tracing::warn!("{e}");
-                }
+                let internal = async {
+                    let Some(l) = internal_listener else { return };
+                    let shutdown = async move {
+                        let _ = internal_rx.wait_for(|s| *s).await;
+                    };
+                    match TcpListener::from_std(l) {
+                        Ok(l) => {
+                            if let Err(e) = proxy.clone().serve_internal(l, shutdown, Duration::from_secs(10)).await {
+                                tracing::warn!("{e}");
+                            }
+                        }
+                        Err(e) => tracing::error!("internal listener unusable: {e}"),
+                    }
+                };
+                let external = async {
+                    if let Err(e) = proxy.clone().serve(listener, shutdown, Duration::from_secs(10)).await {
+                        tracing::warn!("{e}");
+                    }
+                };
+                tokio::join!(external, internal);
             })
         })?;
         proxy_threads.push(thread);
@@ -226,12 +308,27 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
             let _ = std::fs::remove_file(data.join(METRICS_URL_FILE));
         }
     }
+    match internal {
+        Some(a) => std::fs::write(data.join(INTERNAL_URL_FILE), format!("http://{a}"))?,
+        None => {
+            let _ = std::fs::remove_file(data.join(INTERNAL_URL_FILE));
+        }
+    }
+    match &dns {
+        Some(d) => std::fs::write(data.join(DNS_ADDR_FILE), d.local_addr().to_string())?,
+        None => {
+            let _ = std::fs::remove_file(data.join(DNS_ADDR_FILE));
+        }
+    }
     std::fs::write(data.join(API_URL_FILE), &api_url)?;
-    let mut r = Record::event(
-        "server.started",
-        Level::Info,
-        format!("wharf server started: proxy on http://{http}, API on {api_url}"),
-    );
+    let mut started = format!("wharf server started: proxy on http://{http}, API on {api_url}");
+    if let Some(a) = internal {
+        started.push_str(&format!(", internal listener on http://{a}"));
+    }
+    if let Some(d) = &dns {
+        started.push_str(&format!(", DNS on {}", d.local_addr()));
+    }
+    let mut r = Record::event("server.started", Level::Info, started);
     r.fields.insert("data".into(), data.display().to_string().into());
     logs.append(r);
     for t in &opts.exports {
@@ -244,13 +341,16 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         r.fields.insert("target".into(), t.address().into());
         logs.append(r);
     }
-    Ok(Running { ctl, api_url, http, stop_tx, proxy_threads, api_task, admin_task, exporters, data, _lock: lock })
+    Ok(Running { ctl, api_url, http, stop_tx, proxy_threads, api_task, admin_task, exporters, dns, data, _lock: lock })
 }
 
 impl Running {
     /// Stops tasks gracefully, then the listeners.
     pub async fn stop(self) {
         self.ctl.shutdown().await;
+        if let Some(dns) = self.dns {
+            let _ = tokio::task::spawn_blocking(move || dns.stop()).await;
+        }
         let _ = self.stop_tx.send(true);
         let threads = self.proxy_threads;
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).for_each(drop)).await;
@@ -269,6 +369,8 @@ impl Running {
         }
         let _ = std::fs::remove_file(self.data.join(API_URL_FILE));
         let _ = std::fs::remove_file(self.data.join(PROXY_URL_FILE));
+        let _ = std::fs::remove_file(self.data.join(INTERNAL_URL_FILE));
+        let _ = std::fs::remove_file(self.data.join(DNS_ADDR_FILE));
         let _ = std::fs::remove_file(self.data.join("server.pid"));
     }
 }
@@ -277,9 +379,10 @@ impl Running {
 /// the kernel spreads connections over the workers, and each worker serves
 /// its connections start to end on its own thread, without handing requests
 /// between threads.
-fn proxy_listeners(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>> {
+fn proxy_listeners(addr: SocketAddr, workers: usize, flag: &str) -> Result<Vec<std::net::TcpListener>> {
+    let what = if flag == "--internal" { "internal traffic" } else { "HTTP traffic" };
     let hint = || {
-        format!("cannot listen for HTTP traffic on {addr}\n  hint: is something else using it? choose another address with --http")
+        format!("cannot listen for {what} on {addr}\n  hint: is something else using it? choose another address with {flag}")
     };
     // A plain bind first: with SO_REUSEPORT alone, a second server could
     // silently share the port instead of being told it is taken. Port 0
@@ -334,4 +437,21 @@ pub fn default_data_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/wharf")
+}
+
+/// Starts the DNS responder where asked; a default address that is taken
+/// is reported as an event and the server runs without.
+fn start_dns(at: Listen, zone: Arc<wharf_dns::Zone>, logs: &LogStream) -> Result<Option<wharf_dns::Responder>> {
+    let Some(addr) = at.addr() else { return Ok(None) };
+    match wharf_dns::Responder::start(addr, zone) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if matches!(at, Listen::Default(_)) => {
+            let msg = format!("DNS responder is off: {e} (choose another address with --dns)");
+            logs.append(Record::event("discovery.dns_off", Level::Warn, msg));
+            Ok(None)
+        }
+        Err(e) => {
+            Err(anyhow::Error::new(e).context("hint: is something else using it? choose another address with --dns"))
+        }
+    }
 }

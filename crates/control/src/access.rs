@@ -89,5 +89,8 @@ fn record(e: AccessEntry) -> Record {
     f.insert("duration_ms".into(), ((ms * 1000.0).round() / 1000.0).into());
     f.insert("request_id".into(), e.request_id.into());
     f.insert("client".into(), e.client.to_string().into());
+    if e.internal {
+        f.insert("internal".into(), true.into());
+    }
     r
 }

@@ -93,6 +93,8 @@ pub struct Controller {
     pub(crate) task_path: String,
     pub(crate) started: SystemTime,
     pub(crate) metrics: Arc<crate::ServerMetrics>,
+    /// Service discovery: internal routes, DNS data, `WHARF_*_URL`.
+    pub(crate) discovery: crate::discovery::Discovery,
     stop: watch::Sender<bool>,
 }
 
@@ -127,6 +129,7 @@ impl Controller {
             task_path,
             started: SystemTime::now(),
             metrics: cfg.metrics,
+            discovery: Default::default(),
             stop: watch::channel(false).0,
         })
     }

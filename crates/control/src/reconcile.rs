@@ -48,6 +48,11 @@ impl Controller {
 
     pub(crate) async fn reconcile_once(self: &Arc<Self>) -> Result<(), ControlError> {
         let services = self.db.services(None).await?;
+        // New web services get their names and addresses before any task
+        // is started with their URLs in its environment.
+        if self.refresh_discovery(&services).await {
+            self.rebuild_routes().await;
+        }
         let mut observed: HashMap<(String, String), Vec<TaskStatus>> = HashMap::new();
         {
             let draining = self.draining.lock().unwrap();
@@ -239,6 +244,7 @@ impl Controller {
     fn task_env(&self, app: &str, service: &str, rev: &wharf_store::Revision, id: &str) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("PATH".into(), self.task_path.clone());
+        env.extend(self.discovery_env(app));
         env.extend(rev.spec.env.clone());
         env.insert("WHARF_APP".into(), app.to_string());
         env.insert("WHARF_SERVICE".into(), service.to_string());

@@ -32,14 +32,17 @@ impl Controller {
                 return;
             }
         };
-        // Blue-green: only the live revision serves; the standby set is the fallback.
-        let services: HashMap<(String, String), (Option<u64>, Option<u64>)> = match self.db.services(None).await {
-            Ok(s) => s.into_iter().map(|s| ((s.app, s.name), (s.live, s.standby))).collect(),
+        let records = match self.db.services(None).await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!("routing not rebuilt, store unavailable: {e}");
                 return;
             }
         };
+        self.refresh_discovery(&records).await;
+        // Blue-green: only the live revision serves; the standby set is the fallback.
+        let services: HashMap<(String, String), (Option<u64>, Option<u64>)> =
+            records.into_iter().map(|s| ((s.app, s.name), (s.live, s.standby))).collect();
         let mut backends: HashMap<(String, String), Vec<Arc<Backend>>> = HashMap::new();
         let mut fallbacks: HashMap<(String, String), Vec<Arc<Backend>>> = HashMap::new();
         {
@@ -67,29 +70,37 @@ impl Controller {
                 return;
             }
         };
+        // One pool per routed or discoverable service, shared by its
+        // external and internal routes.
         let mut pools: HashMap<(String, String), Arc<Pool>> = HashMap::new();
+        let routed = apps.iter().flat_map(|a| a.routes.iter().map(|r| (a.name.clone(), r.service.clone())));
+        let wanted: Vec<(String, String)> = routed.chain(self.discovered_services()).collect();
+        for key in wanted {
+            if pools.contains_key(&key) {
+                continue;
+            }
+            let (app, service) = (&key.0, &key.1);
+            let mut b = backends.remove(&key).unwrap_or_default();
+            b.sort_by(|x, y| x.task.cmp(&y.task));
+            let mut pool = Pool::new(format!("{app}/{service}"), b);
+            pool.fallback = fallbacks.remove(&key).unwrap_or_default();
+            pool.fallback.sort_by(|x, y| x.task.cmp(&y.task));
+            let (pause, maintenance) = self.traffic_for(app, service, &maintenance);
+            pool.pause = pause;
+            pool.maintenance = maintenance;
+            if let Some(spec) = self.current_spec(app, service).await {
+                pool.health_path = spec.health.as_ref().and_then(|h| h.path.clone());
+                pool.balance = match spec.balance {
+                    wharf_spec::Balance::LeastOutstanding => Balance::LeastOutstanding,
+                    wharf_spec::Balance::RoundRobin => Balance::RoundRobin,
+                };
+            }
+            pools.insert(key, Arc::new(pool));
+        }
         let mut routes = Vec::new();
         for app in &apps {
             for r in &app.routes {
                 let key = (app.name.clone(), r.service.clone());
-                if !pools.contains_key(&key) {
-                    let mut b = backends.remove(&key).unwrap_or_default();
-                    b.sort_by(|x, y| x.task.cmp(&y.task));
-                    let mut pool = Pool::new(format!("{}/{}", app.name, r.service), b);
-                    pool.fallback = fallbacks.remove(&key).unwrap_or_default();
-                    pool.fallback.sort_by(|x, y| x.task.cmp(&y.task));
-                    let (pause, maintenance) = self.traffic_for(&app.name, &r.service, &maintenance);
-                    pool.pause = pause;
-                    pool.maintenance = maintenance;
-                    if let Some(spec) = self.current_spec(&app.name, &r.service).await {
-                        pool.health_path = spec.health.as_ref().and_then(|h| h.path.clone());
-                        pool.balance = match spec.balance {
-                            wharf_spec::Balance::LeastOutstanding => Balance::LeastOutstanding,
-                            wharf_spec::Balance::RoundRobin => Balance::RoundRobin,
-                        };
-                    }
-                    pools.insert(key.clone(), Arc::new(pool));
-                }
                 let pool = pools[&key].clone();
                 routes.push(RouteSpec {
                     host: HostMatch::from_spec(r.host.as_deref()),
@@ -104,7 +115,9 @@ impl Controller {
                 });
             }
         }
-        self.proxy.swap(RoutingTable::new(routes));
+        let internal = self.internal_routes(&pools);
+        self.proxy.swap(RoutingTable::new(routes).with_internal(internal));
+        self.publish_discovery();
     }
 
     /// The service's spec as its current revision has it.

@@ -15,6 +15,9 @@ pub enum Role {
     /// with 200, but reads any other request, logs `NAME: reset METHOD PATH`
     /// and closes the connection without a byte of answer.
     Reset,
+    /// A client (no port): GETs --call-url (or $WHARF_<SERVICE>_URL of
+    /// --call-service) every --call-every and records each outcome.
+    Call,
 }
 
 /// Arguments of `wharf demo`. Every option can also come from the
@@ -77,6 +80,30 @@ pub struct DemoArgs {
     /// Write a log line to stdout this often (worker default 1s, web default off; 0 or "off": never).
     #[arg(long, env = "DEMO_LOG_EVERY", value_parser = parse_duration, value_name = "DURATION")]
     pub log_every: Option<Duration>,
+
+    /// Call role: the URL to call (default: $WHARF_<SERVICE>_URL of --call-service).
+    #[arg(long, env = "DEMO_CALL_URL")]
+    pub call_url: Option<String>,
+
+    /// Call role: the service to call through its $WHARF_<SERVICE>_URL.
+    #[arg(long, env = "DEMO_CALL_SERVICE")]
+    pub call_service: Option<String>,
+
+    /// Call role: path appended to the URL.
+    #[arg(long, env = "DEMO_CALL_PATH", default_value = "/version")]
+    pub call_path: String,
+
+    /// Call role: Host header to send, e.g. api.local (default: the URL's).
+    #[arg(long, env = "DEMO_CALL_HOST")]
+    pub call_host: Option<String>,
+
+    /// Call role: pause between calls.
+    #[arg(long, env = "DEMO_CALL_EVERY", default_value = "10ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub call_every: Duration,
+
+    /// Call role: append one line per call (`ok STATUS BODY` or `fail WHY`) to this file.
+    #[arg(long, env = "DEMO_CALL_RESULTS")]
+    pub call_results: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoArgs {
@@ -98,6 +125,12 @@ impl Default for DemoArgs {
             fail_rate: 0.0,
             alloc_mib: 0,
             log_every: None,
+            call_url: None,
+            call_service: None,
+            call_path: "/version".into(),
+            call_host: None,
+            call_every: Duration::from_millis(10),
+            call_results: None,
         }
     }
 }

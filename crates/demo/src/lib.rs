@@ -12,6 +12,7 @@
 
 mod args;
 mod body;
+mod call;
 mod server;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 
 pub use args::{DemoArgs, Role};
 pub use body::DemoBody;
+pub use call::{call, call_url};
 pub use server::serve;
 
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
@@ -55,7 +57,7 @@ pub async fn run(args: DemoArgs) -> io::Result<()> {
                 "the web and reset roles need a port: pass --port PORT or set $PORT (0 picks a free one)",
             )
         })?),
-        Role::Worker => None,
+        Role::Worker | Role::Call => None,
     };
 
     // Install the signal handlers first, so that a SIGTERM during the
@@ -102,6 +104,7 @@ pub async fn run(args: DemoArgs) -> io::Result<()> {
     match listener {
         Some(listener) if args.role == Role::Reset => reset(args, listener, stop).await,
         Some(listener) => serve(args, listener, stop).await,
+        None if args.role == Role::Call => call(args, stop).await,
         None => work(args, stop).await,
     }
 }

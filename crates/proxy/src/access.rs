@@ -20,6 +20,8 @@ pub struct AccessEntry {
     pub pool: Option<Arc<str>>,
     pub task: Option<Arc<str>>,
     pub request_id: String,
+    /// The request came in on an internal listener (service discovery).
+    pub internal: bool,
 }
 
 pub trait AccessLog: Send + Sync + 'static {

@@ -9,6 +9,7 @@
 mod access;
 mod backend;
 mod body;
+mod internal;
 mod io;
 mod metrics;
 mod pause;
@@ -17,6 +18,7 @@ mod server;
 
 pub use access::{AccessEntry, AccessLog};
 pub use backend::{Backend, OutcomeCounts, LATENCY_BOUNDS_MS};
+pub use internal::{BindError, InternalListeners};
 pub use pause::PauseGate;
 pub use routing::{Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable};
 pub use server::{Proxy, ProxyConfig, ProxyError, RespBody};

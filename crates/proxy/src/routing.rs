@@ -176,8 +176,11 @@ pub struct RouteLimits {
 /// An immutable snapshot; the proxy swaps whole tables, never edits one.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
-    /// Most specific first: host rank, then path length.
+    /// The external routes, most specific first (host rank, then path
+    /// length), then the internal ones (see [`RoutingTable::with_internal`]).
     routes: Vec<RouteSpec>,
+    /// How many of `routes` are external.
+    external: usize,
 }
 
 /// The outcome of matching a request.
@@ -187,12 +190,30 @@ pub struct Matched<'a> {
 
 impl RoutingTable {
     pub fn new(mut routes: Vec<RouteSpec>) -> RoutingTable {
-        routes.sort_by(|a, b| b.host.rank().cmp(&a.host.rank()).then(b.path.len().cmp(&a.path.len())));
-        RoutingTable { routes }
+        sort_routes(&mut routes);
+        let external = routes.len();
+        RoutingTable { routes, external }
     }
 
+    /// Adds the routes of the internal listener (service discovery:
+    /// `SERVICE.local` and the like). They are matched only for requests
+    /// that came in on an internal listener, never for external traffic;
+    /// they share the external routes' pools.
+    pub fn with_internal(mut self, mut internal: Vec<RouteSpec>) -> RoutingTable {
+        sort_routes(&mut internal);
+        self.routes.truncate(self.external);
+        self.routes.extend(internal);
+        self
+    }
+
+    /// Every route: the external ones, then the internal ones.
     pub fn routes(&self) -> &[RouteSpec] {
         &self.routes
+    }
+
+    /// The routes of the internal listener.
+    pub fn internal_routes(&self) -> &[RouteSpec] {
+        &self.routes[self.external..]
     }
 
     /// `host` must already be normalised (see [`normalize_host`]).
@@ -202,8 +223,21 @@ impl RoutingTable {
 
     /// Like [`RoutingTable::lookup`], as a position in [`RoutingTable::routes`].
     pub fn lookup_index(&self, host: &str, path: &str) -> Option<usize> {
-        self.routes.iter().position(|r| r.host.matches(host) && prefix_matches(&r.path, path))
+        self.routes[..self.external].iter().position(|r| r.host.matches(host) && prefix_matches(&r.path, path))
     }
+
+    /// The route of a request that came in on an internal listener, as a
+    /// position in [`RoutingTable::routes`].
+    pub fn lookup_internal_index(&self, host: &str, path: &str) -> Option<usize> {
+        self.internal_routes()
+            .iter()
+            .position(|r| r.host.matches(host) && prefix_matches(&r.path, path))
+            .map(|i| i + self.external)
+    }
+}
+
+fn sort_routes(routes: &mut [RouteSpec]) {
+    routes.sort_by(|a, b| b.host.rank().cmp(&a.host.rank()).then(b.path.len().cmp(&a.path.len())));
 }
 
 /// "/api" matches "/api", "/api/" and "/api/x" but not "/apix".
@@ -311,6 +345,19 @@ mod tests {
         assert_eq!(hit(&t, "EXAMPLE.com.:8080", "/api"), "api");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
         assert_eq!(normalize_host("Host"), "host");
+    }
+
+    #[test]
+    fn internal_routes_match_only_internal_requests() {
+        let t = RoutingTable::new(vec![route(Some("example.com"), "/", "site")])
+            .with_internal(vec![route(Some("api.local"), "/", "api"), route(Some("127.64.0.1"), "/", "api")]);
+        assert!(t.lookup_index("api.local", "/").is_none(), "internal names are not routed externally");
+        let i = t.lookup_internal_index("api.local", "/x").unwrap();
+        assert_eq!(&*t.routes()[i].pool.name, "api");
+        assert!(t.lookup_internal_index(&normalize_host("127.64.0.1:8181"), "/").is_some());
+        assert!(t.lookup_internal_index("example.com", "/").is_none(), "external hosts are not routed internally");
+        assert_eq!(t.internal_routes().len(), 2);
+        assert_eq!(t.routes().len(), 3);
     }
 
     #[test]

@@ -198,6 +198,27 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         grace: Duration,
     ) -> Result<(), ProxyError> {
+        self.serve_as(listener, shutdown, grace, false).await
+    }
+
+    /// Like [`Proxy::serve`], for an internal listener: requests are routed
+    /// by the table's internal routes (`SERVICE.local`, ...) only.
+    pub async fn serve_internal(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<(), ProxyError> {
+        self.serve_as(listener, shutdown, grace, true).await
+    }
+
+    async fn serve_as(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+        internal: bool,
+    ) -> Result<(), ProxyError> {
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -230,7 +251,7 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             // Computed once per connection, not per request.
-            let client = Client { addr: peer, ip: HeaderValue::from_str(&peer.ip().to_string()).ok() };
+            let client = Client { addr: peer, ip: HeaderValue::from_str(&peer.ip().to_string()).ok(), internal };
             let client = Arc::new(client);
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
@@ -262,7 +283,7 @@ impl Proxy {
             Ok(h) => h,
             Err(why) => {
                 return self.answer_ctx(
-                    &LogCtx::of(&req, peer, start),
+                    &LogCtx::of(&req, client, start),
                     None,
                     None,
                     StatusCode::BAD_REQUEST,
@@ -276,10 +297,15 @@ impl Proxy {
         // borrowed from the snapshot, which this request keeps alive.
         let mut table = self.table.load_full();
         let idx = loop {
-            let Some(idx) = table.lookup_index(&host, req.uri().path()) else {
+            let found = if client.internal {
+                table.lookup_internal_index(&host, req.uri().path())
+            } else {
+                table.lookup_index(&host, req.uri().path())
+            };
+            let Some(idx) = found else {
                 let detail = format!("No route matches host `{host}` and path `{}`.", req.uri().path());
                 return self.answer_ctx(
-                    &LogCtx::of(&req, peer, start),
+                    &LogCtx::of(&req, client, start),
                     None,
                     None,
                     StatusCode::NOT_FOUND,
@@ -294,7 +320,7 @@ impl Proxy {
                     let route = &table.routes()[idx];
                     let detail = format!("`{}` is paused; try again shortly.", route.pool.name);
                     return self.answer_ctx(
-                        &LogCtx::of(&req, peer, start),
+                        &LogCtx::of(&req, client, start),
                         Some(route),
                         None,
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -309,7 +335,7 @@ impl Proxy {
             // The task's own health check (the path as the task sees it) still goes through.
             if route.pool.health_path.as_deref() != Some(upstream_path(route, req.uri().path()).as_ref()) {
                 self.metrics.count(&route.pool, 503);
-                self.log_ctx(&LogCtx::of(&req, peer, start), Some(route), None, 503, m.page.len() as u64);
+                self.log_ctx(&LogCtx::of(&req, client, start), Some(route), None, 503, m.page.len() as u64);
                 return Response::builder()
                     .status(StatusCode::SERVICE_UNAVAILABLE)
                     .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
@@ -324,7 +350,7 @@ impl Proxy {
         if declared.is_some_and(|n| n > max_body) {
             let detail = format!("The request body is larger than {max_body} bytes.");
             return self.answer_ctx(
-                &LogCtx::of(&req, peer, start),
+                &LogCtx::of(&req, client, start),
                 Some(route),
                 None,
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -382,7 +408,15 @@ impl Proxy {
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let connect_timeout = route.limits.connect_timeout.unwrap_or(self.config.connect_timeout);
         let response_timeout = route.limits.response_timeout.unwrap_or(self.config.response_timeout);
-        let ctx = LogCtx { method: log_method, host: raw_host, path: log_path, request_id, peer, start };
+        let ctx = LogCtx {
+            method: log_method,
+            host: raw_host,
+            path: log_path,
+            request_id,
+            peer,
+            start,
+            internal: client.internal,
+        };
         let mut failure =
             (StatusCode::SERVICE_UNAVAILABLE, format!("`{}` has no healthy tasks right now.", route.pool.name));
         let mut pool = route.pool.clone();
@@ -639,18 +673,20 @@ struct LogCtx {
     request_id: String,
     peer: SocketAddr,
     start: Instant,
+    internal: bool,
 }
 
 impl LogCtx {
     /// For answers given before the request was taken apart.
-    fn of(req: &Request<Incoming>, peer: SocketAddr, start: Instant) -> LogCtx {
+    fn of(req: &Request<Incoming>, client: &Client, start: Instant) -> LogCtx {
         LogCtx {
             method: req.method().clone(),
             host: req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string(),
             path: req.uri().path().to_string(),
             request_id: req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
-            peer,
+            peer: client.addr,
             start,
+            internal: client.internal,
         }
     }
 
@@ -667,6 +703,7 @@ impl LogCtx {
             pool,
             task,
             request_id: self.request_id,
+            internal: self.internal,
         }
     }
 }
@@ -867,6 +904,8 @@ struct Client {
     addr: SocketAddr,
     /// Its IP as a header value, ready for X-Forwarded-For.
     ip: Option<HeaderValue>,
+    /// It connected to an internal listener.
+    internal: bool,
 }
 
 fn forwarded_headers(headers: &mut HeaderMap, client: &Client, host: &str) {

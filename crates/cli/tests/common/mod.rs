@@ -57,7 +57,8 @@ impl Server {
             .open(self.data.parent().unwrap().join("server.stderr"))
             .unwrap();
         let child = Command::new(WHARF)
-            .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--data"])
+            .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--internal", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data"])
             .arg(&self.data)
             .args(&self.extra)
             .stdin(Stdio::null())
@@ -67,7 +68,13 @@ impl Server {
             .expect("start wharf server");
         self.child = Some(child);
         let data = self.data.clone();
+        let stderr = data.parent().unwrap().join("server.stderr");
+        let child = self.child.as_mut().unwrap();
         wait_for("the server to write its URLs", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+                panic!("wharf server exited ({status}) before it was up:\n{err}");
+            }
             (data.join("api.url").exists() && data.join("proxy.url").exists()).then_some(())
         });
     }
