@@ -91,6 +91,8 @@ pub struct Controller {
     pub(crate) task_path: String,
     pub(crate) started: SystemTime,
     pub(crate) metrics: Arc<crate::ServerMetrics>,
+    /// The job scheduler and its clock.
+    pub(crate) jobs: crate::scheduler::Jobs,
     stop: watch::Sender<bool>,
 }
 
@@ -124,6 +126,7 @@ impl Controller {
             task_path,
             started: SystemTime::now(),
             metrics: cfg.metrics,
+            jobs: Default::default(),
             stop: watch::channel(false).0,
         })
     }
@@ -154,6 +157,7 @@ impl Controller {
         tokio::spawn(self.clone().reconcile_loop());
         tokio::spawn(self.clone().routes_loop());
         tokio::spawn(self.clone().usage_loop());
+        self.start_scheduler(&report);
         self.resume_deployments().await?;
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! server can be killed at any point and converge again on restart.
 
 mod access;
+mod clock;
 mod controller;
 mod deploy;
 mod health;
@@ -16,18 +17,21 @@ pub mod release;
 mod rollback;
 mod rollout;
 mod routes;
+mod scheduler;
 mod store_timing;
 mod top;
 mod traffic;
 mod views;
 
 pub use access::{access_sink, AccessSink};
+pub use clock::{Clock, ScaledClock, SystemClock, TestClock};
 pub use controller::{ControlConfig, ControlError, Controller, StreamSink};
 pub use deploy::{DeployError, DeployReport, ServiceReport};
 pub use health::Health;
 pub use metrics::ServerMetrics;
 pub use plan::{Plan, ServicePlan};
 pub use rollback::RevisionView;
+pub use scheduler::{JobView, GRACE as JOB_GRACE, RUNS_KEPT as JOB_RUNS_KEPT};
 pub use store_timing::TimedStore;
 pub use top::{TopService, TopView};
 pub use views::{AppView, ServiceView, StatusView, TaskView};

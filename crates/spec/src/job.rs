@@ -98,6 +98,13 @@ impl Schedule {
         u64::try_from(next.timestamp_millis()).ok()
     }
 
+    /// The last scheduled time at or before `at_ms`.
+    pub fn last_at_or_before(&self, at_ms: u64) -> Option<u64> {
+        let at = Utc.timestamp_millis_opt(i64::try_from(at_ms).ok()?).single()?.with_timezone(&self.tz);
+        let prev = self.cron.find_previous_occurrence(&at, true).ok()?;
+        u64::try_from(prev.timestamp_millis()).ok()
+    }
+
     /// The scheduled times in `(after_ms, until_ms]`, at most `limit` of them.
     pub fn between(&self, after_ms: u64, until_ms: u64, limit: usize) -> Vec<u64> {
         let mut out = Vec::new();
@@ -389,6 +396,8 @@ mod tests {
         assert_eq!(times.len(), 1440);
         assert!(times.windows(2).all(|w| w[1] - w[0] == MIN));
         assert_eq!(times[0], SAT + MIN, "strictly after the start");
+        assert_eq!(s("0 * * * *", "UTC").last_at_or_before(SAT + 90 * MIN), Some(SAT + HOUR));
+        assert_eq!(s("0 * * * *", "UTC").last_at_or_before(SAT + HOUR), Some(SAT + HOUR));
     }
 
     #[test]
