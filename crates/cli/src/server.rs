@@ -39,6 +39,8 @@ pub struct ServerOptions {
     /// Where to export the log stream (a file, an HTTP endpoint, or both).
     pub exports: Vec<Target>,
     pub export: ExportOptions,
+    /// Test seam: the job scheduler's clock runs this many times faster.
+    pub clock_scale: Option<f64>,
 }
 
 impl ServerOptions {
@@ -55,6 +57,7 @@ impl ServerOptions {
             proxy: ProxyConfig::default(),
             exports: Vec::new(),
             export: ExportOptions::default(),
+            clock_scale: None,
         }
     }
 }
@@ -156,6 +159,9 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         proxy: proxy.clone(),
         metrics,
     });
+    if let Some(scale) = opts.clock_scale {
+        ctl.use_clock(Arc::new(wharf_control::ScaledClock::new(scale)));
+    }
     ctl.start().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
