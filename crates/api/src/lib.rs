@@ -3,6 +3,7 @@
 //! invalid wharf.toml, the diagnostics with file:line:column.
 
 pub mod client;
+mod jobs;
 mod server;
 pub mod token;
 

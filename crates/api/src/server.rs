@@ -20,8 +20,8 @@ use crate::{ErrorBody, ErrorDetail};
 const MAX_UPLOAD: usize = 512 << 20;
 
 #[derive(Clone)]
-struct ApiState {
-    ctl: Arc<Controller>,
+pub(crate) struct ApiState {
+    pub(crate) ctl: Arc<Controller>,
     token: Arc<str>,
 }
 
@@ -47,6 +47,9 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .route("/v1/run", post(run))
         .route("/v1/run/{task}/wait", post(wait_run))
         .route("/v1/run/{task}/stop", post(stop_run))
+        .route("/v1/jobs", get(crate::jobs::list))
+        .route("/v1/jobs/runs", get(crate::jobs::runs))
+        .route("/v1/jobs/trigger", post(crate::jobs::trigger))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -280,7 +283,7 @@ async fn deployments(
     }
 }
 
-fn control_error(e: wharf_control::ControlError) -> Response {
+pub(crate) fn control_error(e: wharf_control::ControlError) -> Response {
     use wharf_control::ControlError;
     match e {
         ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),

@@ -2,6 +2,7 @@
 
 mod client;
 mod discovery;
+mod jobs;
 mod output;
 mod runs;
 mod server;
@@ -75,6 +76,9 @@ enum Command {
         export: ExportArgs,
         #[command(flatten)]
         discovery: discovery::DiscoveryArgs,
+        /// Test seam: run the job scheduler's clock N times faster than real time.
+        #[arg(long, hide = true)]
+        clock_scale: Option<f64>,
     },
     /// Run an app in the foreground: a server of its own (data in DIR/.wharf), DIR deployed, logs followed; Ctrl-C stops everything.
     Up {
@@ -273,6 +277,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scheduled jobs: schedule, time zone, next run, last run's outcome.
+    Jobs {
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: its runs, or run it now.
+    Job {
+        #[command(subcommand)]
+        command: jobs::JobCommand,
+    },
     /// Validate DIR/wharf.toml; exits non-zero when it is invalid.
     Check {
         #[arg(default_value = ".")]
@@ -367,6 +383,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             max_connections,
             export,
             discovery,
+            clock_scale,
         } => {
             let mut stop = server::StopSignal::new()?;
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
@@ -381,6 +398,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             opts.proxy.max_connections = max_connections;
             export.apply(&mut opts)?;
             discovery.apply(&mut opts)?;
+            opts.clock_scale = clock_scale;
             let running = server::start(opts).await?;
             eprintln!(
                 "wharf server: proxy on http://{}, API on {} (data in {})",
@@ -435,6 +453,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::rollback(&client::connect(&g)?, app, service, revision, detach, json).await
         }
         Command::Deployments { app, json } => output::deployments(&client::connect(&g)?, app, json).await,
+        Command::Jobs { app, json } => jobs::list(&client::connect(&g)?, app, json).await,
+        Command::Job { command } => jobs::run(&client::connect(&g)?, command).await,
         Command::Check { dir, json } => Ok(output::check(&dir, json)),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&wharf_spec::json_schema())?);

@@ -279,7 +279,7 @@ fn service_progress(sv: &Value) -> String {
     out
 }
 
-fn when(ms: &Value) -> String {
+pub(crate) fn when(ms: &Value) -> String {
     let Some(ms) = ms.as_u64() else { return "-".into() };
     let secs = ms / 1000;
     let days = secs / 86_400;
@@ -424,7 +424,7 @@ pub async fn plan(client: &ApiClient, dir: &Path, json: bool) -> Result<ExitCode
 }
 
 /// Prints rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {

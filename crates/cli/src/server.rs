@@ -66,6 +66,8 @@ pub struct ServerOptions {
     pub internal: Listen,
     /// The DNS responder (service discovery); needs the internal listener.
     pub dns: Listen,
+    /// Test seam: the job scheduler's clock runs this many times faster.
+    pub clock_scale: Option<f64>,
 }
 
 impl ServerOptions {
@@ -84,6 +86,7 @@ impl ServerOptions {
             export: ExportOptions::default(),
             internal: Listen::Default(SocketAddr::from(([127, 0, 0, 1], 8181))),
             dns: Listen::Default(SocketAddr::from(([127, 0, 0, 1], 8053))),
+            clock_scale: None,
         }
     }
 }
@@ -224,6 +227,9 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         }
         None => None,
     };
+    if let Some(scale) = opts.clock_scale {
+        ctl.use_clock(Arc::new(wharf_control::ScaledClock::new(scale)));
+    }
     ctl.start().await?;
 
     let mut proxy_threads = Vec::new();

@@ -95,6 +95,8 @@ pub struct Controller {
     pub(crate) metrics: Arc<crate::ServerMetrics>,
     /// Service discovery: internal routes, DNS data, `WHARF_*_URL`.
     pub(crate) discovery: crate::discovery::Discovery,
+    /// The job scheduler and its clock.
+    pub(crate) jobs: crate::scheduler::Jobs,
     stop: watch::Sender<bool>,
 }
 
@@ -130,6 +132,7 @@ impl Controller {
             started: SystemTime::now(),
             metrics: cfg.metrics,
             discovery: Default::default(),
+            jobs: Default::default(),
             stop: watch::channel(false).0,
         })
     }
@@ -161,6 +164,7 @@ impl Controller {
         tokio::spawn(self.clone().routes_loop());
         tokio::spawn(self.clone().usage_loop());
         tokio::spawn(self.clone().autoscale_loop());
+        self.start_scheduler(&report);
         self.resume_deployments().await?;
         Ok(())
     }

@@ -7,6 +7,7 @@
 
 mod access;
 mod autoscaler;
+mod clock;
 mod controller;
 mod deploy;
 mod discovery;
@@ -20,6 +21,7 @@ mod rollback;
 mod rollout;
 mod routes;
 mod scale;
+mod scheduler;
 mod store_timing;
 mod top;
 mod traffic;
@@ -27,6 +29,7 @@ mod views;
 
 pub use access::{access_sink, AccessSink};
 pub use autoscaler::{AutoscaleView, Datapoint, Decision};
+pub use clock::{Clock, ScaledClock, SystemClock, TestClock};
 pub use controller::{ControlConfig, ControlError, Controller, StreamSink};
 pub use deploy::{DeployError, DeployReport, ServiceReport};
 pub use discovery::DiscoveryConfig;
@@ -35,6 +38,7 @@ pub use metrics::ServerMetrics;
 pub use oneoff::{RunEnded, RunStarted};
 pub use plan::{Plan, ServicePlan};
 pub use rollback::RevisionView;
+pub use scheduler::{JobView, GRACE as JOB_GRACE, RUNS_KEPT as JOB_RUNS_KEPT};
 pub use store_timing::TimedStore;
 pub use top::{TopService, TopView};
 pub use views::{AppView, ServiceView, StatusView, TaskView};

@@ -21,7 +21,7 @@ use crate::{Balance, DeployPolicy, HealthCheck, Route, Service, Spec};
 pub(crate) type Key<'i> = Spanned<DeString<'i>>;
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
-pub(crate) const TOP_KEYS: &[&str] = &["app", "service", "route"];
+pub(crate) const TOP_KEYS: &[&str] = &["app", "service", "route", "job"];
 pub(crate) const SERVICE_KEYS: &[&str] = &[
     "command",
     "workdir",
@@ -116,7 +116,9 @@ pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
     }
 
     let routes = routes(r, root, &declared);
-    Spec { app, services, routes }
+    let names: Vec<String> = declared.iter().map(|d| d.name.clone()).collect();
+    let jobs = crate::job::jobs(r, root, &names);
+    Spec { app, services, routes, jobs }
 }
 
 /// One `[service.NAME]` table.

@@ -16,6 +16,7 @@
 mod autoscale;
 mod check;
 mod error;
+mod job;
 mod policy;
 mod route;
 mod schema;
@@ -25,6 +26,7 @@ mod values;
 use std::path::Path;
 
 pub use error::{Diagnostic, SpecError};
+pub use job::{Concurrency, Job, Schedule, ScheduleError, DEFAULT_JOB_TIMEOUT};
 pub use types::*;
 
 /// The file wharf looks for in an app's directory.
@@ -161,6 +163,20 @@ replicas = 0
 "convergence.example.com/api/" = { service = "api", strip_prefix = true, timeout = "30s", connect_timeout = "1s", max_body = "10MiB" }
 "/admin" = "app"
 "*.example.com" = "app"
+
+[job.nightly-digest]
+schedule = "0 3 * * *"
+timezone = "Europe/Paris"
+command = ["python", "manage.py", "send_digest"]
+service = "worker"
+timeout = "30m"
+retries = 2
+concurrency = "replace"
+
+[job.cleanup]
+schedule = "@hourly"
+command = "python manage.py cleanup"
+service = "api"
 "#;
 
     #[test]
@@ -236,6 +252,30 @@ replicas = 0
                 route(Some("*.example.com"), "/", "app", false),
             ]
         );
+    }
+
+    #[test]
+    fn jobs_with_every_key_and_with_defaults() {
+        let spec = parse(FULL, "wharf.toml").unwrap();
+        let digest = &spec.jobs["nightly-digest"];
+        assert_eq!(digest.schedule, "0 3 * * *");
+        assert_eq!(digest.timezone, "Europe/Paris");
+        assert_eq!(digest.command, ["python", "manage.py", "send_digest"]);
+        assert_eq!(digest.service, "worker");
+        assert_eq!(digest.timeout, Duration::from_secs(1800));
+        assert_eq!(digest.retries, 2);
+        assert_eq!(digest.concurrency, Concurrency::Replace);
+        let cleanup = &spec.jobs["cleanup"];
+        assert_eq!((cleanup.timezone.as_str(), cleanup.retries), ("UTC", 0));
+        assert_eq!(cleanup.timeout, DEFAULT_JOB_TIMEOUT);
+        assert_eq!(cleanup.concurrency, Concurrency::Forbid);
+        // One service: `service` may be left out.
+        let one = parse(
+            "app = \"a\"\n[service.w]\ncommand = \"x\"\n[job.j]\nschedule = \"* * * * *\"\ncommand = \"y\"\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(one.jobs["j"].service, "w");
     }
 
     #[test]

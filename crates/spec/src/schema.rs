@@ -37,6 +37,45 @@ pub(crate) struct File {
     /// Example: `"example.com/api" = "api"`.
     #[serde(default)]
     pub route: BTreeMap<String, RouteTarget>,
+
+    /// Scheduled jobs, one table each: `[job.nightly-digest]`. A job runs its
+    /// command on a cron schedule, as a one-off task with the code and
+    /// environment of one of the app's services. Job names follow the same
+    /// rule as service names.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": crate::values::NAME_PATTERN }))]
+    pub job: BTreeMap<String, JobTable>,
+}
+
+/// One scheduled job.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobTable {
+    /// When to run: five cron fields, minute hour day-of-month month
+    /// day-of-week ("0 3 * * *" is 03:00 every day, "*/5 * * * *" every five
+    /// minutes), or @hourly, @daily, @weekly, @monthly, @yearly.
+    #[schemars(example = &"0 3 * * *")]
+    pub schedule: String,
+    /// The IANA time zone the schedule is read in, e.g. "Europe/Paris".
+    /// Default "UTC". Daylight saving changes are followed.
+    #[schemars(extend("default" = "UTC"))]
+    pub timezone: Option<String>,
+    /// What to run; same form as a service's `command`.
+    pub command: Command,
+    /// The service whose current revision (code, workdir, env, limits) the
+    /// job runs with. May be left out when the app has one service.
+    pub service: Option<String>,
+    /// A run still going after this is stopped and recorded as timed out. Default "1h".
+    #[schemars(extend("default" = "1h"))]
+    pub timeout: Option<String>,
+    /// How many times a failed run is tried again, with backoff. Default 0.
+    #[schemars(range(min = 0, max = 10), extend("default" = 0))]
+    pub retries: Option<u32>,
+    /// When a run is due while the previous one still runs: "forbid" skips
+    /// the new one (and records it), "allow" runs both, "replace" stops the
+    /// old one. Default "forbid".
+    #[schemars(extend("enum" = ["forbid", "allow", "replace"], "default" = "forbid"))]
+    pub concurrency: Option<String>,
 }
 
 /// One service: a long-running process type of the app.
@@ -360,6 +399,7 @@ mod tests {
         assert_eq!(properties(&schema, "/definitions/DeployTable/properties"), set(crate::policy::DEPLOY_KEYS));
         assert_eq!(properties(&schema, "/definitions/ScaleTable/properties"), set(crate::autoscale::SCALE_KEYS));
         assert_eq!(properties(&schema, "/definitions/RouteTable/properties"), set(check::ROUTE_TABLE_KEYS));
+        assert_eq!(properties(&schema, "/definitions/JobTable/properties"), set(crate::job::JOB_KEYS));
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct Spec {
     pub services: BTreeMap<String, Service>,
     /// In file order.
     pub routes: Vec<Route>,
+    /// Scheduled jobs, keyed by name.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, crate::Job>,
 }
 
 /// A long-running process type of the app.

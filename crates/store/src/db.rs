@@ -37,7 +37,7 @@ fn deployment_key(app: &str, id: u64) -> String {
 /// Typed records over any [`Store`].
 #[derive(Clone)]
 pub struct Db {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     event_seq: Arc<AtomicU64>,
 }
 

@@ -10,10 +10,14 @@
 
 pub mod conformance;
 mod db;
+mod jobs;
+mod mem_store;
 mod records;
 mod redb_store;
 
 pub use db::{Batch, Db};
+pub use jobs::{JobCursor, JobRunRecord, RunState, RunTrigger};
+pub use mem_store::MemStore;
 pub use records::*;
 pub use redb_store::RedbStore;
 

@@ -16,6 +16,11 @@ async fn redb_passes_conformance() {
 }
 
 #[tokio::test]
+async fn memory_passes_conformance() {
+    wharf_store::conformance::run(|| async { wharf_store::MemStore::new() }).await;
+}
+
+#[tokio::test]
 async fn redb_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");

@@ -1,0 +1,95 @@
+//! Scheduled jobs: list them, read a job's runs, trigger a run now.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use crate::server::{control_error, error, ApiState};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobsQuery {
+    /// Default: the only app deployed.
+    app: Option<String>,
+}
+
+type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// `{ "now": ms, "jobs": [JobView] }`; `now` is the scheduler's clock, which
+/// `next_run` and run times are on.
+pub(crate) async fn list(State(st): State<ApiState>, q: QueryOf<JobsQuery>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return control_error(e),
+    };
+    match st.ctl.jobs_view(&app).await {
+        Ok(jobs) => {
+            Json(serde_json::json!({ "app": app, "now": st.ctl.scheduler_now_ms(), "jobs": jobs })).into_response()
+        }
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunsQuery {
+    app: Option<String>,
+    job: String,
+    /// The newest N runs (default all that are kept).
+    n: Option<usize>,
+}
+
+/// The job's runs, oldest first.
+pub(crate) async fn runs(State(st): State<ApiState>, q: QueryOf<RunsQuery>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return control_error(e),
+    };
+    match st.ctl.job_runs(&app, &q.job).await {
+        Ok(mut runs) => {
+            if let Some(n) = q.n {
+                let skip = runs.len().saturating_sub(n);
+                runs.drain(..skip);
+            }
+            Json(runs).into_response()
+        }
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TriggerRequest {
+    app: Option<String>,
+    job: String,
+}
+
+/// Starts a run now; 409 when the job's concurrency policy ("forbid")
+/// skips it because the previous run still runs (the skip is recorded).
+pub(crate) async fn trigger(
+    State(st): State<ApiState>,
+    body: Result<Json<TriggerRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let app = match st.ctl.resolve_app(req.app.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return control_error(e),
+    };
+    match st.ctl.trigger_job(&app, &req.job).await {
+        Ok(run) => Json(run).into_response(),
+        Err(e) => control_error(e),
+    }
+}

@@ -1,0 +1,847 @@
+//! The scheduler: runs each `[job.NAME]` at its scheduled times as a one-off
+//! task of its service's current revision.
+//!
+//! Restart- and deploy-safe by construction:
+//! - A run is keyed in the store by job + scheduled time and created only if
+//!   absent, *before* its task starts. A deploy (old and new tasks side by
+//!   side) or a server killed with -9 and restarted can never start the same
+//!   scheduled time twice: the second claim fails.
+//! - Everything needed to follow a run (its task, its deadline) is in its
+//!   record, so a restarted scheduler re-adopts runs still in progress (the
+//!   driver re-adopts their processes) and finishes their records.
+//! - Scheduled times that passed while the server was down are not run as a
+//!   backlog: one `missed` record says how many and which; the latest of them
+//!   still runs if it is less than [`GRACE`] late. Then the schedule goes on.
+//!
+//! Time comes from a [`Clock`] so that tests cover a day of schedules in
+//! milliseconds.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use wharf_logs::Level;
+use wharf_runtime::{ExitInfo, TaskState};
+use wharf_spec::{Concurrency, Job, Schedule};
+use wharf_store::{Db, JobCursor, JobRunRecord, RunState, RunTrigger};
+
+use crate::clock::{Clock, SystemClock};
+use crate::controller::{ControlError, Controller};
+
+/// A scheduled time this late (server down, busy) still runs; older ones are missed.
+pub const GRACE: Duration = Duration::from_secs(60);
+/// Runs kept per job (active ones are always kept).
+pub const RUNS_KEPT: usize = 100;
+/// First retry backoff; doubles per attempt up to [`RETRY_MAX`].
+const RETRY_BASE: Duration = Duration::from_secs(10);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Most missed times counted one by one in a `missed` record.
+const MISSED_COUNTED: usize = 10_000;
+
+/// What the scheduler sees of a run's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observed {
+    Running,
+    Exited(ExitInfo),
+    /// The driver does not have it (any more).
+    Gone,
+}
+
+/// How runs are carried out: by the controller's driver in production, by
+/// a fake in tests.
+#[async_trait]
+pub(crate) trait Runner: Send + Sync + 'static {
+    /// Starts the task `task` for a run of `job`; returns the revision used.
+    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, String>;
+    fn observe(&self, task: &str) -> Observed;
+    /// Stops a task (graceful, then SIGKILL); returns how it ended.
+    async fn stop(&self, task: &str) -> ExitInfo;
+    /// Forgets an exited task.
+    async fn remove(&self, task: &str);
+    fn event(&self, kind: &str, level: Level, run: &JobRunRecord, message: String);
+}
+
+/// An app's jobs with their parsed schedules, by name.
+type AppJobs = Arc<BTreeMap<String, (Job, Schedule)>>;
+
+pub(crate) struct Scheduler {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    runner: Arc<dyn Runner>,
+    /// One tick or trigger at a time: a concurrency check and the start it
+    /// allows happen together.
+    lock: tokio::sync::Mutex<()>,
+    /// Tasks being stopped (timeout, replace), so ticks don't stop them twice.
+    stopping: Arc<Mutex<HashSet<String>>>,
+    /// Exits of one-off tasks the driver forgot at recovery (they ended while
+    /// no server watched).
+    recovered: Mutex<HashMap<String, Option<ExitInfo>>>,
+    /// Parsed jobs per app, with the wharf.toml text they came from.
+    specs: Mutex<HashMap<String, (String, AppJobs)>>,
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+/// A job as `wharf jobs` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    pub app: String,
+    pub name: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub service: String,
+    pub command: Vec<String>,
+    pub timeout_secs: u64,
+    pub retries: u32,
+    pub concurrency: String,
+    /// Unix ms, scheduler clock.
+    pub next_run: Option<u64>,
+    /// The newest finished (or running) run.
+    pub last_run: Option<JobRunRecord>,
+    /// Runs active now (starting, running, or waiting to retry).
+    pub active: usize,
+}
+
+impl Scheduler {
+    pub(crate) fn new(db: Db, clock: Arc<dyn Clock>, runner: Arc<dyn Runner>) -> Scheduler {
+        Scheduler {
+            db,
+            clock,
+            runner,
+            lock: tokio::sync::Mutex::new(()),
+            stopping: Arc::default(),
+            recovered: Mutex::default(),
+            specs: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub(crate) fn note_recovered(&self, forgotten: &[wharf_runtime::ForgottenTask]) {
+        let mut r = self.recovered.lock().unwrap();
+        for f in forgotten {
+            r.insert(f.task.clone(), f.last_exit);
+        }
+    }
+
+    /// Jobs of every deployed app, parsed from the wharf.toml it was deployed with.
+    async fn jobs(&self) -> Result<Vec<(String, AppJobs)>, ControlError> {
+        let apps = self.db.apps().await?;
+        let mut specs = self.specs.lock().unwrap();
+        specs.retain(|app, _| apps.iter().any(|a| &a.name == app));
+        let mut out = Vec::new();
+        for a in apps {
+            if let Some((source, jobs)) = specs.get(&a.name) {
+                if *source == a.source {
+                    out.push((a.name.clone(), jobs.clone()));
+                    continue;
+                }
+            }
+            // The text was validated when it was deployed; a failure here means
+            // nothing to schedule rather than a crash.
+            let jobs: BTreeMap<String, (Job, Schedule)> = match wharf_spec::parse(&a.source, wharf_spec::FILE_NAME) {
+                Ok(spec) => spec
+                    .jobs
+                    .into_values()
+                    .filter_map(|j| j.parsed_schedule().ok().map(|s| (j.name.clone(), (j, s))))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!("app {}: stored wharf.toml does not parse: {e}", a.name);
+                    BTreeMap::new()
+                }
+            };
+            let jobs = Arc::new(jobs);
+            specs.insert(a.name.clone(), (a.source.clone(), jobs.clone()));
+            out.push((a.name, jobs));
+        }
+        Ok(out)
+    }
+
+    /// Runs the scheduler until `stop` turns true.
+    pub(crate) async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let (next, active) = match self.tick().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("scheduler tick failed: {e}");
+                    (None, true)
+                }
+            };
+            // Active runs are looked at 4 times a second (exits, timeouts);
+            // otherwise the scheduler sleeps until the next due time, and at
+            // least once a second looks for newly deployed jobs.
+            let poll = if active { Duration::from_millis(250) } else { Duration::from_secs(1) };
+            let clock = self.clock.clone();
+            let until = next.unwrap_or(u64::MAX);
+            tokio::select! {
+                _ = clock.sleep_until(until) => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One pass: follow active runs, start due ones. Returns the next time
+    /// something is due (clock ms) and whether any run is active.
+    pub(crate) async fn tick(&self) -> Result<(Option<u64>, bool), ControlError> {
+        let _guard = self.lock.lock().await;
+        let jobs = self.jobs().await?;
+        let find = |app: &str, job: &str| -> Option<(Job, Schedule)> {
+            jobs.iter().find(|(a, _)| a == app).and_then(|(_, js)| js.get(job).cloned())
+        };
+        let mut next: Option<u64> = None;
+        let mut soonest = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
+
+        for run in self.db.all_job_runs().await?.into_iter().filter(|r| r.state.is_active()) {
+            let job = find(&run.app, &run.job).map(|(j, _)| j);
+            if let Some(t) = self.follow(run, job.as_ref()).await? {
+                soonest(t);
+            }
+        }
+        let now = self.clock.now_ms();
+        for (app, js) in &jobs {
+            for (job, schedule) in js.values() {
+                self.due(app, job, schedule, now).await?;
+                if let Some(t) = schedule.next_after(self.clock.now_ms()) {
+                    soonest(t);
+                }
+            }
+        }
+        let active = self.db.all_job_runs().await?.iter().any(|r| r.state.is_active());
+        Ok((next, active))
+    }
+
+    /// Moves an active run along; returns when it next needs looking at.
+    async fn follow(&self, mut run: JobRunRecord, job: Option<&Job>) -> Result<Option<u64>, ControlError> {
+        let now = self.clock.now_ms();
+        match run.state {
+            RunState::Waiting => {
+                let not_before = run.not_before.unwrap_or(0);
+                if now < not_before {
+                    return Ok(Some(not_before));
+                }
+                let Some(job) = job else {
+                    return self.end(run, RunState::Skipped, None, "not retried: the job was removed".into()).await;
+                };
+                self.launch(run, job).await?;
+                Ok(None)
+            }
+            RunState::Starting | RunState::Running => {
+                let Some(task) = run.task.clone() else {
+                    return self.end(run, RunState::Lost, None, "the run has no task".into()).await;
+                };
+                if self.stopping.lock().unwrap().contains(&task) {
+                    return Ok(None);
+                }
+                match self.runner.observe(&task) {
+                    Observed::Exited(exit) => {
+                        self.runner.remove(&task).await;
+                        let (state, message) = outcome(&exit);
+                        self.finish(run, state, Some(exit), message, job).await?;
+                        Ok(None)
+                    }
+                    Observed::Gone => {
+                        let recovered = self.recovered.lock().unwrap().remove(&task);
+                        match recovered {
+                            Some(Some(exit)) => {
+                                let (state, message) = outcome(&exit);
+                                self.finish(run, state, Some(exit), message, job).await?;
+                            }
+                            _ if run.state == RunState::Starting => {
+                                let msg = "the server stopped while the run was starting; it did not run".into();
+                                self.finish(run, RunState::FailedToStart, None, msg, job).await?;
+                            }
+                            _ => {
+                                let msg = "its task ended while the server was down; the outcome is unknown".into();
+                                self.end(run, RunState::Lost, None, msg).await?;
+                            }
+                        }
+                        Ok(None)
+                    }
+                    Observed::Running => {
+                        if run.state == RunState::Starting {
+                            // Started just before a restart: it runs, so it is adopted.
+                            run.state = RunState::Running;
+                            run.started_at = run.started_at.or(Some(now));
+                            self.db.put_job_run(&run).await?;
+                        }
+                        let deadline = run.deadline.unwrap_or(u64::MAX);
+                        if now >= deadline {
+                            let timeout = run.deadline.unwrap_or(now).saturating_sub(run.started_at.unwrap_or(now));
+                            let msg = format!("stopped: still running after its timeout of {}", humantime_ms(timeout));
+                            self.stop_and_end(run, RunState::TimedOut, msg, job.cloned());
+                            return Ok(None);
+                        }
+                        Ok(Some(deadline))
+                    }
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Starts the due scheduled time of a job, if there is one.
+    async fn due(&self, app: &str, job: &Job, schedule: &Schedule, now: u64) -> Result<(), ControlError> {
+        let Some(cursor) = self.db.job_cursor(app, &job.name).await? else {
+            // A new job starts from now: times before it existed are not missed.
+            let c = JobCursor { app: app.into(), job: job.name.clone(), last: now };
+            self.db.put_job_cursor(&c).await?;
+            return Ok(());
+        };
+        let Some(latest) = schedule.last_at_or_before(now).filter(|t| *t > cursor.last) else {
+            return Ok(());
+        };
+        let late = now - latest > GRACE.as_millis() as u64;
+        let mut missed = schedule.between(cursor.last, latest.saturating_sub(1), MISSED_COUNTED);
+        if late {
+            missed.push(latest);
+        }
+        let new_cursor = JobCursor { app: app.into(), job: job.name.clone(), last: latest };
+        if let (Some(first), Some(last)) = (missed.first().copied(), missed.last().copied()) {
+            let n = missed.len();
+            let count = if n >= MISSED_COUNTED { format!("at least {n}") } else { n.to_string() };
+            let message = format!(
+                "{count} scheduled run(s) from {} to {} UTC were missed while the server was down or busy; they are not run",
+                utc_minute(first),
+                utc_minute(last)
+            );
+            let mut rec =
+                self.record(app, job, RunTrigger::Schedule, Some(first), first, format!("missed-{}", compact(first)));
+            rec.state = RunState::Missed;
+            rec.ended_at = Some(now);
+            rec.message = message.clone();
+            let cursor = late.then_some(&new_cursor);
+            if self.db.claim_job_run(&rec, cursor).await? {
+                self.runner.event("job.run_missed", Level::Warn, &rec, format!("job {}: {message}", job.name));
+            }
+        }
+        if late {
+            self.db.put_job_cursor(&new_cursor).await?;
+            return Ok(());
+        }
+        self.start_run(app, job, RunTrigger::Schedule, Some(latest), Some(new_cursor)).await?;
+        Ok(())
+    }
+
+    fn record(
+        &self,
+        app: &str,
+        job: &Job,
+        trigger: RunTrigger,
+        scheduled_at: Option<u64>,
+        sort: u64,
+        id: String,
+    ) -> JobRunRecord {
+        JobRunRecord {
+            app: app.to_string(),
+            job: job.name.clone(),
+            id,
+            sort,
+            trigger,
+            scheduled_at,
+            attempt: 1,
+            state: RunState::Starting,
+            service: job.service.clone(),
+            revision: None,
+            task: None,
+            created_at: self.clock.now_ms(),
+            started_at: None,
+            ended_at: None,
+            deadline: None,
+            not_before: None,
+            exit_code: None,
+            signal: None,
+            message: String::new(),
+        }
+    }
+
+    /// A new run of `job` (scheduled or manual), under its concurrency
+    /// policy. Returns its record: started, skipped, or None when this
+    /// scheduled time was already claimed.
+    async fn start_run(
+        &self,
+        app: &str,
+        job: &Job,
+        trigger: RunTrigger,
+        scheduled_at: Option<u64>,
+        cursor: Option<JobCursor>,
+    ) -> Result<Option<JobRunRecord>, ControlError> {
+        let now = self.clock.now_ms();
+        let (sort, id) = match scheduled_at {
+            Some(t) => (t, compact(t)),
+            None => (now, format!("m{}-{}", compact_secs(now), crate::reconcile::short_id())),
+        };
+        let mut rec = self.record(app, job, trigger, scheduled_at, sort, id);
+        let active: Vec<JobRunRecord> =
+            self.db.job_runs(app, &job.name).await?.into_iter().filter(|r| r.state.is_active()).collect();
+        if !active.is_empty() {
+            match job.concurrency {
+                Concurrency::Forbid => {
+                    let ids: Vec<&str> = active.iter().map(|r| r.id.as_str()).collect();
+                    rec.state = RunState::Skipped;
+                    rec.ended_at = Some(now);
+                    rec.message = format!("skipped: the previous run ({}) is still running", ids.join(", "));
+                    if !self.db.claim_job_run(&rec, cursor.as_ref()).await? {
+                        return Ok(None);
+                    }
+                    let msg = format!("job {} run {} {}", job.name, rec.id, rec.message);
+                    self.runner.event("job.run_skipped", Level::Warn, &rec, msg);
+                    return Ok(Some(rec));
+                }
+                Concurrency::Replace => {
+                    // Claimed first, so a restart in between cannot replace twice.
+                    if !self.db.claim_job_run(&rec, cursor.as_ref()).await? {
+                        return Ok(None);
+                    }
+                    for old in active {
+                        let msg = format!("stopped: replaced by run {}", rec.id);
+                        if old.state == RunState::Waiting || old.task.is_none() {
+                            self.end(old, RunState::Replaced, None, msg).await?;
+                        } else {
+                            self.stop_and_end(old, RunState::Replaced, msg, None);
+                        }
+                    }
+                    return self.launch(rec, job).await.map(Some);
+                }
+                Concurrency::Allow => {}
+            }
+        }
+        if !self.db.claim_job_run(&rec, cursor.as_ref()).await? {
+            return Ok(None);
+        }
+        self.launch(rec, job).await.map(Some)
+    }
+
+    /// Starts the task of a claimed (or waiting) run.
+    async fn launch(&self, mut rec: JobRunRecord, job: &Job) -> Result<JobRunRecord, ControlError> {
+        let now = self.clock.now_ms();
+        let task = format!("{}-job-{}-{}", rec.app, rec.job, crate::reconcile::short_id());
+        // The intent, with its task id, is in the store before the task exists.
+        rec.state = RunState::Starting;
+        rec.task = Some(task.clone());
+        rec.service = job.service.clone();
+        rec.started_at = Some(now);
+        rec.deadline = Some(now.saturating_add(job.timeout.as_millis() as u64));
+        rec.not_before = None;
+        self.db.put_job_run(&rec).await?;
+        match self.runner.start(&rec.app, job, &rec, &task).await {
+            Ok(revision) => {
+                rec.state = RunState::Running;
+                rec.revision = Some(revision);
+                self.db.put_job_run(&rec).await?;
+                let how = match (rec.trigger, rec.scheduled_at) {
+                    (RunTrigger::Manual, _) => "triggered by hand".to_string(),
+                    (_, Some(t)) => format!("scheduled for {} UTC", utc_minute(t)),
+                    _ => String::new(),
+                };
+                let attempt = if rec.attempt > 1 { format!(", attempt {}", rec.attempt) } else { String::new() };
+                let msg = format!(
+                    "job {} run {} started ({how}{attempt}) as task {task} with {}@{revision}",
+                    rec.job, rec.id, rec.service
+                );
+                self.runner.event("job.run_started", Level::Info, &rec, msg);
+                self.db.trim_job_runs(&rec.app, &rec.job, RUNS_KEPT).await?;
+                Ok(rec)
+            }
+            Err(e) => {
+                rec.task = None;
+                let msg = format!("failed to start: {e}");
+                self.finish(rec.clone(), RunState::FailedToStart, None, msg, Some(job)).await?;
+                Ok(self.db.job_runs(&rec.app, &rec.job).await?.into_iter().find(|r| r.id == rec.id).unwrap_or(rec))
+            }
+        }
+    }
+
+    /// Records an outcome, then schedules a retry if the job wants one.
+    async fn finish(
+        &self,
+        run: JobRunRecord,
+        state: RunState,
+        exit: Option<ExitInfo>,
+        message: String,
+        job: Option<&Job>,
+    ) -> Result<(), ControlError> {
+        let retry = matches!(state, RunState::Failed | RunState::TimedOut | RunState::FailedToStart)
+            && job.is_some_and(|j| run.attempt <= j.retries);
+        if retry {
+            let now = self.clock.now_ms();
+            let wait = (RETRY_BASE * 2u32.saturating_pow(run.attempt - 1)).min(RETRY_MAX);
+            let base = run.id.split('.').next().unwrap_or(&run.id).to_string();
+            let mut next = run.clone();
+            next.id = format!("{base}.{}", run.attempt + 1);
+            next.attempt = run.attempt + 1;
+            next.state = RunState::Waiting;
+            next.task = None;
+            next.revision = None;
+            next.created_at = now;
+            next.started_at = None;
+            next.ended_at = None;
+            next.deadline = None;
+            next.not_before = Some(now + wait.as_millis() as u64);
+            next.exit_code = None;
+            next.signal = None;
+            next.message = format!(
+                "retry {} of {} after run {} {}",
+                run.attempt,
+                job.map_or(0, |j| j.retries),
+                run.id,
+                state.as_str()
+            );
+            // Claimed before the outcome is written: a restart in between
+            // finishes the run again and finds the retry already there.
+            self.db.claim_job_run(&next, None).await?;
+            self.end(run, state, exit, format!("{message}; retrying in {}", humantime_ms(wait.as_millis() as u64)))
+                .await?;
+            return Ok(());
+        }
+        self.end(run, state, exit, message).await.map(|_| ())
+    }
+
+    /// Writes a run's outcome and says so in the log stream.
+    async fn end(
+        &self,
+        mut run: JobRunRecord,
+        state: RunState,
+        exit: Option<ExitInfo>,
+        message: String,
+    ) -> Result<Option<u64>, ControlError> {
+        end_record(&mut run, state, exit, message, self.clock.now_ms());
+        self.db.put_job_run(&run).await?;
+        report(&*self.runner, &run);
+        Ok(None)
+    }
+
+    /// Stops a run's task in the background, then records `state`.
+    fn stop_and_end(&self, run: JobRunRecord, state: RunState, message: String, job: Option<Job>) {
+        let Some(task) = run.task.clone() else { return };
+        if !self.stopping.lock().unwrap().insert(task.clone()) {
+            return;
+        }
+        let (db, clock, runner, stopping) =
+            (self.db.clone(), self.clock.clone(), self.runner.clone(), self.stopping.clone());
+        let retries = job.as_ref().map_or(0, |j| j.retries);
+        tokio::spawn(async move {
+            let exit = runner.stop(&task).await;
+            let mut run = run;
+            let attempt = run.attempt;
+            let now = clock.now_ms();
+            let retry = state == RunState::TimedOut && attempt <= retries;
+            let mut message = message;
+            if retry {
+                let wait = (RETRY_BASE * 2u32.saturating_pow(attempt - 1)).min(RETRY_MAX);
+                let base = run.id.split('.').next().unwrap_or(&run.id).to_string();
+                let mut next = run.clone();
+                next.id = format!("{base}.{}", attempt + 1);
+                next.attempt = attempt + 1;
+                next.state = RunState::Waiting;
+                next.task = None;
+                next.revision = None;
+                next.created_at = now;
+                next.started_at = None;
+                next.deadline = None;
+                next.not_before = Some(now + wait.as_millis() as u64);
+                next.message = format!("retry {attempt} of {retries} after run {} timed out", run.id);
+                if let Err(e) = db.claim_job_run(&next, None).await {
+                    tracing::warn!("cannot record the retry of job run {}: {e}", run.id);
+                }
+                message = format!("{message}; retrying in {}", humantime_ms(wait.as_millis() as u64));
+            }
+            end_record(&mut run, state, Some(exit), message, now);
+            if let Err(e) = db.put_job_run(&run).await {
+                tracing::warn!("cannot record the end of job run {}: {e}", run.id);
+            }
+            report(&*runner, &run);
+            stopping.lock().unwrap().remove(&task);
+        });
+    }
+
+    pub(crate) async fn trigger(&self, app: &str, job_name: &str) -> Result<JobRunRecord, ControlError> {
+        let _guard = self.lock.lock().await;
+        let jobs = self.jobs().await?;
+        let job = jobs
+            .iter()
+            .find(|(a, _)| a == app)
+            .and_then(|(_, js)| js.get(job_name).map(|(j, _)| j.clone()))
+            .ok_or_else(|| ControlError::NotFound(no_such_job(app, job_name, &jobs)))?;
+        let rec = self
+            .start_run(app, &job, RunTrigger::Manual, None, None)
+            .await?
+            .ok_or_else(|| ControlError::Unavailable("the run could not be recorded".into()))?;
+        if rec.state == RunState::Skipped {
+            return Err(ControlError::Busy(format!(
+                "job {job_name} was not run: {} (concurrency \"forbid\"); see `wharf job runs {job_name}`",
+                rec.message.trim_start_matches("skipped: ")
+            )));
+        }
+        Ok(rec)
+    }
+
+    pub(crate) async fn views(&self, app: &str) -> Result<Vec<JobView>, ControlError> {
+        let jobs = self.jobs().await?;
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        for (a, js) in jobs.iter().filter(|(a, _)| a == app) {
+            for (job, schedule) in js.values() {
+                let runs = self.db.job_runs(a, &job.name).await?;
+                let last_run = runs.iter().rev().find(|r| r.state != RunState::Waiting).cloned();
+                out.push(JobView {
+                    app: a.clone(),
+                    name: job.name.clone(),
+                    schedule: job.schedule.clone(),
+                    timezone: job.timezone.clone(),
+                    service: job.service.clone(),
+                    command: job.command.clone(),
+                    timeout_secs: job.timeout.as_secs(),
+                    retries: job.retries,
+                    concurrency: job.concurrency.as_str().to_string(),
+                    next_run: schedule.next_after(now),
+                    last_run,
+                    active: runs.iter().filter(|r| r.state.is_active()).count(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn runs(&self, app: &str, job: &str) -> Result<Vec<JobRunRecord>, ControlError> {
+        let runs = self.db.job_runs(app, job).await?;
+        if runs.is_empty() {
+            let jobs = self.jobs().await?;
+            let known = jobs.iter().any(|(a, js)| a == app && js.contains_key(job));
+            if !known {
+                return Err(ControlError::NotFound(no_such_job(app, job, &jobs)));
+            }
+        }
+        Ok(runs)
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+}
+
+fn no_such_job(app: &str, job: &str, jobs: &[(String, AppJobs)]) -> String {
+    let names: Vec<&str> =
+        jobs.iter().filter(|(a, _)| a == app).flat_map(|(_, js)| js.keys().map(String::as_str)).collect();
+    if names.is_empty() {
+        format!("app {app} has no job `{job}` (it declares no [job.NAME] tables)")
+    } else {
+        format!("app {app} has no job `{job}`; its jobs: {}", names.join(", "))
+    }
+}
+
+fn end_record(run: &mut JobRunRecord, state: RunState, exit: Option<ExitInfo>, message: String, now: u64) {
+    run.state = state;
+    run.ended_at = Some(now);
+    run.message = message;
+    match exit {
+        Some(ExitInfo::Code(c)) => run.exit_code = Some(c),
+        Some(ExitInfo::Signal(s)) => run.signal = Some(s),
+        _ => {}
+    }
+}
+
+fn report(runner: &dyn Runner, run: &JobRunRecord) {
+    let (kind, level) = match run.state {
+        RunState::Succeeded => ("job.run_succeeded", Level::Info),
+        RunState::Failed => ("job.run_failed", Level::Error),
+        RunState::TimedOut => ("job.run_timed_out", Level::Error),
+        RunState::FailedToStart => ("job.run_failed_to_start", Level::Error),
+        RunState::Replaced => ("job.run_replaced", Level::Warn),
+        RunState::Lost => ("job.run_lost", Level::Warn),
+        RunState::Skipped => ("job.run_skipped", Level::Warn),
+        _ => ("job.run_ended", Level::Info),
+    };
+    let took = match (run.started_at, run.ended_at) {
+        (Some(s), Some(e)) if run.task.is_some() => format!(" after {}", humantime_ms(e.saturating_sub(s))),
+        _ => String::new(),
+    };
+    let msg = format!("job {} run {} {}{took}: {}", run.job, run.id, run.state.as_str(), run.message);
+    runner.event(kind, level, run, msg);
+}
+
+fn outcome(exit: &ExitInfo) -> (RunState, String) {
+    match exit {
+        e if e.success() => (RunState::Succeeded, "exited with code 0".into()),
+        ExitInfo::Unknown => {
+            (RunState::Lost, "exited; its status is unknown (it was re-adopted after a server restart)".into())
+        }
+        e => (RunState::Failed, e.to_string()),
+    }
+}
+
+fn humantime_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 120_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn parts(ms: u64) -> (i64, u32, u32, u64, u64, u64) {
+    let secs = ms / 1000;
+    let (y, mo, d) = civil((secs / 86_400) as i64);
+    (y, mo, d, secs % 86_400 / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// "20260130-0300": a scheduled run's id (UTC).
+fn compact(ms: u64) -> String {
+    let (y, mo, d, h, mi, _) = parts(ms);
+    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}")
+}
+
+fn compact_secs(ms: u64) -> String {
+    let (y, mo, d, h, mi, s) = parts(ms);
+    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
+}
+
+/// "2026-01-30 03:00".
+fn utc_minute(ms: u64) -> String {
+    let (y, mo, d, h, mi, _) = parts(ms);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
+}
+
+// ---- the controller's side -------------------------------------------------
+
+/// The scheduler of a controller, made at start with the chosen clock.
+pub(crate) struct Jobs {
+    pub(crate) scheduler: OnceLock<Arc<Scheduler>>,
+    clock: Mutex<Arc<dyn Clock>>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs { scheduler: OnceLock::new(), clock: Mutex::new(Arc::new(SystemClock)) }
+    }
+}
+
+/// Runs jobs as one-off tasks through the controller's driver.
+struct DriverRunner {
+    ctl: Weak<Controller>,
+}
+
+impl DriverRunner {
+    fn ctl(&self) -> Result<Arc<Controller>, String> {
+        self.ctl.upgrade().ok_or_else(|| "the server is stopping".to_string())
+    }
+}
+
+#[async_trait]
+impl Runner for DriverRunner {
+    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, String> {
+        let ctl = self.ctl()?;
+        let svc = ctl
+            .db
+            .service(app, &job.service)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("service {} of app {app} is not deployed", job.service))?;
+        // The revision that has the traffic (during a blue-green deploy, the old one until the switch).
+        let number = svc.live.unwrap_or(svc.revision);
+        let rev = ctl.revision(app, &job.service, number).await.map_err(|e| e.to_string())?;
+        let mut spec = ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false);
+        spec.env.insert("WHARF_JOB".into(), job.name.clone());
+        spec.env.insert("WHARF_JOB_RUN".into(), run.id.clone());
+        ctl.remember(&spec);
+        ctl.driver.start(spec).await.map_err(|e| e.to_string())?;
+        Ok(number)
+    }
+
+    fn observe(&self, task: &str) -> Observed {
+        let Ok(ctl) = self.ctl() else { return Observed::Running };
+        match ctl.driver.task(task) {
+            None => Observed::Gone,
+            Some(t) if t.state == TaskState::Exited => Observed::Exited(t.last_exit.unwrap_or(ExitInfo::Unknown)),
+            Some(_) => Observed::Running,
+        }
+    }
+
+    async fn stop(&self, task: &str) -> ExitInfo {
+        match self.ctl() {
+            Ok(ctl) => ctl.driver.stop(task).await.unwrap_or(ExitInfo::Unknown),
+            Err(_) => ExitInfo::Unknown,
+        }
+    }
+
+    async fn remove(&self, task: &str) {
+        if let Ok(ctl) = self.ctl() {
+            let _ = ctl.driver.remove(task).await;
+        }
+    }
+
+    fn event(&self, kind: &str, level: Level, run: &JobRunRecord, message: String) {
+        if let Ok(ctl) = self.ctl() {
+            ctl.event_full(kind, level, Some(&run.app), Some(&run.service), run.task.as_deref(), message);
+        }
+    }
+}
+
+impl Controller {
+    /// The clock the scheduler will use; call before [`Controller::start`].
+    /// Production keeps the system clock.
+    pub fn use_clock(&self, clock: Arc<dyn Clock>) {
+        *self.jobs.clock.lock().unwrap() = clock;
+    }
+
+    /// Starts the scheduler loop (from [`Controller::start`]).
+    pub(crate) fn start_scheduler(self: &Arc<Self>, report: &wharf_runtime::RecoverReport) {
+        let clock = self.jobs.clock.lock().unwrap().clone();
+        let runner = Arc::new(DriverRunner { ctl: Arc::downgrade(self) });
+        let scheduler = Arc::new(Scheduler::new(self.db.clone(), clock, runner));
+        scheduler.note_recovered(&report.forgotten);
+        if self.jobs.scheduler.set(scheduler.clone()).is_ok() {
+            tokio::spawn(scheduler.run(self.stopping()));
+        }
+    }
+
+    fn scheduler(&self) -> Result<&Arc<Scheduler>, ControlError> {
+        self.jobs.scheduler.get().ok_or_else(|| ControlError::Unavailable("the scheduler is not running yet".into()))
+    }
+
+    /// Every job of an app, with its next and last run.
+    pub async fn jobs_view(&self, app: &str) -> Result<Vec<JobView>, ControlError> {
+        self.scheduler()?.views(app).await
+    }
+
+    /// The recorded runs of a job, oldest first.
+    pub async fn job_runs(&self, app: &str, job: &str) -> Result<Vec<JobRunRecord>, ControlError> {
+        self.scheduler()?.runs(app, job).await
+    }
+
+    /// Runs a job now, under its concurrency policy ([`ControlError::Busy`]
+    /// when "forbid" skips it).
+    pub async fn trigger_job(&self, app: &str, job: &str) -> Result<JobRunRecord, ControlError> {
+        let s = self.scheduler()?;
+        let rec = s.trigger(app, job).await;
+        s.wake.notify_one();
+        rec
+    }
+
+    /// The scheduler's time (Unix ms): the system clock in production.
+    pub fn scheduler_now_ms(&self) -> u64 {
+        self.jobs.scheduler.get().map_or_else(crate::controller::now_ms, |s| s.now_ms())
+    }
+}
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;
