@@ -1,12 +1,11 @@
 //! Scheduled jobs: list them, read a job's runs, trigger a run now.
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use crate::server::{control_error, error, ApiState};
+use crate::server::{control_error, scoped, scoped_query, ApiState, JsonBody, QueryOf, Scoped};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,18 +14,12 @@ pub(crate) struct JobsQuery {
     app: Option<String>,
 }
 
-type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
-
 /// `{ "now": ms, "jobs": [JobView] }`; `now` is the scheduler's clock, which
 /// `next_run` and run times are on.
 pub(crate) async fn list(State(st): State<ApiState>, q: QueryOf<JobsQuery>) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
-    };
-    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
-        Ok(a) => a,
-        Err(e) => return control_error(e),
+    let (_, app) = match scoped_query(&st, q).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     match st.ctl.jobs_view(&app).await {
         Ok(jobs) => {
@@ -47,13 +40,9 @@ pub(crate) struct RunsQuery {
 
 /// The job's runs, oldest first.
 pub(crate) async fn runs(State(st): State<ApiState>, q: QueryOf<RunsQuery>) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
-    };
-    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
-        Ok(a) => a,
-        Err(e) => return control_error(e),
+    let (q, app) = match scoped_query(&st, q).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     match st.ctl.job_runs(&app, &q.job).await {
         Ok(mut runs) => {
@@ -76,20 +65,31 @@ pub(crate) struct TriggerRequest {
 
 /// Starts a run now; 409 when the job's concurrency policy ("forbid")
 /// skips it because the previous run still runs (the skip is recorded).
-pub(crate) async fn trigger(
-    State(st): State<ApiState>,
-    body: Result<Json<TriggerRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let req = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
-    };
-    let app = match st.ctl.resolve_app(req.app.as_deref()).await {
-        Ok(a) => a,
-        Err(e) => return control_error(e),
+pub(crate) async fn trigger(State(st): State<ApiState>, body: JsonBody<TriggerRequest>) -> Response {
+    let (req, app) = match scoped(&st, body).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     match st.ctl.trigger_job(&app, &req.job).await {
         Ok(run) => Json(run).into_response(),
         Err(e) => control_error(e),
+    }
+}
+
+impl Scoped for JobsQuery {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+}
+
+impl Scoped for RunsQuery {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+}
+
+impl Scoped for TriggerRequest {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
     }
 }

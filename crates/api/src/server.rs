@@ -265,17 +265,16 @@ struct DeploymentsQuery {
     app: Option<String>,
 }
 
-async fn deployments(
-    State(st): State<ApiState>,
-    q: Result<Query<DeploymentsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
-    };
-    let app = match st.ctl.resolve_app(q.app.as_deref()).await {
-        Ok(a) => a,
-        Err(e) => return control_error(e),
+impl Scoped for DeploymentsQuery {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+}
+
+async fn deployments(State(st): State<ApiState>, q: QueryOf<DeploymentsQuery>) -> Response {
+    let (_, app) = match scoped_query(&st, q).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     match st.ctl.db().deployments(&app).await {
         Ok(v) => Json(v).into_response(),
@@ -293,15 +292,24 @@ pub(crate) fn control_error(e: wharf_control::ControlError) -> Response {
     }
 }
 
-type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+pub(crate) type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 /// A request about an app (or one of its services); no app means the only one deployed.
-trait Scoped: serde::de::DeserializeOwned {
+pub(crate) trait Scoped: serde::de::DeserializeOwned {
     fn app(&self) -> Option<&str>;
 }
 
 /// The parsed body and the app it is about, or the error answer.
-async fn scoped<T: Scoped>(st: &ApiState, body: JsonBody<T>) -> Result<(T, String), Response> {
+/// A query string (`?app=...&...`), parsed, with its app resolved.
+pub(crate) type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+pub(crate) async fn scoped_query<T: Scoped>(st: &ApiState, q: QueryOf<T>) -> Result<(T, String), Response> {
+    let Query(q) = q.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let app = st.ctl.resolve_app(q.app()).await.map_err(control_error)?;
+    Ok((q, app))
+}
+
+pub(crate) async fn scoped<T: Scoped>(st: &ApiState, body: JsonBody<T>) -> Result<(T, String), Response> {
     let req = match body {
         Ok(Json(r)) => r,
         Err(e) => return Err(error(StatusCode::BAD_REQUEST, "bad_request", e.body_text())),
@@ -389,33 +397,30 @@ struct ServiceQuery {
     service: String,
 }
 
-type ServiceQueryResult = Result<Query<ServiceQuery>, axum::extract::rejection::QueryRejection>;
-
-/// The app (resolved: default the only one deployed) and service of a query.
-async fn service_of(st: &ApiState, q: ServiceQueryResult) -> Result<(String, String), Response> {
-    let Query(q) = q.map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let app = st.ctl.resolve_app(q.app.as_deref()).await.map_err(control_error)?;
-    Ok((app, q.service))
+impl Scoped for ServiceQuery {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
 }
 
 /// The autoscaler's recent datapoints and decisions for a service.
-async fn autoscale(State(st): State<ApiState>, q: ServiceQueryResult) -> Response {
-    let (app, service) = match service_of(&st, q).await {
+async fn autoscale(State(st): State<ApiState>, q: QueryOf<ServiceQuery>) -> Response {
+    let (q, app) = match scoped_query(&st, q).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    match st.ctl.autoscale_view(&app, &service).await {
+    match st.ctl.autoscale_view(&app, &q.service).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => control_error(e),
     }
 }
 
-async fn revisions(State(st): State<ApiState>, q: ServiceQueryResult) -> Response {
-    let (app, service) = match service_of(&st, q).await {
+async fn revisions(State(st): State<ApiState>, q: QueryOf<ServiceQuery>) -> Response {
+    let (q, app) = match scoped_query(&st, q).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    match st.ctl.revisions(&app, &service).await {
+    match st.ctl.revisions(&app, &q.service).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => control_error(e),
     }
