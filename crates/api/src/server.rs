@@ -277,7 +277,7 @@ async fn deployments(State(st): State<ApiState>, q: QueryOf<DeploymentsQuery>) -
         Err(resp) => return resp,
     };
     match st.ctl.db().deployments(&app).await {
-        Ok(v) => Json(v).into_response(),
+        Ok(v) => Json(v.into_iter().map(|d| d.summary()).collect::<Vec<_>>()).into_response(),
         Err(e) => internal(e),
     }
 }
@@ -513,7 +513,7 @@ async fn rollback(State(st): State<ApiState>, body: JsonBody<RollbackRequest>) -
         Err(resp) => return resp,
     };
     match st.ctl.rollback(&app, &req.service, req.revision).await {
-        Ok(d) => Json(d).into_response(),
+        Ok(d) => Json(d.summary()).into_response(),
         Err(e) => control_error(e),
     }
 }

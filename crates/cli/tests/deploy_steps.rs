@@ -174,3 +174,26 @@ fn a_server_killed_during_the_release_fails_the_deploy_cleanly() {
     assert_eq!(version(&s), "1", "the service was resumed and still runs its old revision");
     wait_for("only the service's task", LONG, || (s.task_processes().len() == 1).then_some(()));
 }
+
+#[test]
+fn a_rolled_back_deploy_takes_its_route_changes_back_too() {
+    let s = Server::start();
+    let dir = app_dir(&app("1", ""));
+    s.deploy(dir.path());
+    let broken = app("2", "deploy = { deadline = \"3s\" }")
+        .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_FAIL_HEALTH = \"1\"")
+        .replace("\"/\" = \"api\"", "\"/\" = \"api\"\n\"/extra\" = \"api\"");
+    std::fs::write(dir.path().join("wharf.toml"), broken).unwrap();
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("rolled back"), "{err}");
+    assert!(err.contains("not ready within the 3s deadline"), "{err}");
+    let routes = s.json(&["status", "--json"])["apps"][0]["routes"].clone();
+    assert_eq!(routes.as_array().unwrap().len(), 1, "the route the failed deploy added is gone: {routes}");
+    assert_eq!(version(&s), "1");
+    // The same deploy without the fault goes through, route and all.
+    let fixed = app("2", "").replace("\"/\" = \"api\"", "\"/\" = \"api\"\n\"/extra\" = \"api\"");
+    std::fs::write(dir.path().join("wharf.toml"), fixed).unwrap();
+    s.deploy(dir.path());
+    assert_eq!(s.json(&["status", "--json"])["apps"][0]["routes"].as_array().unwrap().len(), 2);
+}

@@ -254,6 +254,7 @@ impl Controller {
             finished_at: (state == DeploymentState::Unchanged).then_some(now),
             step,
             step_started_at: now,
+            previous_app: old_app.clone(),
             ..Default::default()
         };
         batch

@@ -562,6 +562,10 @@ impl Controller {
                 (None, None) => {}
             }
         }
+        // Routes and jobs go back with the services.
+        if let Some(app) = &d.previous_app {
+            batch.put_app(app);
+        }
         d.step = DeployStep::Rollback;
         d.step_started_at = now_ms();
         d.reason = Some(reason.clone());

@@ -120,7 +120,7 @@ impl Controller {
                     .iter()
                     .map(|r| RouteView { host: r.host.clone(), path: r.path.clone(), service: r.service.clone() })
                     .collect(),
-                deployment: self.db.deployments(&app.name).await?.pop(),
+                deployment: self.db.deployments(&app.name).await?.pop().map(|d| d.summary()),
                 name: app.name,
                 release: app.release,
                 deployed_at: app.deployed_at,

@@ -164,6 +164,18 @@ pub struct DeploymentRecord {
     /// A rollback asked for by hand (`wharf rollback`), not a deploy.
     #[serde(default)]
     pub manual: bool,
+    /// The app as it was before (routes, jobs, release), put back if the
+    /// deployment rolls back. None for a first deploy or a manual rollback.
+    #[serde(default)]
+    pub previous_app: Option<AppRecord>,
+}
+
+impl DeploymentRecord {
+    /// Without the copy of the previous app, for listings.
+    pub fn summary(mut self) -> DeploymentRecord {
+        self.previous_app = None;
+        self
+    }
 }
 
 /// Something wharf did or saw, kept for history (also sent to the log stream).
