@@ -57,7 +57,8 @@ fn the_release_command_runs_before_traffic_moves_and_a_failed_one_moves_nothing(
     assert!(logs.contains("migrating 2"), "release output is in the stream: {logs}");
     // A failing release: nothing moves, and the deploy says why.
     let failing = "release = [\"sh\", \"-c\", \"echo cannot migrate >&2; exit 7\"]\ndeploy = { bake = \"0s\" }";
-    std::fs::write(dir.path().join("wharf.toml"), app("3", failing)).unwrap();
+    let with_route = app("3", failing).replace("\"/\" = \"api\"", "\"/\" = \"api\"\n\"/new\" = \"api\"");
+    std::fs::write(dir.path().join("wharf.toml"), with_route).unwrap();
     let before: Vec<_> = api_tasks(&s).iter().map(|t| t["id"].clone()).collect();
     let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -67,6 +68,8 @@ fn the_release_command_runs_before_traffic_moves_and_a_failed_one_moves_nothing(
     let after: Vec<_> = api_tasks(&s).iter().map(|t| t["id"].clone()).collect();
     assert_eq!(before, after, "no task was started or stopped");
     assert_eq!(last_deployment(&s)["state"], "failed");
+    let routes = s.json(&["status", "--json"])["apps"][0]["routes"].clone();
+    assert_eq!(routes.as_array().unwrap().len(), 1, "the route of the failed deploy is gone: {routes}");
     assert_eq!(s.json(&["status", "--json"])["apps"][0]["services"][0]["revision"], 2);
 }
 

@@ -510,7 +510,15 @@ impl Controller {
         reason: String,
     ) -> Result<(), ControlError> {
         if d.step == DeployStep::Release {
-            return self.finish(d, DeploymentState::Failed, reason).await;
+            // Nothing moved; the routes and jobs that came with it go back,
+            // in the same write that ends the deployment.
+            let mut batch = Batch::default();
+            if let Some(app) = &d.previous_app {
+                batch.put_app(app);
+            }
+            self.finish_with(d, DeploymentState::Failed, reason, batch).await?;
+            self.rebuild_routes().await;
+            return Ok(());
         }
         let mut auto = true;
         for c in &d.changes {
@@ -583,6 +591,17 @@ impl Controller {
         state: DeploymentState,
         message: String,
     ) -> Result<(), ControlError> {
+        self.finish_with(d, state, message, Batch::default()).await
+    }
+
+    /// Ends the deployment, writing `batch` with it.
+    async fn finish_with(
+        &self,
+        d: &mut DeploymentRecord,
+        state: DeploymentState,
+        message: String,
+        mut batch: Batch,
+    ) -> Result<(), ControlError> {
         d.state = state;
         d.finished_at = Some(now_ms());
         if state != DeploymentState::Succeeded {
@@ -593,7 +612,8 @@ impl Controller {
             };
             d.reason = Some(why);
         }
-        self.db.put_deployment(d).await?;
+        batch.put_deployment(d);
+        self.db.commit(batch).await?;
         let level = if state == DeploymentState::Succeeded { Level::Info } else { Level::Warn };
         let text = match &d.reason {
             Some(r) => format!("{}: {r}", state.as_str()),
