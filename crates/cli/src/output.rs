@@ -420,6 +420,11 @@ pub async fn plan(client: &ApiClient, dir: &Path, json: bool) -> Result<ExitCode
     for r in plan["routes_removed"].as_array().into_iter().flatten() {
         println!("  - route {}", s(r));
     }
+    for (key, mark, what) in [("added", "+", "new"), ("changed", "~", "changed"), ("removed", "-", "removed")] {
+        for j in plan["jobs"][key].as_array().into_iter().flatten() {
+            println!("  {mark} job {}: {what}", s(j));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -200,3 +200,27 @@ fn a_rolled_back_deploy_takes_its_route_changes_back_too() {
     s.deploy(dir.path());
     assert_eq!(s.json(&["status", "--json"])["apps"][0]["routes"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn job_changes_are_planned_deployed_and_rolled_back_with_the_services() {
+    let s = Server::start();
+    let dir = app_dir(&app("1", ""));
+    s.deploy(dir.path());
+    let path = dir.path().to_str().unwrap();
+    let job = "\n[job.nightly]\nschedule = \"0 3 * * *\"\ncommand = [\"true\"]\nservice = \"api\"\n";
+    std::fs::write(dir.path().join("wharf.toml"), app("1", "") + job).unwrap();
+    let plan = s.ok(&["plan", path]);
+    assert!(plan.contains("+ job nightly: new"), "{plan}");
+    let out = s.wharf(&["deploy", path]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("jobs +nightly"), "a jobs-only deploy is a change: {err}");
+    assert!(s.ok(&["jobs"]).contains("nightly"));
+    // A deploy that fails takes its job removal back with it.
+    let broken = app("2", "deploy = { deadline = \"3s\" }")
+        .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_FAIL_HEALTH = \"1\"");
+    std::fs::write(dir.path().join("wharf.toml"), broken).unwrap();
+    let out = s.wharf(&["deploy", path]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("jobs -nightly"), "{err}");
+    assert!(s.ok(&["jobs"]).contains("nightly"), "the job is back after the rollback");
+}

@@ -14,6 +14,7 @@ use wharf_store::{
 };
 
 use crate::controller::{now_ms, ControlError, Controller};
+use crate::plan::JobChanges;
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
 use crate::rollout::moving_record;
 use crate::scale::deployed_replicas;
@@ -216,7 +217,8 @@ impl Controller {
             }
         }
         let routes_changed = old_app.as_ref().is_none_or(|a| a.routes != spec.routes);
-        let state = if changes.is_empty() && !scaled && !routes_changed {
+        let jobs = JobChanges::between(old_app.as_ref().map(|a| a.source.as_str()), &spec.jobs);
+        let state = if changes.is_empty() && !scaled && !routes_changed && jobs.is_empty() {
             DeploymentState::Unchanged
         } else {
             DeploymentState::InProgress
@@ -241,7 +243,10 @@ impl Controller {
             }
         }
         let id = history.last().map_or(1, |d| d.id + 1);
-        let message = describe_changes(&services, state);
+        let mut message = describe_changes(&services, state);
+        if !jobs.is_empty() {
+            message = format!("{message}; {}", jobs.describe());
+        }
         let now = now_ms();
         let deployment = DeploymentRecord {
             app: app.clone(),

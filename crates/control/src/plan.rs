@@ -30,8 +30,50 @@ pub struct Plan {
     pub services: Vec<ServicePlan>,
     pub routes_added: Vec<String>,
     pub routes_removed: Vec<String>,
+    pub jobs: JobChanges,
     /// Nothing would change: a deploy would be a no-op.
     pub unchanged: bool,
+}
+
+/// Scheduled jobs a deploy adds, changes or removes, by name.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct JobChanges {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl JobChanges {
+    /// Between the jobs of the wharf.toml the app runs now (`old_source`,
+    /// empty for a new app) and the new spec's.
+    pub(crate) fn between(old_source: Option<&str>, new: &BTreeMap<String, wharf_spec::Job>) -> JobChanges {
+        let old = old_source
+            .and_then(|src| wharf_spec::parse(src, wharf_spec::FILE_NAME).ok())
+            .map(|s| s.jobs)
+            .unwrap_or_default();
+        JobChanges {
+            added: new.keys().filter(|k| !old.contains_key(*k)).cloned().collect(),
+            changed: new.iter().filter(|(k, j)| old.get(*k).is_some_and(|o| o != *j)).map(|(k, _)| k.clone()).collect(),
+            removed: old.keys().filter(|k| !new.contains_key(*k)).cloned().collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// "jobs: +digest, ~cleanup, -old" or "".
+    pub(crate) fn describe(&self) -> String {
+        let parts: Vec<String> = (self.added.iter().map(|j| format!("+{j}")))
+            .chain(self.changed.iter().map(|j| format!("~{j}")))
+            .chain(self.removed.iter().map(|j| format!("-{j}")))
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("jobs {}", parts.join(" "))
+        }
+    }
 }
 
 fn route_text(r: &Route) -> String {
@@ -104,13 +146,16 @@ impl Controller {
                 });
             }
         }
-        let old_routes: Vec<String> =
-            self.db.app(app).await?.map(|a| a.routes.iter().map(route_text).collect()).unwrap_or_default();
+        let old_app = self.db.app(app).await?;
+        let jobs = JobChanges::between(old_app.as_ref().map(|a| a.source.as_str()), &spec.jobs);
+        let old_routes: Vec<String> = old_app.map(|a| a.routes.iter().map(route_text).collect()).unwrap_or_default();
         let new_routes: Vec<String> = spec.routes.iter().map(route_text).collect();
         let routes_added: Vec<String> = new_routes.iter().filter(|r| !old_routes.contains(r)).cloned().collect();
         let routes_removed: Vec<String> = old_routes.iter().filter(|r| !new_routes.contains(r)).cloned().collect();
-        let unchanged =
-            routes_added.is_empty() && routes_removed.is_empty() && services.iter().all(|s| s.action == "unchanged");
-        Ok(Plan { app: app.clone(), services, routes_added, routes_removed, unchanged })
+        let unchanged = routes_added.is_empty()
+            && routes_removed.is_empty()
+            && jobs.is_empty()
+            && services.iter().all(|s| s.action == "unchanged");
+        Ok(Plan { app: app.clone(), services, routes_added, routes_removed, jobs, unchanged })
     }
 }
