@@ -41,15 +41,6 @@ nginx_bin=$(command -v nginx)
 mkdir -p "$work/app"
 cp "$repo/bench/proxy/backend.conf.in" "$work/app/"
 sed -e "s#@NGINX@#$nginx_bin#" -e "s#@TASKS@#$work/tasks#" "$repo/bench/proxy/wharf.toml.in" >"$work/app/wharf.toml"
-app = "bench"
-[service.be]
-command = ["sh", "-c", "d=\$BENCH_DIR/task-\$PORT; mkdir -p \$d && sed -e s/@PORT@/\$PORT/ -e s#@DIR@#\$d#g backend.conf.in > \$d/nginx.conf && exec $nginx_bin -c \$d/nginx.conf -g 'daemon off;'"]
-port = 8080
-env = { BENCH_DIR = "$work/tasks" }
-health = { path = "/" }
-[route]
-"/" = "be"
-TOML
 wport=$((base + 10))
 "$WHARF" server --data "$work/data" --http "127.0.0.1:$wport" --api 127.0.0.1:0 --admin 127.0.0.1:0 --proxy-threads "$W" 2>"$work/server.log" &
 server=$!
