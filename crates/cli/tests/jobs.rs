@@ -164,3 +164,39 @@ fn trigger_follows_the_output_and_exits_with_the_runs_status_and_a_timed_out_run
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("has no job `nope`"));
 }
+
+/// On the real clock: a server killed with -9 while a run is in progress,
+/// and started again, neither runs that minute again nor skips the next.
+#[test]
+fn a_server_killed_mid_run_never_runs_a_minute_twice() {
+    let mut s = Server::start();
+    let out = tempfile::tempdir().unwrap();
+    let marks_file = out.path().join("ran.txt");
+    let toml = format!(
+        r#"app = "cron"
+
+[service.worker]
+command = ["sleep", "100000"]
+
+[job.tick]
+schedule = "* * * * *"
+command = ["sh", "-c", "echo $WHARF_JOB_RUN >> {}; sleep 10"]
+"#,
+        marks_file.display()
+    );
+    let dir = app_dir(&toml);
+    s.deploy(dir.path());
+    let three_minutes = Duration::from_secs(200);
+    wait_for("the first run", three_minutes, || (!marks(&marks_file).is_empty()).then_some(()));
+    s.kill9();
+    s.spawn();
+    wait_for("two more runs after the restart", three_minutes, || (marks(&marks_file).len() >= 3).then_some(()));
+    let ran = marks(&marks_file);
+    let distinct: BTreeSet<&String> = ran.iter().collect();
+    assert_eq!(distinct.len(), ran.len(), "a scheduled minute ran twice: {ran:?}");
+    let tick = runs(&s, "tick");
+    let mut times: Vec<u64> = tick.iter().filter_map(|r| r["scheduled_at"].as_u64()).collect();
+    times.dedup();
+    assert!(times.windows(2).all(|w| w[1] - w[0] == 60_000), "one run per minute, none skipped: {tick:#?}");
+    assert!(tick.iter().all(|r| r["state"] != "missed"), "{tick:#?}");
+}
