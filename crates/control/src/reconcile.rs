@@ -186,7 +186,12 @@ impl Controller {
         rev: &wharf_store::Revision,
     ) -> Result<(), ControlError> {
         let id = format!("{}-{}-{}-{}", svc.app, svc.name, rev.number, short_id());
-        let port = if rev.spec.is_web() { Some(free_port()?) } else { None };
+        let port = if rev.spec.is_web() {
+            let taken = self.driver.tasks().iter().filter_map(|t| task_port(&t.spec)).collect();
+            Some(free_port(&taken)?)
+        } else {
+            None
+        };
         let mut spec = self.task_spec(&svc.app, &svc.name, rev, &id, rev.spec.command.clone(), true);
         if let Some(p) = port {
             spec.env.insert("PORT".into(), p.to_string());
@@ -336,9 +341,59 @@ pub(crate) fn short_id() -> String {
     (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
-/// A port the kernel considers free right now, for a new task to bind.
-fn free_port() -> Result<u16, ControlError> {
+/// Task ports come from below the kernel's ephemeral range, so an outgoing
+/// connection (which takes its local port from that range) can't grab a
+/// port between the check here and the task's bind.
+const TASK_PORTS_FROM: u16 = 20_000;
+
+/// The kernel's ephemeral port range (`ip_local_port_range`).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+/// A port for a new task: not given to another task, free to bind right
+/// now, and outside the ephemeral range when there is room below it.
+fn free_port(taken: &std::collections::HashSet<u16>) -> Result<u16, ControlError> {
+    let (low, high) = ephemeral_range();
+    let range = if low > TASK_PORTS_FROM + 1_000 {
+        TASK_PORTS_FROM..low
+    } else {
+        // A host whose ephemeral range starts low: above it, else anywhere.
+        high.saturating_add(1).max(1_024)..u16::MAX
+    };
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(range.clone());
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    // Crowded: let the kernel choose.
     let l = std::net::TcpListener::bind(("127.0.0.1", 0))
         .map_err(|e| ControlError::Unavailable(format!("no free port for a task: {e}")))?;
     Ok(l.local_addr().map_err(|e| ControlError::Unavailable(e.to_string()))?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ports_stay_out_of_the_ephemeral_range_and_off_other_tasks() {
+        let (low, _) = ephemeral_range();
+        let mut taken = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let port = free_port(&taken).unwrap();
+            if low > TASK_PORTS_FROM + 1_000 {
+                assert!((TASK_PORTS_FROM..low).contains(&port), "{port} is in the ephemeral range");
+            }
+            assert!(taken.insert(port), "{port} was given twice");
+        }
+    }
 }
