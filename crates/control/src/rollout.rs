@@ -350,11 +350,13 @@ impl Controller {
         if now_ms() < d.bake_until.unwrap_or(0) {
             return Ok(Next::Stay);
         }
-        // Good: the standby sets go.
+        // Good: the standby sets go. The pool stays on the live revision
+        // (live = revision), so a standby task never serves again on its way out.
         let mut batch = Batch::default();
         for s in self.db.services(Some(&app)).await? {
-            if s.live.is_some() || s.standby.is_some() {
-                batch.put_service(&ServiceRecord { live: None, standby: None, ..s });
+            if s.standby.is_some() {
+                let live = s.live.map(|_| s.revision);
+                batch.put_service(&ServiceRecord { live, standby: None, ..s });
             }
         }
         self.db.commit(batch).await?;

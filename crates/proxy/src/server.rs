@@ -430,17 +430,15 @@ impl Proxy {
                 break;
             }
             // A replay after a reset prefers another task, but may use the
-            // same one (on a new connection) when it is the only one.
+            // same one (once, on a new connection) when it is the only one.
             let picked = if fallback_only {
                 pool.pick_fallback(&tried)
             } else {
-                pool.pick(&tried).or_else(|| if replaying { pool.pick(&[]) } else { None }).or_else(|| {
-                    if replay.is_some() || attempt == 0 {
-                        pool.pick_fallback(&tried)
-                    } else {
-                        None
-                    }
-                })
+                let same = std::mem::take(&mut replaying);
+                // Then the fallback set (a blue-green bake's standby tasks).
+                pool.pick(&tried)
+                    .or_else(|| if same { pool.pick(&[]) } else { None })
+                    .or_else(|| pool.pick_fallback(&tried))
             };
             let Some(backend) = picked else {
                 // Nothing can take it now: wait for tasks (bounded) unless
@@ -550,10 +548,13 @@ impl Proxy {
                             *again.headers_mut() = headers;
                             pending = Some(again);
                             replaying = true;
-                            if !pooled && pool.pick(&tried).is_none() {
-                                // The only task reset a new connection: it may be
-                                // going away. Give routing a moment to say so.
-                                let until = Instant::now() + SAME_TASK_REPLAY_WAIT;
+                            if pool.pick(&tried).is_none() {
+                                // The only task reset the connection: it may be going
+                                // away (routing hears of an exit within milliseconds).
+                                // Give routing a moment to say so before sending it
+                                // back there; a reset of a new connection says more.
+                                let wait = if pooled { SAME_TASK_REPLAY_WAIT / 5 } else { SAME_TASK_REPLAY_WAIT };
+                                let until = Instant::now() + wait;
                                 let before = pool.clone();
                                 while Arc::ptr_eq(&before, &pool) && self.hold(&mut pool, until).await {}
                             }
