@@ -279,25 +279,11 @@ fn service_progress(sv: &Value) -> String {
     out
 }
 
+/// Unix milliseconds as "2026-01-30 03:00:00" (UTC).
 pub(crate) fn when(ms: &Value) -> String {
     let Some(ms) = ms.as_u64() else { return "-".into() };
-    let secs = ms / 1000;
-    let days = secs / 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").trim_end_matches('Z').to_string()
 }
 
 pub async fn revisions(client: &ApiClient, app: Option<String>, service: String, json: bool) -> Result<ExitCode> {
@@ -657,4 +643,13 @@ pub async fn post(client: &ApiClient, path: &str, body: Value, json: bool) -> Re
     };
     println!("{line}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_shown_in_utc_to_the_second() {
+        assert_eq!(super::when(&serde_json::json!(1_769_742_000_999u64)), "2026-01-30 03:00:00");
+        assert_eq!(super::when(&serde_json::Value::Null), "-");
+    }
 }

@@ -385,9 +385,15 @@ pub(crate) fn describe_exit(exit: &ExitInfo) -> String {
     }
 }
 
+/// "250ms", "8s", "1.5s", "3m5s": short durations for messages.
 pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
+    } else if d >= Duration::from_secs(120) {
+        match d.as_secs() % 60 {
+            0 => format!("{}m", d.as_secs() / 60),
+            s => format!("{}m{s}s", d.as_secs() / 60),
+        }
     } else if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {
@@ -433,4 +439,18 @@ impl LogSink for StreamSink {
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_short() {
+        let f = |ms: u64| fmt_duration(Duration::from_millis(ms));
+        assert_eq!(
+            [f(250), f(8_000), f(1_500), f(119_000), f(120_000), f(185_000)],
+            ["250ms", "8s", "1.5s", "119s", "2m", "3m5s"]
+        );
+    }
 }

@@ -86,8 +86,8 @@ impl Controller {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = stop.changed() => return,
             }
-            let d = match self.db.deployments(app).await {
-                Ok(all) => all.into_iter().find(|d| d.id == id),
+            let d = match self.db.deployment(app, id).await {
+                Ok(d) => d,
                 Err(e) => {
                     tracing::warn!("deployment {app}#{id}: store unavailable: {e}");
                     continue;

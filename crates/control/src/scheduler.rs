@@ -675,49 +675,26 @@ fn outcome(exit: &ExitInfo) -> (RunState, String) {
 }
 
 fn humantime_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 120_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
-    }
+    crate::controller::fmt_duration(std::time::Duration::from_millis(ms))
 }
 
-/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// A scheduler time (Unix ms) in UTC, formatted.
+fn utc(ms: u64, format: &str) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).map_or_else(|| ms.to_string(), |t| t.format(format).to_string())
 }
 
-fn parts(ms: u64) -> (i64, u32, u32, u64, u64, u64) {
-    let secs = ms / 1000;
-    let (y, mo, d) = civil((secs / 86_400) as i64);
-    (y, mo, d, secs % 86_400 / 3600, secs % 3600 / 60, secs % 60)
-}
-
-/// "20260130-0300": a scheduled run's id (UTC).
+/// "20260130-0300": a scheduled run's id.
 fn compact(ms: u64) -> String {
-    let (y, mo, d, h, mi, _) = parts(ms);
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}")
+    utc(ms, "%Y%m%d-%H%M")
 }
 
 fn compact_secs(ms: u64) -> String {
-    let (y, mo, d, h, mi, s) = parts(ms);
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
+    utc(ms, "%Y%m%d-%H%M%S")
 }
 
 /// "2026-01-30 03:00".
 fn utc_minute(ms: u64) -> String {
-    let (y, mo, d, h, mi, _) = parts(ms);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
+    utc(ms, "%Y-%m-%d %H:%M")
 }
 
 // ---- the controller's side -------------------------------------------------

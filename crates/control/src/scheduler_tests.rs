@@ -216,7 +216,7 @@ async fn a_run_past_its_timeout_is_stopped_and_recorded() {
     assert_eq!(runs.len(), 2, "{runs:#?}");
     for r in &runs {
         assert_eq!(r.state, RunState::TimedOut, "{r:#?}");
-        assert!(r.message.contains("timeout of 30.0s"), "{}", r.message);
+        assert!(r.message.contains("timeout of 30s"), "{}", r.message);
         assert_eq!(r.signal, Some(libc::SIGTERM));
         let took = r.ended_at.unwrap() - r.started_at.unwrap();
         assert!((30_000..=35_000).contains(&took), "stopped at its deadline (one step late at most): {took}");

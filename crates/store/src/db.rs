@@ -174,6 +174,9 @@ impl Db {
     pub async fn deployments(&self, app: &str) -> Result<Vec<DeploymentRecord>, StoreError> {
         self.list(&format!("deployments/{app}/")).await
     }
+    pub async fn deployment(&self, app: &str, id: u64) -> Result<Option<DeploymentRecord>, StoreError> {
+        self.get(&deployment_key(app, id)).await
+    }
     pub async fn put_deployment(&self, r: &DeploymentRecord) -> Result<(), StoreError> {
         let mut b = Batch::default();
         b.put_deployment(r);

@@ -54,6 +54,17 @@ async fn typed_records_round_trip() {
     assert_eq!(db.services(Some("shop")).await.unwrap(), vec![svc]);
     assert_eq!(db.services(None).await.unwrap().len(), 2);
 
+    // Deployments: listed oldest first (ids sort numerically), and read one by one.
+    for id in [2u64, 10, 1] {
+        let d = wharf_store::DeploymentRecord { app: "shop".into(), id, ..Default::default() };
+        db.put_deployment(&d).await.unwrap();
+    }
+    let ids: Vec<u64> = db.deployments("shop").await.unwrap().iter().map(|d| d.id).collect();
+    assert_eq!(ids, [1, 2, 10]);
+    assert_eq!(db.deployment("shop", 10).await.unwrap().map(|d| d.id), Some(10));
+    assert_eq!(db.deployment("shop", 3).await.unwrap(), None);
+    assert_eq!(db.deployment("shopping", 1).await.unwrap(), None);
+
     for i in 0..3 {
         let e = EventRecord {
             time: i,
