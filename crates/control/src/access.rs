@@ -1,57 +1,156 @@
-//! The proxy's access log into the log stream, off the request path: the
-//! proxy only queues an entry; a thread of its own formats and appends it.
+//! The proxy's access log into the log stream, off the request path.
+//!
+//! A proxy thread copies each entry into a shard's batch: fixed-size
+//! entries plus one text buffer, both reused, behind a lock nobody else
+//! holds except for the swap below. So a request allocates nothing for the
+//! log, no memory a proxy thread allocated is freed by another thread (a
+//! lock inside malloc), and no request wakes a sleeping thread. A thread of
+//! its own swaps every shard's batch out every few milliseconds, turns the
+//! entries into records and appends them to the stream in one go.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TryRecvError};
-use std::sync::Arc;
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use wharf_logs::{Level, LogStream, Record, Source};
 use wharf_proxy::{AccessEntry, AccessLog};
 
-/// Entries queued before new ones are dropped (and counted).
+/// Entries one shard holds before new ones are dropped (and counted).
 const QUEUE: usize = 65_536;
-/// How often the writer looks for new entries when there were none.
+/// How often the writer takes the batches.
 const DRAIN_EVERY: Duration = Duration::from_millis(2);
+/// Proxy threads map onto shards round robin; with no more threads than
+/// shards, each has its own.
+const SHARDS: usize = 8;
+
+/// One request, its text in the batch's buffer.
+struct Packed {
+    time_ns: u64,
+    duration: Duration,
+    bytes: u64,
+    status: u16,
+    client: IpAddr,
+    internal: bool,
+    has_pool: bool,
+    has_task: bool,
+    /// Where its text starts in the buffer, and the lengths of method,
+    /// host, path, request id, pool and task, in that order.
+    start: usize,
+    lens: [u32; 6],
+}
+
+#[derive(Default)]
+struct Batch {
+    entries: Vec<Packed>,
+    text: Vec<u8>,
+}
+
+impl Batch {
+    fn push(&mut self, e: &AccessEntry<'_>) {
+        let start = self.text.len();
+        let fields = [e.method, e.host, e.path, e.request_id, e.pool.map_or("", |p| &**p), e.task.map_or("", |t| &**t)];
+        let mut lens = [0u32; 6];
+        for (len, f) in lens.iter_mut().zip(fields) {
+            // A path longer than 4 GiB can't reach here (header limits).
+            *len = f.len() as u32;
+            self.text.extend_from_slice(f.as_bytes());
+        }
+        self.entries.push(Packed {
+            time_ns: e.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+            duration: e.duration,
+            bytes: e.bytes,
+            status: e.status,
+            client: e.client,
+            internal: e.internal,
+            has_pool: e.pool.is_some(),
+            has_task: e.task.is_some(),
+            start,
+            lens,
+        });
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.text.clear();
+    }
+}
+
+struct Shared {
+    shards: [Mutex<Batch>; SHARDS],
+    dropped: AtomicU64,
+    closed: AtomicBool,
+}
 
 pub struct AccessSink {
-    tx: SyncSender<AccessEntry>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+thread_local! {
+    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+fn my_shard() -> usize {
+    SHARD.with(|s| match s.get() {
+        Some(i) => i,
+        None => {
+            let i = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            s.set(Some(i));
+            i
+        }
+    })
 }
 
 impl AccessLog for AccessSink {
-    fn log(&self, entry: AccessEntry) {
-        if self.tx.try_send(entry).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    fn log(&self, entry: &AccessEntry<'_>) {
+        let mut batch = self.shared.shards[my_shard()].lock().unwrap_or_else(|p| p.into_inner());
+        if batch.entries.len() >= QUEUE {
+            drop(batch);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        batch.push(entry);
+    }
+}
+
+impl Drop for AccessSink {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
     }
 }
 
 /// Starts the writer thread; lines that had to be dropped are reported as
 /// an explicit "N access log lines dropped" event, never silently.
 pub fn access_sink(logs: LogStream) -> Arc<AccessSink> {
-    let (tx, rx) = mpsc::sync_channel::<AccessEntry>(QUEUE);
-    let dropped = Arc::new(AtomicU64::new(0));
-    let counter = dropped.clone();
+    let shared = Arc::new(Shared {
+        shards: std::array::from_fn(|_| Mutex::new(Batch::default())),
+        dropped: AtomicU64::new(0),
+        closed: AtomicBool::new(false),
+    });
+    let writer = shared.clone();
     let spawned = std::thread::Builder::new().name("wharf-access-log".into()).spawn(move || {
+        let mut spare = Batch::default();
+        // Built outside the stream's lock, then appended in one go.
+        let mut records = Vec::new();
         let mut last_report = std::time::Instant::now();
         loop {
-            // Drain what is queued, then nap: the proxy's try_send then never
-            // has to wake a sleeping thread (a futex call per request).
-            let mut took = 0;
-            loop {
-                match rx.try_recv() {
-                    Ok(e) => {
-                        logs.append(record(e));
-                        took += 1;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return,
+            // Read before the drain, so entries logged before the sink was
+            // dropped are all written.
+            let closing = writer.closed.load(Ordering::Relaxed);
+            for shard in &writer.shards {
+                std::mem::swap(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()), &mut spare);
+                if !spare.entries.is_empty() {
+                    records.extend(spare.entries.iter().map(|e| record(e, &spare.text)));
+                    logs.append_all(records.drain(..));
                 }
+                spare.clear();
             }
-            if last_report.elapsed() >= Duration::from_secs(1) {
+            if last_report.elapsed() >= Duration::from_secs(1) || closing {
                 last_report = std::time::Instant::now();
-                let n = counter.swap(0, Ordering::Relaxed);
+                let n = writer.dropped.swap(0, Ordering::Relaxed);
                 if n > 0 {
                     let msg = format!("{n} access log lines dropped: the log stream fell behind");
                     let mut r = Record::event("access.dropped", Level::Warn, msg);
@@ -59,38 +158,107 @@ pub fn access_sink(logs: LogStream) -> Arc<AccessSink> {
                     logs.append(r);
                 }
             }
-            if took == 0 {
-                std::thread::sleep(DRAIN_EVERY);
+            if closing {
+                return;
             }
+            std::thread::sleep(DRAIN_EVERY);
         }
     });
     if let Err(e) = spawned {
         tracing::error!("cannot start the access log thread: {e}");
     }
-    Arc::new(AccessSink { tx, dropped })
+    Arc::new(AccessSink { shared })
 }
 
-fn record(e: AccessEntry) -> Record {
+fn record(e: &Packed, text: &[u8]) -> Record {
+    let mut parts = [""; 6];
+    let mut at = e.start;
+    for (part, len) in parts.iter_mut().zip(e.lens) {
+        let end = at + len as usize;
+        // Copied from &str fields whole, so every part is valid UTF-8.
+        *part = std::str::from_utf8(&text[at..end]).unwrap_or("");
+        at = end;
+    }
+    let [method, host, path, request_id, pool, task] = parts;
     let ms = e.duration.as_secs_f64() * 1000.0;
-    let mut r =
-        Record::new(Source::Access, format!("{} {}{} {} {}B {ms:.1}ms", e.method, e.host, e.path, e.status, e.bytes));
-    r.time = e.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut message = String::with_capacity(method.len() + host.len() + path.len() + 32);
+    let _ = write!(message, "{method} {host}{path} {} {}B {ms:.1}ms", e.status, e.bytes);
+    let mut r = Record::new(Source::Access, message);
+    r.time = e.time_ns;
     r.level = Some(if e.status >= 500 { Level::Error } else { Level::Info });
-    if let Some((app, service)) = e.pool.as_deref().and_then(|p| p.split_once('/')) {
+    if let Some((app, service)) = pool.split_once('/').filter(|_| e.has_pool) {
         r.app = Some(app.to_string());
         r.service = Some(service.to_string());
     }
-    r.task = e.task.map(|t| t.to_string());
+    r.task = e.has_task.then(|| task.to_string());
     // Method, host and path are in the message; the fields carry what is
     // filtered and aggregated on.
     let f = &mut r.fields;
     f.insert("status".into(), e.status.into());
     f.insert("bytes".into(), e.bytes.into());
     f.insert("duration_ms".into(), ((ms * 1000.0).round() / 1000.0).into());
-    f.insert("request_id".into(), e.request_id.into());
+    f.insert("request_id".into(), request_id.into());
     f.insert("client".into(), e.client.to_string().into());
     if e.internal {
         f.insert("internal".into(), true.into());
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn packed_entries_come_back_as_the_records_they_were() {
+        let pool: Arc<str> = "shop/web".into();
+        let task: Arc<str> = "web-1-abc".into();
+        let mut batch = Batch::default();
+        let first = AccessEntry {
+            time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            client: "10.0.0.7".parse().unwrap(),
+            method: "GET",
+            host: "shop.example.com",
+            path: "/cart/é",
+            status: 200,
+            bytes: 512,
+            duration: Duration::from_micros(1500),
+            pool: Some(&pool),
+            task: Some(&task),
+            request_id: "abc123",
+            internal: false,
+        };
+        let second = AccessEntry {
+            time: SystemTime::now(),
+            method: "POST",
+            host: "",
+            path: "/nope",
+            status: 404,
+            pool: None,
+            task: None,
+            internal: true,
+            ..first
+        };
+        batch.push(&first);
+        batch.push(&second);
+        let a = record(&batch.entries[0], &batch.text);
+        assert_eq!(a.message, "GET shop.example.com/cart/é 200 512B 1.5ms");
+        assert_eq!(a.time, 1_700_000_000 * 1_000_000_000);
+        assert_eq!(
+            (a.app.as_deref(), a.service.as_deref(), a.task.as_deref()),
+            (Some("shop"), Some("web"), Some("web-1-abc"))
+        );
+        assert_eq!(a.fields["status"], 200);
+        assert_eq!(a.fields["request_id"], "abc123");
+        assert_eq!(a.fields["client"], "10.0.0.7");
+        assert_eq!(a.level, Some(Level::Info));
+        assert!(!a.fields.contains_key("internal"));
+        let b = record(&batch.entries[1], &batch.text);
+        assert_eq!(b.message, "POST /nope 404 512B 1.5ms");
+        assert_eq!((b.app, b.service, b.task), (None, None, None));
+        assert_eq!(b.fields["internal"], true);
+        batch.clear();
+        assert!(batch.entries.is_empty() && batch.text.is_empty());
+    }
 }

@@ -130,6 +130,47 @@ struct Shared {
 }
 
 impl Shared {
+    /// Numbers a record and puts it in the window and to the followers.
+    /// Waits for the writer first if task output is too far ahead of it.
+    fn push<'a>(&'a self, mut st: MutexGuard<'a, State>, mut record: Record) -> (MutexGuard<'a, State>, u64) {
+        if matches!(record.source, Source::Stdout | Source::Stderr) {
+            let bound = self.opts.max_unwritten.max(1) as u64;
+            while st.next_seq - 1 - st.written >= bound && !st.writer_gone {
+                st.waiters += 1;
+                // Waiting releases the lock: the writer has to run.
+                self.wake_writer(&mut st);
+                st = self.written_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.waiters -= 1;
+            }
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        record.seq = seq;
+        self.ingested.fetch_add(1, Ordering::Relaxed);
+        let record = Arc::new(record);
+        while st.window.len() >= self.opts.window && st.window.front().is_some_and(|r| r.seq <= st.written) {
+            st.window.pop_front();
+        }
+        st.window.push_back(record.clone());
+        // Sent under the lock so followers see records in sequence order.
+        if !st.followers.is_empty() {
+            st.followers.retain(|(f, tx)| {
+                if f.matches_fields(&record) {
+                    return tx.send(record.clone()).is_ok();
+                }
+                tx.receiver_count() > 0
+            });
+        }
+        (st, seq)
+    }
+
+    fn wake_writer(&self, st: &mut State) {
+        if st.writer_idle {
+            st.writer_idle = false;
+            self.work.notify_one();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -213,40 +254,24 @@ impl LogStream {
     /// stderr) waits here while too much is unwritten: that is the stream's
     /// back-pressure, and the driver's spool files absorb it without the
     /// task noticing. Events and other sources never wait.
-    pub fn append(&self, mut record: Record) -> u64 {
+    pub fn append(&self, record: Record) -> u64 {
+        let sh = &*self.shared;
+        let st = sh.lock();
+        let (mut st, seq) = sh.push(st, record);
+        sh.wake_writer(&mut st);
+        seq
+    }
+
+    /// Adds records in one go: one lock and at most one wake-up of the
+    /// writer for the lot, which is what a high-rate source (the proxy's
+    /// access log) needs. Task output still waits as in [`LogStream::append`].
+    pub fn append_all(&self, records: impl IntoIterator<Item = Record>) {
         let sh = &*self.shared;
         let mut st = sh.lock();
-        if matches!(record.source, Source::Stdout | Source::Stderr) {
-            let bound = sh.opts.max_unwritten.max(1) as u64;
-            while st.next_seq - 1 - st.written >= bound && !st.writer_gone {
-                st.waiters += 1;
-                st = sh.written_cv.wait(st).unwrap_or_else(|p| p.into_inner());
-                st.waiters -= 1;
-            }
+        for record in records {
+            st = sh.push(st, record).0;
         }
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        record.seq = seq;
-        sh.ingested.fetch_add(1, Ordering::Relaxed);
-        let record = Arc::new(record);
-        while st.window.len() >= sh.opts.window && st.window.front().is_some_and(|r| r.seq <= st.written) {
-            st.window.pop_front();
-        }
-        st.window.push_back(record.clone());
-        // Sent under the lock so followers see records in sequence order.
-        if !st.followers.is_empty() {
-            st.followers.retain(|(f, tx)| {
-                if f.matches_fields(&record) {
-                    return tx.send(record.clone()).is_ok();
-                }
-                tx.receiver_count() > 0
-            });
-        }
-        if st.writer_idle {
-            st.writer_idle = false;
-            sh.work.notify_one();
-        }
-        seq
+        sh.wake_writer(&mut st);
     }
 
     /// The newest `limit` records matching `filter`, oldest first: from

@@ -327,3 +327,22 @@ fn subscribers_get_everything_from_their_start_seq() {
     }
     assert!(matches!(rx.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))));
 }
+
+#[test]
+fn append_all_numbers_a_batch_in_order_and_waits_for_the_writer_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far more task output in one batch than may be unwritten: the batch
+    // waits for the writer part way through.
+    let opts = StreamOptions { max_unwritten: 16, ..small(4, 1 << 20) };
+    let s = LogStream::open(dir.path(), opts).unwrap();
+    s.append(rec("api", "before"));
+    s.append_all((0..500).map(|i| rec("api", &format!("m{i}"))));
+    s.append(rec("api", "after"));
+    s.flush();
+    let all = s.query(&Filter::default(), 1000);
+    assert_eq!(all.len(), 502);
+    assert!(all.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "oldest first, no gap");
+    assert_eq!(all[1].message, "m0");
+    assert_eq!(all[500].message, "m499");
+    assert_eq!(all[501].message, "after");
+}

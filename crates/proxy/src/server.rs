@@ -655,18 +655,12 @@ impl Proxy {
         bytes: u64,
     ) {
         if let Some(sink) = &self.access {
-            sink.log(ctx.clone().entry(
-                route.map(|r| r.pool.name.clone()),
-                backend.map(|b| b.task.clone()),
-                status,
-                bytes,
-            ));
+            sink.log(&ctx.entry(route.map(|r| &r.pool.name), backend.map(|b| &b.task), status, bytes));
         }
     }
 }
 
 /// What the access log needs to know of a request once it is answered.
-#[derive(Clone)]
 struct LogCtx {
     method: Method,
     host: String,
@@ -691,19 +685,25 @@ impl LogCtx {
         }
     }
 
-    fn entry(self, pool: Option<Arc<str>>, task: Option<Arc<str>>, status: u16, bytes: u64) -> AccessEntry {
+    fn entry<'a>(
+        &'a self,
+        pool: Option<&'a Arc<str>>,
+        task: Option<&'a Arc<str>>,
+        status: u16,
+        bytes: u64,
+    ) -> AccessEntry<'a> {
         AccessEntry {
             time: SystemTime::now(),
             client: self.peer.ip(),
             duration: self.start.elapsed(),
-            method: self.method,
-            host: self.host,
-            path: self.path,
+            method: self.method.as_str(),
+            host: &self.host,
+            path: &self.path,
             status,
             bytes,
             pool,
             task,
-            request_id: self.request_id,
+            request_id: &self.request_id,
             internal: self.internal,
         }
     }
@@ -733,8 +733,8 @@ impl Done {
             crate::metrics::Metrics::latency(stats, took);
         }
         if let Some(sink) = &self.proxy.access {
-            let task = Some(self.guard.backend().task.clone());
-            sink.log(self.ctx.entry(Some(self.pool), task, self.status, sent));
+            let task = Some(&self.guard.backend().task);
+            sink.log(&self.ctx.entry(Some(&self.pool), task, self.status, sent));
         }
     }
 }
