@@ -8,7 +8,9 @@
 #     backend as a wharf task (wharf only proxies to tasks it manages), routed at "/";
 # then `wrk -t1 -cC --latency` at each concurrency C (default 50 and 200), targets interleaved
 # within each round (direct, direct-task, wharf..., nginx, haproxy, direct, ...), >= 3 rounds,
-# a short warmup before every measured run. "direct" is the peers' backend, "direct (task)" the
+# a short warmup before every measured run. Two "floor" rows bound what any proxy can reach on the
+# machine: haproxy in `mode tcp` and `tcp_floor` (crates/proxy/examples: tokio, one task copying
+# bytes both ways), each with W workers and one upstream connection per client, no HTTP at all. "direct" is the peers' backend, "direct (task)" the
 # wharf task's backend: both are measured to show they are equivalent, and every proxy's
 # rps/direct is against its own backend.
 #
@@ -83,9 +85,16 @@ if [[ -z ${WHARF:-} ]]; then
   WHARF=${CARGO_TARGET_DIR:-$repo/target}/release/wharf
 fi
 [[ -x $WHARF ]] || { echo "wharf binary not found or not executable: $WHARF" >&2; exit 2; }
+# The tokio floor, beside the wharf binary (built from the same tree).
+floor_bin=$(dirname "$WHARF")/examples/tcp_floor
+if [[ ! -x $floor_bin ]]; then
+  (cd "$repo" && cargo build --release -q -p wharf-proxy --example tcp_floor)
+  floor_bin=${CARGO_TARGET_DIR:-$repo/target}/release/examples/tcp_floor
+fi
 
 base=${BASE_PORT:-9001}
 backend_port=$base nginx_port=$((base + 1)) haproxy_port=$((base + 2))
+hatcp_port=$((base + 3)) floor_port=$((base + 4))
 for p in $(seq "$base" $((base + 19))); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p is in use on 127.0.0.1; stop what uses it or set BASE_PORT" >&2; exit 2
@@ -106,6 +115,7 @@ stop_all() {
     wait "$p" 2>/dev/null || true
   done
   server_pids=()
+  if [[ -f $work/hatcp.pid ]]; then kill "$(cat "$work/hatcp.pid")" 2>/dev/null || true; rm -f "$work/hatcp.pid"; fi
   if [[ -n $peers_dir ]]; then
     WORKERS=1 BACKEND_PORT=$backend_port NGINX_PORT=$nginx_port HAPROXY_PORT=$haproxy_port \
       bash "$peers" stop "$peers_dir" || true
@@ -156,6 +166,31 @@ start_wharf() {
   wait_200 "http://127.0.0.1:$task_port/"
 }
 
+# start_floors W: haproxy in TCP mode and the tokio floor, W workers each, in front of the peers'
+# backend.
+start_floors() {
+  cat >"$work/hatcp.cfg" <<CONF
+global
+  nbthread $1
+  maxconn 8192
+  pidfile $work/hatcp.pid
+  daemon
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:$hatcp_port
+  default_backend be
+backend be
+  server s1 127.0.0.1:$backend_port
+CONF
+  haproxy -f "$work/hatcp.cfg"
+  "$floor_bin" "127.0.0.1:$floor_port" "127.0.0.1:$backend_port" "$1" 2>>"$log" &
+  server_pids+=($!)
+}
+
 # --- measuring ----------------------------------------------------------------------------------
 # to_ms VALUE_WITH_UNIT → milliseconds (wrk prints us, ms, s, or m for minutes)
 to_ms() {
@@ -200,6 +235,9 @@ for w in $workers; do
     names+=("${v%%=*}") urls+=("http://127.0.0.1:$wharf_port/") kinds+=(wharf)
     note "W=$w ${v%%=*}: server pid ${server_pids[-1]} flags '${v#*=}' proxy :$wharf_port task :$task_port"
   done
+  start_floors "$w"
+  names+=("floor: haproxy tcp" "floor: tokio tcp") kinds+=(floor floor)
+  urls+=("http://127.0.0.1:$hatcp_port/" "http://127.0.0.1:$floor_port/")
   names+=(nginx haproxy) urls+=("http://127.0.0.1:$nginx_port/" "http://127.0.0.1:$haproxy_port/") kinds+=(peer peer)
   for u in "${urls[@]}"; do wait_200 "$u"; done
   for c in $conns; do
@@ -220,7 +258,7 @@ done
 # --- the table ----------------------------------------------------------------------------------
 fmt() { awk -v x="$1" -v d="$2" 'BEGIN {printf "%.*f", d, x}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
-nginx_t=$((${#names[@]} - 2))
+nginx_t=$((${#names[@]} - 2)) # the last two are nginx, haproxy
 echo
 echo "| W | c | target | rps | p50 ms | p99 ms | rps / nginx | p99 / nginx | rps / direct | target met |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -235,7 +273,7 @@ for w in $workers; do
       case ${kinds[$t]} in
         direct|direct-task) vs_rps="" vs_p99="" vs_direct="" ;;
         wharf) vs_rps=$(ratio "$rps" "$n_rps") vs_p99=$(ratio "$p99" "$n_p99") vs_direct=$(ratio "$rps" "$dt_rps") ;;
-        peer) vs_rps=$(ratio "$rps" "$n_rps") vs_p99=$(ratio "$p99" "$n_p99") vs_direct=$(ratio "$rps" "$d_rps") ;;
+        peer|floor) vs_rps=$(ratio "$rps" "$n_rps") vs_p99=$(ratio "$p99" "$n_p99") vs_direct=$(ratio "$rps" "$d_rps") ;;
       esac
       met=""
       if [[ ${kinds[$t]} == wharf ]]; then
