@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -66,7 +67,7 @@ pub struct Record {
     pub level: Option<Level>,
     pub message: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub fields: BTreeMap<String, serde_json::Value>,
+    pub fields: BTreeMap<Cow<'static, str>, serde_json::Value>,
 }
 
 impl Record {
