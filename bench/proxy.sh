@@ -115,7 +115,7 @@ stop_all() {
     wait "$p" 2>/dev/null || true
   done
   server_pids=()
-  if [[ -f $work/hatcp.pid ]]; then kill "$(cat "$work/hatcp.pid")" 2>/dev/null || true; rm -f "$work/hatcp.pid"; fi
+  bash "$repo/bench/proxy/floors.sh" stop "$work/floors"
   if [[ -n $peers_dir ]]; then
     WORKERS=1 BACKEND_PORT=$backend_port NGINX_PORT=$nginx_port HAPROXY_PORT=$haproxy_port \
       bash "$peers" stop "$peers_dir" || true
@@ -169,26 +169,7 @@ start_wharf() {
 # start_floors W: haproxy in TCP mode and the tokio floor, W workers each, in front of the peers'
 # backend.
 start_floors() {
-  cat >"$work/hatcp.cfg" <<CONF
-global
-  nbthread $1
-  maxconn 8192
-  pidfile $work/hatcp.pid
-  daemon
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  bind 127.0.0.1:$hatcp_port
-  default_backend be
-backend be
-  server s1 127.0.0.1:$backend_port
-CONF
-  haproxy -f "$work/hatcp.cfg"
-  "$floor_bin" "127.0.0.1:$floor_port" "127.0.0.1:$backend_port" "$1" 2>>"$log" &
-  server_pids+=($!)
+  bash "$repo/bench/proxy/floors.sh" start "$work/floors" "$1" "$backend_port" "$hatcp_port" "$floor_port" "$floor_bin"
 }
 
 # --- measuring ----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where a proxy's CPU goes, per request: the same setup as bench/proxy.sh (peers + a wharf server
-# whose task is the same nginx backend), one worker count, one concurrency, then for wharf, nginx
-# and haproxy under `wrk -t1 -cC`:
+# whose task is the same nginx backend, and the floors of bench/proxy/floors.sh), one worker count,
+# one concurrency, then for wharf, nginx, haproxy and the floors under `wrk -t1 -cC`:
 #   - CPU time, context switches and syscalls per request (perf stat with software events and
 #     syscall tracepoints, attached to the proxy's processes only);
 #   - for wharf, a call-graph profile (perf record -e cpu-clock --call-graph dwarf), its top
@@ -21,6 +21,11 @@ if [[ -z ${WHARF:-} ]]; then
   (cd "$repo" && cargo build --release -q)
   WHARF=${CARGO_TARGET_DIR:-$repo/target}/release/wharf
 fi
+floor_bin=$(dirname "$WHARF")/examples/tcp_floor
+if [[ ! -x $floor_bin ]]; then
+  (cd "$repo" && cargo build --release -q -p wharf-proxy --example tcp_floor)
+  floor_bin=${CARGO_TARGET_DIR:-$repo/target}/release/examples/tcp_floor
+fi
 mkdir -p "$out"
 work=$(mktemp -d /tmp/wharf-profile.XXXXXX)
 server=
@@ -31,12 +36,14 @@ cleanup() {
     kill -KILL "$server" 2>/dev/null || true
   fi
   BACKEND_PORT=$base NGINX_PORT=$((base + 1)) HAPROXY_PORT=$((base + 2)) bash "$peers" stop "$work/peers" || true
+  bash "$repo/bench/proxy/floors.sh" stop "$work/floors" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 wait_200() { for _ in $(seq 300); do [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1") == 200 ]] && return 0; sleep 0.1; done; return 1; }
 
 WORKERS=$W BACKEND_PORT=$base NGINX_PORT=$((base + 1)) HAPROXY_PORT=$((base + 2)) bash "$peers" start "$work/peers" >/dev/null
+bash "$repo/bench/proxy/floors.sh" start "$work/floors" "$W" "$base" $((base + 3)) $((base + 4)) "$floor_bin"
 nginx_bin=$(command -v nginx)
 mkdir -p "$work/app"
 cp "$repo/bench/proxy/backend.conf.in" "$work/app/"
@@ -58,14 +65,14 @@ for s in "${sc[@]}"; do events+=",syscalls:sys_enter_$s"; done
 
 # measure NAME URL PIDS → one line: per-request figures
 measure() {
-  local name=$1 url=$2 pids=$3 rps
+  local name=$1 url=$2 pids=$3 rps file=${1//[^a-zA-Z0-9]/_}
   wrk -t1 -c"$C" -d1s "$url" >/dev/null 2>&1
-  wrk -t1 -c"$C" -d$((D + 2))s --latency "$url" >"$out/wrk-$name.txt" 2>&1 &
+  wrk -t1 -c"$C" -d$((D + 2))s --latency "$url" >"$out/wrk-$file.txt" 2>&1 &
   local wrk_pid=$!
   sleep 1
-  perf stat -x, -e "$events" -p "$pids" -- sleep "$D" 2>"$out/stat-$name.csv"
+  perf stat -x, -e "$events" -p "$pids" -- sleep "$D" 2>"$out/stat-$file.csv"
   wait "$wrk_pid"
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$out/wrk-$name.txt")
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$out/wrk-$file.txt")
   awk -F, -v n="$name" -v rps="$rps" -v d="$D" '
     { v[$3] = $1 }
     END {
@@ -73,7 +80,7 @@ measure() {
       printf "| %s | %.0f | %.1f | %.2f | %.2f |", n, rps, v["cpu-clock"] * 1000 / req, v["context-switches"] / req, v["raw_syscalls:sys_enter"] / req
       for (k in v) if (k ~ /^syscalls:sys_enter_/ && v[k] / req >= 0.01) { s = k; sub(/^syscalls:sys_enter_/, "", s); printf " %s %.2f", s, v[k] / req }
       print " |"
-    }' "$out/stat-$name.csv"
+    }' "$out/stat-$file.csv"
 }
 
 {
@@ -84,6 +91,8 @@ measure() {
   measure wharf "http://127.0.0.1:$wport/" "$server"
   measure nginx "http://127.0.0.1:$((base + 1))/" "$nginx_workers"
   measure haproxy "http://127.0.0.1:$((base + 2))/" "$haproxy_pid"
+  measure "floor: haproxy tcp" "http://127.0.0.1:$((base + 3))/" "$(cat "$work/floors/hatcp.pid")"
+  measure "floor: tokio tcp" "http://127.0.0.1:$((base + 4))/" "$(cat "$work/floors/tcp_floor.pid")"
 } | tee "$out/summary.md"
 
 # Call-graph profile of wharf's proxy.
