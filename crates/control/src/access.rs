@@ -120,7 +120,7 @@ impl AccessLog for AccessSink {
 
 impl Drop for AccessSink {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.closed.store(true, Ordering::Release);
     }
 }
 
@@ -141,7 +141,7 @@ pub fn access_sink(logs: LogStream) -> Arc<AccessSink> {
         loop {
             // Read before the drain, so entries logged before the sink was
             // dropped are all written.
-            let closing = writer.closed.load(Ordering::Relaxed);
+            let closing = writer.closed.load(Ordering::Acquire);
             for shard in &writer.shards {
                 std::mem::swap(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()), &mut spare);
                 if !spare.entries.is_empty() {
@@ -268,5 +268,51 @@ mod tests {
         assert_eq!(b.fields["internal"], true);
         batch.clear();
         assert!(batch.entries.is_empty() && batch.text.is_empty());
+    }
+
+    #[test]
+    fn every_entry_from_every_thread_reaches_the_stream_once_even_when_the_sink_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogStream::open(dir.path(), wharf_logs::StreamOptions::default()).unwrap();
+        let sink = access_sink(logs.clone());
+        let pool: Arc<str> = "shop/web".into();
+        std::thread::scope(|scope| {
+            for t in 0..3 {
+                let (sink, pool) = (&sink, &pool);
+                scope.spawn(move || {
+                    for i in 0..1000 {
+                        let id = format!("t{t}-{i}");
+                        sink.log(&AccessEntry {
+                            time: SystemTime::now(),
+                            client: "127.0.0.1".parse().unwrap(),
+                            method: "GET",
+                            host: "shop.local",
+                            path: "/",
+                            status: 200,
+                            bytes: 3,
+                            duration: Duration::from_micros(80),
+                            pool: Some(pool),
+                            task: None,
+                            request_id: &id,
+                            internal: false,
+                        });
+                    }
+                });
+            }
+        });
+        // The last batch is written after the sink is gone, not lost with it.
+        drop(sink);
+        let filter = wharf_logs::Filter { sources: vec![Source::Access], ..Default::default() };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut got = logs.query(&filter, 10_000);
+        while got.len() < 3000 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            got = logs.query(&filter, 10_000);
+        }
+        let mut ids: Vec<String> = got.iter().map(|r| r.fields["request_id"].as_str().unwrap().to_string()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!((got.len(), ids.len()), (3000, 3000), "each entry exactly once");
+        assert!(got.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
     }
 }
