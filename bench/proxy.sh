@@ -10,9 +10,10 @@
 # within each round (direct, direct-task, wharf..., nginx, haproxy, direct, ...), >= 3 rounds,
 # a short warmup before every measured run. Two "floor" rows bound what any proxy can reach on the
 # machine: haproxy in `mode tcp` and `tcp_floor` (crates/proxy/examples: tokio, one task copying
-# bytes both ways), each with W workers and one upstream connection per client, no HTTP at all. "direct" is the peers' backend, "direct (task)" the
-# wharf task's backend: both are measured to show they are equivalent, and every proxy's
-# rps/direct is against its own backend.
+# bytes both ways), each with W workers and one upstream connection per client, no HTTP at all
+# (bench/proxy/floors.sh). "direct" is the peers' backend, "direct (task)" the wharf task's
+# backend: both are measured to show they are equivalent, and every proxy's rps/direct is against
+# its own backend.
 #
 # Prints one markdown table (medians over the rounds) on stdout; every run's raw figures go to the
 # log file (default bench/proxy/last-run.log, see --log).
