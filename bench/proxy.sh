@@ -242,8 +242,8 @@ fmt() { awk -v x="$1" -v d="$2" 'BEGIN {printf "%.*f", d, x}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
 nginx_t=$((${#names[@]} - 2)) # the last two are nginx, haproxy
 echo
-echo "| W | c | target | rps | p50 ms | p99 ms | rps / nginx | p99 / nginx | rps / direct | target met |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| W | c | target | rps | rps min–max | p50 ms | p99 ms | rps / nginx | p99 / nginx | rps / direct | target met |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for w in $workers; do
   for c in $conns; do
     med() { awk -v w="$w" -v c="$c" -v t="$1" -v k="$2" '$1 == w && $2 == c && $3 == t {print $k}' "$results" | median; }
@@ -266,11 +266,14 @@ for w in $workers; do
       name=${names[$t]}
       ((errs)) && name="$name ($errs errors)"
       if [[ ${kinds[$t]} == wharf ]]; then name="**$name**"; fi
-      echo "| $w | $c | $name | $(fmt "$rps" 0) | $(fmt "$p50" 2) | $(fmt "$p99" 2) | $vs_rps | $vs_p99 | $vs_direct | $met |"
+      # The spread over the rounds: on a shared machine a change smaller than it is noise.
+      range=$(awk -v w="$w" -v c="$c" -v t="$t" '$1 == w && $2 == c && $3 == t {
+        if (n++ == 0 || $5 < lo) lo = $5; if (n == 1 || $5 > hi) hi = $5 } END {printf "%.0f–%.0f", lo, hi}' "$results")
+      echo "| $w | $c | $name | $(fmt "$rps" 0) | $range | $(fmt "$p50" 2) | $(fmt "$p99" 2) | $vs_rps | $vs_p99 | $vs_direct | $met |"
     done
   done
 done
 echo
-echo "Medians of $rounds interleaved rounds, wrk -t1 -d${duration}s --latency, ${warmup}s warmup per run;" \
+echo "Medians (and min–max of rps) of $rounds interleaved rounds, wrk -t1 -d${duration}s --latency, ${warmup}s warmup per run;" \
   "rps/direct is against each proxy's own backend (\"direct\" for the peers, \"direct (task)\" for wharf)." \
   "Raw runs: $log"
