@@ -3,10 +3,10 @@
 //! A proxy thread copies each entry into a shard's batch: fixed-size
 //! entries plus one text buffer, both reused, behind a lock nobody else
 //! holds except for the swap below. So a request allocates nothing for the
-//! log, no memory a proxy thread allocated is freed by another thread (a
-//! lock inside malloc), and no request wakes a sleeping thread. A thread of
-//! its own swaps every shard's batch out every few milliseconds, turns the
-//! entries into records and appends them to the stream in one go.
+//! log, hands no memory of its own to another thread to free (a lock inside
+//! malloc), and wakes no sleeping thread. A thread of its own swaps every
+//! shard's batch out every few milliseconds, turns the entries into records
+//! and appends them to the stream in one go.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
