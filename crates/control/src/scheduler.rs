@@ -468,29 +468,8 @@ impl Scheduler {
         let retry = matches!(state, RunState::Failed | RunState::TimedOut | RunState::FailedToStart)
             && job.is_some_and(|j| run.attempt <= j.retries);
         if retry {
-            let now = self.clock.now_ms();
-            let wait = (RETRY_BASE * 2u32.saturating_pow(run.attempt - 1)).min(RETRY_MAX);
-            let base = run.id.split('.').next().unwrap_or(&run.id).to_string();
-            let mut next = run.clone();
-            next.id = format!("{base}.{}", run.attempt + 1);
-            next.attempt = run.attempt + 1;
-            next.state = RunState::Waiting;
-            next.task = None;
-            next.revision = None;
-            next.created_at = now;
-            next.started_at = None;
-            next.ended_at = None;
-            next.deadline = None;
-            next.not_before = Some(now + wait.as_millis() as u64);
-            next.exit_code = None;
-            next.signal = None;
-            next.message = format!(
-                "retry {} of {} after run {} {}",
-                run.attempt,
-                job.map_or(0, |j| j.retries),
-                run.id,
-                state.as_str()
-            );
+            let retries = job.map_or(0, |j| j.retries);
+            let (next, wait) = retry_of(&run, self.clock.now_ms(), retries, state.as_str());
             // Claimed before the outcome is written: a restart in between
             // finishes the run again and finds the retry already there.
             self.db.claim_job_run(&next, None).await?;
@@ -527,24 +506,11 @@ impl Scheduler {
         tokio::spawn(async move {
             let exit = runner.stop(&task).await;
             let mut run = run;
-            let attempt = run.attempt;
             let now = clock.now_ms();
-            let retry = state == RunState::TimedOut && attempt <= retries;
+            let retry = state == RunState::TimedOut && run.attempt <= retries;
             let mut message = message;
             if retry {
-                let wait = (RETRY_BASE * 2u32.saturating_pow(attempt - 1)).min(RETRY_MAX);
-                let base = run.id.split('.').next().unwrap_or(&run.id).to_string();
-                let mut next = run.clone();
-                next.id = format!("{base}.{}", attempt + 1);
-                next.attempt = attempt + 1;
-                next.state = RunState::Waiting;
-                next.task = None;
-                next.revision = None;
-                next.created_at = now;
-                next.started_at = None;
-                next.deadline = None;
-                next.not_before = Some(now + wait.as_millis() as u64);
-                next.message = format!("retry {attempt} of {retries} after run {} timed out", run.id);
+                let (next, wait) = retry_of(&run, now, retries, "timed out");
                 if let Err(e) = db.claim_job_run(&next, None).await {
                     tracing::warn!("cannot record the retry of job run {}: {e}", run.id);
                 }
@@ -632,6 +598,31 @@ fn no_such_job(app: &str, job: &str, jobs: &[(String, AppJobs)]) -> String {
     } else {
         format!("app {app} has no job `{job}`; its jobs: {}", names.join(", "))
     }
+}
+
+/// The next attempt of a failed run: waiting out its backoff, with nothing
+/// of the attempt before it but the job, service and trigger. Also returns
+/// the backoff.
+fn retry_of(run: &JobRunRecord, now: u64, retries: u32, why: &str) -> (JobRunRecord, Duration) {
+    let wait = (RETRY_BASE * 2u32.saturating_pow(run.attempt - 1)).min(RETRY_MAX);
+    let base = run.id.split('.').next().unwrap_or(&run.id);
+    let next = JobRunRecord {
+        id: format!("{base}.{}", run.attempt + 1),
+        attempt: run.attempt + 1,
+        state: RunState::Waiting,
+        task: None,
+        revision: None,
+        created_at: now,
+        started_at: None,
+        ended_at: None,
+        deadline: None,
+        not_before: Some(now + wait.as_millis() as u64),
+        exit_code: None,
+        signal: None,
+        message: format!("retry {} of {retries} after run {} {why}", run.attempt, run.id),
+        ..run.clone()
+    };
+    (next, wait)
 }
 
 fn end_record(run: &mut JobRunRecord, state: RunState, exit: Option<ExitInfo>, message: String, now: u64) {

@@ -226,6 +226,25 @@ async fn a_run_past_its_timeout_is_stopped_and_recorded() {
 }
 
 #[tokio::test]
+async fn a_timed_out_run_is_retried_as_a_fresh_attempt() {
+    let w = World::new(SAT + 58 * MIN);
+    w.deploy(&job("stuck", "0 * * * *", "forever", "timeout = \"30s\"\nretries = 1")).await;
+    let s = w.scheduler();
+    s.tick().await.unwrap();
+    w.run(&[&s], Duration::from_secs(4 * 60), Duration::from_secs(5)).await;
+    let runs = w.runs("stuck").await;
+    let summary: Vec<(&str, u32, RunState)> = runs.iter().map(|r| (r.id.as_str(), r.attempt, r.state)).collect();
+    assert_eq!(summary, [("20260328-0100", 1, RunState::TimedOut), ("20260328-0100.2", 2, RunState::TimedOut)]);
+    assert!(runs[0].message.contains("retrying in 10s"), "{}", runs[0].message);
+    // The retry started 10 s after the first attempt was stopped, as a run of its own.
+    let retry = &runs[1];
+    assert!(retry.message.contains("timeout of 30s"), "{}", retry.message);
+    let gap = retry.started_at.unwrap() - runs[0].ended_at.unwrap();
+    assert!((10_000..=15_000).contains(&gap), "{gap}");
+    assert_ne!(retry.task, runs[0].task);
+}
+
+#[tokio::test]
 async fn a_failed_run_is_retried_with_backoff() {
     let w = World::new(SAT + 50 * MIN);
     w.deploy(&job("flaky", "0 * * * *", "run 1 3", "retries = 2")).await;
