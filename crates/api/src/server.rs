@@ -137,7 +137,13 @@ fn deploy_error(e: DeployError) -> Response {
             };
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
         }
-        DeployError::Release(e) => error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        DeployError::Release(e @ wharf_control::release::ReleaseError::DiskFull { .. }) => {
+            error(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+        }
+        DeployError::Release(e @ wharf_control::release::ReleaseError::BadArchive(_)) => {
+            error(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+        }
+        DeployError::Release(e) => internal(e),
         DeployError::Control(e) => control_error(e),
     }
 }
@@ -288,6 +294,12 @@ pub(crate) fn control_error(e: wharf_control::ControlError) -> Response {
         ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
         ControlError::Invalid(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
         ControlError::Busy(m) => error(StatusCode::CONFLICT, "busy", m),
+        ControlError::Store(e @ wharf_store::StoreError::DiskFull(_)) => {
+            error(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+        }
+        ControlError::Store(e @ (wharf_store::StoreError::Io(_) | wharf_store::StoreError::Damaged { .. })) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+        }
         e => internal(e),
     }
 }

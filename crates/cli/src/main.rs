@@ -4,8 +4,10 @@ mod client;
 mod discovery;
 mod jobs;
 mod output;
+mod ports;
 mod runs;
 mod server;
+mod store;
 mod top;
 
 use std::net::SocketAddr;
@@ -79,6 +81,9 @@ enum Command {
         /// Test seam: run the job scheduler's clock N times faster than real time.
         #[arg(long, hide = true)]
         clock_scale: Option<f64>,
+        /// How often the store is snapshotted into DATA/snapshots when it changed (1s..24h; the last 10 are kept).
+        #[arg(long, default_value = "1m", value_parser = parse_snapshot_every)]
+        store_snapshot_every: std::time::Duration,
     },
     /// Run an app in the foreground: a server of its own (data in DIR/.wharf), DIR deployed, logs followed; Ctrl-C stops everything.
     Up {
@@ -298,8 +303,37 @@ enum Command {
     },
     /// Print the JSON Schema of wharf.toml (for editor completion and validation).
     Schema,
+    /// Check the store and its snapshots, or restore a snapshot (with the server stopped).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// A small demo web app, used by the example, the tests and the benchmarks.
     Demo(wharf_demo::DemoArgs),
+}
+
+fn parse_snapshot_every(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 30s, 5m, 1h)"))?;
+    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(86400)).contains(&d) {
+        return Err("must be between 1s and 24h".into());
+    }
+    Ok(d)
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Read the store (unless a server has it open) and every snapshot whole; exit 1 if the store is damaged.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the newest snapshot that reads whole (or SNAPSHOT) in place of the store; the old file is kept beside it.
+    Restore {
+        /// A snapshot file [default: the newest good one in DATA/snapshots].
+        snapshot: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Export of the log stream (`wharf server`).
@@ -384,6 +418,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             export,
             discovery,
             clock_scale,
+            store_snapshot_every,
         } => {
             let mut stop = server::StopSignal::new()?;
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
@@ -399,6 +434,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             export.apply(&mut opts)?;
             discovery.apply(&mut opts)?;
             opts.clock_scale = clock_scale;
+            opts.snapshot_every = store_snapshot_every;
             let running = server::start(opts).await?;
             eprintln!(
                 "wharf server: proxy on http://{}, API on {} (data in {})",
@@ -459,6 +495,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&wharf_spec::json_schema())?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Store { command } => {
+            // As the other commands find a server: --data, ./.wharf, the default.
+            let data = g.data.clone().unwrap_or_else(|| {
+                let local = PathBuf::from(".wharf");
+                if local.is_dir() {
+                    local
+                } else {
+                    server::default_data_dir()
+                }
+            });
+            match command {
+                StoreCommand::Check { json } => store::check(&data, json),
+                StoreCommand::Restore { snapshot, json } => store::restore(&data, snapshot, json),
+            }
         }
         Command::Demo(args) => {
             wharf_demo::run(args).await.context("demo app failed")?;

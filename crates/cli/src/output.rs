@@ -448,6 +448,9 @@ pub async fn status(client: &ApiClient, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("wharf {} · up {}s · limits: {}", s(&status["version"]), status["uptime_secs"], s(&status["limits"]));
+    for p in status["problems"].as_array().into_iter().flatten() {
+        println!("warning: {}", s(p));
+    }
     let apps = status["apps"].as_array().cloned().unwrap_or_default();
     if apps.is_empty() {
         println!("no apps deployed yet: run `wharf deploy DIR`");

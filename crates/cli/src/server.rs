@@ -26,6 +26,8 @@ pub const PROXY_URL_FILE: &str = "proxy.url";
 pub const INTERNAL_URL_FILE: &str = "internal.url";
 /// The file where a running server writes its DNS responder's address.
 pub const DNS_ADDR_FILE: &str = "dns.addr";
+/// The store's file in the data directory.
+pub const STORE_FILE: &str = "store.redb";
 
 /// Where an optional listener goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub struct ServerOptions {
     pub dns: Listen,
     /// Test seam: the job scheduler's clock runs this many times faster.
     pub clock_scale: Option<f64>,
+    /// How often the store is snapshotted (when it changed).
+    pub snapshot_every: Duration,
 }
 
 impl ServerOptions {
@@ -87,6 +91,7 @@ impl ServerOptions {
             internal: Listen::Default(SocketAddr::from(([127, 0, 0, 1], 8181))),
             dns: Listen::Default(SocketAddr::from(([127, 0, 0, 1], 8053))),
             clock_scale: None,
+            snapshot_every: crate::store::DEFAULT_EVERY,
         }
     }
 }
@@ -108,6 +113,7 @@ pub struct Running {
     api_task: tokio::task::JoinHandle<()>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
     exporters: Vec<Exporter>,
+    snapshot_task: tokio::task::JoinHandle<()>,
     dns: Option<wharf_dns::Responder>,
     data: PathBuf,
     _lock: std::fs::File,
@@ -136,10 +142,72 @@ fn lock_data_dir(data: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// How long a start waits for an address in use to come free: a server
+/// restarted at once can find its old port still held for a moment, and
+/// giving up then would leave its re-adopted tasks without a proxy.
+const BIND_RETRY: Duration = Duration::from_secs(20);
+
+/// Runs `attempt` until it binds, retrying an address in use for up to
+/// [`BIND_RETRY`] and saying once what holds it.
+fn bind_retrying<T>(
+    addr: SocketAddr,
+    what: &str,
+    flag: &str,
+    mut attempt: impl FnMut() -> std::io::Result<T>,
+) -> Result<T> {
+    let start = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match attempt() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && start.elapsed() < BIND_RETRY => {
+                if !said {
+                    eprintln!(
+                        "wharf server: {addr} ({what}, {flag}) is in use{}; retrying for up to {}s",
+                        crate::ports::holder(addr).map(|h| format!(" by {h}")).unwrap_or_default(),
+                        BIND_RETRY.as_secs()
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => {
+                let by = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    crate::ports::holder(addr).map(|h| format!(" (held by {h})")).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot listen for {what} on {addr}{by}\n  hint: is something else using it? choose another address with {flag}"
+                )));
+            }
+        }
+    }
+}
+
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {what} on {addr}\n  hint: is something else using it? choose another address with {flag}"))
+    let (what, flag) = (what.to_string(), flag.to_string());
+    let std = tokio::task::spawn_blocking(move || {
+        bind_retrying(addr, &what, &flag, || {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })
+    })
+    .await??;
+    Ok(TcpListener::from_std(std)?)
+}
+
+/// Proxy worker runtimes, shut down without blocking if the start fails
+/// half-way (dropping a runtime inside another one panics).
+struct Runtimes(Vec<tokio::runtime::Runtime>);
+
+impl Drop for Runtimes {
+    fn drop(&mut self) {
+        for rt in self.0.drain(..) {
+            rt.shutdown_background();
+        }
+    }
 }
 
 pub async fn start(opts: ServerOptions) -> Result<Running> {
@@ -155,7 +223,8 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         t.validate()?;
     }
     let metrics = Arc::new(ServerMetrics::default());
-    let store = RedbStore::open(&data.join("store.redb"))?;
+    let store = RedbStore::open(&data.join(STORE_FILE))?;
+    let snapshots = crate::store::Snapshots::new(&data, store.clone(), opts.snapshot_every);
     let db = Db::new(Arc::new(TimedStore::new(Arc::new(store), &metrics)));
     let logs = LogStream::open(&data.join("logs"), StreamOptions::default())?;
     // Exports start before anything of this run is logged, so they see it all.
@@ -177,11 +246,15 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     // The proxy listens before tasks are re-adopted, so they serve the
     // moment their first health check passes.
     let workers = opts.proxy_threads.max(1);
-    let listeners = proxy_listeners(opts.http, workers, "--http")?;
+    let listeners = {
+        let http = opts.http;
+        tokio::task::spawn_blocking(move || proxy_listeners(http, workers, "--http", true)).await??
+    };
     let http = listeners[0].local_addr()?;
     let mut internal_listeners = match opts.internal.addr() {
         None => Vec::new(),
-        Some(addr) => match proxy_listeners(addr, workers, "--internal") {
+        // A default address taken by another server turns discovery off at once.
+        Some(addr) => match proxy_listeners(addr, workers, "--internal", matches!(opts.internal, Listen::At(_))) {
             Ok(l) => l,
             Err(e) if matches!(opts.internal, Listen::Default(_)) => {
                 logs.append(Record::event("discovery.off", Level::Warn, format!("service discovery is off: {e:#}")));
@@ -206,9 +279,9 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         metrics,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut runtimes = Vec::new();
+    let mut runtimes = Runtimes(Vec::new());
     for _ in 0..workers {
-        runtimes.push(
+        runtimes.0.push(
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -217,7 +290,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     }
     let dns = match internal {
         Some(addr) => {
-            let handles = runtimes.iter().map(|r| r.handle().clone()).collect();
+            let handles = runtimes.0.iter().map(|r| r.handle().clone()).collect();
             let service_addrs = matches!(addr.ip(), std::net::IpAddr::V4(ip) if ip.is_loopback());
             let listeners = service_addrs.then(|| {
                 Arc::new(wharf_proxy::InternalListeners::new(proxy.clone(), addr.port(), handles, stop_rx.clone()))
@@ -233,6 +306,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     ctl.start().await?;
 
     let mut proxy_threads = Vec::new();
+    let runtimes = std::mem::take(&mut runtimes.0);
     for (n, (listener, runtime)) in listeners.into_iter().zip(runtimes).enumerate() {
         let proxy = proxy.clone();
         let mut rx = stop_rx.clone();
@@ -334,6 +408,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     if let Some(d) = &dns {
         started.push_str(&format!(", DNS on {}", d.local_addr()));
     }
+    let snapshot_task = snapshots.start(stop_tx.subscribe(), logs.clone());
     let mut r = Record::event("server.started", Level::Info, started);
     r.fields.insert("data".into(), data.display().to_string().into());
     logs.append(r);
@@ -347,7 +422,20 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         r.fields.insert("target".into(), t.address().into());
         logs.append(r);
     }
-    Ok(Running { ctl, api_url, http, stop_tx, proxy_threads, api_task, admin_task, exporters, dns, data, _lock: lock })
+    Ok(Running {
+        ctl,
+        api_url,
+        http,
+        stop_tx,
+        proxy_threads,
+        api_task,
+        admin_task,
+        exporters,
+        snapshot_task,
+        dns,
+        data,
+        _lock: lock,
+    })
 }
 
 impl Running {
@@ -369,6 +457,8 @@ impl Running {
         if let Some(t) = self.admin_task {
             let _ = t.await;
         }
+        // The last snapshot has the state the tasks were stopped in.
+        let _ = self.snapshot_task.await;
         // Last, so the stop's own events are shipped too.
         for ex in self.exporters {
             ex.stop().await;
@@ -385,7 +475,7 @@ impl Running {
 /// the kernel spreads connections over the workers, and each worker serves
 /// its connections start to end on its own thread, without handing requests
 /// between threads.
-fn proxy_listeners(addr: SocketAddr, workers: usize, flag: &str) -> Result<Vec<std::net::TcpListener>> {
+fn proxy_listeners(addr: SocketAddr, workers: usize, flag: &str, retry: bool) -> Result<Vec<std::net::TcpListener>> {
     let what = if flag == "--internal" { "internal traffic" } else { "HTTP traffic" };
     let hint = || {
         format!("cannot listen for {what} on {addr}\n  hint: is something else using it? choose another address with {flag}")
@@ -393,7 +483,8 @@ fn proxy_listeners(addr: SocketAddr, workers: usize, flag: &str) -> Result<Vec<s
     // A plain bind first: with SO_REUSEPORT alone, a second server could
     // silently share the port instead of being told it is taken. Port 0
     // picks a free port here, which the workers then share.
-    let at = std::net::TcpListener::bind(addr).with_context(hint)?.local_addr().with_context(hint)?;
+    let plain = || std::net::TcpListener::bind(addr)?.local_addr();
+    let at = if retry { bind_retrying(addr, what, flag, plain)? } else { plain().with_context(hint)? };
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
     for _ in 0..workers {
         let socket = if at.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }

@@ -91,6 +91,9 @@ pub struct Controller {
     pub(crate) driving: Mutex<HashSet<(String, u64)>>,
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
     pub(crate) task_path: String,
+    /// The server's data directory (its disk is watched).
+    pub(crate) data_dir: PathBuf,
+    pub(crate) log_loss: crate::disk::LogLoss,
     pub(crate) started: SystemTime,
     pub(crate) metrics: Arc<crate::ServerMetrics>,
     /// Service discovery: internal routes, DNS data, `WHARF_*_URL`.
@@ -129,6 +132,8 @@ impl Controller {
             driving: Mutex::default(),
             scalers: Mutex::default(),
             task_path,
+            data_dir: cfg.data_dir.clone(),
+            log_loss: Default::default(),
             started: SystemTime::now(),
             metrics: cfg.metrics,
             discovery: Default::default(),
@@ -163,6 +168,7 @@ impl Controller {
         tokio::spawn(self.clone().reconcile_loop());
         tokio::spawn(self.clone().routes_loop());
         tokio::spawn(self.clone().usage_loop());
+        tokio::spawn(self.clone().store_watch_loop());
         tokio::spawn(self.clone().autoscale_loop());
         self.start_scheduler(&report);
         self.resume_deployments().await?;
@@ -212,8 +218,10 @@ impl Controller {
         };
         let db = self.db.clone();
         tokio::spawn(async move {
-            if let Err(err) = db.add_event(&e).await {
-                tracing::warn!("cannot store event: {err}");
+            match db.add_event(&e).await {
+                // A failing store is reported once by its watch, not per event.
+                Err(StoreError::DiskFull(_) | StoreError::Io(_)) | Ok(()) => {}
+                Err(err) => tracing::warn!("cannot store event: {err}"),
             }
         });
     }

@@ -11,6 +11,7 @@ mod clock;
 mod controller;
 mod deploy;
 mod discovery;
+mod disk;
 mod health;
 mod metrics;
 mod oneoff;

@@ -65,12 +65,19 @@ pub struct ServerMetrics {
     pub(crate) store_latency: OpHistograms,
     /// Task restarts since the server started.
     pub(crate) restarts: Counter,
+    /// Whether store operations fail (shared with [`crate::TimedStore`]).
+    pub(crate) store_health: Arc<crate::store_timing::StoreHealth>,
     exports: Mutex<Vec<Arc<ExportStats>>>,
 }
 
 impl Default for ServerMetrics {
     fn default() -> Self {
-        ServerMetrics { store_latency: op_histograms(), restarts: Counter::default(), exports: Mutex::default() }
+        ServerMetrics {
+            store_latency: op_histograms(),
+            restarts: Counter::default(),
+            store_health: Arc::default(),
+            exports: Mutex::default(),
+        }
     }
 }
 
@@ -122,6 +129,18 @@ impl Controller {
             "Time of store operations, by operation (get, list, apply)",
             self.metrics.store_latency.clone(),
         );
+        let store = self.metrics.store_health.snapshot();
+        let store_errors = Counter::<u64>::default();
+        store_errors.inc_by(store.failures_total);
+        registry.register("store_errors", "Store operations that failed (I/O, a full disk)", store_errors);
+        let failing = Gauge::<i64>::default();
+        failing.set(i64::from(store.failing_since.is_some()));
+        registry.register("store_failing", "1 while store writes fail, 0 once a write succeeds", failing);
+        if let Some(free) = crate::disk::free_bytes(&self.data_dir) {
+            let g = Gauge::<i64>::default();
+            g.set(i64::try_from(free).unwrap_or(i64::MAX));
+            registry.register("data_disk_free_bytes", "Free space on the data directory's disk, for the server", g);
+        }
         {
             let checks = self.health.lock().unwrap();
             let usage = self.usage.lock().unwrap();

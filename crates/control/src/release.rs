@@ -23,6 +23,24 @@ pub enum ReleaseError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("the uploaded archive is not a valid .tar.gz: {0}")]
     BadArchive(std::io::Error),
+    /// Unpacking failed for want of space, not because of the archive.
+    #[error("cannot store the release in {path}: no space left on device ({source})\n  hint: free space on the data directory's disk and deploy again")]
+    DiskFull { path: PathBuf, source: std::io::Error },
+}
+
+/// An unpack error is the disk's fault when any layer of it says so (tar
+/// wraps the file system's error in its own).
+fn unpack_error(e: std::io::Error, path: &Path) -> ReleaseError {
+    let full = e.kind() == std::io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(libc::ENOSPC)
+        || e.to_string().contains("No space left on device");
+    if full {
+        ReleaseError::DiskFull { path: path.to_path_buf(), source: e }
+    } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+        ReleaseError::Write { path: path.to_path_buf(), source: e }
+    } else {
+        ReleaseError::BadArchive(e)
+    }
 }
 
 /// Packs `dir` into a deterministic .tar.gz: entries sorted, times and owners
@@ -147,7 +165,7 @@ impl ReleaseStore {
         tar.set_preserve_permissions(true);
         if let Err(e) = tar.unpack(&staging) {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(ReleaseError::BadArchive(e));
+            return Err(unpack_error(e, &staging));
         }
         Ok((staging, hash))
     }

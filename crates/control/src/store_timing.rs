@@ -1,8 +1,10 @@
 //! A [`Store`] wrapper that times every operation, for the store latency
-//! histogram in `/metrics`.
+//! histogram in `/metrics`, and keeps the store's health: a store whose
+//! writes fail (a full disk) must show in `wharf status`, events and
+//! metrics, not only in the answer of the call that hit it.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,16 +26,64 @@ pub(crate) fn op_histograms() -> OpHistograms {
     })
 }
 
-/// Times each `get`, `list` and `apply` of the store it wraps.
+/// Whether the store's operations are failing, and since when.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    state: Mutex<StoreHealthState>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct StoreHealthState {
+    /// Set at the first failure of an outage, cleared by a good write.
+    pub failing_since: Option<SystemTime>,
+    pub last_error: Option<String>,
+    /// Failed operations in the current outage.
+    pub failures: u64,
+    /// Failed operations since the server started.
+    pub failures_total: u64,
+}
+
+impl StoreHealth {
+    pub(crate) fn snapshot(&self) -> StoreHealthState {
+        self.state.lock().unwrap().clone()
+    }
+
+    fn observe<T>(&self, write: bool, r: &Result<T, StoreError>) {
+        match r {
+            // A conflict or a bad record is an answer, not a sick store.
+            Err(StoreError::Conflict { .. } | StoreError::Corrupt { .. }) => {}
+            Err(e) => {
+                let mut s = self.state.lock().unwrap();
+                s.failing_since.get_or_insert_with(SystemTime::now);
+                s.last_error = Some(e.to_string().lines().next().unwrap_or_default().to_string());
+                s.failures = s.failures.saturating_add(1);
+                s.failures_total = s.failures_total.saturating_add(1);
+            }
+            // Reads can work while writes fail: only a write ends an outage.
+            Ok(_) if write => {
+                let mut s = self.state.lock().unwrap();
+                if s.failing_since.is_some() {
+                    s.failing_since = None;
+                    s.failures = 0;
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Times each `get`, `list` and `apply` of the store it wraps, and records
+/// failures in the server's [`StoreHealth`].
 pub struct TimedStore {
     inner: Arc<dyn Store>,
     latency: OpHistograms,
+    health: Arc<StoreHealth>,
 }
 
 impl TimedStore {
     /// Wraps `inner`, observing into the histograms of `metrics`.
     pub fn new(inner: Arc<dyn Store>, metrics: &crate::ServerMetrics) -> TimedStore {
-        TimedStore { inner, latency: metrics.store_latency.clone() }
+        TimedStore { inner, latency: metrics.store_latency.clone(), health: metrics.store_health.clone() }
     }
 
     fn observe(&self, op: &'static str, start: Instant) {
@@ -47,6 +97,7 @@ impl Store for TimedStore {
         let start = Instant::now();
         let r = self.inner.get(key).await;
         self.observe("get", start);
+        self.health.observe(false, &r);
         r
     }
 
@@ -54,6 +105,7 @@ impl Store for TimedStore {
         let start = Instant::now();
         let r = self.inner.list(prefix).await;
         self.observe("list", start);
+        self.health.observe(false, &r);
         r
     }
 
@@ -61,6 +113,7 @@ impl Store for TimedStore {
         let start = Instant::now();
         let r = self.inner.apply(ops).await;
         self.observe("apply", start);
+        self.health.observe(true, &r);
         r
     }
 }

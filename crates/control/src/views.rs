@@ -17,6 +17,8 @@ pub struct StatusView {
     pub version: &'static str,
     pub uptime_secs: u64,
     pub limits: String,
+    /// What is wrong with the server itself (a failing store, a full disk).
+    pub problems: Vec<String>,
     pub apps: Vec<AppView>,
 }
 
@@ -131,6 +133,7 @@ impl Controller {
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
             limits: describe_limits(&self.driver.limits()),
+            problems: self.problems(),
             apps,
         })
     }

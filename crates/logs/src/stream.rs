@@ -243,6 +243,9 @@ impl LogStream {
             payload: Vec::with_capacity(1024),
             opened: Instant::now(),
             dirty: false,
+            failed_writes: 0,
+            failed_since_report: 0,
+            last_report: None,
         };
         let thread =
             std::thread::Builder::new().name("wharf-logs".into()).spawn(move || writer.run()).map_err(open_err)?;
@@ -566,7 +569,15 @@ struct Writer {
     payload: Vec<u8>,
     opened: Instant,
     dirty: bool,
+    /// Failed writes since the last report: a full disk fails every batch,
+    /// and one line per batch would bury the server's log.
+    failed_writes: u64,
+    failed_since_report: u64,
+    last_report: Option<Instant>,
 }
+
+/// Repeated write failures are reported at most this often.
+const WRITE_ERROR_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Marks the writer gone if it stops for any reason (even a panic), so
 /// nobody waits on it forever.
@@ -665,12 +676,30 @@ impl Writer {
             return;
         }
         match self.file.write_all_at(&self.buf, self.meta.bytes) {
-            Ok(()) => self.meta.bytes += self.buf.len() as u64,
+            Ok(()) => {
+                self.meta.bytes += self.buf.len() as u64;
+                if self.failed_writes > 0 {
+                    tracing::warn!("log stream writes succeed again after {} failed writes", self.failed_writes);
+                    self.failed_writes = 0;
+                    self.failed_since_report = 0;
+                    self.last_report = None;
+                }
+            }
             // The records stay in memory and in followers; they just won't
-            // be on disk. Loud, since that is loss for later queries.
+            // be on disk. Loud, since that is loss for later queries, but
+            // once per interval: the count is in the metrics.
             Err(e) => {
                 self.shared.unstored.fetch_add(self.buf_records, Ordering::Relaxed);
-                tracing::error!("log stream write failed, {} bytes not stored: {e}", self.buf.len())
+                self.failed_writes += 1;
+                self.failed_since_report += 1;
+                if self.last_report.is_none_or(|t| t.elapsed() >= WRITE_ERROR_REPORT_EVERY) {
+                    tracing::error!(
+                        "log stream writes fail ({} since the last report), records are kept in memory only: {e}",
+                        self.failed_since_report
+                    );
+                    self.failed_since_report = 0;
+                    self.last_report = Some(Instant::now());
+                }
             }
         }
         self.buf.clear();

@@ -102,6 +102,15 @@ impl Db {
         self.store.apply(batch.ops).await
     }
 
+    /// A small write that changes nothing anyone reads: tells whether the
+    /// store takes writes again after they failed.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.store
+            .apply(vec![Op::Put { key: "probe/last".into(), value: at.as_millis().to_string().into_bytes() }])
+            .await
+    }
+
     pub async fn app(&self, app: &str) -> Result<Option<AppRecord>, StoreError> {
         self.get(&app_key(app)).await
     }

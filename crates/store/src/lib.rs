@@ -19,7 +19,7 @@ pub use db::{Batch, Db};
 pub use jobs::{JobCursor, JobRunRecord, RunState, RunTrigger};
 pub use mem_store::MemStore;
 pub use records::*;
-pub use redb_store::RedbStore;
+pub use redb_store::{id_file, verify_file, RedbStore, StoreDigest};
 
 use async_trait::async_trait;
 
@@ -49,6 +49,14 @@ pub enum StoreError {
     Conflict { key: String },
     #[error("corrupt record at `{key}`: {reason}")]
     Corrupt { key: String, reason: String },
+    /// The store's file exists but cannot be used; nothing was started.
+    #[error("the store {path} cannot be read: {reason}\n  hint: `wharf store check` lists the verified snapshots wharf keeps in the data directory; `wharf store restore` puts the newest back (the damaged file is kept beside it)")]
+    Damaged { path: String, reason: String },
+    /// A write failed for lack of space: nothing of it was applied.
+    #[error("no space left on the store's disk ({0})\n  hint: free space on the data directory's disk; wharf keeps serving and writes again once it can")]
+    DiskFull(String),
+    #[error("store I/O error: {0}")]
+    Io(String),
 }
 
 /// An ordered map of string keys to bytes. Keys are compared bytewise, so

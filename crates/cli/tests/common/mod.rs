@@ -31,6 +31,8 @@ pub struct Server {
     pub child: Option<Child>,
     /// Extra `wharf server` flags, kept for restarts.
     extra: Vec<String>,
+    /// Where the server's stderr goes (appended across restarts).
+    stderr_file: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -42,20 +44,35 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut s = Server { data: tmp.path().join("data"), child: None, extra, _tmp: Some(tmp) };
+        let stderr_file = tmp.path().join("server.stderr");
+        let mut s = Server { data: tmp.path().join("data"), child: None, extra, stderr_file, _tmp: Some(tmp) };
+        s.spawn();
+        s
+    }
+
+    /// A server whose data directory is `data` (made by the caller, e.g. on
+    /// a small file system).
+    pub fn start_in(data: PathBuf, stderr_file: PathBuf, extra: &[&str]) -> Server {
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut s = Server { data, child: None, extra, stderr_file, _tmp: None };
         s.spawn();
         s
     }
 
     /// Starts (again) on the same data directory.
     pub fn spawn(&mut self) {
+        if let Err(err) = self.try_spawn() {
+            panic!("{err}");
+        }
+    }
+
+    /// Starts (again) on the same data directory; Err with the server's
+    /// stderr when it exits before it is up.
+    pub fn try_spawn(&mut self) -> Result<(), String> {
         let _ = std::fs::remove_file(self.data.join("api.url"));
         let _ = std::fs::remove_file(self.data.join("proxy.url"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.parent().unwrap().join("server.stderr"))
-            .unwrap();
+        let stderr = self.stderr_path();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&stderr).unwrap();
         let child = Command::new(WHARF)
             .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(["--internal", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data"])
@@ -68,15 +85,26 @@ impl Server {
             .expect("start wharf server");
         self.child = Some(child);
         let data = self.data.clone();
-        let stderr = data.parent().unwrap().join("server.stderr");
         let child = self.child.as_mut().unwrap();
-        wait_for("the server to write its URLs", Duration::from_secs(30), || {
+        let start = Instant::now();
+        loop {
             if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
                 let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-                panic!("wharf server exited ({status}) before it was up:\n{err}");
+                return Err(format!("wharf server exited ({status}) before it was up:\n{err}"));
             }
-            (data.join("api.url").exists() && data.join("proxy.url").exists()).then_some(())
-        });
+            if data.join("api.url").exists() && data.join("proxy.url").exists() {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("timed out after 30s waiting for the server to write its URLs");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.stderr_file.clone()
     }
 
     /// The driver id that marks this server's task processes.
@@ -95,7 +123,7 @@ impl Server {
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.data.parent().unwrap().join("server.stderr")).unwrap_or_default()
+        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
     }
 
     pub fn proxy_addr(&self) -> String {
