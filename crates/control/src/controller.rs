@@ -71,6 +71,9 @@ pub struct Controller {
     pub(crate) proxy: Arc<Proxy>,
     pub(crate) releases: ReleaseStore,
     pub(crate) health: Mutex<HashMap<String, Arc<TaskHealth>>>,
+    /// Health kept in the store for tasks re-adopted at start, taken once
+    /// each when their checks begin.
+    pub(crate) known_health: Mutex<HashMap<String, wharf_store::TaskHealthRecord>>,
     pub(crate) health_client: HealthClient,
     /// Tasks taken out of the routing table and being stopped.
     pub(crate) draining: Mutex<HashSet<String>>,
@@ -118,6 +121,7 @@ impl Controller {
             proxy: cfg.proxy,
             releases: ReleaseStore::new(cfg.data_dir.join("releases")),
             health: Mutex::default(),
+            known_health: Mutex::default(),
             health_client: HealthClient::new(),
             draining: Mutex::default(),
             meta: Mutex::default(),
@@ -164,7 +168,16 @@ impl Controller {
         for t in self.driver.tasks() {
             self.remember(&t.spec);
         }
+        let known = self.db.task_healths().await?;
+        *self.known_health.lock().unwrap() = known.into_iter().map(|h| (h.id.clone(), h)).collect();
         self.restore_pauses().await?;
+        // One pass and a routing table before the proxy serves: a request
+        // right after a restart finds its route (and re-adopted tasks that
+        // were healthy), never a 404 for a route that exists.
+        if let Err(e) = self.reconcile_once().await {
+            tracing::warn!("first reconcile failed: {e}");
+        }
+        self.rebuild_routes().await;
         tokio::spawn(self.clone().reconcile_loop());
         tokio::spawn(self.clone().routes_loop());
         tokio::spawn(self.clone().usage_loop());

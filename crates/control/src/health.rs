@@ -122,9 +122,15 @@ impl Controller {
             return;
         }
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // A task re-adopted after a restart keeps the health it had, if it is
+        // the same process: until its checks say otherwise it is ready, so
+        // a resumed rollout does not take it for a task that never came up.
+        let known = self.known_health.lock().unwrap().remove(task);
+        let pid = self.driver.task(task).and_then(|t| t.pid);
+        let adopted_healthy = known.is_some_and(|k| k.healthy && Some(k.pid) == pid);
         let state = Mutex::new(HealthState {
-            health: Health::Starting,
-            pid: None,
+            health: if adopted_healthy { Health::Healthy } else { Health::Starting },
+            pid: if adopted_healthy { pid } else { None },
             ok_streak: 0,
             fail_streak: 0,
             last_error: None,
@@ -233,6 +239,20 @@ pub(crate) fn set_health(
     if health == Health::Healthy {
         // Passive ejection from before (say, a restart) no longer applies.
         th.backend.revive();
+    }
+    if let (Some(pid), Health::Healthy | Health::Unhealthy) = (pid, health) {
+        let r = wharf_store::TaskHealthRecord {
+            id: id.to_string(),
+            pid,
+            healthy: health == Health::Healthy,
+            at: crate::controller::now_ms(),
+        };
+        let db = ctl.db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = db.put_task_health(&r).await {
+                tracing::debug!("cannot keep the health of task {}: {e}", r.id);
+            }
+        });
     }
     ctl.routes_changed.notify_one();
     ctl.wake.notify_one();

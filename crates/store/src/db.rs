@@ -30,6 +30,9 @@ fn scoped_key(kind: &str, app: &str, service: Option<&str>) -> String {
 fn task_key(id: &str) -> String {
     format!("tasks/{id}")
 }
+fn task_health_key(id: &str) -> String {
+    format!("task-health/{id}")
+}
 fn deployment_key(app: &str, id: u64) -> String {
     format!("deployments/{app}/{id:010}")
 }
@@ -151,7 +154,17 @@ impl Db {
         self.store.apply(vec![Op::Put { key: task_key(&r.id), value: encode(r) }]).await
     }
     pub async fn delete_task(&self, id: &str) -> Result<(), StoreError> {
-        self.store.apply(vec![Op::Delete { key: task_key(id) }]).await
+        self.store.apply(vec![Op::Delete { key: task_key(id) }, Op::Delete { key: task_health_key(id) }]).await
+    }
+
+    /// The last health a task's checks settled on, kept so a re-adopted
+    /// task is not taken for a new one after a server restart.
+    pub async fn put_task_health(&self, r: &TaskHealthRecord) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Put { key: task_health_key(&r.id), value: encode(r) }]).await
+    }
+
+    pub async fn task_healths(&self) -> Result<Vec<TaskHealthRecord>, StoreError> {
+        self.list("task-health/").await
     }
     pub async fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
         self.list("tasks/").await

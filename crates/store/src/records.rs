@@ -75,6 +75,16 @@ pub struct TaskRecord {
     pub created_at: u64,
 }
 
+/// A web task's last settled health, for the process `pid` (a restarted
+/// process has another pid and proves itself again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskHealthRecord {
+    pub id: String,
+    pub pid: u32,
+    pub healthy: bool,
+    pub at: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentState {
