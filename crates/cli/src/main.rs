@@ -8,6 +8,7 @@ mod ports;
 mod runs;
 mod server;
 mod store;
+mod task_user;
 mod top;
 
 use std::net::SocketAddr;
@@ -84,6 +85,9 @@ enum Command {
         /// How often the store is snapshotted into DATA/snapshots when it changed (1s..24h; the last 10 are kept).
         #[arg(long, default_value = "1m", value_parser = parse_snapshot_every)]
         store_snapshot_every: std::time::Duration,
+        /// The user tasks run as when the server runs as root [default: nobody]; `root` keeps them root.
+        #[arg(long, env = "WHARF_TASK_USER")]
+        task_user: Option<String>,
     },
     /// Run an app in the foreground: a server of its own (data in DIR/.wharf), DIR deployed, logs followed; Ctrl-C stops everything.
     Up {
@@ -419,6 +423,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             discovery,
             clock_scale,
             store_snapshot_every,
+            task_user,
         } => {
             let mut stop = server::StopSignal::new()?;
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
@@ -435,6 +440,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             discovery.apply(&mut opts)?;
             opts.clock_scale = clock_scale;
             opts.snapshot_every = store_snapshot_every;
+            opts.task_user = task_user;
             let running = server::start(opts).await?;
             eprintln!(
                 "wharf server: proxy on http://{}, API on {} (data in {})",

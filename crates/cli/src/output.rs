@@ -66,7 +66,9 @@ pub async fn up(
         return Ok(ExitCode::FAILURE);
     }
     let data = data.unwrap_or_else(|| dir.join(".wharf"));
-    let running = server::start(server::ServerOptions::new(data, api, http)).await?;
+    let mut opts = server::ServerOptions::new(data, api, http);
+    opts.unreachable = crate::task_user::Unreachable::RunAsServer;
+    let running = server::start(opts).await?;
     let printer = (!quiet).then(|| {
         let (backlog, rx) = running.ctl.logs().follow(&Filter::default(), 0);
         drop(backlog);

@@ -72,6 +72,10 @@ pub struct ServerOptions {
     pub clock_scale: Option<f64>,
     /// How often the store is snapshotted (when it changed).
     pub snapshot_every: Duration,
+    /// The account tasks run as when the server is root [default: nobody].
+    pub task_user: Option<String>,
+    /// What to do when that account cannot reach the data directory.
+    pub unreachable: crate::task_user::Unreachable,
 }
 
 impl ServerOptions {
@@ -92,6 +96,8 @@ impl ServerOptions {
             dns: Listen::Default(SocketAddr::from(([127, 0, 0, 1], 8053))),
             clock_scale: None,
             snapshot_every: crate::store::DEFAULT_EVERY,
+            task_user: None,
+            unreachable: crate::task_user::Unreachable::Refuse,
         }
     }
 }
@@ -211,19 +217,31 @@ impl Drop for Runtimes {
 }
 
 pub async fn start(opts: ServerOptions) -> Result<Running> {
+    // Others may pass through (tasks run from DATA/releases) but not list it;
+    // everything secret inside is the server's alone.
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(0o711)
         .create(&opts.data)
         .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
     let data = opts.data.canonicalize()?;
     let lock = lock_data_dir(&data)?;
+    let task_user = crate::task_user::resolve(opts.task_user.as_deref(), &data, opts.unreachable)?;
+    if task_user.is_some() {
+        use crate::task_user::restrict;
+        restrict(&data, 0o711);
+        for private in [STORE_FILE, "store.id", "logs", "tasks", "export", crate::store::SNAPSHOT_DIR, "server.lock"] {
+            restrict(&data.join(private), if data.join(private).is_dir() { 0o700 } else { 0o600 });
+        }
+    }
     let token = wharf_api::token::load_or_create(&data).context("cannot create the API token")?;
     for t in &opts.exports {
         t.validate()?;
     }
     let metrics = Arc::new(ServerMetrics::default());
     let store = RedbStore::open(&data.join(STORE_FILE))?;
+    crate::task_user::restrict(&data.join(STORE_FILE), 0o600);
+    crate::task_user::restrict(&data.join("store.id"), 0o600);
     let snapshots = crate::store::Snapshots::new(&data, store.clone(), opts.snapshot_every);
     let db = Db::new(Arc::new(TimedStore::new(Arc::new(store), &metrics)));
     let logs = LogStream::open(&data.join("logs"), StreamOptions::default())?;
@@ -234,7 +252,10 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         metrics.add_export(ex.stats());
         exporters.push(ex);
     }
+    crate::task_user::restrict(&data.join("logs"), 0o700);
     let driver = ProcessDriver::new(data.join("tasks"), Arc::new(StreamSink(logs.clone())))?;
+    // task.json holds each task's environment, secrets included.
+    crate::task_user::restrict(&data.join("tasks"), 0o700);
     let access: Option<Arc<dyn wharf_proxy::AccessLog>> =
         if opts.access_log { Some(wharf_control::access_sink(logs.clone())) } else { None };
     let proxy = Proxy::new(ProxyConfig { metrics: opts.metrics, ..opts.proxy.clone() }, access);
@@ -277,6 +298,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
         driver: Arc::new(driver),
         proxy: proxy.clone(),
         metrics,
+        task_user,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut runtimes = Runtimes(Vec::new());

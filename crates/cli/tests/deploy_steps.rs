@@ -39,7 +39,9 @@ fn the_release_command_runs_before_traffic_moves_and_a_failed_one_moves_nothing(
     let dir = app_dir(&app("1", ""));
     s.deploy(dir.path());
     // A release that writes a marker with the new revision's environment, requests held meanwhile.
-    let marker = dir.path().join("migrated");
+    // Where the task (run as the task user) may write.
+    let out = writable_tempdir();
+    let marker = out.path().join("migrated");
     let release = format!(
         "release = [\"sh\", \"-c\", \"echo migrating $WHARF_REVISION; echo $DEMO_VERSION > {}\"]\n\
          deploy = {{ release_pause = true, bake = \"0s\" }}",

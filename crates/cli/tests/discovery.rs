@@ -240,7 +240,7 @@ fn calls_so_far(results: &Path) -> usize {
 #[test]
 fn callers_by_name_see_no_error_while_the_callee_is_redeployed_and_rescaled() {
     let server = Server::start();
-    let results = tempfile::tempdir().unwrap();
+    let results = writable_tempdir();
     let internal = internal_addr(&server);
     let app = app_dir("");
     let deploy = |version: &str, replicas: u32, strategy: &str| {

@@ -56,7 +56,7 @@ fn marks(path: &Path) -> Vec<String> {
 #[test]
 fn a_job_every_minute_runs_exactly_once_per_minute_across_three_deploys() {
     let s = Server::start_with(&["--clock-scale", SCALE]);
-    let out = tempfile::tempdir().unwrap();
+    let out = writable_tempdir();
     let marks_file = out.path().join("ran.txt");
     let dir = app_dir(&app(1, &marks_file));
     s.deploy(dir.path());
@@ -113,7 +113,7 @@ fn a_job_every_minute_runs_exactly_once_per_minute_across_three_deploys() {
 #[test]
 fn trigger_follows_the_output_and_exits_with_the_runs_status_and_a_timed_out_run_is_stopped() {
     let s = Server::start_with(&["--clock-scale", SCALE]);
-    let out = tempfile::tempdir().unwrap();
+    let out = writable_tempdir();
     let dir = app_dir(&app(1, &out.path().join("ran.txt")));
     s.deploy(dir.path());
 
@@ -170,7 +170,7 @@ fn trigger_follows_the_output_and_exits_with_the_runs_status_and_a_timed_out_run
 #[test]
 fn a_server_killed_mid_run_never_runs_a_minute_twice() {
     let mut s = Server::start();
-    let out = tempfile::tempdir().unwrap();
+    let out = writable_tempdir();
     let marks_file = out.path().join("ran.txt");
     let toml = format!(
         r#"app = "cron"

@@ -334,7 +334,7 @@ fn http2_prior_knowledge_through_the_proxy() {
 #[test]
 fn a_second_server_cannot_share_the_http_port() {
     let s = Server::start_with(&["--proxy-threads", "2"]);
-    let other = tempfile::tempdir().unwrap();
+    let other = passable_tempdir();
     let out = std::process::Command::new(WHARF)
         .args(["server", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--http", &s.proxy_addr(), "--data"])
         .arg(other.path())

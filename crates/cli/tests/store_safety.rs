@@ -126,7 +126,7 @@ fn problems(s: &Server) -> Vec<String> {
 
 #[test]
 fn a_full_disk_is_named_reported_and_survived() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = passable_tempdir();
     let Some(_mnt) = Tmpfs::mount(&tmp.path().join("disk"), 48) else { return };
     let data = tmp.path().join("disk/data");
     let mut s = Server::start_in(data.clone(), tmp.path().join("server.stderr"), &[]);
@@ -215,7 +215,7 @@ fn metrics_addr(s: &Server) -> String {
 
 #[test]
 fn a_taken_api_address_is_waited_for_and_its_holder_named() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = passable_tempdir();
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap().to_string();
     let data = tmp.path().join("data");

@@ -41,6 +41,8 @@ pub struct ControlConfig {
     pub proxy: Arc<Proxy>,
     /// Shared with the store wrapper that times operations ([`crate::TimedStore`]).
     pub metrics: Arc<crate::ServerMetrics>,
+    /// The account tasks run as; None: the server's own.
+    pub task_user: Option<wharf_runtime::TaskUser>,
 }
 
 /// The app, service and revision a task belongs to, remembered so events
@@ -94,6 +96,7 @@ pub struct Controller {
     pub(crate) driving: Mutex<HashSet<(String, u64)>>,
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
     pub(crate) task_path: String,
+    pub(crate) task_user: Option<wharf_runtime::TaskUser>,
     /// The server's data directory (its disk is watched).
     pub(crate) data_dir: PathBuf,
     pub(crate) log_loss: crate::disk::LogLoss,
@@ -136,6 +139,7 @@ impl Controller {
             driving: Mutex::default(),
             scalers: Mutex::default(),
             task_path,
+            task_user: cfg.task_user,
             data_dir: cfg.data_dir.clone(),
             log_loss: Default::default(),
             started: SystemTime::now(),

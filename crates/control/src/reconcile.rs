@@ -242,6 +242,7 @@ impl Controller {
             stop_signal: signal_number(&rev.spec.stop_signal),
             stop_timeout: rev.spec.stop_timeout,
             restart,
+            user: self.task_user.clone(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! content hash and unpacked into a directory of its own that tasks run in.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -179,6 +180,11 @@ impl ReleaseStore {
             return Ok(target);
         }
         std::fs::create_dir_all(self.dir.join(app)).map_err(write_err(&target))?;
+        // Tasks may pass through to their own release but not list others'
+        // (whose wharf.toml and archive hold those apps' environment).
+        for d in [self.dir.clone(), self.dir.join(app)] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711)).map_err(write_err(&d))?;
+        }
         if target.exists() {
             std::fs::remove_dir_all(&target).map_err(write_err(&target))?; // torn earlier attempt
         }
@@ -187,6 +193,8 @@ impl ReleaseStore {
         std::fs::rename(staging, &target).map_err(write_err(&target))?;
         let archive_path = self.dir.join(app).join(format!("{hash}.tar.gz"));
         std::fs::write(&archive_path, archive).map_err(write_err(&archive_path))?;
+        std::fs::set_permissions(&archive_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(write_err(&archive_path))?;
         Ok(target)
     }
 

@@ -59,6 +59,37 @@ pub struct TaskSpec {
     pub stop_timeout: Duration,
     /// true: restart on exit (services); false: run once (one-off tasks, jobs).
     pub restart: bool,
+    /// The user the process runs as; None: the server's own.
+    #[serde(default)]
+    pub user: Option<TaskUser>,
+}
+
+/// An account a task runs as (resolved from its name by the server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+impl TaskUser {
+    /// Looks a user up in the system's user database.
+    pub fn lookup(name: &str) -> Option<TaskUser> {
+        let c = std::ffi::CString::new(name).ok()?;
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut buf = vec![0 as libc::c_char; 16384];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: getpwnam_r writes into `pw` and `buf`, both ours and alive
+        // for the call; strings in `pw` point into `buf`, read before it drops.
+        let rc = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+        if rc != 0 || out.is_null() {
+            return None;
+        }
+        // SAFETY: on success pw_dir is a NUL-terminated string inside `buf`.
+        let home = unsafe { std::ffi::CStr::from_ptr(pw.pw_dir) }.to_string_lossy().into_owned();
+        Some(TaskUser { name: name.to_string(), uid: pw.pw_uid, gid: pw.pw_gid, home })
+    }
 }
 
 impl TaskSpec {
@@ -78,6 +109,7 @@ impl TaskSpec {
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(10),
             restart: true,
+            user: None,
         }
     }
 

@@ -42,7 +42,7 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = passable_tempdir();
         let extra = extra.iter().map(|s| s.to_string()).collect();
         let stderr_file = tmp.path().join("server.stderr");
         let mut s = Server { data: tmp.path().join("data"), child: None, extra, stderr_file, _tmp: Some(tmp) };
@@ -77,6 +77,7 @@ impl Server {
             .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(["--internal", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data"])
             .arg(&self.data)
+            .args(task_user_args())
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -309,6 +310,40 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// A temporary directory others may pass through (tempfile makes them 0700):
+/// a root server runs its tasks as `nobody`, who must reach the data
+/// directory inside.
+pub fn passable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// A temporary directory tasks (running as another user) may write into.
+pub fn writable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    d
+}
+
+/// `wharf demo` tasks run the test's own wharf binary: when its directory
+/// is closed to other users (a checkout in a private home), tasks run as
+/// root; otherwise as the server's default task user.
+pub fn task_user_args() -> Vec<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let open = Path::new(WHARF)
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if open {
+        Vec::new()
+    } else {
+        vec!["--task-user", "root"]
+    }
 }
 
 /// Writes an app directory with the given wharf.toml.

@@ -58,6 +58,12 @@ pub fn spawn(
     for (k, v) in &spec.env {
         env.insert(k.into(), v.into());
     }
+    if let Some(u) = &spec.user {
+        // The account's own identity, not the server's.
+        env.insert("HOME".into(), u.home.as_str().into());
+        env.insert("USER".into(), u.name.as_str().into());
+        env.insert("LOGNAME".into(), u.name.as_str().into());
+    }
     env.insert(ENV_TASK.into(), spec.id.as_str().into());
     env.insert(ENV_DRIVER.into(), driver_id.into());
     let path = env.get(OsStr::new("PATH")).cloned().unwrap_or_else(|| DEFAULT_PATH.into());
@@ -103,6 +109,10 @@ pub fn spawn(
         .stdout(out)
         .stderr(err)
         .process_group(0);
+    if let Some(u) = &spec.user {
+        // std drops supplementary groups (setgroups) before setgid/setuid.
+        cmd.uid(u.uid).gid(u.gid);
+    }
     let fds: Vec<RawFd> = cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
     if !fds.is_empty() {
         // SAFETY: runs in the forked child before exec: only write(2) on fds

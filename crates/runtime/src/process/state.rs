@@ -49,11 +49,13 @@ pub fn save_record(task_dir: &Path, rec: &TaskRecord) -> io::Result<()> {
 }
 
 /// Write a temporary file next to `path`, then rename it over `path`.
+/// Mode 0600: a task's state holds its environment, secrets included.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp)?;
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(data)?;
     drop(f);
     fs::rename(&tmp, path)
