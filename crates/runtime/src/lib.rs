@@ -352,6 +352,12 @@ pub trait Driver: Send + Sync + 'static {
     fn limits(&self) -> LimitsSupport;
 }
 
+/// `now + d` on tokio's clock (which tests may pause), saturating at a
+/// deadline that never comes instead of panicking on overflow.
+pub(crate) fn tokio_after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
+    now.checked_add(d).or_else(|| now.checked_add(wharf_spec::FAR_AHEAD)).unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,7 @@ pub(crate) struct ServiceTable {
     pub port: Option<u16>,
 
     /// Number of tasks to run. Default 1; 0 keeps the service stopped.
-    #[schemars(range(min = 0, max = 100), extend("default" = 1))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = 1))]
     pub replicas: Option<u32>,
 
     /// CPU reservation in units: 1024 is one core (as in ECS). Default: unlimited.
@@ -157,10 +157,10 @@ pub(crate) struct ServiceTable {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScaleTable {
     /// Fewest replicas. Required.
-    #[schemars(range(min = 0, max = 100))]
+    #[schemars(range(min = 0, max = 1000))]
     pub min: u32,
     /// Most replicas. Required.
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = 1000))]
     pub max: u32,
     /// Step policy: `datapoints` periods in a row at or above this add `step` tasks.
     pub cpu_above: Option<RateSpec>,
@@ -175,7 +175,7 @@ pub(crate) struct ScaleTable {
     #[schemars(extend("default" = "1m"))]
     pub period: Option<String>,
     /// Tasks added or removed per step-policy action. Default 1.
-    #[schemars(range(min = 1, max = 100), extend("default" = 1))]
+    #[schemars(range(min = 1, max = 1000), extend("default" = 1))]
     pub step: Option<u32>,
     /// No other action this long after one. Default: `period`.
     pub cooldown: Option<String>,
@@ -191,10 +191,10 @@ pub(crate) struct DeployTable {
     #[schemars(extend("enum" = ["rolling", "blue-green"], "default" = "rolling"))]
     pub strategy: Option<String>,
     /// Rolling: tasks started above `replicas` while old ones still run. Default 1.
-    #[schemars(range(min = 0, max = 100), extend("default" = 1))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = 1))]
     pub max_surge: Option<u32>,
     /// Rolling: ready tasks allowed below `replicas` during the deploy. Default 0.
-    #[schemars(range(min = 0, max = 100), extend("default" = 0))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = 0))]
     pub max_unavailable: Option<u32>,
     /// Every new task must be ready within this, or the deploy fails. Default "2m".
     #[schemars(extend("default" = "2m"))]
