@@ -1,0 +1,126 @@
+//! wharf.toml input that used to pass `wharf check` and then fail at run
+//! time, hang, or panic: `$PORT` in a command, durations too long for the
+//! clock, non-UTF-8 uploads, a FIFO as wharf.toml, a closed stdout.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// POSTs `dir` packed as a release straight to the API, skipping the CLI's
+/// own check, as any API client could.
+fn post_release(s: &Server, dir: &std::path::Path) -> (u16, serde_json::Value) {
+    let archive = wharf_control::release::pack_dir(dir).unwrap();
+    let (status, body) = http_request(&s.api_addr(), "POST", "localhost", "/v1/deploy", Some(&s.token()), &archive)
+        .expect("API answers");
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+}
+
+#[test]
+fn port_and_braced_variables_in_a_command_are_expanded() {
+    let s = Server::start();
+    let app = app_dir(
+        r#"app = "gun"
+
+[service.api]
+command = ["wharf", "demo", "--port", "$PORT", "--name", "a$$b-${WHARF_SERVICE}"]
+port = 8080
+health = { path = "/health", interval = "1s" }
+
+[route]
+"/" = "api"
+"#,
+    );
+    let check = s.wharf(&["check", app.path().to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    s.deploy(app.path());
+    let (status, body) = wait_for("the service to answer", LONG, || s.get("localhost", "/version"));
+    assert_eq!(status, 200, "{body}");
+    // `$$` is a literal `$`; `${WHARF_SERVICE}` comes from the task's environment.
+    assert!(body.contains("\"name\":\"a$b-api\""), "{body}");
+}
+
+#[test]
+fn durations_too_long_for_the_clock_are_refused_by_check_and_by_the_server() {
+    let s = Server::start();
+    for (line, col, setting) in [
+        (6, 16, r#"stop_timeout = "18446744073709551615s""#),
+        (6, 28, r#"deploy = { drain_timeout = "18446744073709551615s" }"#),
+        (6, 46, r#"deploy = { release_pause = false, deadline = "18446744073709551615s" }"#),
+    ] {
+        let app = app_dir(&format!(
+            "app = \"big\"\n\n[service.api]\ncommand = [\"wharf\", \"demo\"]\nport = 8080\n{setting}\n"
+        ));
+        let check = s.wharf(&["check", app.path().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert!(!check.status.success());
+        assert!(err.contains(&format!("wharf.toml:{line}:{col}: error: ")) && err.contains("hint:"), "{err}");
+        let (status, body) = post_release(&s, app.path());
+        assert_eq!(status, 422, "{body}");
+        let d = &body["error"]["diagnostics"][0];
+        assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(line), Some(col)), "{body}");
+        assert!(d["message"].as_str().unwrap().contains("must be at most"), "{body}");
+    }
+    // The server is still whole: a good deploy goes through.
+    s.deploy(app_dir(&demo_toml("big", "v1", 1, false)).path());
+    assert!(s.stderr().find("panicked").is_none(), "{}", s.stderr());
+}
+
+#[test]
+fn a_non_utf8_upload_is_reported_at_its_first_bad_byte() {
+    let s = Server::start();
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(app.path().join("wharf.toml"), b"app = \"a\"\n# caf\xe9\n").unwrap();
+    let (status, body) = post_release(&s, app.path());
+    assert_eq!(status, 422, "{body}");
+    let d = &body["error"]["diagnostics"][0];
+    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(2), Some(6)), "{body}");
+    assert!(d["message"].as_str().unwrap().contains("UTF-8"), "{body}");
+}
+
+#[test]
+fn check_refuses_a_fifo_instead_of_blocking_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::ffi::CString::new(dir.path().join("wharf.toml").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let mut child = Command::new(WHARF)
+        .args(["check", dir.path().to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("wharf check to finish", Duration::from_secs(10), || child.try_wait().unwrap())
+    }));
+    if done.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("wharf check blocked on a FIFO");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FIFO"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn writing_into_a_closed_pipe_ends_quietly() {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills two descriptors; the read end is closed at once
+    // so every write to the other gets EPIPE, as after `| head -0`.
+    let write_end: std::os::fd::OwnedFd = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::os::fd::FromRawFd::from_raw_fd(fds[1])
+    };
+    let out = Command::new(WHARF).arg("schema").stdout(Stdio::from(write_end)).stderr(Stdio::piped()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ends as `yes | head -0` does");
+}
