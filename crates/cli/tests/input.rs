@@ -42,6 +42,16 @@ health = { path = "/health", interval = "1s" }
     assert_eq!(status, 200, "{body}");
     // `$$` is a literal `$`; `${WHARF_SERVICE}` comes from the task's environment.
     assert!(body.contains("\"name\":\"a$b-api\""), "{body}");
+    // A one-off command is not checked like wharf.toml: its NUL is named as such.
+    let run = br#"{"service": "api", "command": ["echo", "a\u0000b"]}"#;
+    let head = format!(
+        "POST /v1/run HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        s.token(),
+        run.len()
+    );
+    let answer = raw(&s.api_addr(), &[head.as_bytes(), run].concat(), Duration::from_secs(10));
+    assert!((400..500).contains(&status_of(&answer)), "{answer}");
+    assert!(answer.contains("argument 1 of the command contains a NUL byte"), "{answer}");
 }
 
 #[test]
@@ -68,6 +78,36 @@ fn durations_too_long_for_the_clock_are_refused_by_check_and_by_the_server() {
     // The server is still whole: a good deploy goes through.
     s.deploy(app_dir(&demo_toml("big", "v1", 1, false)).path());
     assert!(s.stderr().find("panicked").is_none(), "{}", s.stderr());
+}
+
+#[test]
+fn env_and_routes_that_could_never_work_are_refused_by_check_and_by_the_server() {
+    let s = Server::start();
+    let big = "x".repeat(200 << 10);
+    for (setting, line, col, message) in [
+        (r#"env = { SECRET = "abc\u0000def" }"#.to_string(), 6, 18, "contains a NUL byte"),
+        (format!("env = {{ BIG = \"{big}\" }}"), 6, 15, "MAX_ARG_STRLEN"),
+        (r#"command = ["wharf", "demo", "--port", "$PROT"]"#.to_string(), 5, 40, "`$PROT` is never set"),
+        ("[route]\n\"api/\" = \"api\"".to_string(), 7, 1, "reads as host `api`"),
+        ("[route]\n\"/static/../admin\" = \"api\"".to_string(), 7, 1, "`..` segment"),
+        ("[route]\n\"/\" = { service = \"api\", strip_prefix = true }".to_string(), 7, 26, "does nothing"),
+    ] {
+        let toml = format!(
+            "app = \"env\"\n\n[service.api]\nport = 8080\n{}{setting}\n",
+            if setting.starts_with("command") { "" } else { "command = [\"wharf\", \"demo\"]\n" }
+        );
+        let app = app_dir(&toml);
+        let check = s.wharf(&["check", app.path().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert!(!check.status.success(), "{setting:.80}");
+        assert!(err.contains(&format!("wharf.toml:{line}:{col}: error: ")) && err.contains(message), "{err:.2000}");
+        assert!(err.contains("hint:"), "{err:.2000}");
+        let (status, body) = post_release(&s, app.path());
+        assert_eq!(status, 422, "{body:.2000}");
+        let d = &body["error"]["diagnostics"][0];
+        assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(line), Some(col)), "{body:.2000}");
+    }
+    assert!(s.tasks().is_empty(), "nothing was started");
 }
 
 #[test]

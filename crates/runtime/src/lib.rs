@@ -97,17 +97,21 @@ impl TaskSpec {
             Some(p) if p.is_empty() => return Err(invalid("the program name is empty".into())),
             _ => {}
         }
-        if self.command.iter().any(|a| a.contains('\0')) {
-            return Err(invalid("the command contains a NUL byte".into()));
+        if let Some(i) = self.command.iter().position(|a| a.contains('\0')) {
+            return Err(invalid(format!("argument {i} of the command contains a NUL byte")));
         }
         if !self.workdir.is_absolute() {
             return Err(invalid(format!("the workdir `{}` must be an absolute path", self.workdir.display())));
         }
         for (k, v) in &self.env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(invalid(format!(
-                    "invalid environment variable `{k}` (names must be non-empty, without `=` or NUL)"
+                    "invalid environment variable name {k:?} (names must be non-empty, without `=` or NUL)"
                 )));
+            }
+            // Said apart from the name: the name is fine, the value is not.
+            if v.contains('\0') {
+                return Err(invalid(format!("the value of environment variable `{k}` contains a NUL byte")));
             }
         }
         if !(1..=64).contains(&self.stop_signal) {
