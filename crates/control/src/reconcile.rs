@@ -396,4 +396,20 @@ mod tests {
             assert!(taken.insert(port), "{port} was given twice");
         }
     }
+
+    /// The replicas cap is reachable: a service at the cap in the middle of
+    /// a blue-green deploy (twice its tasks) still gets ports below the
+    /// ephemeral range, each once.
+    #[test]
+    fn ports_suffice_for_a_service_at_the_replicas_cap_during_a_blue_green_deploy() {
+        let (low, _) = ephemeral_range();
+        let mut taken = std::collections::HashSet::new();
+        for _ in 0..2 * wharf_spec::MAX_REPLICAS {
+            let port = free_port(&taken).unwrap();
+            if low > TASK_PORTS_FROM + 1_000 {
+                assert!((TASK_PORTS_FROM..low).contains(&port), "{port} is in the ephemeral range");
+            }
+            assert!(taken.insert(port), "{port} was given twice");
+        }
+    }
 }

@@ -606,7 +606,7 @@ fn health(r: &mut Report, v: &Value, location: &str) -> HealthCheck {
                 r.error(
                     v.span(),
                     format!("health `path` must be at most {} bytes, found {}", values::MAX_PATH_LEN, path.len()),
-                    None,
+                    Some("a health check needs only a short path, like \"/healthz\"".into()),
                 );
             }
             check.path = Some(path.to_string());
@@ -775,7 +775,11 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
                 let (_, v) = get(t, name)?;
                 let d = expect_duration(r, v, name, MAX_SHORT_DURATION)?;
                 if d.is_zero() {
-                    r.error(v.span(), format!("`{name}` must be longer than zero"), None);
+                    r.error(
+                        v.span(),
+                        format!("`{name}` must be longer than zero"),
+                        Some(format!("write e.g. {name} = \"30s\", or leave it out for the server's default")),
+                    );
                 }
                 Some(d)
             };
@@ -894,7 +898,13 @@ pub(crate) fn expect_str<'v>(r: &mut Report, v: &'v Value, key: &str, expected: 
     match v.get_ref() {
         DeValue::String(s) => Some(s.as_ref()),
         other => {
-            r.error(v.span(), format!("`{key}` must be {expected}, found {}", found(other)), None);
+            let hint = match other {
+                DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+                    Some(format!("quote it: {} = \"{}\"", short(key), r.slice(v.span())))
+                }
+                _ => None,
+            };
+            r.error(v.span(), format!("`{key}` must be {expected}, found {}", found(other)), hint);
             None
         }
     }
@@ -910,7 +920,8 @@ pub(crate) fn expect_bool(r: &mut Report, v: &Value, key: &str) -> Option<bool> 
                 }
                 _ => None,
             };
-            r.error(v.span(), format!("`{key}` must be true or false, found {}", found(other)), hint);
+            let hint = hint.unwrap_or_else(|| format!("write {} = true or {} = false", short(key), short(key)));
+            r.error(v.span(), format!("`{key}` must be true or false, found {}", found(other)), Some(hint));
             None
         }
     }
@@ -922,7 +933,7 @@ pub(crate) fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i6
     match v.get_ref() {
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) if (min..=max).contains(&n) => return Some(n),
-            _ => r.error(v.span(), format!("`{key}` must be {range}, found {}", r.slice(v.span())), None),
+            _ => r.error(v.span(), format!("`{key}` must be {range}, found {}", r.slice(v.span())), int_hint(key)),
         },
         other => {
             let hint = match other {
@@ -935,6 +946,20 @@ pub(crate) fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i6
         }
     }
     None
+}
+
+/// Why a number has the range it has, where that helps fix it.
+fn int_hint(key: &str) -> Option<String> {
+    let why = match short(key) {
+        "cpu" => "1024 units are one core; leave `cpu` out for no limit",
+        "port" => "a TCP port is 1 to 65535 (tasks listen on their own $PORT)",
+        "healthy_threshold" | "unhealthy_threshold" | "datapoints" => "it counts checks or periods in a row",
+        "retries" => "retries wait 10s, 20s, 40s... up to 5m; for more, run the job more often",
+        "max_surge" | "max_unavailable" | "min" | "max" | "step" => values::REPLICAS_WHY,
+        "max_body" | "memory" => "a size can also be written with a unit, like \"10MiB\" (at most 1TiB)",
+        _ => return None,
+    };
+    Some(why.to_string())
 }
 
 pub(crate) fn expect_duration(r: &mut Report, v: &Value, key: &str, max: Duration) -> Option<Duration> {

@@ -188,6 +188,12 @@ fn syntax_error(report: &mut error::Report, e: &toml::de::Error) {
         {
             message = format!("unquoted string `{word}`");
             hint = Some(format!("quote it: \"{word}\""));
+        } else if message.starts_with("missing comma between array elements") {
+            hint = Some("put a `,` between the items of an array".to_string());
+        } else if message.starts_with("unclosed array") {
+            hint = Some("close the array with `]`".to_string());
+        } else if message.starts_with("unclosed table") {
+            hint = Some("close the table name with `]`, like [service.web]".to_string());
         } else if message.starts_with("invalid boolean") {
             hint = Some(format!("write true or false, or quote a string: \"{word}\""));
         }
