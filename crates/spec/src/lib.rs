@@ -426,6 +426,31 @@ service = "api"
     }
 
     #[test]
+    fn commands_may_use_the_variables_their_tasks_have() {
+        let text = r#"
+app = "vars"
+[service.api]
+command = ["gunicorn", "-b", "127.0.0.1:$PORT", "--name", "${WHARF_SERVICE}-$WHARF_TASK", "$APP_MODULE"]
+port = 8000
+env = { APP_MODULE = "app:app" }
+release = ["sh", "-c", "echo $$i $1 $? cost: 5$ $WHARF_RELEASE_COMMAND $WHARF_WORKER_URL$WHARF_API_URL"]
+[service.worker]
+command = ["sh", "-c", "curl $WHARF_API_URL/ping; echo $HOME $TZ $LC_ALL"]
+[job.j]
+schedule = "@daily"
+service = "worker"
+command = ["echo", "$WHARF_JOB", "${WHARF_JOB_RUN}"]
+"#;
+        let err = parse(text, "wharf.toml").unwrap_err();
+        // Only the worker's URL is unknown: workers have no URL.
+        let all: Vec<&str> = err.diagnostics().iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(all, ["`$WHARF_WORKER_URL` is never set in this task's environment"], "{err}");
+        let ok = text.replace("$WHARF_WORKER_URL", "");
+        let spec = parse(&ok, "wharf.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.services["api"].command[2], "127.0.0.1:$PORT", "kept as written; expanded at start");
+    }
+
+    #[test]
     fn only_a_bounded_regular_file_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);

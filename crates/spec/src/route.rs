@@ -111,6 +111,13 @@ fn check_label(label: &str, host: &str) -> Result<(), Problem> {
 }
 
 fn normalise_path(path: &str, key: &str) -> Result<String, Problem> {
+    if !path.is_ascii() {
+        // Requests carry paths percent-encoded and the proxy matches them as sent.
+        let encoded: String =
+            path.bytes().map(|b| if b.is_ascii() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        return Err(Problem::new(format!("route `{key}` has non-ASCII characters in its path"))
+            .hint(format!("clients send them percent-encoded; write \"{encoded}\"")));
+    }
     if path.contains(['?', '#']) {
         return Err(Problem::new(format!("route `{key}` has a query or fragment (`?`, `#`)"))
             .hint("routes match path prefixes only; remove everything from the `?` or `#`"));
@@ -199,6 +206,7 @@ mod tests {
             "/a/./b",
             "/a//b",
             "a.com/..",
+            "/café",
         ] {
             assert!(parse_route_key(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -265,6 +265,9 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, Problem> {
 /// `workdir`: a relative path inside the release, normalised ("./api/" →
 /// "api", "" → "."). Absolute paths and `..` could escape the release.
 pub(crate) fn normalise_workdir(text: &str) -> Result<String, Problem> {
+    if text.contains('\0') {
+        return Err(Problem::new("`workdir` contains a NUL byte").hint(NUL_HINT));
+    }
     if text.starts_with('/') || text.starts_with('\\') || text.get(1..2) == Some(":") {
         return Err(Problem::new(format!("`workdir` must be a relative path, found `{text}`"))
             .hint("workdir is relative to the release directory, like \"api\" or \"services/api\""));
