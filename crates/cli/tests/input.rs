@@ -122,6 +122,38 @@ fn a_non_utf8_upload_is_reported_at_its_first_bad_byte() {
     assert!(d["message"].as_str().unwrap().contains("UTF-8"), "{body}");
 }
 
+/// POSTs an archive made by the system's tar, which stores symlinks and
+/// FIFOs as such (as a hostile client could).
+fn post_tar(s: &Server, dir: &std::path::Path) -> (u16, String) {
+    let out = Command::new("tar").arg("czf").arg("-").arg("-C").arg(dir).arg("wharf.toml").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    http_request(&s.api_addr(), "POST", "localhost", "/v1/deploy", Some(&s.token()), &out.stdout).expect("API answers")
+}
+
+#[test]
+fn the_server_reads_only_a_bounded_regular_wharf_toml_from_an_upload() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.toml");
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    let (status, body) = post_tar(&s, dir.path());
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("symbolic link"), "{body}");
+    std::fs::remove_file(&path).unwrap();
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (status, body) = post_tar(&s, dir.path());
+    assert!((400..500).contains(&status), "{status} {body}");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, format!("app = \"big\"\n#{}\n", "x".repeat(2 << 20))).unwrap();
+    let (status, body) = post_tar(&s, dir.path());
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("larger than 1 MiB"), "{body}");
+    // Still serving.
+    s.deploy(app_dir(&demo_toml("after", "v1", 1, false)).path());
+}
+
 #[test]
 fn check_refuses_a_fifo_instead_of_blocking_on_it() {
     let dir = tempfile::tempdir().unwrap();
