@@ -196,3 +196,38 @@ fn writing_into_a_closed_pipe_ends_quietly() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "ends as `yes | head -0` does");
 }
+
+#[test]
+fn wharf_up_keeps_serving_when_its_stdout_is_gone() {
+    let app = app_dir(&demo_toml("piped", "v1", 1, false));
+    let stderr_path = app.path().join("up.stderr");
+    let mut fds = [0; 2];
+    // SAFETY: as above: a pipe whose read end is closed at once.
+    let write_end: std::os::fd::OwnedFd = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::os::fd::FromRawFd::from_raw_fd(fds[1])
+    };
+    let mut child = Command::new(WHARF)
+        .args(["up", app.path().to_str().unwrap(), "--http", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write_end))
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let ready = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("the app to be ready", LONG, || read().contains("is ready").then_some(()))
+    }));
+    // The demo's first log lines are written after it is ready; give the
+    // printer a moment to meet the closed pipe.
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = child.try_wait().unwrap().is_none();
+    signal(child.id(), libc::SIGTERM);
+    let status = child.wait().unwrap();
+    let err = read();
+    assert!(ready.is_ok(), "{err}");
+    assert!(alive, "wharf up died with its stdout: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(status.success(), "{status}: {err}");
+}
