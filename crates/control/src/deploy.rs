@@ -344,6 +344,7 @@ impl Controller {
 
 /// Reads a staged release's wharf.toml, under its plain name so errors point
 /// at the user's file, not at the staging directory.
+///
 /// Only a regular file of at most 1 MiB is read (an uploaded symlink to
 /// /dev/zero or a FIFO must not hang or exhaust the server).
 pub(crate) fn parse_release(staging: &std::path::Path) -> Result<Spec, SpecError> {
