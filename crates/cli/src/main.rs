@@ -385,6 +385,16 @@ enum OnOff {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Server { .. } | Command::Up { .. } | Command::Demo(_)) {
+        // A client command whose reader went away (`wharf schema | head -1`)
+        // ends quietly, as Unix tools do, instead of a panic in println!.
+        // Servers keep SIGPIPE ignored: a write to a closed socket or pipe
+        // must fail one request, not kill every task's supervisor.
+        // SAFETY: before any thread starts; restores the default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

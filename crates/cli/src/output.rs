@@ -129,13 +129,19 @@ pub async fn up(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Stops printing (and only that; the server goes on) once stdout is gone,
+/// as with `wharf up | head`.
 async fn print_stream(mut rx: tokio::sync::broadcast::Receiver<std::sync::Arc<Record>>) {
+    use std::io::Write;
     let color = std::io::stdout().is_terminal();
     loop {
-        match rx.recv().await {
-            Ok(r) => println!("{}", format_record(&r, color)),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("... {n} records skipped"),
+        let line = match rx.recv().await {
+            Ok(r) => format_record(&r, color),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => format!("... {n} records skipped"),
             Err(_) => return,
+        };
+        if writeln!(std::io::stdout(), "{line}").is_err() {
+            return;
         }
     }
 }

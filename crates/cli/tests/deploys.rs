@@ -294,8 +294,9 @@ def version():
 "#;
 
 /// gunicorn in front; with APP_EXIT_AFTER the task exits that long after it started.
-const GUNICORN: &str = "if [ -n \"$APP_EXIT_AFTER\" ]; then \
-    gunicorn -w 2 -b 127.0.0.1:$PORT app:app & sleep ${APP_EXIT_AFTER%s}; kill -9 $!; exit 4; fi; \
+/// `$$` hands the shell its own `$` (APP_EXIT_AFTER is not always in `env`).
+const GUNICORN: &str = "if [ -n \"$$APP_EXIT_AFTER\" ]; then \
+    gunicorn -w 2 -b 127.0.0.1:$PORT app:app & sleep $${APP_EXIT_AFTER%s}; kill -9 $!; exit 4; fi; \
     exec gunicorn -w 2 -b 127.0.0.1:$PORT app:app";
 
 fn gunicorn_app(p: &Phase, replicas: u32) -> String {

@@ -42,7 +42,7 @@ fn last_tick(s: &Server) -> u64 {
 #[test]
 fn kill9_with_a_torn_tail_keeps_old_records_and_appends_continue() {
     let mut s = Server::start();
-    let dir = sh_app("ticker", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done");
+    let dir = sh_app("ticker", "i=0; while true; do i=$((i+1)); echo tick $$i; sleep 0.05; done");
     s.deploy(dir.path());
     wait_for("20 ticks", LONG, || (last_tick(&s) >= 20).then_some(()));
     s.kill9();
@@ -79,7 +79,7 @@ fn kill9_with_a_torn_tail_keeps_old_records_and_appends_continue() {
 #[test]
 fn filters_since_until_grep_and_json() {
     let s = Server::start();
-    let dir = sh_app("fruit", "for f in apple banana cherry banana; do echo $f; done; exec sleep 3600");
+    let dir = sh_app("fruit", "for f in apple banana cherry banana; do echo $$f; done; exec sleep 3600");
     s.deploy(dir.path());
     wait_for("four lines", LONG, || (messages(&s, &["worker", "--source", "stdout"]).len() >= 4).then_some(()));
 

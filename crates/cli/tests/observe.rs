@@ -113,7 +113,7 @@ fn http_export_retries_until_the_receiver_recovers_and_loses_nothing() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/ingest");
     let s = Server::start_with(&["--export-http", &url, "--export-retry-max", "500ms"]);
-    let dir = sh_app("shipped", "i=0; while [ $i -lt 200 ]; do i=$((i+1)); echo line $i; done; exec sleep 1000");
+    let dir = sh_app("shipped", "i=0; while [ $$i -lt 200 ]; do i=$((i+1)); echo line $$i; done; exec sleep 1000");
     s.deploy(dir.path());
     wait_for("the export to report failing", LONG, || (!s.events("export.failing").is_empty()).then_some(()));
 
@@ -141,7 +141,7 @@ fn file_export_appends_and_resumes_after_a_restart_without_reshipping() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("wharf.jsonl");
     let mut s = Server::start_with(&["--export-file", out.to_str().unwrap()]);
-    let dir = sh_app("filed", "i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo line $i; done; exec sleep 1000");
+    let dir = sh_app("filed", "i=0; while [ $$i -lt 50 ]; do i=$((i+1)); echo line $$i; done; exec sleep 1000");
     s.deploy(dir.path());
     let read = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(&out)

@@ -44,8 +44,9 @@ fn scale_persists_drains_on_the_way_in_and_survives_a_deploy_of_the_same_count()
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{arg}: {err}");
     }
-    let out = s.wharf(&["scale", "api=101"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 100"));
+    let out = s.wharf(&["scale", "api=1001"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 1000") && err.contains("ephemeral range"), "{err}");
     assert_eq!(api_tasks(&s).len(), 1);
 }
 

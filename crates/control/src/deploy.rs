@@ -344,16 +344,32 @@ impl Controller {
 
 /// Reads a staged release's wharf.toml, under its plain name so errors point
 /// at the user's file, not at the staging directory.
+///
+/// Only a regular file of at most 1 MiB is read (an uploaded symlink to
+/// /dev/zero or a FIFO must not hang or exhaust the server).
 pub(crate) fn parse_release(staging: &std::path::Path) -> Result<Spec, SpecError> {
-    match std::fs::read_to_string(staging.join(wharf_spec::FILE_NAME)) {
-        Ok(text) => wharf_spec::parse(&text, wharf_spec::FILE_NAME),
-        Err(e) => Err(SpecError::new(vec![wharf_spec::Diagnostic {
+    let path = staging.join(wharf_spec::FILE_NAME);
+    let whole = |message: String, hint: &str| {
+        SpecError::new(vec![wharf_spec::Diagnostic {
             file: wharf_spec::FILE_NAME.into(),
             line: 0,
             column: 0,
-            message: format!("the release has no readable wharf.toml at its top level ({e})"),
-            hint: Some("deploy the directory that holds wharf.toml".into()),
-        }])),
+            message,
+            hint: Some(hint.into()),
+        }])
+    };
+    match std::fs::symlink_metadata(&path) {
+        Err(e) => Err(whole(
+            format!("the release has no readable wharf.toml at its top level ({e})"),
+            "deploy the directory that holds wharf.toml",
+        )),
+        Ok(md) if md.file_type().is_symlink() => {
+            Err(whole("the release's wharf.toml is a symbolic link".into(), "deploy wharf.toml as a plain file"))
+        }
+        Ok(_) => {
+            let text = wharf_spec::read_file(&path, wharf_spec::FILE_NAME)?;
+            wharf_spec::parse(&text, wharf_spec::FILE_NAME)
+        }
     }
 }
 

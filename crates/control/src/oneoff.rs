@@ -41,6 +41,10 @@ impl Controller {
         if command.is_empty() || command[0].is_empty() {
             return Err(ControlError::Invalid("give the command to run after `--`".into()));
         }
+        // The client's mistake, said as such (not as a driver failure).
+        if let Some(i) = command.iter().position(|a| a.contains('\0')) {
+            return Err(ControlError::Invalid(format!("argument {i} of the command contains a NUL byte")));
+        }
         let svc = self.service_record(app, service).await?;
         let rev = self.revision(app, service, svc.revision).await?;
         let id = format!("{app}-{service}-{}-run-{}", rev.number, short_id());

@@ -168,7 +168,7 @@ impl Controller {
         let entry = backoff.entry((svc.app.clone(), svc.name.clone())).or_insert((0, Instant::now()));
         entry.0 += 1;
         let wait = (Duration::from_millis(500) * 2u32.saturating_pow(entry.0 - 1)).min(MAX_START_BACKOFF);
-        entry.1 = Instant::now() + wait;
+        entry.1 = wharf_spec::instant_after(Instant::now(), wait);
         drop(backoff);
         self.event_full(
             "task.start_failed",
@@ -289,7 +289,7 @@ impl Controller {
     async fn wait_drained(&self, id: &str, drain: Duration) {
         let backend = self.health.lock().unwrap().get(id).map(|h| h.backend.clone());
         let Some(backend) = backend else { return };
-        let deadline = tokio::time::Instant::now() + drain;
+        let deadline = crate::tokio_after(tokio::time::Instant::now(), drain);
         while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -390,6 +390,22 @@ mod tests {
         let (low, _) = ephemeral_range();
         let mut taken = std::collections::HashSet::new();
         for _ in 0..50 {
+            let port = free_port(&taken).unwrap();
+            if low > TASK_PORTS_FROM + 1_000 {
+                assert!((TASK_PORTS_FROM..low).contains(&port), "{port} is in the ephemeral range");
+            }
+            assert!(taken.insert(port), "{port} was given twice");
+        }
+    }
+
+    /// The replicas cap is reachable: a service at the cap in the middle of
+    /// a blue-green deploy (twice its tasks) still gets ports below the
+    /// ephemeral range, each once.
+    #[test]
+    fn ports_suffice_for_a_service_at_the_replicas_cap_during_a_blue_green_deploy() {
+        let (low, _) = ephemeral_range();
+        let mut taken = std::collections::HashSet::new();
+        for _ in 0..2 * wharf_spec::MAX_REPLICAS {
             let port = free_port(&taken).unwrap();
             if low > TASK_PORTS_FROM + 1_000 {
                 assert!((TASK_PORTS_FROM..low).contains(&port), "{port} is in the ephemeral range");

@@ -223,7 +223,8 @@ impl Controller {
                     if policy.release_pause && c.from.is_some() { " (requests held)" } else { "" }
                 ),
             );
-            w.release = Some((id, tokio::time::Instant::now() + policy.release_timeout));
+            let until = crate::tokio_after(tokio::time::Instant::now(), policy.release_timeout);
+            w.release = Some((id, until));
             return Ok(Next::Stay);
         }
         // Every release succeeded: the services move, in one write with the step.
@@ -284,7 +285,7 @@ impl Controller {
             if !p.settled(&s) {
                 waiting.push(p.describe(&s));
             }
-            let deadline = d.step_started_at + policy.deadline.as_millis() as u64;
+            let deadline = wharf_spec::ms_after(d.step_started_at, policy.deadline);
             if !p.settled(&s) && now_ms() >= deadline {
                 return Ok(Next::Fail(format!(
                     "not ready within the {} deadline: {}",
@@ -311,7 +312,7 @@ impl Controller {
         d.step = DeployStep::Bake;
         d.step_started_at = now;
         d.switched_at = Some(now);
-        d.bake_until = Some(now + bake.as_millis() as u64);
+        d.bake_until = Some(wharf_spec::ms_after(now, bake));
         w.baseline = self.new_outcomes(d).into_iter().map(|(id, (_, c))| (id, c)).collect();
         let text = if bake.is_zero() {
             "all traffic on the new revisions".to_string()

@@ -8,8 +8,8 @@ use wharf_store::{Batch, DeploymentState, ServiceRecord};
 
 use crate::controller::{ControlError, Controller};
 
-/// Most replicas a service may have (as wharf.toml allows).
-pub const MAX_REPLICAS: u32 = 100;
+/// Most replicas a service may have (as wharf.toml allows; see its doc for why).
+pub const MAX_REPLICAS: u32 = wharf_spec::MAX_REPLICAS;
 
 /// The replicas a deploy asks for: wharf.toml's `replicas` when it differs
 /// from what the running revision declared, else the count the service runs
@@ -34,7 +34,8 @@ impl Controller {
     ) -> Result<ServiceRecord, ControlError> {
         if replicas > MAX_REPLICAS {
             return Err(ControlError::Invalid(format!(
-                "{service}={replicas}: at most {MAX_REPLICAS} replicas per service"
+                "{service}={replicas}: at most {MAX_REPLICAS} replicas per service ({})",
+                wharf_spec::REPLICAS_WHY
             )));
         }
         let _guard = self.deploy_lock.lock().await;

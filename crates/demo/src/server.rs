@@ -168,7 +168,10 @@ pub async fn serve(args: DemoArgs, listener: TcpListener, shutdown: impl Future<
 /// Ticks every `every`, first after one period; none for zero.
 pub(crate) fn ticker(every: Duration) -> Option<tokio::time::Interval> {
     (!every.is_zero()).then(|| {
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now().checked_add(every).unwrap_or_else(tokio::time::Instant::now),
+            every,
+        );
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks
     })

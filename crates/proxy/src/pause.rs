@@ -28,7 +28,8 @@ impl PauseGate {
             released: watch::channel(false).0,
             waiting: AtomicUsize::new(0),
             max_waiting,
-            deadline: Instant::now() + max_pause,
+            // Saturating: a pause too long for the clock lasts until resumed.
+            deadline: Instant::now().checked_add(max_pause).unwrap_or_else(far_future),
         }
     }
 
@@ -54,4 +55,10 @@ impl PauseGate {
             _ => PauseOutcome::Refused,
         }
     }
+}
+
+/// About a century ahead: a deadline that never comes.
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)).unwrap_or(now)
 }

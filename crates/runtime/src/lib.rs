@@ -129,17 +129,21 @@ impl TaskSpec {
             Some(p) if p.is_empty() => return Err(invalid("the program name is empty".into())),
             _ => {}
         }
-        if self.command.iter().any(|a| a.contains('\0')) {
-            return Err(invalid("the command contains a NUL byte".into()));
+        if let Some(i) = self.command.iter().position(|a| a.contains('\0')) {
+            return Err(invalid(format!("argument {i} of the command contains a NUL byte")));
         }
         if !self.workdir.is_absolute() {
             return Err(invalid(format!("the workdir `{}` must be an absolute path", self.workdir.display())));
         }
         for (k, v) in &self.env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(invalid(format!(
-                    "invalid environment variable `{k}` (names must be non-empty, without `=` or NUL)"
+                    "invalid environment variable name {k:?} (names must be non-empty, without `=` or NUL)"
                 )));
+            }
+            // Said apart from the name: the name is fine, the value is not.
+            if v.contains('\0') {
+                return Err(invalid(format!("the value of environment variable `{k}` contains a NUL byte")));
             }
         }
         if !(1..=64).contains(&self.stop_signal) {
@@ -382,6 +386,12 @@ pub trait Driver: Send + Sync + 'static {
     /// Stop every task gracefully, in parallel (server shutdown).
     async fn shutdown(&self);
     fn limits(&self) -> LimitsSupport;
+}
+
+/// `now + d` on tokio's clock (which tests may pause), saturating at a
+/// deadline that never comes instead of panicking on overflow.
+pub(crate) fn tokio_after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
+    now.checked_add(d).or_else(|| now.checked_add(wharf_spec::FAR_AHEAD)).unwrap_or(now)
 }
 
 #[cfg(test)]

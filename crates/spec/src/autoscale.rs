@@ -9,6 +9,7 @@ use toml::de::DeValue;
 use crate::check::{check_keys, expect_duration, expect_int, found, get, Value};
 use crate::error::Report;
 use crate::policy::rate;
+use crate::values::{MAX_LONG_DURATION, MAX_REPLICAS, MAX_SHORT_DURATION};
 use crate::{ScalePolicy, ScaleRule};
 
 pub(crate) const SCALE_KEYS: &[&str] =
@@ -29,8 +30,8 @@ pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<
     let int = |r: &mut Report, key: &str, min: i64, max: i64| {
         get(t, key).and_then(|(_, v)| expect_int(r, v, &format!("scale.{key}"), min, max)).map(|n| n as u32)
     };
-    let min = int(r, "min", 0, 100);
-    let max = int(r, "max", 1, 100);
+    let min = int(r, "min", 0, MAX_REPLICAS.into());
+    let max = int(r, "max", 1, MAX_REPLICAS.into());
     let (Some(min), Some(max)) = (min, max) else {
         if get(t, "min").is_none() || get(t, "max").is_none() {
             r.error(
@@ -100,7 +101,8 @@ pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<
     }
     let duration = |r: &mut Report, key: &str| {
         let (_, v) = get(t, key)?;
-        let d = expect_duration(r, v, &format!("scale.{key}"))?;
+        let max = if key == "period" { MAX_SHORT_DURATION } else { MAX_LONG_DURATION };
+        let d = expect_duration(r, v, &format!("scale.{key}"), max)?;
         if d < Duration::from_secs(1) {
             r.error(v.span(), format!("scale `{key}` must be at least 1s"), None);
         }
@@ -114,7 +116,7 @@ pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<
         rule,
         datapoints: int(r, "datapoints", 1, 100).unwrap_or(3),
         period,
-        step: int(r, "step", 1, 100).unwrap_or(1),
+        step: int(r, "step", 1, MAX_REPLICAS.into()).unwrap_or(1),
         cooldown,
     })
 }

@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use crate::error::Report;
 use crate::route::{parse_route_key, RouteKey};
-use crate::values::{self, did_you_mean, Problem};
+use crate::values::{self, did_you_mean, Problem, MAX_REPLICAS, MAX_SHORT_DURATION};
 use crate::{Balance, DeployPolicy, HealthCheck, Route, Service, Spec};
 
 pub(crate) type Key<'i> = Spanned<DeString<'i>>;
@@ -118,7 +118,138 @@ pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
     let routes = routes(r, root, &declared);
     let names: Vec<String> = declared.iter().map(|d| d.name.clone()).collect();
     let jobs = crate::job::jobs(r, root, &names);
+    variables(r, root, &services, &jobs);
     Spec { app, services, routes, jobs }
+}
+
+/// What wharf puts in every task's environment besides the service's `env`,
+/// `PORT` and the `WHARF_<SERVICE>_URL`s (the runtime passes most of the
+/// first nine through from the server when it has them; HOME, USER and
+/// LOGNAME are the task user's).
+const TASK_VARIABLES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "WHARF_APP",
+    "WHARF_SERVICE",
+    "WHARF_REVISION",
+    "WHARF_TASK",
+];
+
+/// Which command an argument belongs to, for the variables it may use.
+#[derive(Clone, Copy, PartialEq)]
+enum Runs {
+    Service,
+    Release,
+    Job,
+}
+
+/// Every `$NAME` in a command must be one the task's environment can have.
+fn variables(
+    r: &mut Report,
+    root: &DeTable,
+    services: &BTreeMap<String, Service>,
+    jobs: &BTreeMap<String, crate::Job>,
+) {
+    let urls: Vec<String> = services
+        .values()
+        .filter(|s| s.is_web())
+        .map(|s| format!("WHARF_{}_URL", s.name.to_ascii_uppercase().replace('-', "_")))
+        .collect();
+    let known = |svc: &Service, runs: Runs| -> Vec<String> {
+        let mut names: Vec<String> = TASK_VARIABLES.iter().map(|s| s.to_string()).collect();
+        names.extend(urls.iter().cloned());
+        names.extend(svc.env.keys().cloned());
+        match runs {
+            Runs::Service if svc.is_web() => names.push("PORT".into()),
+            Runs::Service => {}
+            Runs::Release => names.push("WHARF_RELEASE_COMMAND".into()),
+            Runs::Job => names.extend(["WHARF_JOB".to_string(), "WHARF_JOB_RUN".to_string()]),
+        }
+        names
+    };
+    if let Some((_, v)) = get(root, "service") {
+        if let DeValue::Table(table) = v.get_ref() {
+            for (name, value) in entries(table) {
+                let (Some(svc), DeValue::Table(t)) = (services.get(name.get_ref().as_ref()), value.get_ref()) else {
+                    continue;
+                };
+                for (key, runs) in [("command", Runs::Service), ("release", Runs::Release)] {
+                    if let Some((_, v)) = get(t, key) {
+                        command_variables(r, v, &known(svc, runs), runs, svc.is_web());
+                    }
+                }
+            }
+        }
+    }
+    if let Some((_, v)) = get(root, "job") {
+        if let DeValue::Table(table) = v.get_ref() {
+            for (name, value) in entries(table) {
+                let job = jobs.get(name.get_ref().as_ref());
+                let (Some(svc), DeValue::Table(t)) = (job.and_then(|j| services.get(&j.service)), value.get_ref())
+                else {
+                    continue;
+                };
+                if let Some((_, v)) = get(t, "command") {
+                    command_variables(r, v, &known(svc, Runs::Job), Runs::Job, svc.is_web());
+                }
+            }
+        }
+    }
+}
+
+fn command_variables(r: &mut Report, v: &Value, known: &[String], runs: Runs, web: bool) {
+    let items: Vec<&Value> = match v.get_ref() {
+        DeValue::Array(items) => items.iter().collect(),
+        DeValue::String(_) => vec![v],
+        _ => return,
+    };
+    for item in items {
+        let DeValue::String(text) = item.get_ref() else { continue };
+        let span = item.span();
+        // Point inside the string when it is written plainly (no escapes).
+        let raw = r.slice(span.clone());
+        let plain = raw.len() >= 2 && raw[1..raw.len() - 1] == **text;
+        let at = |range: Range<usize>| {
+            if plain {
+                span.start + 1 + range.start..span.start + 1 + range.end
+            } else {
+                span.clone()
+            }
+        };
+        for part in crate::expand::parts(text) {
+            match part {
+                crate::expand::Part::Var(name, range) if !known.iter().any(|k| k == name) => {
+                    let escape = format!("write $${name} to pass a literal `${name}` (to a shell, say)");
+                    let hint = match (name, runs) {
+                        ("PORT", Runs::Service) if !web => {
+                            format!("only web services (with `port = ...`) get $PORT; {escape}")
+                        }
+                        ("PORT", Runs::Release | Runs::Job) => {
+                            format!("release commands and jobs take no traffic, so they get no $PORT; {escape}")
+                        }
+                        _ => match did_you_mean(name, known.iter().map(String::as_str)) {
+                            Some(m) => format!("did you mean `${m}`? Or set `{name}` in `env`, or {escape}"),
+                            None => format!("set `{name}` in the service's `env`, or {escape}"),
+                        },
+                    };
+                    r.error(at(range), format!("`${name}` is never set in this task's environment"), Some(hint));
+                }
+                crate::expand::Part::Malformed(written, range) => r.error(
+                    at(range),
+                    format!("`{written}` is not a variable"),
+                    Some("write ${NAME} with a name of letters, digits and '_', or $$ for a literal `$`".into()),
+                ),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// One `[service.NAME]` table.
@@ -184,7 +315,7 @@ fn service(
         }
         Some(port)
     });
-    let replicas = get(t, "replicas").and_then(|(_, v)| expect_int(r, v, "replicas", 0, 100)).map_or(1, |n| n as u32);
+    let replicas = get(t, "replicas").and_then(|(_, v)| replicas(r, v)).map_or(1, |n| n as u32);
     let cpu = get(t, "cpu").and_then(|(_, v)| expect_int(r, v, "cpu", 1, 65536)).map(|n| n as u32);
     let memory = get(t, "memory").and_then(|(_, v)| memory(r, v));
     let env = get(t, "env").map(|(_, v)| env(r, v)).unwrap_or_default();
@@ -195,8 +326,9 @@ fn service(
         })
         .unwrap_or("SIGTERM")
         .to_string();
-    let stop_timeout =
-        get(t, "stop_timeout").and_then(|(_, v)| expect_duration(r, v, "stop_timeout")).unwrap_or(DEFAULT_STOP_TIMEOUT);
+    let stop_timeout = get(t, "stop_timeout")
+        .and_then(|(_, v)| expect_duration(r, v, "stop_timeout", MAX_SHORT_DURATION))
+        .unwrap_or(DEFAULT_STOP_TIMEOUT);
 
     let health = match (get(t, "health"), port_entry.is_some()) {
         (Some((key, v)), has_port) => {
@@ -254,6 +386,21 @@ fn service(
     (decl, Some(svc))
 }
 
+/// `replicas`, with the reason for its cap when it is over.
+fn replicas(r: &mut Report, v: &Value) -> Option<i64> {
+    if let DeValue::Integer(i) = v.get_ref() {
+        if i64::from_str_radix(i.as_str(), i.radix()).is_ok_and(|n| n > MAX_REPLICAS.into()) {
+            r.error(
+                v.span(),
+                format!("`replicas` must be at most {MAX_REPLICAS}, found {}", r.slice(v.span())),
+                Some(format!("{}; run more tasks as a second service", values::REPLICAS_WHY)),
+            );
+            return None;
+        }
+    }
+    expect_int(r, v, "replicas", 0, MAX_REPLICAS.into())
+}
+
 /// An array of strings, or one string split on whitespace.
 pub(crate) fn command(r: &mut Report, v: &Value, key: &str) -> Vec<String> {
     let empty_hint = || Some(format!("name the program to run: {COMMAND_EXAMPLE}"));
@@ -263,6 +410,7 @@ pub(crate) fn command(r: &mut Report, v: &Value, key: &str) -> Vec<String> {
                 r.error(v.span(), format!("`{key}` must not be empty"), empty_hint());
             }
             let mut argv = Vec::new();
+            let mut total = 0;
             for item in items.iter() {
                 match item.get_ref() {
                     DeValue::String(s) if s.is_empty() => r.error(
@@ -270,7 +418,13 @@ pub(crate) fn command(r: &mut Report, v: &Value, key: &str) -> Vec<String> {
                         format!("`{key}` must not contain empty strings"),
                         Some("remove the \"\"".into()),
                     ),
-                    DeValue::String(s) => argv.push(s.to_string()),
+                    DeValue::String(s) => {
+                        total += s.len() + 1;
+                        if let Err(p) = values::check_arg(s, key, total) {
+                            report(r, item.span(), p);
+                        }
+                        argv.push(s.to_string())
+                    }
                     other => r.error(
                         item.span(),
                         format!("`{key}` items must be strings, found {}", found(other)),
@@ -291,6 +445,14 @@ pub(crate) fn command(r: &mut Report, v: &Value, key: &str) -> Vec<String> {
                 );
             }
             let argv: Vec<String> = s.split_whitespace().map(str::to_string).collect();
+            let mut total = 0;
+            for arg in &argv {
+                total += arg.len() + 1;
+                if let Err(p) = values::check_arg(arg, key, total) {
+                    report(r, v.span(), p);
+                    break;
+                }
+            }
             if argv.is_empty() {
                 r.error(v.span(), format!("`{key}` must not be empty"), empty_hint());
             }
@@ -366,6 +528,12 @@ fn size(r: &mut Report, v: &Value, key: &str, min: u64) -> Option<u64> {
     if bytes < min {
         let least = if min >= 1 << 20 { format!("{}MiB", min >> 20) } else { format!("{min} bytes") };
         r.error(v.span(), format!("`{key}` must be at least {least}, found {shown}"), hint);
+    } else if bytes > values::MAX_SIZE {
+        r.error(
+            v.span(),
+            format!("`{key}` must be at most 1TiB, found {shown}"),
+            Some(format!("write a size up to {key} = \"1TiB\"")),
+        );
     }
     Some(bytes)
 }
@@ -380,6 +548,7 @@ fn env(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
         );
         return out;
     };
+    let mut total = 0;
     for (key, value) in entries(table) {
         let name = key.get_ref().as_ref();
         if let Err(p) = values::check_env_name(name) {
@@ -387,6 +556,10 @@ fn env(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
         }
         match value.get_ref() {
             DeValue::String(s) => {
+                total += name.len() + s.len() + 2;
+                if let Err(p) = values::check_env_value(name, s, total) {
+                    report(r, value.span(), p);
+                }
                 out.insert(name.to_string(), s.to_string());
             }
             other => {
@@ -426,14 +599,24 @@ fn health(r: &mut Report, v: &Value, location: &str) -> HealthCheck {
                     Some(format!("write \"/{path}\"")),
                 );
             } else if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                r.error(v.span(), "health `path` must not contain whitespace".into(), None);
+                r.error(
+                    v.span(),
+                    "health `path` must not contain whitespace or control characters".into(),
+                    Some("percent-encode them, like %20 for a space".into()),
+                );
+            } else if path.len() > values::MAX_PATH_LEN {
+                r.error(
+                    v.span(),
+                    format!("health `path` must be at most {} bytes, found {}", values::MAX_PATH_LEN, path.len()),
+                    Some("a health check needs only a short path, like \"/healthz\"".into()),
+                );
             }
             check.path = Some(path.to_string());
         }
     }
     let mut duration = |key: &str, positive: bool| -> Option<(Duration, Range<usize>)> {
         let (_, v) = get(t, key)?;
-        let d = expect_duration(r, v, &format!("health.{key}"))?;
+        let d = expect_duration(r, v, &format!("health.{key}"), MAX_SHORT_DURATION)?;
         if positive && d.is_zero() {
             r.error(v.span(), format!("health `{key}` must be longer than zero"), None);
         }
@@ -548,6 +731,15 @@ fn routes(r: &mut Report, root: &DeTable, declared: &[Declared]) -> Vec<Route> {
         let Some((service, span, options)) = route_target(r, text, value) else {
             continue;
         };
+        if let (Some(parsed), Some(strip)) = (&parsed, &options.strip_span) {
+            if options.strip_prefix && parsed.path == "/" {
+                r.error(
+                    strip.clone(),
+                    format!("`strip_prefix` on route `{text}` does nothing: its path prefix is `/`"),
+                    Some("remove `strip_prefix`, or give the route a path like \"/api\"".into()),
+                );
+            }
+        }
         check_route_service(r, text, service, span, declared);
         if let Some(parsed) = parsed {
             out.push(Route {
@@ -568,6 +760,8 @@ fn routes(r: &mut Report, root: &DeTable, declared: &[Declared]) -> Vec<Route> {
 #[derive(Default)]
 struct RouteOptions {
     strip_prefix: bool,
+    /// Where `strip_prefix` was written, if it was.
+    strip_span: Option<Range<usize>>,
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     max_body: Option<u64>,
@@ -581,9 +775,13 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
             check_keys(r, t, ROUTE_TABLE_KEYS, &format!("in route `{key}`"));
             let mut duration = |name: &str| {
                 let (_, v) = get(t, name)?;
-                let d = expect_duration(r, v, name)?;
+                let d = expect_duration(r, v, name, MAX_SHORT_DURATION)?;
                 if d.is_zero() {
-                    r.error(v.span(), format!("`{name}` must be longer than zero"), None);
+                    r.error(
+                        v.span(),
+                        format!("`{name}` must be longer than zero"),
+                        Some(format!("write e.g. {name} = \"30s\", or leave it out for the server's default")),
+                    );
                 }
                 Some(d)
             };
@@ -593,6 +791,7 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
                 strip_prefix: get(t, "strip_prefix")
                     .and_then(|(_, v)| expect_bool(r, v, "strip_prefix"))
                     .unwrap_or(false),
+                strip_span: get(t, "strip_prefix").map(|(k, _)| k.span()),
                 max_body: get(t, "max_body").and_then(|(_, v)| size(r, v, "max_body", 0)),
             };
             let Some((_, service)) = get(t, "service") else {
@@ -701,7 +900,13 @@ pub(crate) fn expect_str<'v>(r: &mut Report, v: &'v Value, key: &str, expected: 
     match v.get_ref() {
         DeValue::String(s) => Some(s.as_ref()),
         other => {
-            r.error(v.span(), format!("`{key}` must be {expected}, found {}", found(other)), None);
+            let hint = match other {
+                DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+                    Some(format!("quote it: {} = \"{}\"", short(key), r.slice(v.span())))
+                }
+                _ => None,
+            };
+            r.error(v.span(), format!("`{key}` must be {expected}, found {}", found(other)), hint);
             None
         }
     }
@@ -717,7 +922,8 @@ pub(crate) fn expect_bool(r: &mut Report, v: &Value, key: &str) -> Option<bool> 
                 }
                 _ => None,
             };
-            r.error(v.span(), format!("`{key}` must be true or false, found {}", found(other)), hint);
+            let hint = hint.unwrap_or_else(|| format!("write {} = true or {} = false", short(key), short(key)));
+            r.error(v.span(), format!("`{key}` must be true or false, found {}", found(other)), Some(hint));
             None
         }
     }
@@ -729,7 +935,7 @@ pub(crate) fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i6
     match v.get_ref() {
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) if (min..=max).contains(&n) => return Some(n),
-            _ => r.error(v.span(), format!("`{key}` must be {range}, found {}", r.slice(v.span())), None),
+            _ => r.error(v.span(), format!("`{key}` must be {range}, found {}", r.slice(v.span())), int_hint(key)),
         },
         other => {
             let hint = match other {
@@ -744,9 +950,23 @@ pub(crate) fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i6
     None
 }
 
-pub(crate) fn expect_duration(r: &mut Report, v: &Value, key: &str) -> Option<Duration> {
+/// Why a number has the range it has, where that helps fix it.
+fn int_hint(key: &str) -> Option<String> {
+    let why = match short(key) {
+        "cpu" => "1024 units are one core; leave `cpu` out for no limit",
+        "port" => "a TCP port is 1 to 65535 (tasks listen on their own $PORT)",
+        "healthy_threshold" | "unhealthy_threshold" | "datapoints" => "it counts checks or periods in a row",
+        "retries" => "retries wait 10s, 20s, 40s... up to 5m; for more, run the job more often",
+        "max_surge" | "max_unavailable" | "min" | "max" | "step" => values::REPLICAS_WHY,
+        "max_body" | "memory" => "a size can also be written with a unit, like \"10MiB\" (at most 1TiB)",
+        _ => return None,
+    };
+    Some(why.to_string())
+}
+
+pub(crate) fn expect_duration(r: &mut Report, v: &Value, key: &str, max: Duration) -> Option<Duration> {
     match v.get_ref() {
-        DeValue::String(s) => values::parse_duration(s, key).map_err(|p| report(r, v.span(), p)).ok(),
+        DeValue::String(s) => values::parse_duration(s, key, max).map_err(|p| report(r, v.span(), p)).ok(),
         other => {
             let hint = match other {
                 DeValue::Integer(_) | DeValue::Float(_) => {

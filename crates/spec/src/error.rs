@@ -126,6 +126,18 @@ impl<'s> Report<'s> {
         self.text.get(span).unwrap_or("")
     }
 
+    pub(crate) fn text(&self) -> &'s str {
+        self.text
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
+        let line = self.line_of(offset);
+        let start = self.line_starts[line - 1];
+        let end = floor_char_boundary(self.text, offset.max(start));
+        (line, self.text[start..end].chars().count() + 1)
+    }
+
     /// 1-based line of a byte offset.
     pub(crate) fn line_of(&self, offset: usize) -> usize {
         self.line_starts.partition_point(|&start| start <= offset)

@@ -245,7 +245,7 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
     };
     let timeout = match get(t, "timeout") {
         Some((_, v)) => {
-            let d = expect_duration(r, v, "timeout");
+            let d = expect_duration(r, v, "timeout", values::MAX_JOB_TIMEOUT);
             if d.is_some_and(|d| d.is_zero()) {
                 r.error(
                     v.span(),

@@ -15,19 +15,28 @@
 
 mod autoscale;
 mod check;
+mod deadline;
 mod error;
+mod expand;
 mod job;
 mod policy;
 mod route;
 mod schema;
 mod types;
+mod unclosed;
 mod values;
 
 use std::path::Path;
 
+pub use deadline::{instant_after, ms_after, FAR_AHEAD};
 pub use error::{Diagnostic, SpecError};
+pub use expand::expand_arg;
 pub use job::{Concurrency, Job, Schedule, ScheduleError, DEFAULT_JOB_TIMEOUT};
 pub use types::*;
+pub use values::{
+    MAX_ARG_LEN, MAX_COMMAND_LEN, MAX_ENV_LEN, MAX_FILE_SIZE, MAX_JOB_TIMEOUT, MAX_LONG_DURATION, MAX_REPLICAS,
+    MAX_SHORT_DURATION, MAX_SIZE, REPLICAS_WHY,
+};
 
 /// The file wharf looks for in an app's directory.
 pub const FILE_NAME: &str = "wharf.toml";
@@ -55,8 +64,7 @@ pub fn parse(text: &str, file: &str) -> Result<Spec, SpecError> {
 pub fn load_dir(dir: &Path) -> Result<Spec, SpecError> {
     let path = dir.join(FILE_NAME);
     let shown = path.display().to_string();
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    match std::fs::metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(SpecError::whole_file(
                 &shown,
@@ -66,22 +74,74 @@ pub fn load_dir(dir: &Path) -> Result<Spec, SpecError> {
                 )),
             ))
         }
-        Err(e) => {
-            return Err(SpecError::whole_file(
-                &shown,
-                format!("cannot read: {e}"),
-                None,
-            ))
-        }
+        _ => {}
+    }
+    let text = read_file(&path, &shown)?;
+    parse(&text, &shown)
+}
+
+/// Reads a wharf.toml as text: only a regular file (a FIFO or a device would
+/// block or never end), at most [`MAX_FILE_SIZE`] bytes, valid UTF-8 (else
+/// the line and column of the first bad byte). `shown` names it in errors.
+pub fn read_file(path: &Path, shown: &str) -> Result<String, SpecError> {
+    use std::io::Read;
+    let whole = |message: String, hint: Option<&str>| SpecError::whole_file(shown, message, hint.map(str::to_string));
+    let not_regular =
+        |kind: &str| whole(format!("is {kind}, not a regular file"), Some("wharf.toml must be a plain file of text"));
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    let md = std::fs::metadata(path).map_err(|e| whole(format!("cannot read: {e}"), None))?;
+    if !md.is_file() {
+        return Err(not_regular(file_kind(&md)));
+    }
+    let file = std::fs::File::open(path).map_err(|e| whole(format!("cannot read: {e}"), None))?;
+    // Again on the open file, in case it was swapped in between.
+    let md = file.metadata().map_err(|e| whole(format!("cannot read: {e}"), None))?;
+    if !md.is_file() {
+        return Err(not_regular(file_kind(&md)));
+    }
+    let too_large = || {
+        whole(
+            format!("is larger than {} MiB", MAX_FILE_SIZE >> 20),
+            Some("a wharf.toml describes an app in a few KiB; is this the right file?"),
+        )
     };
+    if md.len() > MAX_FILE_SIZE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes).map_err(|e| whole(format!("cannot read: {e}"), None))?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(too_large());
+    }
+    text_of(bytes, shown)
+}
+
+fn file_kind(md: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = md.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The text of a wharf.toml, or an error at the first byte that is not UTF-8.
+pub fn text_of(bytes: Vec<u8>, shown: &str) -> Result<String, SpecError> {
     match String::from_utf8(bytes) {
-        Ok(text) => parse(&text, &shown),
+        Ok(text) => Ok(text),
         Err(e) => {
             // Point at the first bad byte; the lossy text keeps the valid
             // prefix byte for byte, so offsets before it are unchanged.
             let valid = e.utf8_error().valid_up_to();
             let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            let mut report = error::Report::new(&text, &shown);
+            let mut report = error::Report::new(&text, shown);
             report.error(valid..valid + 1, "the file is not valid UTF-8".into(), Some("save it as UTF-8".into()));
             Err(report.into_error())
         }
@@ -98,6 +158,15 @@ pub fn json_schema() -> serde_json::Value {
 /// usually consequences of it.
 fn syntax_error(report: &mut error::Report, e: &toml::de::Error) {
     let span = e.span().unwrap_or(0..0);
+    if let Some((missing, opened)) = unclosed::unclosed_array(report.text(), span.start) {
+        let (line, column) = report.position(opened);
+        report.error(
+            missing..missing,
+            format!("invalid TOML: unclosed array: the `[` at line {line}, column {column} has no `]`"),
+            Some("close the array with `]` here, or put a `,` after this item if the array goes on".into()),
+        );
+        return;
+    }
     let mut message = e.message().trim().to_string();
     let mut hint = None;
     if message == "duplicate key" {
@@ -119,6 +188,12 @@ fn syntax_error(report: &mut error::Report, e: &toml::de::Error) {
         {
             message = format!("unquoted string `{word}`");
             hint = Some(format!("quote it: \"{word}\""));
+        } else if message.starts_with("missing comma between array elements") {
+            hint = Some("put a `,` between the items of an array".to_string());
+        } else if message.starts_with("unclosed array") {
+            hint = Some("close the array with `]`".to_string());
+        } else if message.starts_with("unclosed table") {
+            hint = Some("close the table name with `]`, like [service.web]".to_string());
         } else if message.starts_with("invalid boolean") {
             hint = Some(format!("write true or false, or quote a string: \"{word}\""));
         }
@@ -348,5 +423,54 @@ service = "api"
         let err = load_dir(dir.path()).unwrap_err();
         let d = &err.diagnostics()[0];
         assert_eq!((d.line, d.column, d.message.as_str()), (2, 3, "the file is not valid UTF-8"));
+    }
+
+    #[test]
+    fn commands_may_use_the_variables_their_tasks_have() {
+        let text = r#"
+app = "vars"
+[service.api]
+command = ["gunicorn", "-b", "127.0.0.1:$PORT", "--name", "${WHARF_SERVICE}-$WHARF_TASK", "$APP_MODULE"]
+port = 8000
+env = { APP_MODULE = "app:app" }
+release = ["sh", "-c", "echo $$i $1 $? cost: 5$ $WHARF_RELEASE_COMMAND $WHARF_WORKER_URL$WHARF_API_URL"]
+[service.worker]
+command = ["sh", "-c", "curl $WHARF_API_URL/ping; echo $HOME $TZ $LC_ALL"]
+[job.j]
+schedule = "@daily"
+service = "worker"
+command = ["echo", "$WHARF_JOB", "${WHARF_JOB_RUN}"]
+"#;
+        let err = parse(text, "wharf.toml").unwrap_err();
+        // Only the worker's URL is unknown: workers have no URL.
+        let all: Vec<&str> = err.diagnostics().iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(all, ["`$WHARF_WORKER_URL` is never set in this task's environment"], "{err}");
+        let ok = text.replace("$WHARF_WORKER_URL", "");
+        let spec = parse(&ok, "wharf.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.services["api"].command[2], "127.0.0.1:$PORT", "kept as written; expanded at start");
+    }
+
+    #[test]
+    fn only_a_bounded_regular_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::create_dir(&path).unwrap();
+        assert!(load_dir(dir.path()).unwrap_err().to_string().contains("is a directory"));
+        std::fs::remove_dir(&path).unwrap();
+        // A FIFO would block a plain read forever.
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(load_dir(dir.path()).unwrap_err().to_string().contains("FIFO"));
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        assert!(load_dir(dir.path()).unwrap_err().to_string().contains("a device"));
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, format!("app = \"a\"\n#{}\n", "x".repeat(MAX_FILE_SIZE as usize))).unwrap();
+        assert!(load_dir(dir.path()).unwrap_err().to_string().contains("larger than 1 MiB"));
+    }
+
+    extern "C" {
+        fn mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
     }
 }

@@ -5,7 +5,7 @@ use toml::de::DeValue;
 
 use crate::check::{check_keys, expect_bool, expect_duration, expect_int, expect_str, found, get, Value};
 use crate::error::Report;
-use crate::values::did_you_mean;
+use crate::values::{did_you_mean, MAX_LONG_DURATION, MAX_REPLICAS, MAX_SHORT_DURATION};
 use crate::{DeployPolicy, Rate, Strategy};
 
 pub(crate) const DEPLOY_KEYS: &[&str] = &[
@@ -62,12 +62,12 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
     let surge = get(t, "max_surge");
     let unavailable = get(t, "max_unavailable");
     if let Some((_, v)) = surge {
-        if let Some(n) = expect_int(r, v, "deploy.max_surge", 0, 100) {
+        if let Some(n) = expect_int(r, v, "deploy.max_surge", 0, MAX_REPLICAS.into()) {
             p.max_surge = n as u32;
         }
     }
     if let Some((_, v)) = unavailable {
-        if let Some(n) = expect_int(r, v, "deploy.max_unavailable", 0, 100) {
+        if let Some(n) = expect_int(r, v, "deploy.max_unavailable", 0, MAX_REPLICAS.into()) {
             p.max_unavailable = n as u32;
         }
     }
@@ -92,7 +92,8 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
     }
     let mut duration = |key: &str, positive: bool| {
         let (_, v) = get(t, key)?;
-        let d = expect_duration(r, v, &format!("deploy.{key}"))?;
+        let max = if matches!(key, "drain_timeout" | "max_p99") { MAX_SHORT_DURATION } else { MAX_LONG_DURATION };
+        let d = expect_duration(r, v, &format!("deploy.{key}"), max)?;
         if positive && d.is_zero() {
             r.error(v.span(), format!("deploy `{key}` must be longer than zero"), None);
         }

@@ -43,6 +43,16 @@ pub(crate) fn parse_route_key(key: &str) -> Result<RouteKey, Problem> {
         None => (key, "/"),
     };
     let host = if host.is_empty() { None } else { Some(normalise_host(host, key)?) };
+    if let Some(h) = &host {
+        // "api/" or "api/v1": a bare word before a '/' reads as a host, but
+        // nearly always a path was meant.
+        if key.contains('/') && !h.contains('.') && h != "localhost" {
+            let rest = path.trim_end_matches('/');
+            return Err(Problem::new(format!("route `{key}` reads as host `{h}`, which has no dot")).hint(format!(
+                "did you mean the path \"/{h}{rest}\" (any host)? A host has a dot, like \"{h}.example.com{rest}\", or is \"localhost\""
+            )));
+        }
+    }
     Ok(RouteKey { host, path: normalise_path(path, key)? })
 }
 
@@ -101,6 +111,13 @@ fn check_label(label: &str, host: &str) -> Result<(), Problem> {
 }
 
 fn normalise_path(path: &str, key: &str) -> Result<String, Problem> {
+    if !path.is_ascii() {
+        // Requests carry paths percent-encoded and the proxy matches them as sent.
+        let encoded: String =
+            path.bytes().map(|b| if b.is_ascii() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        return Err(Problem::new(format!("route `{key}` has non-ASCII characters in its path"))
+            .hint(format!("clients send them percent-encoded; write \"{encoded}\"")));
+    }
     if path.contains(['?', '#']) {
         return Err(Problem::new(format!("route `{key}` has a query or fragment (`?`, `#`)"))
             .hint("routes match path prefixes only; remove everything from the `?` or `#`"));
@@ -110,7 +127,41 @@ fn normalise_path(path: &str, key: &str) -> Result<String, Problem> {
             .hint("paths are prefixes already: \"/api\" matches /api and everything under /api/"));
     }
     let trimmed = path.trim_end_matches('/');
+    if trimmed.len() > crate::values::MAX_PATH_LEN {
+        return Err(Problem::new(format!("route path is longer than {} characters", crate::values::MAX_PATH_LEN)));
+    }
+    let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        let clean = normalise_dots(&segments);
+        return Err(Problem::new(format!("route `{key}` has a `.` or `..` segment in its path")).hint(format!(
+            "request paths never match one (clients resolve them first); write the path it stands for: \"{clean}\""
+        )));
+    }
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(Problem::new(format!("route `{key}` has an empty path segment (`//`)"))
+            .hint(format!("use single slashes: \"{}\"", collapse_slashes(trimmed))));
+    }
     Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
+}
+
+/// "/static/../admin" → "/admin".
+fn normalise_dots(segments: &[&str]) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for s in segments {
+        match *s {
+            "." | "" => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+fn collapse_slashes(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", parts.join("/"))
 }
 
 #[cfg(test)]
@@ -149,10 +200,22 @@ mod tests {
             "a.com/x?y=1",
             "a.com/api/*",
             "a b.com",
+            "api/",
+            "api/v1",
+            "/static/../admin",
+            "/a/./b",
+            "/a//b",
+            "a.com/..",
+            "/café",
         ] {
             assert!(parse_route_key(bad).is_err(), "{bad:?} should be rejected");
         }
         let p = parse_route_key("example.com:8080").unwrap_err();
         assert!(p.hint.unwrap().contains("remove `:8080`"));
+        let p = parse_route_key("api/").unwrap_err();
+        assert!(p.hint.unwrap().contains("\"/api\""));
+        let p = parse_route_key("/static/../admin").unwrap_err();
+        assert!(p.hint.unwrap().contains("\"/admin\""));
+        assert!(parse_route_key("localhost/api").is_ok());
     }
 }

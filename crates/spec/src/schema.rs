@@ -65,7 +65,7 @@ pub(crate) struct JobTable {
     /// The service whose current revision (code, workdir, env, limits) the
     /// job runs with. May be left out when the app has one service.
     pub service: Option<String>,
-    /// A run still going after this is stopped and recorded as timed out. Default "1h".
+    /// A run still going after this is stopped and recorded as timed out. At most 7 days. Default "1h".
     #[schemars(extend("default" = "1h"))]
     pub timeout: Option<String>,
     /// How many times a failed run is tried again, with backoff. Default 0.
@@ -83,7 +83,8 @@ pub(crate) struct JobTable {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ServiceTable {
     /// What to run. An array is the argv: `["node", "server.js"]`; the first
-    /// item is looked up on PATH. A single string is split on whitespace (no
+    /// item is looked up on PATH. `$PORT` and `${NAME}` are replaced from the
+    /// task's environment; `$$` is a literal `$`. A single string is split on whitespace (no
     /// quoting), so `"python -m rq worker"` works but anything with quotes
     /// must be written as an array.
     pub command: Command,
@@ -99,7 +100,7 @@ pub(crate) struct ServiceTable {
     pub port: Option<u16>,
 
     /// Number of tasks to run. Default 1; 0 keeps the service stopped.
-    #[schemars(range(min = 0, max = 100), extend("default" = 1))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = 1))]
     pub replicas: Option<u32>,
 
     /// CPU reservation in units: 1024 is one core (as in ECS). Default: unlimited.
@@ -107,7 +108,7 @@ pub(crate) struct ServiceTable {
     pub cpu: Option<u32>,
 
     /// Memory limit: a size like "512MiB", "1GiB" or "256MB", or an integer
-    /// number of bytes. At least 4MiB. Default: unlimited.
+    /// number of bytes. At least 4MiB, at most 1TiB. Default: unlimited.
     pub memory: Option<Size>,
 
     /// Environment variables for the service's tasks. Names: letters, digits
@@ -125,7 +126,7 @@ pub(crate) struct ServiceTable {
     pub stop_signal: Option<String>,
 
     /// How long to wait after the stop signal before killing the task: a
-    /// duration like "10s" (default), "1m30s" or "250ms".
+    /// duration like "10s" (default), "1m30s" or "250ms"; at most 1h.
     #[schemars(extend("default" = "10s"))]
     pub stop_timeout: Option<String>,
 
@@ -157,10 +158,10 @@ pub(crate) struct ServiceTable {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScaleTable {
     /// Fewest replicas. Required.
-    #[schemars(range(min = 0, max = 100))]
+    #[schemars(range(min = 0, max = 1000))]
     pub min: u32,
     /// Most replicas. Required.
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = 1000))]
     pub max: u32,
     /// Step policy: `datapoints` periods in a row at or above this add `step` tasks.
     pub cpu_above: Option<RateSpec>,
@@ -171,13 +172,13 @@ pub(crate) struct ScaleTable {
     /// Consecutive datapoints a decision needs. Default 3.
     #[schemars(range(min = 1, max = 100), extend("default" = 3))]
     pub datapoints: Option<u32>,
-    /// Length of one datapoint (average CPU over it). Default "1m".
+    /// Length of one datapoint (average CPU over it). At most 1h. Default "1m".
     #[schemars(extend("default" = "1m"))]
     pub period: Option<String>,
     /// Tasks added or removed per step-policy action. Default 1.
-    #[schemars(range(min = 1, max = 100), extend("default" = 1))]
+    #[schemars(range(min = 1, max = 1000), extend("default" = 1))]
     pub step: Option<u32>,
-    /// No other action this long after one. Default: `period`.
+    /// No other action this long after one. At most 1 day. Default: `period`.
     pub cooldown: Option<String>,
 }
 
@@ -191,16 +192,16 @@ pub(crate) struct DeployTable {
     #[schemars(extend("enum" = ["rolling", "blue-green"], "default" = "rolling"))]
     pub strategy: Option<String>,
     /// Rolling: tasks started above `replicas` while old ones still run. Default 1.
-    #[schemars(range(min = 0, max = 100), extend("default" = 1))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = 1))]
     pub max_surge: Option<u32>,
     /// Rolling: ready tasks allowed below `replicas` during the deploy. Default 0.
-    #[schemars(range(min = 0, max = 100), extend("default" = 0))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = 0))]
     pub max_unavailable: Option<u32>,
-    /// Every new task must be ready within this, or the deploy fails. Default "2m".
+    /// Every new task must be ready within this, or the deploy fails. At most 1 day. Default "2m".
     #[schemars(extend("default" = "2m"))]
     pub deadline: Option<String>,
     /// After the switch, how long the new revision is watched before the
-    /// deploy succeeds. Default "10s".
+    /// deploy succeeds. At most 1 day. Default "10s".
     #[schemars(extend("default" = "10s"))]
     pub bake: Option<String>,
     /// Return to the last good revision when a deploy fails. Default true.
@@ -208,13 +209,13 @@ pub(crate) struct DeployTable {
     pub auto_rollback: Option<bool>,
     /// During the bake, the largest share of 5xx answers: 0.05 or "5%". Default "5%".
     pub max_error_rate: Option<RateSpec>,
-    /// During the bake, the highest p99 latency ("800ms"). Default: not checked.
+    /// During the bake, the highest p99 latency ("800ms"). At most 1h. Default: not checked.
     pub max_p99: Option<String>,
     /// How long a task leaving the pool may finish its requests and
-    /// WebSockets before it is signalled. Default "30s".
+    /// WebSockets before it is signalled. At most 1h. Default "30s".
     #[schemars(extend("default" = "30s"))]
     pub drain_timeout: Option<String>,
-    /// How long the release command may run. Default "10m".
+    /// How long the release command may run. At most 1 day. Default "10m".
     #[schemars(extend("default" = "10m"))]
     pub release_timeout: Option<String>,
     /// Hold the service's requests while the release command runs. Default false.
@@ -259,13 +260,13 @@ pub(crate) struct HealthTable {
     /// connect to the port.
     #[schemars(pattern("^/"), example = &"/healthz")]
     pub path: Option<String>,
-    /// Time between checks. Default "5s".
+    /// Time between checks. At most 1h. Default "5s".
     #[schemars(extend("default" = "5s"))]
     pub interval: Option<String>,
     /// How long one check may take; at most `interval`. Default "2s".
     #[schemars(extend("default" = "2s"))]
     pub timeout: Option<String>,
-    /// After a task starts, failures during this time do not count. Default "0s".
+    /// After a task starts, failures during this time do not count. At most 1h. Default "0s".
     #[schemars(extend("default" = "0s"))]
     pub grace: Option<String>,
     /// Consecutive successes before a task gets traffic. Default 1.
@@ -299,11 +300,11 @@ pub(crate) struct RouteTable {
     /// a request for /api/users reaches the service as /users. Default false.
     #[schemars(extend("default" = false))]
     pub strip_prefix: Option<bool>,
-    /// How long the service may take to start answering ("30s"); default 60s.
+    /// How long the service may take to start answering ("30s"); at most 1h; default 60s.
     pub timeout: Option<String>,
-    /// How long connecting to a task may take ("2s"); default 5s.
+    /// How long connecting to a task may take ("2s"); at most 1h; default 5s.
     pub connect_timeout: Option<String>,
-    /// Largest request body ("10MiB"); larger ones get 413. Default 100MiB.
+    /// Largest request body ("10MiB"); larger ones get 413. At most 1TiB. Default 100MiB.
     pub max_body: Option<RouteSize>,
 }
 

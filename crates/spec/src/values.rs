@@ -23,6 +23,38 @@ impl Problem {
 
 pub(crate) const MAX_NAME_LEN: usize = 40;
 
+/// The most tasks one service may run. Task ports come from 20000 up to the
+/// kernel's ephemeral range (32768 by default): 12768 ports for every task of
+/// the host, so 1000 per service (twice that during a blue-green deploy)
+/// leaves room for several services.
+pub const MAX_REPLICAS: u32 = 1000;
+
+/// Why [`MAX_REPLICAS`] exists, for messages.
+pub const REPLICAS_WHY: &str = "each task gets its own port from 20000 up to the kernel's ephemeral range (12768 ports with Linux's default), shared by every task on the host";
+
+/// Longest `stop_timeout`, `drain_timeout`, health `interval`/`timeout`/
+/// `grace`, route timeouts, `max_p99` and scale `period`.
+pub const MAX_SHORT_DURATION: Duration = Duration::from_secs(3600);
+/// Longest deploy `deadline`, `bake`, `release_timeout` and scale `cooldown`.
+pub const MAX_LONG_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Longest job `timeout`.
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Largest `memory` and `max_body`.
+pub const MAX_SIZE: u64 = 1 << 40;
+/// Largest wharf.toml read, by `wharf check` and by the server.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+/// Longest single argument or `NAME=value` of the environment, with its NUL:
+/// Linux's MAX_ARG_STRLEN (32 pages); execve refuses longer ones.
+pub const MAX_ARG_LEN: usize = 128 << 10;
+/// Longest command (all of its arguments, each with its NUL).
+pub const MAX_COMMAND_LEN: usize = 256 << 10;
+/// Longest environment of a service (all `NAME=value`, each with its NUL).
+/// With a command and what wharf adds, well under the 2 MiB that execve
+/// accepts in all (ARG_MAX with the default 8 MiB stack).
+pub const MAX_ENV_LEN: usize = 768 << 10;
+/// Longest health-check path.
+pub(crate) const MAX_PATH_LEN: usize = 1024;
+
 /// Rule for app and service names, used in messages and in the JSON schema.
 /// Names end up in DNS (`api.local`), file names and revision ids (`api@7`).
 pub(crate) const NAME_RULE: &str =
@@ -81,8 +113,12 @@ fn suggest_name(name: &str) -> Option<String> {
 pub(crate) fn check_env_name(name: &str) -> Result<(), Problem> {
     let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
+    if valid && name.len() < MAX_ARG_LEN {
         return Ok(());
+    }
+    if name.is_empty() {
+        return Err(Problem::new("empty environment variable name")
+            .hint("names use letters, digits and '_', and do not start with a digit"));
     }
     let problem = Problem::new(format!("invalid environment variable name `{name}`"));
     let fixed: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
@@ -92,6 +128,49 @@ pub(crate) fn check_env_name(name: &str) -> Result<(), Problem> {
     } else {
         problem.hint(rule)
     })
+}
+
+const NUL_HINT: &str = "a program's arguments and environment cannot hold a NUL byte (\\u0000); remove it";
+
+/// One argument of a command; `total` is the command's length so far
+/// (each argument with its NUL), to stop at the one that crosses the limit.
+pub(crate) fn check_arg(arg: &str, key: &str, total: usize) -> Result<(), Problem> {
+    if arg.contains('\0') {
+        return Err(Problem::new(format!("`{key}` argument contains a NUL byte")).hint(NUL_HINT));
+    }
+    if arg.len() + 1 > MAX_ARG_LEN {
+        return Err(Problem::new(format!(
+            "`{key}` argument is {} bytes long; one argument may have at most {} (Linux's MAX_ARG_STRLEN)",
+            arg.len(),
+            MAX_ARG_LEN - 1
+        ))
+        .hint("pass large data in a file of the release instead"));
+    }
+    if total > MAX_COMMAND_LEN {
+        return Err(Problem::new(format!("`{key}` is longer than {} KiB in all", MAX_COMMAND_LEN >> 10))
+            .hint("pass large data in a file of the release instead"));
+    }
+    Ok(())
+}
+
+/// One `NAME = "value"` of `env`; `total` is the env's length so far.
+pub(crate) fn check_env_value(name: &str, value: &str, total: usize) -> Result<(), Problem> {
+    if value.contains('\0') {
+        return Err(Problem::new(format!("env `{name}` contains a NUL byte")).hint(NUL_HINT));
+    }
+    if name.len() + value.len() + 2 > MAX_ARG_LEN {
+        return Err(Problem::new(format!(
+            "env `{name}` is {} bytes long; one variable (NAME=value) may have at most {} (Linux's MAX_ARG_STRLEN)",
+            name.len() + value.len() + 1,
+            MAX_ARG_LEN - 1
+        ))
+        .hint("put large values in a file of the release and pass its path"));
+    }
+    if total > MAX_ENV_LEN {
+        return Err(Problem::new(format!("`env` is longer than {} KiB in all", MAX_ENV_LEN >> 10))
+            .hint("put large values in a file of the release and pass its path"));
+    }
+    Ok(())
 }
 
 /// Signals a service may ask to be stopped with.
@@ -114,10 +193,19 @@ pub(crate) fn parse_signal(text: &str) -> Result<&'static str, Problem> {
 
 pub(crate) const DURATION_FORMS: &str = "write a number and a unit, like \"250ms\", \"5s\", \"1m30s\" or \"2h\"";
 
-/// Human durations via humantime: "5s", "1m30s", "250ms".
-pub(crate) fn parse_duration(text: &str, key: &str) -> Result<Duration, Problem> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| Problem::new(format!("invalid duration `{text}` for `{key}`: {e}")).hint(DURATION_FORMS))
+/// Human durations via humantime: "5s", "1m30s", "250ms", at most `max`.
+/// Every duration has a maximum so that "now + duration" is always a time
+/// the server can compute and wait for.
+pub(crate) fn parse_duration(text: &str, key: &str, max: Duration) -> Result<Duration, Problem> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| Problem::new(format!("invalid duration `{text}` for `{key}`: {e}")).hint(DURATION_FORMS))?;
+    if d > max {
+        let max = humantime::format_duration(max);
+        return Err(Problem::new(format!("`{key}` must be at most {max}, found `{}`", text.trim())).hint(format!(
+            "write a duration up to \"{max}\"; every duration in wharf.toml has a maximum (see the README)"
+        )));
+    }
+    Ok(d)
 }
 
 pub(crate) const SIZE_FORMS: &str =
@@ -177,6 +265,9 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, Problem> {
 /// `workdir`: a relative path inside the release, normalised ("./api/" →
 /// "api", "" → "."). Absolute paths and `..` could escape the release.
 pub(crate) fn normalise_workdir(text: &str) -> Result<String, Problem> {
+    if text.contains('\0') {
+        return Err(Problem::new("`workdir` contains a NUL byte").hint(NUL_HINT));
+    }
     if text.starts_with('/') || text.starts_with('\\') || text.get(1..2) == Some(":") {
         return Err(Problem::new(format!("`workdir` must be a relative path, found `{text}`"))
             .hint("workdir is relative to the release directory, like \"api\" or \"services/api\""));
@@ -285,10 +376,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("250ms", "x").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1m30s", "x").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("10", "x").is_err());
-        assert!(parse_duration("soon", "x").is_err());
+        let max = MAX_SHORT_DURATION;
+        assert_eq!(parse_duration("250ms", "x", max).unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m30s", "x", max).unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h", "x", max).unwrap(), max);
+        assert!(parse_duration("10", "x", max).is_err());
+        assert!(parse_duration("soon", "x", max).is_err());
+        assert!(parse_duration("1h 1s", "x", max).unwrap_err().message.contains("at most 1h"));
+        assert!(parse_duration("18446744073709551615s", "x", max).is_err());
     }
 
     #[test]

@@ -88,6 +88,20 @@ fn broken_files_report_the_expected_first_diagnostic() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// Every broken file's first problem comes with a hint on how to fix it.
+#[test]
+fn every_first_diagnostic_has_a_hint() {
+    let mut missing = Vec::new();
+    for toml_path in cases() {
+        let text = fs::read_to_string(&toml_path).unwrap();
+        let err = wharf_spec::parse(&text, "wharf.toml").expect_err("broken files are rejected");
+        if err.diagnostics()[0].hint.is_none() {
+            missing.push(format!("{}: {}", toml_path.file_name().unwrap().to_string_lossy(), err.diagnostics()[0]));
+        }
+    }
+    assert!(missing.is_empty(), "no hint:\n{}", missing.join("\n"));
+}
+
 /// Every `.expected` has its `.toml`, so a renamed case cannot go unnoticed.
 #[test]
 fn every_expectation_has_a_file() {

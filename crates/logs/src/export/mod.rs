@@ -482,7 +482,8 @@ impl Shipper {
             self.failing = self.failing.saturating_add(1);
             match *deadline {
                 Some(d) => {
-                    if Instant::now() + delay >= d {
+                    // Saturating: a wait too long for the clock is past any deadline.
+                    if Instant::now().checked_add(delay).is_none_or(|t| t >= d) {
                         return false;
                     }
                     tokio::time::sleep(delay).await;

@@ -68,7 +68,10 @@ pub fn spawn(
     env.insert(ENV_DRIVER.into(), driver_id.into());
     let path = env.get(OsStr::new("PATH")).cloned().unwrap_or_else(|| DEFAULT_PATH.into());
 
-    let argv0 = &spec.command[0];
+    // `$PORT`, `${NAME}` from the task's own environment; `$$` is a `$`.
+    let lookup = |name: &str| env.get(OsStr::new(name)).map(|v| v.to_string_lossy().into_owned());
+    let argv: Vec<String> = spec.command.iter().map(|a| wharf_spec::expand_arg(a, lookup)).collect();
+    let argv0 = &argv[0];
     let spawn_err = |source: io::Error| {
         let hint = match source.kind() {
             io::ErrorKind::NotFound if argv0.contains('/') => " — does the file exist?".into(),
@@ -101,7 +104,7 @@ pub fn spawn(
 
     let mut cmd = std::process::Command::new(&program);
     cmd.arg0(argv0)
-        .args(&spec.command[1..])
+        .args(&argv[1..])
         .env_clear()
         .envs(&env)
         .current_dir(&spec.workdir)
