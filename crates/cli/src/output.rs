@@ -293,6 +293,7 @@ pub async fn revisions(client: &ApiClient, app: Option<String>, service: String,
         println!("{revs}");
         return Ok(ExitCode::SUCCESS);
     }
+    let mut reasons = Vec::new();
     let rows = revs
         .as_array()
         .into_iter()
@@ -300,16 +301,31 @@ pub async fn revisions(client: &ApiClient, app: Option<String>, service: String,
         .map(|r| {
             let mark = if r["current"] == true { "*" } else { "" };
             let changes: Vec<String> = r["changes"].as_array().into_iter().flatten().map(s).collect();
+            let outcome = match (r["outcome"].as_str(), r["deployment"].as_u64()) {
+                (Some(o), Some(id)) => format!("{} (#{id})", o.replace('_', " ")),
+                _ if r["healthy"] == true => "ran before".to_string(),
+                _ => "-".to_string(),
+            };
+            if let Some(why) = r["reason"].as_str() {
+                reasons.push(format!("@{}: {why}", r["number"]));
+            }
             vec![
                 format!("{mark}@{}", r["number"]),
                 when(&r["created_at"]),
                 s(&r["release"]),
+                outcome,
                 if r["available"] == true { "yes".into() } else { "no".into() },
                 changes.join(", "),
             ]
         })
         .collect();
-    table(&["REVISION", "CREATED (UTC)", "RELEASE", "ROLLBACK", "CHANGED"], rows);
+    table(&["REVISION", "CREATED (UTC)", "RELEASE", "OUTCOME", "ROLLBACK", "CHANGED"], rows);
+    if !reasons.is_empty() {
+        println!();
+        for why in reasons {
+            println!("{why}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

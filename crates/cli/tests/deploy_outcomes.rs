@@ -1,0 +1,60 @@
+//! What a deployment's outcome tells the user and the next command: the
+//! rollback target, health-check results while waiting, release output.
+
+mod common;
+
+use common::*;
+
+/// A demo `api` service; `extra` goes into its table.
+fn app(version: &str, extra: &str) -> String {
+    format!(
+        "app = \"outcomes\"\n\n[service.api]\ncommand = [\"wharf\", \"demo\", \"--name\", \"api\"]\nport = 8080\n\
+         env = {{ DEMO_VERSION = \"{version}\" }}\nhealth = {{ path = \"/health\", interval = \"1s\" }}\n{extra}\n\n\
+         [route]\n\"/\" = \"api\"\n"
+    )
+}
+
+fn version(s: &Server) -> String {
+    let (code, body) = s.get("x", "/version").expect("an answer");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["version"].as_str().unwrap().to_string()
+}
+
+fn write(dir: &tempfile::TempDir, toml: &str) {
+    std::fs::write(dir.path().join("wharf.toml"), toml).unwrap();
+}
+
+#[test]
+fn rollback_skips_a_revision_that_was_rolled_back_and_revisions_show_outcomes() {
+    let s = Server::start();
+    let dir = app_dir(&app("1", "deploy = { bake = \"0s\" }"));
+    s.deploy(dir.path());
+    // v2 exits a second after it started, during its bake: rolled back to v1.
+    write(
+        &dir,
+        &app("2", "deploy = { bake = \"5s\" }")
+            .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_EXIT_AFTER = \"1s\""),
+    );
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(version(&s), "1");
+    write(&dir, &app("3", "deploy = { bake = \"0s\" }"));
+    s.deploy(dir.path());
+    assert_eq!(version(&s), "3");
+
+    let revs = s.json(&["revisions", "api", "--json"]);
+    let outcome = |n: usize| revs[n]["outcome"].as_str().unwrap_or("none").to_string();
+    assert_eq!([outcome(0), outcome(1), outcome(2)], ["succeeded", "rolled_back", "succeeded"], "{revs}");
+    assert!(revs[1]["reason"].as_str().unwrap_or("").contains("exited"), "why @2 was rolled back: {revs}");
+    assert_eq!(revs[1]["healthy"], false, "{revs}");
+    let table = s.ok(&["revisions", "api"]);
+    assert!(table.contains("rolled back (#2)") && table.contains("@2: "), "{table}");
+
+    // The default target is the last revision that was live and healthy: @1, not @2.
+    let out = s.wharf(&["rollback", "api"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("@3 → @1"), "{err}");
+    assert_eq!(version(&s), "1");
+}
