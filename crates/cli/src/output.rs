@@ -214,6 +214,8 @@ pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) ->
 async fn wait_deployment(client: &ApiClient, app: &str, id: u64, json: bool) -> Result<ExitCode> {
     let mut last_step = String::new();
     let mut last_line = String::new();
+    // Per task, the last health-check failure shown.
+    let mut shown: std::collections::HashMap<String, String> = Default::default();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let status: Value = client.get("/v1/status").await.map_err(api_error)?;
@@ -247,6 +249,21 @@ async fn wait_deployment(client: &ApiClient, app: &str, id: u64, json: bool) -> 
         if !json && state == "in_progress" && line != last_line {
             eprintln!("  {line}");
             last_line = line;
+        }
+        let failing = a["services"].as_array().into_iter().flatten().flat_map(|sv| {
+            sv["health_failing"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+        });
+        for f in failing {
+            let (task, error) = f.split_once(": ").unwrap_or(("", &f));
+            if !json && state == "in_progress" && shown.get(task).is_none_or(|e| e != error) {
+                eprintln!("    {task} not healthy yet: {error}");
+                shown.insert(task.to_string(), error.to_string());
+            }
         }
         if state == "in_progress" || state.is_empty() {
             continue;

@@ -58,3 +58,75 @@ fn rollback_skips_a_revision_that_was_rolled_back_and_revisions_show_outcomes() 
     assert!(err.contains("@3 → @1"), "{err}");
     assert_eq!(version(&s), "1");
 }
+
+#[test]
+fn a_never_healthy_deploy_shows_its_health_checks_and_names_the_503_in_its_reason() {
+    let s = Server::start();
+    let dir = app_dir(&app("1", "deploy = { bake = \"0s\" }"));
+    s.deploy(dir.path());
+    let sick = app("2", "deploy = { bake = \"0s\", deadline = \"4s\" }")
+        .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_FAIL_HEALTH = \"1\"");
+    write(&dir, &sick);
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // While waiting: the task's last health check, as progress...
+    assert!(err.contains("not healthy yet: GET /health answered 503"), "{err}");
+    // ...and as an event in the log stream.
+    let events = s.events("task.health_failing");
+    assert!(events.iter().any(|e| e.contains("answered 503")), "{events:?}");
+    // The failure reason names it too.
+    let history = s.json(&["deployments", "--json"]);
+    let reason = history.as_array().unwrap().last().unwrap()["reason"].as_str().unwrap_or("").to_string();
+    assert!(
+        reason.contains("api@2: 1 of 1 new tasks not healthy")
+            && reason.contains("last health check: GET /health answered 503"),
+        "{reason}"
+    );
+    assert!(err.contains("last health check: GET /health answered 503"), "{err}");
+    assert_eq!(version(&s), "1");
+}
+
+#[test]
+fn a_failed_release_command_shows_its_last_output_lines() {
+    let s = Server::start();
+    let dir = app_dir(&app("1", "deploy = { bake = \"0s\" }"));
+    s.deploy(dir.path());
+    let release = "release = [\"sh\", \"-c\", \"for i in $(seq 1 30); do echo migration step $i; done; exit 3\"]\n\
+                   deploy = { bake = \"0s\" }";
+    write(&dir, &app("2", release));
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let history = s.json(&["deployments", "--json"]);
+    let reason = history.as_array().unwrap().last().unwrap()["reason"].as_str().unwrap_or("").to_string();
+    for text in [&reason, &err.to_string()] {
+        assert!(text.contains("exit code 3") && text.contains("its last output"), "{text}");
+        assert!(text.contains("migration step 11") && text.contains("migration step 30"), "the last 20 lines: {text}");
+        assert!(!text.contains("migration step 10\n"), "only the last 20 lines: {text}");
+    }
+}
+
+#[test]
+fn an_oom_killed_deploy_says_out_of_memory_with_the_limit() {
+    let s = Server::start();
+    let limits = s.json(&["status", "--json"])["limits"].as_str().unwrap_or("").to_string();
+    if limits.starts_with("none") {
+        eprintln!(
+            "skipped: no cgroup memory limits on this host ({limits}); the reason's wording is unit-tested in control"
+        );
+        return;
+    }
+    let dir = app_dir(&app("1", "deploy = { bake = \"0s\" }"));
+    s.deploy(dir.path());
+    let hungry = app("2", "memory = \"32MiB\"\ndeploy = { bake = \"0s\", deadline = \"20s\" }")
+        .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_ALLOC_MIB = \"128\"");
+    write(&dir, &hungry);
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let history = s.json(&["deployments", "--json"]);
+    let reason = history.as_array().unwrap().last().unwrap()["reason"].as_str().unwrap_or("").to_string();
+    assert!(reason.contains("killed: out of memory (memory limit 32MiB)"), "{reason}");
+    assert!(!reason.contains("signal 9"), "{reason}");
+}

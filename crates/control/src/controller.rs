@@ -385,6 +385,40 @@ pub(crate) fn describe_exit(exit: &ExitInfo) -> String {
     }
 }
 
+/// How a task's last process ended, for failure reasons: an OOM kill says
+/// so (with the limit) rather than "killed by signal 9".
+pub(crate) fn exit_reason(t: &wharf_runtime::TaskStatus) -> String {
+    match t.last_exit {
+        None => "no exit status".into(),
+        Some(e) => describe_end(e, t.oom_kills > 0, t.spec.memory_bytes),
+    }
+}
+
+/// A SIGKILL in a cgroup that saw OOM kills was the kernel's OOM killer.
+fn describe_end(exit: ExitInfo, oom_killed: bool, limit: Option<u64>) -> String {
+    match (exit, oom_killed) {
+        (ExitInfo::Signal(libc::SIGKILL), true) => match limit {
+            Some(bytes) => format!("killed: out of memory (memory limit {})", fmt_bytes(bytes)),
+            None => "killed: out of memory".into(),
+        },
+        (e, _) => e.to_string(),
+    }
+}
+
+/// "512MiB", "1.5GiB", "1000000 bytes": a memory limit as wharf.toml writes it.
+fn fmt_bytes(b: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
+        format!("{}GiB", b >> 30)
+    } else if b >= MIB && b.is_multiple_of(MIB) {
+        format!("{}MiB", b / MIB)
+    } else if b >= MIB {
+        format!("{:.1}MiB", b as f64 / MIB as f64)
+    } else {
+        format!("{b} bytes")
+    }
+}
+
 /// "250ms", "8s", "1.5s", "3m5s": short durations for messages.
 pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
@@ -444,6 +478,19 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oom_kill_reads_as_out_of_memory_with_the_limit() {
+        let limit = Some(64 << 20);
+        assert_eq!(
+            describe_end(ExitInfo::Signal(libc::SIGKILL), true, limit),
+            "killed: out of memory (memory limit 64MiB)"
+        );
+        assert_eq!(describe_end(ExitInfo::Signal(libc::SIGKILL), false, limit), "killed by signal 9 (SIGKILL)");
+        assert_eq!(describe_end(ExitInfo::Code(1), true, limit), "exit code 1");
+        assert_eq!(fmt_bytes(3 << 30), "3GiB");
+        assert_eq!(fmt_bytes(1_000_000), "1000000 bytes");
+    }
 
     #[test]
     fn durations_read_short() {

@@ -60,6 +60,9 @@ pub struct ServiceView {
     pub maintenance: bool,
     /// Holding requests until resumed.
     pub paused: bool,
+    /// Tasks of the current revision that keep failing their health checks
+    /// (for a second or more), each as "TASK: last check's error".
+    pub health_failing: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +115,7 @@ impl Controller {
                     live: s.live,
                     maintenance: maintenance.iter().any(|m| covers(&app.name, &s.name, &m.app, m.service.as_deref())),
                     paused: pauses.iter().any(|p| covers(&app.name, &s.name, &p.app, p.service.as_deref())),
+                    health_failing: self.health_failing(&s),
                 });
             }
             apps.push(AppView {
@@ -133,6 +137,27 @@ impl Controller {
             limits: describe_limits(&self.driver.limits()),
             apps,
         })
+    }
+
+    fn health_failing(&self, s: &wharf_store::ServiceRecord) -> Vec<String> {
+        let health = self.health.lock().unwrap();
+        let mut out: Vec<String> = self
+            .driver
+            .tasks()
+            .into_iter()
+            .filter(|t| t.spec.restart && t.spec.app == s.app && t.spec.service == s.name)
+            .filter(|t| t.spec.revision == s.revision)
+            .filter_map(|t| {
+                let h = health.get(&t.spec.id)?;
+                let st = h.state.lock().unwrap();
+                if st.health == Health::Healthy {
+                    return None;
+                }
+                Some(format!("{}: {}", t.spec.id, st.lasting_error()?))
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn tasks_view(&self) -> Vec<TaskView> {
