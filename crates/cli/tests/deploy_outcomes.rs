@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 /// A demo `api` service; `extra` goes into its table.
@@ -129,4 +131,71 @@ fn an_oom_killed_deploy_says_out_of_memory_with_the_limit() {
     let reason = history.as_array().unwrap().last().unwrap()["reason"].as_str().unwrap_or("").to_string();
     assert!(reason.contains("killed: out of memory (memory limit 32MiB)"), "{reason}");
     assert!(!reason.contains("signal 9"), "{reason}");
+}
+
+#[test]
+fn a_rollback_after_a_new_task_exits_keeps_serving_from_the_draining_old_task() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let s = Server::start();
+    let dir = app_dir(&app("1", "deploy = { bake = \"0s\" }"));
+    s.deploy(dir.path());
+    let old: Vec<(String, u64)> = s
+        .tasks()
+        .iter()
+        .filter(|t| t["service"] == "api")
+        .map(|t| (t["id"].as_str().unwrap().to_string(), t["pid"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(old.len(), 1);
+    let addr = s.proxy_addr();
+    // A long request keeps the old task draining after v2 takes over.
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || http_get(&addr, "x", "/sleep?ms=6000", None))
+    };
+    wait_for("the slow request on the old task", Duration::from_secs(10), || {
+        s.tasks().iter().any(|t| t["id"] == old[0].0.as_str() && t["in_flight"].as_u64() > Some(0)).then_some(())
+    });
+    // Continuous requests throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(Mutex::new(Vec::new()));
+    let load = {
+        let (addr, stop, bad) = (addr.clone(), stop.clone(), bad.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                match http_get(&addr, "x", "/version", None) {
+                    Some((200, _)) => {}
+                    other => bad.lock().unwrap().push(format!("{other:?}")),
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            n
+        })
+    };
+    // v2 exits 1.5 s after it became ready: an automatic rollback while the old task drains.
+    let exits = app("2", "deploy = { bake = \"10s\" }")
+        .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_EXIT_AFTER = \"1500ms\"");
+    write(&dir, &exits);
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    stop.store(true, Ordering::Relaxed);
+    let sent = load.join().unwrap();
+    let slow = slow.join().unwrap();
+    assert_eq!(slow.map(|(code, _)| code), Some(200), "the slow request finished on the old task");
+    let bad = bad.lock().unwrap().clone();
+    assert!(sent > 20 && bad.is_empty(), "{} of {sent} requests failed: {bad:?}", bad.len());
+    // The old task was taken back, not replaced: same task, same process.
+    let now: Vec<(String, u64)> = s
+        .tasks()
+        .iter()
+        .filter(|t| t["service"] == "api")
+        .map(|t| (t["id"].as_str().unwrap().to_string(), t["pid"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(now, old, "{err}");
+    assert!(!s.events("task.reclaimed").is_empty());
+    assert_eq!(version(&s), "1");
 }

@@ -74,6 +74,9 @@ pub struct Controller {
     pub(crate) health_client: HealthClient,
     /// Tasks taken out of the routing table and being stopped.
     pub(crate) draining: Mutex<HashSet<String>>,
+    /// Draining tasks whose stop has begun: too late to take them back.
+    /// Locked only while `draining` is held, so the two agree.
+    pub(crate) signalled: Mutex<HashSet<String>>,
     pub(crate) meta: Mutex<HashMap<String, TaskMeta>>,
     pub(crate) usage: Mutex<HashMap<String, UsageSample>>,
     /// Revisions are immutable, so they are read from the store once.
@@ -117,6 +120,7 @@ impl Controller {
             health: Mutex::default(),
             health_client: HealthClient::new(),
             draining: Mutex::default(),
+            signalled: Mutex::default(),
             meta: Mutex::default(),
             usage: Mutex::default(),
             revisions: Mutex::default(),
