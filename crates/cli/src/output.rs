@@ -678,6 +678,59 @@ pub async fn post(client: &ApiClient, path: &str, body: Value, json: bool) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
+/// `wharf destroy APP`: asks for the app's name on a terminal unless `--yes`;
+/// refuses without either, so a script can't destroy an app by accident.
+pub async fn destroy(
+    client: &ApiClient,
+    app: &str,
+    yes: bool,
+    purge: bool,
+    force: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "refusing to destroy app `{app}` without confirmation: stdin is not a terminal\n  \
+                 hint: pass --yes to confirm from a script"
+            );
+        }
+        let what = if purge { "and its stored releases" } else { "(its stored releases are kept)" };
+        eprint!(
+            "This stops every task of `{app}` and deletes its routes, services, jobs, deployments and \
+             revisions {what}.\nType the app's name to confirm: "
+        );
+        std::io::stderr().flush()?;
+        let mut typed = String::new();
+        std::io::stdin().read_line(&mut typed)?;
+        if typed.trim() != app {
+            eprintln!("not destroyed: `{}` is not `{app}`", typed.trim());
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let path = format!("/v1/apps/{app}?purge={purge}&force={force}");
+    let report: Value = client.delete(&path).await.map_err(api_error)?;
+    if json {
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let services: Vec<String> = report["services"].as_array().into_iter().flatten().map(s).collect();
+    if let Some(id) = report["aborted_deployment"].as_u64() {
+        eprintln!("deployment {app}#{id} aborted");
+    }
+    eprintln!(
+        "destroyed app {app}: {} tasks stopped; services removed: {}",
+        report["tasks_stopped"],
+        if services.is_empty() { "none".into() } else { services.join(", ") }
+    );
+    match report["releases_kept"].as_u64() {
+        _ if report["purged"] == true => eprintln!("its releases were deleted"),
+        Some(n) if n > 0 => eprintln!("{n} releases kept (`wharf destroy {app} --purge` deletes them)"),
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -90,6 +90,8 @@ pub struct Controller {
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
     /// The autoscaler's datapoints and decisions per (app, service).
     pub(crate) scalers: Mutex<HashMap<(String, String), crate::autoscaler::ServiceScaler>>,
+    /// Apps being destroyed: nothing may change them, their deployment drivers let go.
+    pub(crate) destroying: Mutex<HashSet<String>>,
     /// Deployments a driver is working on (app, id): one driver each.
     pub(crate) driving: Mutex<HashSet<(String, u64)>>,
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
@@ -131,6 +133,7 @@ impl Controller {
             routes_lock: tokio::sync::Mutex::new(()),
             deploy_lock: tokio::sync::Mutex::new(()),
             driving: Mutex::default(),
+            destroying: Mutex::default(),
             scalers: Mutex::default(),
             task_path,
             started: SystemTime::now(),
@@ -170,6 +173,7 @@ impl Controller {
         tokio::spawn(self.clone().autoscale_loop());
         self.start_scheduler(&report);
         self.resume_deployments().await?;
+        self.resume_destroys(self.db.destroys().await?);
         Ok(())
     }
 

@@ -96,7 +96,7 @@ impl Controller {
                 }
             };
             let Some(mut d) = d else { return };
-            if d.state != DeploymentState::InProgress {
+            if d.state != DeploymentState::InProgress || self.destroying.lock().unwrap().contains(app) {
                 return;
             }
             let next = match self.step(&mut d, &mut watch).await {
