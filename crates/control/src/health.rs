@@ -25,8 +25,11 @@ const STARTING_PROBE_LATER: Duration = Duration::from_millis(500);
 /// progress) once its checks have failed this long: a booting app's first
 /// refused connections are not news.
 pub(crate) const REPORT_AFTER: Duration = Duration::from_secs(1);
-/// While it keeps failing the same way, the report is repeated this often.
+/// While it keeps failing the same way, the report is repeated after this,
+/// then twice as long each time up to [`REPORT_EVERY_MAX`]: a deploy waiting
+/// for it is not silent, a task left failing for hours does not flood the log.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+const REPORT_EVERY_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,8 +49,9 @@ pub(crate) struct HealthState {
     pub last_error: Option<String>,
     /// Since when every check has failed (None: the last one passed).
     pub failing_since: Option<Instant>,
-    /// The last failure reported as an event while starting, and when.
-    pub reported: Option<(String, Instant)>,
+    /// The last failure reported as an event while starting, when, and how
+    /// many times in a row.
+    pub reported: Option<(String, Instant, u32)>,
 }
 
 impl HealthState {
@@ -237,18 +241,24 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
 }
 
 /// A task that has not passed yet and keeps failing its checks: an event
-/// with the last result when it changes, and every [`REPORT_EVERY`], so a
-/// deploy waiting for it is not silent.
+/// with the last result when it changes, and again while it stays the same
+/// (every [`REPORT_EVERY`], backing off).
 fn report_waiting(ctl: &Controller, id: &str, th: &TaskHealth) {
     let text = {
         let mut st = th.state.lock().unwrap();
         let Some(error) = st.lasting_error().map(str::to_string) else { return };
-        let fresh = st.reported.as_ref().is_some_and(|(last, at)| *last == error && at.elapsed() < REPORT_EVERY);
-        if fresh {
-            return;
-        }
+        let repeats = match &st.reported {
+            Some((last, at, n)) if *last == error => {
+                let every = REPORT_EVERY.saturating_mul(1u32 << (*n).min(6)).min(REPORT_EVERY_MAX);
+                if at.elapsed() < every {
+                    return;
+                }
+                n.saturating_add(1)
+            }
+            _ => 0,
+        };
         let failing = st.failing_since.map(|t| t.elapsed()).unwrap_or_default();
-        st.reported = Some((error.clone(), Instant::now()));
+        st.reported = Some((error.clone(), Instant::now(), repeats));
         format!(
             "task {id} is not healthy yet: {error} (checks failing for {})",
             fmt_duration(Duration::from_secs(failing.as_secs()))
