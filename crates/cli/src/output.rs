@@ -209,13 +209,16 @@ pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) ->
     wait_deployment(client, &app, id, json).await
 }
 
+/// How often `wharf deploy` repeats a health-check failure that stays the same.
+const HEALTH_REPEAT: Duration = Duration::from_secs(10);
+
 /// Follows a deployment until it ends, printing each step and the tasks'
 /// progress as they change. Exit status 0 only when it succeeded.
 async fn wait_deployment(client: &ApiClient, app: &str, id: u64, json: bool) -> Result<ExitCode> {
     let mut last_step = String::new();
     let mut last_line = String::new();
-    // Per task, the last health-check failure shown.
-    let mut shown: std::collections::HashMap<String, String> = Default::default();
+    // Per task, the last health-check failure shown, and when.
+    let mut shown: std::collections::HashMap<String, (String, Instant)> = Default::default();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let status: Value = client.get("/v1/status").await.map_err(api_error)?;
@@ -260,9 +263,20 @@ async fn wait_deployment(client: &ApiClient, app: &str, id: u64, json: bool) -> 
         });
         for f in failing {
             let (task, error) = f.split_once(": ").unwrap_or(("", &f));
-            if !json && state == "in_progress" && shown.get(task).is_none_or(|e| e != error) {
-                eprintln!("    {task} not healthy yet: {error}");
-                shown.insert(task.to_string(), error.to_string());
+            if json || state != "in_progress" {
+                continue;
+            }
+            // Again now and then while it stays the same, so a long wait is not silent.
+            match shown.get(task) {
+                Some((e, at)) if e == error && at.elapsed() < HEALTH_REPEAT => {}
+                Some((e, _)) if e == error => {
+                    eprintln!("    {task} still not healthy: {error}");
+                    shown.insert(task.to_string(), (error.to_string(), Instant::now()));
+                }
+                _ => {
+                    eprintln!("    {task} not healthy yet: {error}");
+                    shown.insert(task.to_string(), (error.to_string(), Instant::now()));
+                }
             }
         }
         if state == "in_progress" || state.is_empty() {
