@@ -132,6 +132,8 @@ fn an_oom_killed_deploy_says_out_of_memory_with_the_limit() {
     let reason = history.as_array().unwrap().last().unwrap()["reason"].as_str().unwrap_or("").to_string();
     assert!(reason.contains("killed: out of memory (memory limit 32MiB)"), "{reason}");
     assert!(!reason.contains("signal 9"), "{reason}");
+    let exits = s.events("task.exited");
+    assert!(exits.iter().any(|e| e.contains("was killed: out of memory (memory limit 32MiB)")), "{exits:?}");
 }
 
 #[test]
@@ -152,7 +154,7 @@ fn a_rollback_after_a_new_task_exits_keeps_serving_from_the_draining_old_task() 
     // A long request keeps the old task draining after v2 takes over.
     let slow = {
         let addr = addr.clone();
-        std::thread::spawn(move || http_get(&addr, "x", "/sleep?ms=6000", None))
+        std::thread::spawn(move || http_get(&addr, "x", "/sleep?ms=8000", None))
     };
     wait_for("the slow request on the old task", Duration::from_secs(10), || {
         s.tasks().iter().any(|t| t["id"] == old[0].0.as_str() && t["in_flight"].as_u64() > Some(0)).then_some(())

@@ -303,7 +303,12 @@ impl Controller {
                     if let Some(th) = health {
                         crate::health::set_health(&self, &task, &th, crate::health::Health::Starting, None, None);
                     }
-                    let how = describe_exit(&exit);
+                    let how = match self.driver.task(&task) {
+                        Some(t) if t.oom_kills > 0 && exit == ExitInfo::Signal(libc::SIGKILL) => {
+                            format!("was {}", describe_end(exit, true, t.spec.memory_bytes))
+                        }
+                        _ => describe_exit(&exit),
+                    };
                     let msg = match restart_in {
                         Some(d) => format!("task {task} {how}; restarting in {} (crash {crashes})", fmt_duration(d)),
                         None => format!("task {task} {how}"),
