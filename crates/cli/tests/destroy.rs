@@ -138,3 +138,17 @@ fn a_server_killed_during_a_destroy_finishes_it_after_its_restart() {
     assert_eq!(version(&s), "3");
     assert_eq!(s.json(&["revisions", "api", "--json"]).as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn an_app_whose_first_deploy_failed_can_be_destroyed() {
+    let s = Server::start();
+    let crashing = app("1", "deploy = { deadline = \"5s\" }")
+        .replace("DEMO_VERSION = \"1\"", "DEMO_VERSION = \"1\", DEMO_CRASH_AT_START = \"1\"");
+    let dir = app_dir(&crashing);
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!s.tasks().is_empty(), "its task keeps crash-looping");
+    s.ok(&["destroy", "outcomes", "--yes"]);
+    assert!(s.tasks().is_empty(), "{:?}", s.tasks());
+    assert_eq!(s.json(&["status", "--json"])["apps"], serde_json::json!([]));
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
-use wharf_runtime::TaskState;
+use wharf_runtime::{ExitInfo, TaskState};
 use wharf_store::DeploymentRecord;
 
 use crate::controller::{describe_exit, ControlError, Controller};
@@ -182,7 +182,10 @@ impl Controller {
                     pid: t.pid,
                     restarts: t.restarts,
                     crashes: t.crashes,
-                    last_exit: t.last_exit.as_ref().map(describe_exit),
+                    last_exit: t.last_exit.map(|e| match e {
+                        ExitInfo::Signal(libc::SIGKILL) if t.oom_kills > 0 => crate::controller::exit_reason(&t),
+                        e => describe_exit(&e),
+                    }),
                     started_at: t
                         .started_at
                         .and_then(|s| s.duration_since(UNIX_EPOCH).ok())
