@@ -127,6 +127,10 @@ impl ApiClient {
         Self::json(self.send(Method::GET, path, Bytes::new(), "application/json").await?).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        Self::json(self.send(Method::DELETE, path, Bytes::new(), "application/json").await?).await
+    }
+
     pub async fn post_archive<T: DeserializeOwned>(&self, path: &str, archive: Vec<u8>) -> Result<T, ClientError> {
         Self::json(self.send(Method::POST, path, Bytes::from(archive), "application/gzip").await?).await
     }

@@ -6,7 +6,7 @@ use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -42,6 +42,7 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .route("/v1/resume", post(resume))
         .route("/v1/revisions", get(revisions))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/apps/{app}", delete(destroy))
         .route("/v1/scale", post(scale))
         .route("/v1/autoscale", get(autoscale))
         .route("/v1/run", post(run))
@@ -526,6 +527,33 @@ async fn rollback(State(st): State<ApiState>, body: JsonBody<RollbackRequest>) -
     };
     match st.ctl.rollback(&app, &req.service, req.revision).await {
         Ok(d) => Json(d.summary()).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestroyQuery {
+    #[serde(default)]
+    purge: bool,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Removes an app: its tasks (drained), routes, services, jobs, deployments
+/// and revisions; its releases too with `purge=true`. 409 while a deployment
+/// runs unless `force=true` (which aborts it).
+async fn destroy(
+    State(st): State<ApiState>,
+    axum::extract::Path(app): axum::extract::Path<String>,
+    q: Result<Query<DestroyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    match st.ctl.destroy(&app, q.purge, q.force).await {
+        Ok(report) => Json(report).into_response(),
         Err(e) => control_error(e),
     }
 }

@@ -155,7 +155,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Roll a service back to an earlier revision (default: the one before the current), with no downtime.
+    /// Roll a service back to an earlier revision (default: the last one that was live and healthy), with no downtime.
     Rollback {
         service: String,
         /// Revision number, as `wharf revisions` shows it.
@@ -165,6 +165,21 @@ enum Command {
         /// Return at once instead of following the rollout.
         #[arg(long)]
         detach: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an app: stop its tasks (draining), delete its routes, services, jobs, deployments and revisions.
+    Destroy {
+        app: String,
+        /// Don't ask for confirmation (for scripts).
+        #[arg(long)]
+        yes: bool,
+        /// Delete its stored releases too (kept by default).
+        #[arg(long)]
+        purge: bool,
+        /// Abort a deployment in progress instead of refusing.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -503,6 +518,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Revisions { service, app, json } => output::revisions(&client::connect(&g)?, app, service, json).await,
         Command::Rollback { service, revision, app, detach, json } => {
             output::rollback(&client::connect(&g)?, app, service, revision, detach, json).await
+        }
+        Command::Destroy { app, yes, purge, force, json } => {
+            output::destroy(&client::connect(&g)?, &app, yes, purge, force, json).await
         }
         Command::Deployments { app, json } => output::deployments(&client::connect(&g)?, app, json).await,
         Command::Jobs { app, json } => jobs::list(&client::connect(&g)?, app, json).await,

@@ -217,11 +217,16 @@ pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) ->
     wait_deployment(client, &app, id, json).await
 }
 
+/// How often `wharf deploy` repeats a health-check failure that stays the same.
+const HEALTH_REPEAT: Duration = Duration::from_secs(10);
+
 /// Follows a deployment until it ends, printing each step and the tasks'
 /// progress as they change. Exit status 0 only when it succeeded.
 async fn wait_deployment(client: &ApiClient, app: &str, id: u64, json: bool) -> Result<ExitCode> {
     let mut last_step = String::new();
     let mut last_line = String::new();
+    // Per task, the last health-check failure shown, and when.
+    let mut shown: std::collections::HashMap<String, (String, Instant)> = Default::default();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let status: Value = client.get("/v1/status").await.map_err(api_error)?;
@@ -255,6 +260,32 @@ async fn wait_deployment(client: &ApiClient, app: &str, id: u64, json: bool) -> 
         if !json && state == "in_progress" && line != last_line {
             eprintln!("  {line}");
             last_line = line;
+        }
+        let failing = a["services"].as_array().into_iter().flatten().flat_map(|sv| {
+            sv["health_failing"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+        });
+        for f in failing {
+            let (task, error) = f.split_once(": ").unwrap_or(("", &f));
+            if json || state != "in_progress" {
+                continue;
+            }
+            // Again now and then while it stays the same, so a long wait is not silent.
+            match shown.get(task) {
+                Some((e, at)) if e == error && at.elapsed() < HEALTH_REPEAT => {}
+                Some((e, _)) if e == error => {
+                    eprintln!("    {task} still not healthy: {error}");
+                    shown.insert(task.to_string(), (error.to_string(), Instant::now()));
+                }
+                _ => {
+                    eprintln!("    {task} not healthy yet: {error}");
+                    shown.insert(task.to_string(), (error.to_string(), Instant::now()));
+                }
+            }
         }
         if state == "in_progress" || state.is_empty() {
             continue;
@@ -301,6 +332,7 @@ pub async fn revisions(client: &ApiClient, app: Option<String>, service: String,
         println!("{revs}");
         return Ok(ExitCode::SUCCESS);
     }
+    let mut reasons = Vec::new();
     let rows = revs
         .as_array()
         .into_iter()
@@ -308,16 +340,31 @@ pub async fn revisions(client: &ApiClient, app: Option<String>, service: String,
         .map(|r| {
             let mark = if r["current"] == true { "*" } else { "" };
             let changes: Vec<String> = r["changes"].as_array().into_iter().flatten().map(s).collect();
+            let outcome = match (r["outcome"].as_str(), r["deployment"].as_u64()) {
+                (Some(o), Some(id)) => format!("{} (#{id})", o.replace('_', " ")),
+                _ if r["healthy"] == true => "ran before".to_string(),
+                _ => "-".to_string(),
+            };
+            if let Some(why) = r["reason"].as_str() {
+                reasons.push(format!("@{}: {why}", r["number"]));
+            }
             vec![
                 format!("{mark}@{}", r["number"]),
                 when(&r["created_at"]),
                 s(&r["release"]),
+                outcome,
                 if r["available"] == true { "yes".into() } else { "no".into() },
                 changes.join(", "),
             ]
         })
         .collect();
-    table(&["REVISION", "CREATED (UTC)", "RELEASE", "ROLLBACK", "CHANGED"], rows);
+    table(&["REVISION", "CREATED (UTC)", "RELEASE", "OUTCOME", "ROLLBACK", "CHANGED"], rows);
+    if !reasons.is_empty() {
+        println!();
+        for why in reasons {
+            println!("{why}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -653,6 +700,59 @@ pub async fn post(client: &ApiClient, path: &str, body: Value, json: bool) -> Re
         format!("{what} resumed")
     };
     println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wharf destroy APP`: asks for the app's name on a terminal unless `--yes`;
+/// refuses without either, so a script can't destroy an app by accident.
+pub async fn destroy(
+    client: &ApiClient,
+    app: &str,
+    yes: bool,
+    purge: bool,
+    force: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "refusing to destroy app `{app}` without confirmation: stdin is not a terminal\n  \
+                 hint: pass --yes to confirm from a script"
+            );
+        }
+        let what = if purge { "and its stored releases" } else { "(its stored releases are kept)" };
+        eprint!(
+            "This stops every task of `{app}` and deletes its routes, services, jobs, deployments and \
+             revisions {what}.\nType the app's name to confirm: "
+        );
+        std::io::stderr().flush()?;
+        let mut typed = String::new();
+        std::io::stdin().read_line(&mut typed)?;
+        if typed.trim() != app {
+            eprintln!("not destroyed: `{}` is not `{app}`", typed.trim());
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let path = format!("/v1/apps/{app}?purge={purge}&force={force}");
+    let report: Value = client.delete(&path).await.map_err(api_error)?;
+    if json {
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let services: Vec<String> = report["services"].as_array().into_iter().flatten().map(s).collect();
+    if let Some(id) = report["aborted_deployment"].as_u64() {
+        eprintln!("deployment {app}#{id} aborted");
+    }
+    eprintln!(
+        "destroyed app {app}: {} tasks stopped; services removed: {}",
+        report["tasks_stopped"],
+        if services.is_empty() { "none".into() } else { services.join(", ") }
+    );
+    match report["releases_kept"].as_u64() {
+        _ if report["purged"] == true => eprintln!("its releases were deleted"),
+        Some(n) if n > 0 => eprintln!("{n} releases kept (`wharf destroy {app} --purge` deletes them)"),
+        _ => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 

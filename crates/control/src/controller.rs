@@ -79,6 +79,9 @@ pub struct Controller {
     pub(crate) health_client: HealthClient,
     /// Tasks taken out of the routing table and being stopped.
     pub(crate) draining: Mutex<HashSet<String>>,
+    /// Draining tasks whose stop has begun: too late to take them back.
+    /// Locked only while `draining` is held, so the two agree.
+    pub(crate) signalled: Mutex<HashSet<String>>,
     pub(crate) meta: Mutex<HashMap<String, TaskMeta>>,
     pub(crate) usage: Mutex<HashMap<String, UsageSample>>,
     /// Revisions are immutable, so they are read from the store once.
@@ -92,6 +95,8 @@ pub struct Controller {
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
     /// The autoscaler's datapoints and decisions per (app, service).
     pub(crate) scalers: Mutex<HashMap<(String, String), crate::autoscaler::ServiceScaler>>,
+    /// Apps being destroyed: nothing may change them, their deployment drivers let go.
+    pub(crate) destroying: Mutex<HashSet<String>>,
     /// Deployments a driver is working on (app, id): one driver each.
     pub(crate) driving: Mutex<HashSet<(String, u64)>>,
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
@@ -127,6 +132,7 @@ impl Controller {
             known_health: Mutex::default(),
             health_client: HealthClient::new(),
             draining: Mutex::default(),
+            signalled: Mutex::default(),
             meta: Mutex::default(),
             usage: Mutex::default(),
             revisions: Mutex::default(),
@@ -137,6 +143,7 @@ impl Controller {
             routes_lock: tokio::sync::Mutex::new(()),
             deploy_lock: tokio::sync::Mutex::new(()),
             driving: Mutex::default(),
+            destroying: Mutex::default(),
             scalers: Mutex::default(),
             task_path,
             task_user: cfg.task_user,
@@ -189,6 +196,7 @@ impl Controller {
         tokio::spawn(self.clone().autoscale_loop());
         self.start_scheduler(&report);
         self.resume_deployments().await?;
+        self.resume_destroys(self.db.destroys().await?);
         Ok(())
     }
 
@@ -320,7 +328,12 @@ impl Controller {
                     if let Some(th) = health {
                         crate::health::set_health(&self, &task, &th, crate::health::Health::Starting, None, None);
                     }
-                    let how = describe_exit(&exit);
+                    let how = match self.driver.task(&task) {
+                        Some(t) if t.oom_kills > 0 && exit == ExitInfo::Signal(libc::SIGKILL) => {
+                            format!("was {}", describe_end(exit, true, t.spec.memory_bytes))
+                        }
+                        _ => describe_exit(&exit),
+                    };
                     let msg = match restart_in {
                         Some(d) => format!("task {task} {how}; restarting in {} (crash {crashes})", fmt_duration(d)),
                         None => format!("task {task} {how}"),
@@ -410,6 +423,40 @@ pub(crate) fn describe_exit(exit: &ExitInfo) -> String {
     }
 }
 
+/// How a task's last process ended, for failure reasons: an OOM kill says
+/// so (with the limit) rather than "killed by signal 9".
+pub(crate) fn exit_reason(t: &wharf_runtime::TaskStatus) -> String {
+    match t.last_exit {
+        None => "no exit status".into(),
+        Some(e) => describe_end(e, t.oom_kills > 0, t.spec.memory_bytes),
+    }
+}
+
+/// A SIGKILL in a cgroup that saw OOM kills was the kernel's OOM killer.
+fn describe_end(exit: ExitInfo, oom_killed: bool, limit: Option<u64>) -> String {
+    match (exit, oom_killed) {
+        (ExitInfo::Signal(libc::SIGKILL), true) => match limit {
+            Some(bytes) => format!("killed: out of memory (memory limit {})", fmt_bytes(bytes)),
+            None => "killed: out of memory".into(),
+        },
+        (e, _) => e.to_string(),
+    }
+}
+
+/// "512MiB", "1.5GiB", "1000000 bytes": a memory limit as wharf.toml writes it.
+fn fmt_bytes(b: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
+        format!("{}GiB", b >> 30)
+    } else if b >= MIB && b.is_multiple_of(MIB) {
+        format!("{}MiB", b / MIB)
+    } else if b >= MIB {
+        format!("{:.1}MiB", b as f64 / MIB as f64)
+    } else {
+        format!("{b} bytes")
+    }
+}
+
 /// "250ms", "8s", "1.5s", "3m5s": short durations for messages.
 pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
@@ -469,6 +516,19 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oom_kill_reads_as_out_of_memory_with_the_limit() {
+        let limit = Some(64 << 20);
+        assert_eq!(
+            describe_end(ExitInfo::Signal(libc::SIGKILL), true, limit),
+            "killed: out of memory (memory limit 64MiB)"
+        );
+        assert_eq!(describe_end(ExitInfo::Signal(libc::SIGKILL), false, limit), "killed by signal 9 (SIGKILL)");
+        assert_eq!(describe_end(ExitInfo::Code(1), true, limit), "exit code 1");
+        assert_eq!(fmt_bytes(3 << 30), "3GiB");
+        assert_eq!(fmt_bytes(1_000_000), "1000000 bytes");
+    }
 
     #[test]
     fn durations_read_short() {

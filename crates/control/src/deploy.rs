@@ -128,6 +128,7 @@ impl Controller {
         size: u64,
     ) -> Result<DeployReport, DeployError> {
         let app = &spec.app;
+        self.check_not_destroying(app).await?;
         let old_app = self.db.app(app).await?;
         let old: BTreeMap<String, ServiceRecord> =
             self.db.services(Some(app)).await?.into_iter().map(|s| (s.name.clone(), s)).collect();

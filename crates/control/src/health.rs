@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -21,6 +21,15 @@ use crate::controller::{fmt_duration, Controller};
 const STARTING_PROBE: Duration = Duration::from_millis(50);
 const STARTING_BRISK_FOR: Duration = Duration::from_secs(5);
 const STARTING_PROBE_LATER: Duration = Duration::from_millis(500);
+/// A task that has not passed yet is reported (events, `wharf deploy`
+/// progress) once its checks have failed this long: a booting app's first
+/// refused connections are not news.
+pub(crate) const REPORT_AFTER: Duration = Duration::from_secs(1);
+/// While it keeps failing the same way, the report is repeated after this,
+/// then twice as long each time up to [`REPORT_EVERY_MAX`]: a deploy waiting
+/// for it is not silent, a task left failing for hours does not flood the log.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+const REPORT_EVERY_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +47,19 @@ pub(crate) struct HealthState {
     pub ok_streak: u32,
     pub fail_streak: u32,
     pub last_error: Option<String>,
+    /// Since when every check has failed (None: the last one passed).
+    pub failing_since: Option<Instant>,
+    /// The last failure reported as an event while starting, when, and how
+    /// many times in a row.
+    pub reported: Option<(String, Instant, u32)>,
+}
+
+impl HealthState {
+    /// The last check's error, once checks have failed for [`REPORT_AFTER`].
+    pub fn lasting_error(&self) -> Option<&str> {
+        let since = self.failing_since?;
+        (since.elapsed() >= REPORT_AFTER).then_some(self.last_error.as_deref()?)
+    }
 }
 
 /// The health of one web task, written by its checker, read by routing.
@@ -134,6 +156,8 @@ impl Controller {
             ok_streak: 0,
             fail_streak: 0,
             last_error: None,
+            failing_since: None,
+            reported: None,
         });
         // The checker holds only a Weak so dropping the entry ends it.
         let (tx, rx) = tokio::sync::oneshot::channel::<std::sync::Weak<TaskHealth>>();
@@ -168,6 +192,8 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
                 st.pid = status.pid;
                 st.ok_streak = 0;
                 st.fail_streak = 0;
+                st.failing_since = None;
+                st.reported = None;
                 if st.health != Health::Starting {
                     st.health = Health::Starting;
                     drop(st);
@@ -186,6 +212,8 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
                     st.ok_streak += 1;
                     st.fail_streak = 0;
                     st.last_error = None;
+                    st.failing_since = None;
+                    st.reported = None;
                 }
                 Err(e) => {
                     st.ok_streak = 0;
@@ -193,6 +221,7 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
                         st.fail_streak += 1;
                     }
                     st.last_error = Some(e.clone());
+                    st.failing_since.get_or_insert_with(Instant::now);
                 }
             }
             match current {
@@ -201,6 +230,9 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
                 h => h,
             }
         };
+        if next == Health::Starting {
+            report_waiting(&ctl, &id, &th);
+        }
         if next != current {
             set_health(&ctl, &id, &th, next, status.pid, result.err());
         }
@@ -212,6 +244,33 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
         drop((ctl, th));
         tokio::time::sleep(wait).await;
     }
+}
+
+/// A task that has not passed yet and keeps failing its checks: an event
+/// with the last result when it changes, and again while it stays the same
+/// (every [`REPORT_EVERY`], backing off).
+fn report_waiting(ctl: &Controller, id: &str, th: &TaskHealth) {
+    let text = {
+        let mut st = th.state.lock().unwrap();
+        let Some(error) = st.lasting_error().map(str::to_string) else { return };
+        let repeats = match &st.reported {
+            Some((last, at, n)) if *last == error => {
+                let every = REPORT_EVERY.saturating_mul(1u32 << (*n).min(6)).min(REPORT_EVERY_MAX);
+                if at.elapsed() < every {
+                    return;
+                }
+                n.saturating_add(1)
+            }
+            _ => 0,
+        };
+        let failing = st.failing_since.map(|t| t.elapsed()).unwrap_or_default();
+        st.reported = Some((error.clone(), Instant::now(), repeats));
+        format!(
+            "task {id} is not healthy yet: {error} (checks failing for {})",
+            fmt_duration(Duration::from_secs(failing.as_secs()))
+        )
+    };
+    ctl.task_event("task.health_failing", Level::Warn, id, text);
 }
 
 pub(crate) fn set_health(
@@ -230,6 +289,8 @@ pub(crate) fn set_health(
         if changed && health == Health::Starting {
             st.ok_streak = 0;
             st.fail_streak = 0;
+            st.failing_since = None;
+            st.reported = None;
         }
         changed
     };

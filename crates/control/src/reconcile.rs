@@ -101,7 +101,12 @@ impl Controller {
                 }
             }
         }
-        let (current, old): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.spec.revision == rev.number);
+        let (mut current, old): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.spec.revision == rev.number);
+        if current.len() < svc.replicas as usize {
+            // A rollback wants this revision back: its tasks still draining serve again
+            // rather than being stopped while fresh ones start.
+            current.extend(self.reclaim(svc, web, svc.replicas as usize - current.len()).await);
+        }
         // Blue-green keeps the set that has (or just had) the traffic; the rest leaves.
         let kept = |t: &TaskStatus| Some(t.spec.revision) == svc.live || Some(t.spec.revision) == svc.standby;
         let leaving: Vec<TaskStatus> = old.into_iter().filter(|t| !kept(t)).collect();
@@ -156,6 +161,45 @@ impl Controller {
             self.drain_and_stop(&t.spec.id, &why, drain).await;
         }
         Ok(())
+    }
+
+    /// Takes back up to `n` ready tasks of the service's desired revision
+    /// that are draining but not yet signalled: they rejoin the pool.
+    async fn reclaim(self: &Arc<Self>, svc: &ServiceRecord, web: bool, n: usize) -> Vec<TaskStatus> {
+        let candidates: Vec<TaskStatus> = {
+            let draining = self.draining.lock().unwrap();
+            self.driver
+                .tasks()
+                .into_iter()
+                .filter(|t| t.spec.restart && t.spec.app == svc.app && t.spec.service == svc.name)
+                .filter(|t| t.spec.revision == svc.revision && t.state == TaskState::Running)
+                .filter(|t| draining.contains(&t.spec.id))
+                .collect()
+        };
+        let mut back = Vec::new();
+        for t in candidates.into_iter().filter(|t| self.is_ready(t, web)).take(n) {
+            let taken = {
+                let mut draining = self.draining.lock().unwrap();
+                let signalled = self.signalled.lock().unwrap();
+                !signalled.contains(&t.spec.id) && draining.remove(&t.spec.id)
+            };
+            if taken {
+                self.task_event(
+                    "task.reclaimed",
+                    Level::Info,
+                    &t.spec.id,
+                    format!(
+                        "task {} serves again: {}@{} is wanted back and it had not been stopped yet",
+                        t.spec.id, svc.name, svc.revision
+                    ),
+                );
+                back.push(t);
+            }
+        }
+        if !back.is_empty() {
+            self.rebuild_routes().await;
+        }
+        back
     }
 
     fn start_allowed(&self, svc: &ServiceRecord) -> bool {
@@ -272,6 +316,14 @@ impl Controller {
         let id = id.to_string();
         tokio::spawn(async move {
             this.wait_drained(&id, drain).await;
+            // Taken back (a rollback to its revision) while it drained: it stays.
+            let go = {
+                let draining = this.draining.lock().unwrap();
+                draining.contains(&id) && this.signalled.lock().unwrap().insert(id.clone())
+            };
+            if !go {
+                return;
+            }
             if let Err(e) = this.driver.stop(&id).await {
                 this.task_event("task.stop_failed", Level::Error, &id, format!("cannot stop task {id}: {e}"));
             }
@@ -279,7 +331,11 @@ impl Controller {
             if let Err(e) = this.db.delete_task(&id).await {
                 tracing::warn!("cannot delete task record {id}: {e}");
             }
-            this.draining.lock().unwrap().remove(&id);
+            {
+                let mut draining = this.draining.lock().unwrap();
+                draining.remove(&id);
+                this.signalled.lock().unwrap().remove(&id);
+            }
             this.wake.notify_one();
         });
     }
@@ -291,6 +347,9 @@ impl Controller {
         let Some(backend) = backend else { return };
         let deadline = crate::tokio_after(tokio::time::Instant::now(), drain);
         while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            if !self.draining.lock().unwrap().contains(id) {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if backend.in_flight() > 0 {

@@ -207,6 +207,14 @@ impl ReleaseStore {
         let _ = std::fs::remove_file(self.dir.join(app).join(format!("{hash}.tar.gz")));
     }
 
+    /// Deletes every stored release of an app (`wharf destroy --purge`).
+    pub fn delete_app(&self, app: &str) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.dir.join(app)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes staging left behind by a crash mid-deploy.
     pub fn clean_staging(&self) {
         let _ = std::fs::remove_dir_all(self.dir.join(".staging"));

@@ -2,6 +2,7 @@
 //! rollout to an older, retained revision: new tasks start, take traffic
 //! once healthy, and only then do the current ones drain and stop.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -23,6 +24,51 @@ pub struct RevisionView {
     pub current: bool,
     /// Its release is still stored, so it can be rolled back to.
     pub available: bool,
+    /// How the last deployment that moved the service to it ended:
+    /// succeeded, rolled_back, failed, superseded, in_progress; None when no
+    /// deployment on record did.
+    pub outcome: Option<&'static str>,
+    /// That deployment's id.
+    pub deployment: Option<u64>,
+    /// Why it failed or was rolled back.
+    pub reason: Option<String>,
+    /// It was live and healthy: its last deployment succeeded (or it ran
+    /// before a deployment that left it, with none of its own on record).
+    /// `wharf rollback` without a revision picks the newest such one.
+    pub healthy: bool,
+}
+
+/// What the deployment history says about each revision of one service.
+#[derive(Default)]
+struct History {
+    /// Revision → (deployment id, state, reason) of the last deployment to it.
+    last: HashMap<u64, (u64, DeploymentState, Option<String>)>,
+    /// Revisions that were running when a deployment moved the service away.
+    left: HashSet<u64>,
+}
+
+impl History {
+    fn of(deployments: &[DeploymentRecord], service: &str) -> History {
+        let mut h = History::default();
+        for d in deployments {
+            for c in d.changes.iter().filter(|c| c.service == service) {
+                if let Some(to) = c.to {
+                    h.last.insert(to, (d.id, d.state, d.reason.clone()));
+                }
+                if let Some(from) = c.from {
+                    h.left.insert(from);
+                }
+            }
+        }
+        h
+    }
+
+    fn healthy(&self, n: u64) -> bool {
+        match self.last.get(&n) {
+            Some((_, state, _)) => *state == DeploymentState::Succeeded,
+            None => self.left.contains(&n),
+        }
+    }
 }
 
 /// The settings that differ between two revisions of a service, by name.
@@ -62,6 +108,7 @@ impl Controller {
         if revisions.is_empty() {
             return Err(ControlError::NotFound(format!("app `{app}` has no service `{service}`")));
         }
+        let history = History::of(&self.db.deployments(app).await?, service);
         let mut out = Vec::new();
         let mut before: Option<&Revision> = None;
         for r in &revisions {
@@ -82,14 +129,19 @@ impl Controller {
                 changes,
                 current: Some(r.number) == current,
                 available: self.releases.path(app, &r.release).exists(),
+                outcome: history.last.get(&r.number).map(|(_, state, _)| state.as_str()),
+                deployment: history.last.get(&r.number).map(|(id, _, _)| *id),
+                reason: history.last.get(&r.number).and_then(|(_, _, why)| why.clone()),
+                healthy: history.healthy(r.number),
             });
             before = Some(r);
         }
         Ok(out)
     }
 
-    /// Rolls `service` back to revision `to` (default: the one before the
-    /// current). Returns the deployment that carries it out. While a
+    /// Rolls `service` back to revision `to` (default: the newest earlier
+    /// revision that was live and healthy, so never one whose own deploy
+    /// failed or was rolled back). Returns the deployment that carries it out. While a
     /// deployment of the app is in progress, this aborts it instead: its
     /// services return to what they ran before (an instant switch during a
     /// blue-green bake).
@@ -112,12 +164,31 @@ impl Controller {
                 let known: Vec<String> = revisions.iter().map(|r| r.number.to_string()).collect();
                 ControlError::NotFound(format!("{service} has no revision {n} (it has {})", known.join(", ")))
             })?,
-            None => revisions.iter().rev().find(|r| r.number < svc.revision).ok_or_else(|| {
-                ControlError::Invalid(format!(
-                    "{service}@{} is its first revision: there is nothing to roll back to",
-                    svc.revision
-                ))
-            })?,
+            None => {
+                let history = History::of(&self.db.deployments(app).await?, service);
+                let earlier: Vec<&Revision> = revisions.iter().rev().filter(|r| r.number < svc.revision).collect();
+                if earlier.is_empty() {
+                    return Err(ControlError::Invalid(format!(
+                        "{service}@{} is its first revision: there is nothing to roll back to",
+                        svc.revision
+                    )));
+                }
+                let Some(good) = earlier.iter().copied().find(|r| history.healthy(r.number)) else {
+                    let skipped: Vec<String> = earlier
+                        .iter()
+                        .map(|r| {
+                            let how = history.last.get(&r.number).map_or("never live", |(_, st, _)| st.as_str());
+                            format!("@{} {how}", r.number)
+                        })
+                        .collect();
+                    return Err(ControlError::Invalid(format!(
+                        "no earlier revision of {service} was live and healthy ({})\n  \
+                         hint: name one to roll back to anyway: `wharf rollback {service} REV`",
+                        skipped.join(", ")
+                    )));
+                };
+                good
+            }
         };
         if target.number == svc.revision {
             return Err(ControlError::Invalid(format!("{service} already runs revision {}", target.number)));

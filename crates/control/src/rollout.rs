@@ -21,6 +21,8 @@ const TICK: Duration = Duration::from_millis(100);
 const CRASH_LOOP_RESTARTS: u32 = 3;
 /// Answers needed before a bake judges a revision's error rate or latency.
 const MIN_BAKE_ANSWERS: u64 = 20;
+/// Lines of a failed release command's output quoted in the failure reason.
+const RELEASE_OUTPUT_LINES: usize = 20;
 /// Longest a paused release may hold requests (the pause's own cap).
 const RELEASE_PAUSE_MAX: Duration = Duration::from_secs(600);
 
@@ -94,7 +96,7 @@ impl Controller {
                 }
             };
             let Some(mut d) = d else { return };
-            if d.state != DeploymentState::InProgress {
+            if d.state != DeploymentState::InProgress || self.destroying.lock().unwrap().contains(app) {
                 return;
             }
             let next = match self.step(&mut d, &mut watch).await {
@@ -152,10 +154,11 @@ impl Controller {
                         w.released.insert(change.service.clone());
                         Next::Stay
                     }
-                    e => Next::Fail(format!(
-                        "the release command of {} failed ({}); traffic never moved",
+                    _ => Next::Fail(format!(
+                        "the release command of {} failed ({}); traffic never moved{}",
                         change.service,
-                        e.map_or_else(|| "no exit status".to_string(), |e| e.to_string())
+                        crate::controller::exit_reason(&status),
+                        self.last_output(&task)
                     )),
                 });
             }
@@ -164,8 +167,9 @@ impl Controller {
                 w.release = None;
                 self.release_resume(d, &change.service).await;
                 return Ok(Next::Fail(format!(
-                    "the release command of {} did not finish in time; it was stopped and traffic never moved",
-                    change.service
+                    "the release command of {} did not finish in time; it was stopped and traffic never moved{}",
+                    change.service,
+                    self.last_output(&task)
                 )));
             }
             return Ok(Next::Stay);
@@ -256,6 +260,22 @@ impl Controller {
         Ok(Next::Stay)
     }
 
+    /// The last lines a one-off task wrote, for a failure reason: an exit
+    /// code alone rarely says why a migration failed.
+    fn last_output(&self, task: &str) -> String {
+        let filter = wharf_logs::Filter {
+            task: Some(task.to_string()),
+            sources: vec![wharf_logs::Source::Stdout, wharf_logs::Source::Stderr],
+            ..Default::default()
+        };
+        let lines = self.logs.query(&filter, RELEASE_OUTPUT_LINES);
+        if lines.is_empty() {
+            return "; it wrote no output".into();
+        }
+        let text: Vec<String> = lines.iter().map(|r| format!("  {}", r.message)).collect();
+        format!("; its last output:\n{}", text.join("\n"))
+    }
+
     async fn release_resume(self: &Arc<Self>, d: &DeploymentRecord, service: &str) {
         let paused = self.db.pauses().await.unwrap_or_default();
         if paused.iter().any(|p| p.app == d.app && p.service.as_deref() == Some(service)) {
@@ -287,10 +307,11 @@ impl Controller {
             }
             let deadline = wharf_spec::ms_after(d.step_started_at, policy.deadline);
             if !p.settled(&s) && now_ms() >= deadline {
+                let web = self.revision(&app, &s.name, s.revision).await?.spec.is_web();
+                let why = if p.ready < s.replicas as usize { self.not_ready(&s, &p, web) } else { p.describe(&s) };
                 return Ok(Next::Fail(format!(
-                    "not ready within the {} deadline: {}",
-                    fmt_duration(policy.deadline),
-                    p.describe(&s)
+                    "not ready within the {} deadline: {why}",
+                    fmt_duration(policy.deadline)
                 )));
             }
         }
@@ -438,6 +459,35 @@ impl Controller {
         Ok(Next::Finish(DeploymentState::RolledBack, "back on the previous revisions".into()))
     }
 
+    /// How many new tasks are not ready and what their last health check
+    /// (or exit) said, for a deadline's failure reason.
+    fn not_ready(&self, s: &ServiceRecord, p: &ServiceProgress, web: bool) -> String {
+        let draining = self.draining.lock().unwrap().clone();
+        let tasks: Vec<TaskStatus> = self
+            .driver
+            .tasks()
+            .into_iter()
+            .filter(|t| t.spec.restart && t.spec.app == s.app && t.spec.service == s.name)
+            .filter(|t| t.spec.revision == s.revision && !draining.contains(&t.spec.id))
+            .filter(|t| !self.is_ready(t, web))
+            .collect();
+        let word = if web { "healthy" } else { "running" };
+        let missing = (s.replicas as usize).saturating_sub(p.ready);
+        let mut out = format!("{}@{}: {missing} of {} new tasks not {word}", s.name, s.revision, s.replicas);
+        let checked = {
+            let health = self.health.lock().unwrap();
+            tasks.iter().find_map(|t| health.get(&t.spec.id).and_then(|h| h.state.lock().unwrap().last_error.clone()))
+        };
+        if let Some(e) = checked {
+            out.push_str(&format!("; last health check: {e}"));
+        } else if let Some(t) = tasks.iter().find(|t| t.last_exit.is_some()) {
+            out.push_str(&format!("; last exit: {}", crate::controller::exit_reason(t)));
+        } else if web {
+            out.push_str("; no health check answered yet");
+        }
+        out
+    }
+
     /// Why a new task counts as failed: crash-looping, or gone after it was ready.
     async fn new_tasks_failing(&self, d: &DeploymentRecord, w: &mut Watch) -> Result<Option<String>, ControlError> {
         let draining = self.draining.lock().unwrap().clone();
@@ -450,7 +500,11 @@ impl Controller {
                 continue;
             };
             let web = self.revision(&d.app, &c.service, t.spec.revision).await?.spec.is_web();
-            let exit = t.last_exit.as_ref().map_or_else(String::new, |e| format!(" (last: {e})"));
+            let exit = if t.last_exit.is_some() {
+                format!(" (last: {})", crate::controller::exit_reason(&t))
+            } else {
+                String::new()
+            };
             if t.restarts >= CRASH_LOOP_RESTARTS {
                 return Ok(Some(format!(
                     "task {} of {}@{} is crash-looping: restarted {} times{exit}",

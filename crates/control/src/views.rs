@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
-use wharf_runtime::TaskState;
+use wharf_runtime::{ExitInfo, TaskState};
 use wharf_store::DeploymentRecord;
 
 use crate::controller::{describe_exit, ControlError, Controller};
@@ -62,6 +62,9 @@ pub struct ServiceView {
     pub maintenance: bool,
     /// Holding requests until resumed.
     pub paused: bool,
+    /// Tasks of the current revision that keep failing their health checks
+    /// (for a second or more), each as "TASK: last check's error".
+    pub health_failing: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +117,7 @@ impl Controller {
                     live: s.live,
                     maintenance: maintenance.iter().any(|m| covers(&app.name, &s.name, &m.app, m.service.as_deref())),
                     paused: pauses.iter().any(|p| covers(&app.name, &s.name, &p.app, p.service.as_deref())),
+                    health_failing: self.health_failing(&s),
                 });
             }
             apps.push(AppView {
@@ -138,6 +142,27 @@ impl Controller {
         })
     }
 
+    fn health_failing(&self, s: &wharf_store::ServiceRecord) -> Vec<String> {
+        let health = self.health.lock().unwrap();
+        let mut out: Vec<String> = self
+            .driver
+            .tasks()
+            .into_iter()
+            .filter(|t| t.spec.restart && t.spec.app == s.app && t.spec.service == s.name)
+            .filter(|t| t.spec.revision == s.revision)
+            .filter_map(|t| {
+                let h = health.get(&t.spec.id)?;
+                let st = h.state.lock().unwrap();
+                if st.health == Health::Healthy {
+                    return None;
+                }
+                Some(format!("{}: {}", t.spec.id, st.lasting_error()?))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn tasks_view(&self) -> Vec<TaskView> {
         let health = self.health.lock().unwrap();
         let draining = self.draining.lock().unwrap();
@@ -160,7 +185,10 @@ impl Controller {
                     pid: t.pid,
                     restarts: t.restarts,
                     crashes: t.crashes,
-                    last_exit: t.last_exit.as_ref().map(describe_exit),
+                    last_exit: t.last_exit.map(|e| match e {
+                        ExitInfo::Signal(libc::SIGKILL) if t.oom_kills > 0 => crate::controller::exit_reason(&t),
+                        e => describe_exit(&e),
+                    }),
                     started_at: t
                         .started_at
                         .and_then(|s| s.duration_since(UNIX_EPOCH).ok())

@@ -240,3 +240,48 @@ impl Db {
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
 }
+
+fn destroy_key(app: &str) -> String {
+    format!("destroying/{app}")
+}
+
+/// Removing a whole app (`wharf destroy`).
+impl Batch {
+    pub fn put_destroy(&mut self, r: &DestroyRecord) -> &mut Self {
+        self.put(destroy_key(&r.app), r)
+    }
+    pub fn delete_app(&mut self, app: &str) -> &mut Self {
+        self.ops.push(Op::Delete { key: app_key(app) });
+        self
+    }
+    pub fn delete_destroy(&mut self, app: &str) -> &mut Self {
+        self.ops.push(Op::Delete { key: destroy_key(app) });
+        self
+    }
+}
+
+impl Db {
+    pub async fn destroys(&self) -> Result<Vec<DestroyRecord>, StoreError> {
+        self.list("destroying/").await
+    }
+    pub async fn destroy(&self, app: &str) -> Result<Option<DestroyRecord>, StoreError> {
+        self.get(&destroy_key(app)).await
+    }
+
+    /// Adds to `batch` the deletion of everything kept under an app's name:
+    /// revisions, deployments, maintenance, pauses, job runs and cursors,
+    /// and with `releases` its release records. Services and the app record
+    /// are deleted by the caller ([`Batch::delete_service`], [`Batch::delete_app`]).
+    pub async fn delete_app_history(&self, batch: &mut Batch, app: &str, releases: bool) -> Result<(), StoreError> {
+        let mut kinds = vec!["revisions", "deployments", "maintenance", "paused", "jobruns", "jobcursors"];
+        if releases {
+            kinds.push("releases");
+        }
+        for kind in kinds {
+            for (key, _) in self.store.list(&format!("{kind}/{app}/")).await? {
+                batch.ops.push(Op::Delete { key });
+            }
+        }
+        Ok(())
+    }
+}

@@ -221,3 +221,17 @@ pub struct PauseRecord {
     /// After this (Unix ms) held and new requests get 503 until resumed.
     pub until: u64,
 }
+
+/// `wharf destroy APP` under way: written first, with the app's record and
+/// services removed in the same write, so a server killed in the middle
+/// finishes the job after its restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestroyRecord {
+    pub app: String,
+    /// Delete the app's releases (records and files) too.
+    pub purge: bool,
+    pub started_at: u64,
+    /// The services it had, for the report.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
