@@ -66,6 +66,10 @@ enum Command {
         /// Time a task has to start answering.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         response_timeout: std::time::Duration,
+        /// Time a request's whole body has to arrive once its headers have (else 408); also the
+        /// longest a response may wait on a client that stopped reading.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        body_timeout: std::time::Duration,
         /// Largest request body in bytes; larger ones get 413.
         #[arg(long, default_value_t = 100 << 20)]
         max_body: u64,
@@ -379,6 +383,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             no_metrics,
             header_timeout,
             response_timeout,
+            body_timeout,
             max_body,
             max_connections,
             export,
@@ -395,6 +400,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             opts.proxy.header_timeout = header_timeout;
             opts.proxy.response_timeout = response_timeout;
             opts.proxy.max_body = max_body;
+            opts.proxy.body_timeout = body_timeout;
             opts.proxy.max_connections = max_connections;
             export.apply(&mut opts)?;
             discovery.apply(&mut opts)?;

@@ -45,6 +45,10 @@ pub struct ProxyConfig {
     /// Until the upstream's response headers arrive.
     pub response_timeout: Duration,
     pub max_body: u64,
+    /// Time a request's whole body has to arrive, from its headers (else
+    /// 408); also the longest a response write may stall on a client that
+    /// stopped reading.
+    pub body_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
@@ -62,6 +66,7 @@ impl Default for ProxyConfig {
             header_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(60),
             max_body: 100 << 20,
+            body_timeout: Duration::from_secs(60),
             max_header_bytes: 64 << 10,
             max_headers: 100,
             max_connections: 10_000,
@@ -397,10 +402,14 @@ impl Proxy {
         // An upgrade handshake may be sent again too: nothing was upgraded yet.
         let mut replay =
             (idempotent && bodyless).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        // Set once the client's body has all arrived; Empty has none to wait for.
+        let mut body_done = None;
         let body = if bodyless {
             ReqBody::Empty
         } else {
-            ReqBody::Stream(http_body_util::Limited::new(body, max_body as usize))
+            let (b, done) = crate::body::ClientBody::new(body, max_body, start + self.config.body_timeout);
+            body_done = Some(done);
+            ReqBody::Stream(b)
         };
         let mut pending = Some(Request::from_parts(parts, body));
         let mut replaying = false;
@@ -479,6 +488,10 @@ impl Proxy {
             let sent = tokio::time::timeout(response_timeout, conn.try_send_request(req)).await;
             match sent {
                 Err(_) => {
+                    if body_done.as_ref().is_some_and(|d| !d.load(Ordering::Relaxed)) {
+                        // Still waiting for the client's body: the client is slow, not the task.
+                        return self.client_fault(&ctx, route, &BodyError::Timeout, max_body);
+                    }
                     self.metrics.upstream_error(&route.pool.name, "timeout");
                     let detail =
                         format!("`{}` did not answer within {}s.", route.pool.name, response_timeout.as_secs_f64());
@@ -521,16 +534,9 @@ impl Proxy {
                         continue;
                     }
                     let err = e.into_error();
-                    if body_too_large(&err) {
-                        let detail = format!("The request body is larger than {max_body} bytes.");
-                        return self.answer_ctx(
-                            &ctx,
-                            Some(route),
-                            Some(&backend),
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "Payload too large",
-                            &detail,
-                        );
+                    if let Some(fault) = client_body_error(&err) {
+                        // The client's own error: the task is not to blame for it.
+                        return self.client_fault(&ctx, route, fault, max_body);
                     }
                     backend.failed();
                     self.metrics.upstream_error(&route.pool.name, "reset");
@@ -620,6 +626,27 @@ impl Proxy {
             ctx,
         };
         Response::from_parts(parts, RespBody::Upstream(UpstreamBody { inner: body, sent: 0, done: Some(done) }))
+    }
+
+    /// Answers a request whose body the client got wrong: a 4xx, never
+    /// counted against the task it was being sent to.
+    fn client_fault(&self, ctx: &LogCtx, route: &RouteSpec, fault: &BodyError, max_body: u64) -> Response<RespBody> {
+        let (status, title, detail) = match fault {
+            BodyError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+                format!("The request body is larger than {max_body} bytes."),
+            ),
+            BodyError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "Request timeout",
+                format!("The request body did not arrive within {}s.", self.config.body_timeout.as_secs_f64()),
+            ),
+            BodyError::Client(e) => {
+                (StatusCode::BAD_REQUEST, "Bad request", format!("The request body is malformed: {e}."))
+            }
+        };
+        self.answer_ctx(ctx, Some(route), None, status, title, &detail)
     }
 
     fn answer_ctx(
@@ -838,15 +865,17 @@ async fn connect(backend: &Backend, timeout: Duration) -> Result<(SendRequest<Re
     Ok((sender, false))
 }
 
-fn body_too_large(err: &hyper::Error) -> bool {
+/// The client's body error behind a failed upstream request, if that is
+/// why it failed.
+fn client_body_error(err: &hyper::Error) -> Option<&BodyError> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = src {
-        if matches!(e.downcast_ref::<BodyError>(), Some(BodyError::TooLarge)) {
-            return true;
+        if let Some(b) = e.downcast_ref::<BodyError>() {
+            return Some(b);
         }
         src = e.source();
     }
-    false
+    None
 }
 
 /// The request's host: the Host header (HTTP/1.1 requires one) or the
@@ -856,6 +885,7 @@ fn request_host(req: &Request<Incoming>) -> Result<String, &'static str> {
     let mut it = hosts.iter();
     let host = match (it.next(), it.next()) {
         (Some(_), Some(_)) => return Err("The request has more than one Host header."),
+        (Some(h), None) if h.is_empty() => return Err("The Host header is empty."),
         (Some(h), None) => h.to_str().map_err(|_| "The Host header is not valid.")?.to_string(),
         (None, _) => match req.uri().authority() {
             Some(a) => a.as_str().to_string(),

@@ -1,0 +1,186 @@
+//! Hostile clients: bodies that are malformed or slow. None of them may
+//! hold a connection for long or count against a deployment.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+/// How long a test waits for the server to close a connection it should.
+const CLOSE_BOUND: Duration = Duration::from_secs(15);
+
+fn started(extra: &[&str], toml: &str) -> (Server, tempfile::TempDir) {
+    let s = Server::start_with(extra);
+    let dir = app_dir(toml);
+    s.deploy(dir.path());
+    wait_for("the app to serve", LONG, || s.get("x", "/api/health").filter(|(c, _)| *c == 200));
+    (s, dir)
+}
+
+/// Waits for the server to close `c`; what it sent before closing.
+fn wait_closed(what: &str, c: &mut TcpStream) -> String {
+    c.set_read_timeout(Some(CLOSE_BOUND)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                panic!("{what}: still open after {CLOSE_BOUND:?}")
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn metrics_url(s: &Server) -> String {
+    std::fs::read_to_string(s.data.join("metrics.url")).unwrap().trim().trim_start_matches("http://").to_string()
+}
+
+/// A value of the proxy's Prometheus text, summed over its label sets.
+fn metric(s: &Server, name: &str, labels: &str) -> f64 {
+    let addr = metrics_url(s);
+    let host_path = addr.split_once('/').unwrap();
+    let (_, text) = http_get(host_path.0, "x", &format!("/{}", host_path.1), None).expect("metrics answer");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_slow_body_gets_408_within_the_body_timeout() {
+    let (s, _dir) = started(&["--body-timeout", "1s"], &demo_toml("h", "1", 1, false));
+    let mut c = TcpStream::connect(s.proxy_addr()).unwrap();
+    // The task waits 30 s before answering: only the body timeout can end this.
+    c.write_all(b"POST /api/sleep?ms=30000 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut w = c.try_clone().unwrap();
+    let dripping = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // A byte every 100 ms: 100 s for the whole body.
+            while !stop.load(Ordering::Relaxed) && w.write_all(b"x").is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let said = wait_closed("a connection sending its body a byte at a time", &mut c);
+    stop.store(true, Ordering::Relaxed);
+    dripping.join().unwrap();
+    assert_eq!(status_of(&said), 408, "{said}");
+    assert!(said.contains("did not arrive within"), "{said}");
+    // A body that stops short, and one promised after 100-continue that never comes.
+    for (what, req) in [
+        (
+            "a body that stops short",
+            "POST /api/sleep?ms=30000 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nten bytes!",
+        ),
+        (
+            "an expected body that never comes",
+            "POST /api/sleep?ms=30000 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+        ),
+    ] {
+        let mut c = TcpStream::connect(s.proxy_addr()).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        let said = wait_closed(what, &mut c);
+        assert!(said.contains("HTTP/1.1 408 Request Timeout"), "{what}: {said}");
+    }
+    // None of it counted against the task.
+    assert_eq!(metric(&s, "wharf_proxy_requests_total", "status=\"5"), 0.0);
+}
+
+/// Requests whose body is the client's error, each with what it is.
+fn malformed_bodies() -> Vec<(&'static str, Vec<u8>)> {
+    let head = "POST /api/sleep?ms=10000 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let chunked = |body: &str| [head.as_bytes(), body.as_bytes()].concat();
+    let ext = format!("5;{}\r\nhello\r\n0\r\n\r\n", "a".repeat(100 * 1024));
+    vec![
+        ("a chunk size that is not hex", chunked("zz\r\nhello\r\n0\r\n\r\n")),
+        ("an overflowing chunk size", chunked("fffffffffffffffffffffff\r\nhello\r\n0\r\n\r\n")),
+        ("a negative chunk size", chunked("-5\r\nhello\r\n0\r\n\r\n")),
+        ("more data than the chunk size", chunked("5\r\nhello, and more\r\n0\r\n\r\n")),
+        ("a 100 KB chunk extension", chunked(&ext)),
+        ("a chunk size with a 0x prefix", chunked("0x5\r\nhello\r\n0\r\n\r\n")),
+        ("a bare LF after the chunk data", chunked("5\r\nhello\n0\r\n\r\n")),
+    ]
+}
+
+/// Sends `req`, then closes the sending side when `half_close`; the status.
+fn send(addr: &str, req: &[u8], half_close: bool) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = c.write_all(req);
+    if half_close {
+        let _ = c.shutdown(Shutdown::Write);
+    }
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn malformed_bodies_and_an_empty_host_are_the_clients_errors() {
+    let (s, _dir) = started(&[], &demo_toml("h", "1", 1, false));
+    let addr = s.proxy_addr();
+    let errors_before = metric(&s, "wharf_proxy_requests_total", "status=\"5");
+    for (what, req) in malformed_bodies() {
+        let said = send(&addr, &req, false);
+        assert_eq!(status_of(&said), 400, "{what}: {said}");
+    }
+    // A body cut short by a client that went away.
+    let said =
+        send(&addr, b"POST /api/sleep?ms=10000 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly this", true);
+    assert!(status_of(&said) == 400 || said.is_empty(), "a body cut short: {said}");
+    // Host present but empty (RFC 9110 §7.2: a bad request).
+    let said = raw(&addr, b"GET /api/version HTTP/1.1\r\nHost: \r\n\r\n", Duration::from_secs(5));
+    assert_eq!(status_of(&said), 400, "an empty Host: {said}");
+    assert!(said.contains("Host header is empty"), "{said}");
+    assert_eq!(metric(&s, "wharf_proxy_requests_total", "status=\"5"), errors_before, "no 5xx was counted");
+    assert!(metric(&s, "wharf_proxy_upstream_errors_total", "") == 0.0, "the task was not blamed");
+    // And the task is still in rotation.
+    assert_eq!(s.get("x", "/api/version").map(|(c, _)| c), Some(200));
+}
+
+fn last_deployment(s: &Server) -> serde_json::Value {
+    s.json(&["deployments", "--json"]).as_array().unwrap().last().unwrap().clone()
+}
+
+fn baked(version: &str, extra_env: &str, bake: &str) -> String {
+    demo_toml("h", version, 2, false).replace(
+        "env = { DEMO_VERSION",
+        &format!("deploy = {{ strategy = \"blue-green\", bake = \"{bake}\" }}\nenv = {{ {extra_env}DEMO_VERSION"),
+    )
+}
+
+#[test]
+fn malformed_bodies_during_a_bake_do_not_roll_a_good_deploy_back() {
+    let (s, dir) = started(&[], &baked("1", "", "4s"));
+    std::fs::write(dir.path().join("wharf.toml"), baked("2", "", "4s")).unwrap();
+    s.ok(&["deploy", "--detach", dir.path().to_str().unwrap()]);
+    wait_for("the bake", LONG, || (last_deployment(&s)["step"] == "bake").then_some(()));
+    // Many more bad requests than the bake needs to judge, all during it.
+    let addr = s.proxy_addr();
+    let mut answers = Vec::new();
+    while last_deployment(&s)["state"] == "in_progress" && answers.len() < 400 {
+        for (what, req) in malformed_bodies() {
+            answers.push((what, status_of(&send(&addr, &req, false))));
+        }
+    }
+    assert!(answers.len() >= 30, "only {} bad requests were sent during the bake", answers.len());
+    let d = wait_for("the deployment to end", LONG, || {
+        let d = last_deployment(&s);
+        (d["state"] != "in_progress").then_some(d)
+    });
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let not_400: Vec<_> = answers.iter().filter(|(_, code)| *code != 400).collect();
+    assert!(not_400.is_empty(), "{} of {} were not 400, e.g. {:?}", not_400.len(), answers.len(), not_400[0]);
+}
