@@ -73,7 +73,8 @@ enum Command {
         /// Largest request body in bytes; larger ones get 413.
         #[arg(long, default_value_t = 100 << 20)]
         max_body: u64,
-        /// Most client connections open at once; more wait to be accepted.
+        /// Most client connections open at once, over every proxy thread together; at the limit
+        /// the longest-idle one is closed for a new client, and while all are busy new ones wait.
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
         #[command(flatten)]

@@ -1,11 +1,12 @@
-//! Hostile clients: bodies that are malformed or slow. None of them may
-//! hold a connection for long or count against a deployment.
+//! Hostile clients: connections that say nothing, bodies that are malformed
+//! or slow, clients that stop reading. None of them may lock other clients
+//! out, hold a connection for long, or count against a deployment.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,22 @@ fn started(extra: &[&str], toml: &str) -> (Server, tempfile::TempDir) {
     s.deploy(dir.path());
     wait_for("the app to serve", LONG, || s.get("x", "/api/health").filter(|(c, _)| *c == 200));
     (s, dir)
+}
+
+/// Whether the server closed `c` (EOF or reset), reading what it sent.
+fn closed_by_server(c: &mut TcpStream) -> bool {
+    c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
 }
 
 /// Waits for the server to close `c`; what it sent before closing.
@@ -54,6 +71,87 @@ fn metric(s: &Server, name: &str, labels: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+#[test]
+fn silent_connections_never_lock_new_clients_out_and_the_limit_is_the_total() {
+    // A long header timeout: here only the limit can free room.
+    let (s, _dir) = started(
+        &["--max-connections", "10", "--proxy-threads", "2", "--header-timeout", "60s"],
+        &demo_toml("h", "1", 1, false),
+    );
+    let addr = s.proxy_addr();
+    let mut silent: Vec<TcpStream> = (0..30).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    // A new client is served: the longest-idle connections make room.
+    let (code, body) = wait_for("a new client to be served", LONG, || http_get(&addr, "x", "/api/version", None));
+    assert_eq!(code, 200, "{body}");
+    // The limit holds over both proxy threads together: of 30 silent
+    // connections and one client, at most 10 stay open.
+    let mut closed = vec![false; silent.len()];
+    wait_for("the silent connections over the total limit to be closed", CLOSE_BOUND, || {
+        for (i, c) in silent.iter_mut().enumerate() {
+            closed[i] = closed[i] || closed_by_server(c);
+        }
+        let open = closed.iter().filter(|c| !**c).count();
+        (open <= 10).then_some(())
+    });
+    // Busy connections are never closed to make room: requests in flight
+    // beyond the limit wait and are then served.
+    drop(silent);
+    let served = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..14)
+        .map(|_| {
+            let (addr, served) = (addr.clone(), served.clone());
+            std::thread::spawn(move || {
+                if http_get(&addr, "x", "/api/sleep?ms=300", None).is_some_and(|(c, _)| c == 200) {
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(served.load(Ordering::Relaxed), 14);
+}
+
+#[test]
+fn connections_that_send_nothing_or_stall_are_closed_on_every_listener() {
+    let (s, _dir) = started(&["--header-timeout", "1s", "--body-timeout", "2s"], &demo_toml("h", "1", 1, false));
+    let proxy = s.proxy_addr();
+    // Silent, on the proxy, the API and the metrics listener.
+    for (what, addr) in [("proxy", proxy.clone()), ("API", s.api_addr()), ("metrics", metrics_url(&s))] {
+        let addr = addr.split('/').next().unwrap().to_string();
+        let mut c = TcpStream::connect(&addr).unwrap();
+        let said = wait_closed(&format!("a silent connection to the {what}"), &mut c);
+        assert_eq!(said, "", "{what}: closed without a word");
+    }
+    // Idle after an answer (keep-alive).
+    let mut c = TcpStream::connect(&proxy).unwrap();
+    c.write_all(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let said = wait_closed("an idle keep-alive connection", &mut c);
+    assert_eq!(status_of(&said), 200, "{said}");
+    // Part of an HTTP/2 preface: neither protocol is known yet.
+    let mut c = TcpStream::connect(&proxy).unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    let said = wait_closed("a connection stuck in the HTTP/2 preface", &mut c);
+    assert!(said.is_empty() || status_of(&said) == 408, "{said}");
+    // A whole preface and settings, then nothing: an idle h2 connection.
+    let mut c = TcpStream::connect(&proxy).unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    wait_closed("an idle HTTP/2 connection", &mut c);
+    // Half a request head: 408, as before.
+    let mut c = TcpStream::connect(&proxy).unwrap();
+    c.write_all(b"GET /api/version HTTP/1.1\r\nHo").unwrap();
+    let said = wait_closed("a connection with half a request head", &mut c);
+    assert_eq!(status_of(&said), 408, "{said}");
+    // A client that stops reading a large answer is cut off.
+    let mut c = TcpStream::connect(&proxy).unwrap();
+    c.write_all(b"GET /api/bytes?n=1000000000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    wait_for("the open connection a stalled reader held to be closed", CLOSE_BOUND, || {
+        (metric(&s, "wharf_proxy_open_connections", "") == 0.0).then_some(())
+    });
+    drop(c);
 }
 
 #[test]

@@ -1,6 +1,5 @@
 //! Listener and request forwarding.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,16 +15,14 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::access::{AccessEntry, AccessLog};
 use crate::backend::{random_u64, Backend, InFlight};
 use crate::body::{BodyError, ReqBody};
+use crate::conns::{ConnLimits, Conns};
 use crate::pause::PauseOutcome;
 use crate::routing::{normalize_host, upstream_path, RouteSpec, RoutingTable};
 
@@ -115,6 +112,27 @@ pub struct Proxy {
     access: Option<Arc<dyn AccessLog>>,
     budget: RetryBudget,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Client connections of the public listeners (every worker's), and
+    /// of the internal ones: each set under its own total limit, so a
+    /// flood from outside cannot lock services out of each other.
+    external_conns: Arc<Conns>,
+    internal_conns: Arc<Conns>,
+}
+
+/// Counts a client connection in the open-connections gauge while it lives.
+struct Open(prometheus_client::metrics::gauge::Gauge);
+
+impl Open {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Open {
+        gauge.inc();
+        Open(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only.
@@ -143,7 +161,11 @@ impl Proxy {
     pub fn new(config: ProxyConfig, access: Option<Arc<dyn AccessLog>>) -> Arc<Proxy> {
         let mut metrics = crate::metrics::Metrics::default();
         metrics.enabled = config.metrics;
+        let limits =
+            ConnLimits { max: config.max_connections, idle: config.header_timeout, write_stall: config.body_timeout };
         Arc::new(Proxy {
+            external_conns: Conns::new(limits),
+            internal_conns: Conns::new(limits),
             table: ArcSwap::from_pointee(RoutingTable::default()),
             swapped: tokio::sync::Notify::new(),
             held: std::sync::atomic::AtomicUsize::new(0),
@@ -224,7 +246,6 @@ impl Proxy {
         grace: Duration,
         internal: bool,
     ) -> Result<(), ProxyError> {
-        let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -233,52 +254,22 @@ impl Proxy {
             .max_buf_size(self.config.max_header_bytes.max(8192))
             .max_headers(self.config.max_headers);
         builder.http2().timer(TokioTimer::new()).max_header_list_size(self.config.max_header_bytes as u32);
-        let slots = Arc::new(Semaphore::new(self.config.max_connections));
-        tokio::pin!(shutdown);
-        loop {
-            // At the connection limit, new connections wait in the kernel's backlog.
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("never closed"),
-                _ = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, don't spin.
-                        tracing::warn!("proxy accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let proxy = self.clone();
+        let conns = if internal { self.internal_conns.clone() } else { self.external_conns.clone() };
+        let metrics = self.metrics.connections.clone();
+        let proxy = self;
+        let make = move |peer: SocketAddr| {
             // Computed once per connection, not per request.
-            let client = Client { addr: peer, ip: HeaderValue::from_str(&peer.ip().to_string()).ok(), internal };
-            let client = Arc::new(client);
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                let client = client.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
-            });
-            let metrics = self.metrics.connections.clone();
-            let (io, late) = crate::io::watch(stream);
-            let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
-            tokio::spawn(async move {
-                metrics.inc();
-                if let (Err(e), Some(late)) = (conn.await, late) {
-                    if crate::io::is_header_timeout(&*e) {
-                        late.request_timeout().await;
-                    }
-                }
-                metrics.dec();
-                drop(permit);
-            });
-        }
-        drop(listener);
-        tokio::time::timeout(grace, graceful.shutdown()).await.map_err(|_| ProxyError::ShutdownTimeout(grace))
+            let client =
+                Arc::new(Client { addr: peer, ip: HeaderValue::from_str(&peer.ip().to_string()).ok(), internal });
+            let proxy = proxy.clone();
+            let open = Open::new(metrics.clone());
+            move |req| {
+                let (proxy, client) = (proxy.clone(), client.clone());
+                let _open = &open;
+                async move { proxy.handle(req, &client).await }
+            }
+        };
+        crate::conns::serve_guarded(listener, conns, builder, make, shutdown, grace).await
     }
 
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>, client: &Client) -> Response<RespBody> {
