@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -281,4 +281,38 @@ fn malformed_bodies_during_a_bake_do_not_roll_a_good_deploy_back() {
     assert_eq!(d["state"], "succeeded", "{d}");
     let not_400: Vec<_> = answers.iter().filter(|(_, code)| *code != 400).collect();
     assert!(not_400.is_empty(), "{} of {} were not 400, e.g. {:?}", not_400.len(), answers.len(), not_400[0]);
+}
+
+#[test]
+fn during_a_failing_bake_replayable_requests_get_the_standby_answer() {
+    let (s, dir) = started(&[], &baked("1", "", "10s"));
+    std::fs::write(dir.path().join("wharf.toml"), baked("2", "DEMO_FAIL_RATE = \"1\", ", "10s")).unwrap();
+    s.ok(&["deploy", "--detach", dir.path().to_str().unwrap()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop, answers) = (s.proxy_addr(), stop.clone(), answers.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let a = http_get(&addr, "x", "/api/version", None);
+                    answers.lock().unwrap().push(a);
+                }
+            })
+        })
+        .collect();
+    let d = wait_for("the deployment to end", LONG, || {
+        let d = last_deployment(&s);
+        (d["state"] != "in_progress").then_some(d)
+    });
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert_eq!(d["state"], "rolled_back", "the bake saw the 500s: {d}");
+    let answers = answers.lock().unwrap();
+    let bad: Vec<_> = answers.iter().filter(|a| !matches!(a, Some((200, _)))).collect();
+    let no_healthy = bad.iter().filter(|a| a.as_ref().is_some_and(|(_, b)| b.contains("no healthy tasks"))).count();
+    assert_eq!(no_healthy, 0, "wharf's own 503 while the standby set was healthy ({} answers)", answers.len());
+    assert!(bad.is_empty(), "{} of {} answers were not 200, e.g. {:?}", bad.len(), answers.len(), bad.first());
 }

@@ -422,8 +422,11 @@ impl Proxy {
         let mut pool = route.pool.clone();
         let mut attempt = 0;
         let mut hold_until: Option<Instant> = None;
-        // After a 5xx from the pool, the request goes to the fallback set only.
+        // After a 5xx from the pool, the request goes to the fallback set only;
+        // the 5xx is kept meanwhile, and is the answer if the fallback set
+        // gives none.
         let mut fallback_only = false;
+        let mut held_5xx: Option<Held> = None;
         // Attempts count requests sent; connect failures only exclude a task.
         loop {
             if attempt >= MAX_ATTEMPTS {
@@ -471,7 +474,10 @@ impl Proxy {
                     continue;
                 }
             };
-            if attempt > 0 && !self.budget.withdraw() {
+            // Going to the standby set is no retry storm: it is healthy and
+            // took this traffic before the bake.
+            let to_standby = fallback_only || pool.fallback.iter().any(|b| Arc::ptr_eq(b, &backend));
+            if attempt > 0 && !to_standby && !self.budget.withdraw() {
                 break;
             }
             attempt += 1;
@@ -482,6 +488,9 @@ impl Proxy {
                     if body_done.as_ref().is_some_and(|d| !d.load(Ordering::Relaxed)) {
                         // Still waiting for the client's body: the client is slow, not the task.
                         return self.client_fault(&ctx, route, &BodyError::Timeout, max_body);
+                    }
+                    if let Some(h) = held_5xx.take() {
+                        return self.clone().respond(route, h.guard, h.conn, h.resp, client_upgrade, ctx);
                     }
                     self.metrics.upstream_error(&route.pool.name, "timeout");
                     let detail =
@@ -498,14 +507,16 @@ impl Proxy {
                 Ok(Ok(resp)) => {
                     backend.succeeded();
                     let status = resp.status();
+                    if let Some(h) = held_5xx.take() {
+                        // The set on standby answered instead; the 5xx still
+                        // counts against the task that gave it.
+                        h.guard.backend().answered(h.resp.status().as_u16(), Some(ctx.start.elapsed()));
+                        self.metrics.upstream_error(&pool.name, "5xx_fallback");
+                    }
                     if status.is_server_error() && !fallback_only && !pool.fallback.is_empty() {
                         if let Some((method, uri, headers)) = replay.take() {
-                            // The set on standby answers instead; the 5xx still
-                            // counts against the task that gave it.
-                            backend.answered(status.as_u16(), Some(ctx.start.elapsed()));
-                            self.metrics.upstream_error(&pool.name, "5xx_fallback");
-                            drop((resp, conn, guard));
                             tried.push(backend);
+                            held_5xx = Some(Held { guard, conn, resp });
                             let mut again = Request::new(ReqBody::Empty);
                             *again.method_mut() = method;
                             *again.uri_mut() = uri;
@@ -560,6 +571,10 @@ impl Proxy {
                     }
                 }
             }
+        }
+        if let Some(h) = held_5xx {
+            // The standby set could not answer: the new set's answer stands.
+            return self.clone().respond(route, h.guard, h.conn, h.resp, client_upgrade, ctx);
         }
         let (status, detail) = failure;
         let title = if status == StatusCode::BAD_GATEWAY { "Bad gateway" } else { "Service unavailable" };
@@ -867,6 +882,13 @@ fn client_body_error(err: &hyper::Error) -> Option<&BodyError> {
         src = e.source();
     }
     None
+}
+
+/// A task's 5xx kept while the standby set is asked instead.
+struct Held {
+    guard: InFlight,
+    conn: SendRequest<ReqBody>,
+    resp: Response<Incoming>,
 }
 
 /// The request's host: the Host header (HTTP/1.1 requires one) or the
