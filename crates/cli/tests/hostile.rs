@@ -115,6 +115,41 @@ fn silent_connections_never_lock_new_clients_out_and_the_limit_is_the_total() {
     assert_eq!(served.load(Ordering::Relaxed), 14);
 }
 
+/// An upgraded connection through the proxy to the demo's echo.
+fn upgrade(addr: &str) -> TcpStream {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /api/upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert_eq!(status_of(&head), 101, "{head}");
+    c
+}
+
+#[test]
+fn upgraded_connections_count_against_the_limit() {
+    let (s, _dir) = started(&["--max-connections", "2", "--proxy-threads", "2"], &demo_toml("h", "1", 1, false));
+    let addr = s.proxy_addr();
+    let first = upgrade(&addr);
+    let mut second = upgrade(&addr);
+    wait_for("both upgraded connections to count as open", CLOSE_BOUND, || {
+        (metric(&s, "wharf_proxy_open_connections", "") == 2.0).then_some(())
+    });
+    // A new client gets in once an upgraded connection ends.
+    let client = std::thread::spawn(move || http_get(&addr, "x", "/api/version", None));
+    drop(first);
+    assert_eq!(client.join().unwrap().map(|(c, _)| c), Some(200));
+    second.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    second.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here", "the other upgrade was not closed for room");
+}
+
 #[test]
 fn connections_that_send_nothing_or_stall_are_closed_on_every_listener() {
     let (s, _dir) = started(&["--header-timeout", "1s", "--body-timeout", "2s"], &demo_toml("h", "1", 1, false));

@@ -138,8 +138,10 @@ impl Drop for Active {
     }
 }
 
-/// A connection's place in the set; frees it when dropped.
-struct Slot {
+/// A connection's place in the set; frees it when dropped. The socket
+/// owns it, so a connection upgraded (WebSocket) keeps its place for as
+/// long as it is open.
+pub(crate) struct Slot {
     conns: Arc<Conns>,
     id: u64,
 }
@@ -340,7 +342,7 @@ where
             let answer = handler(req);
             async move { Ok::<_, Infallible>(answer.await.map(|inner| Tracked { inner, _active: active })) }
         });
-        let (io, late) = crate::io::watch(stream, state.clone());
+        let (io, late) = crate::io::watch(stream, state.clone(), slot);
         let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
         tokio::spawn(async move {
             // Boxed so that it can be dropped (closing the socket) before the task ends.
@@ -348,7 +350,12 @@ where
             let timed_out = loop {
                 let Some(next) = state.check(&limits) else { break true };
                 tokio::select! {
-                    r = &mut conn => break r.is_err_and(|e| crate::io::is_header_timeout(&*e)),
+                    r = &mut conn => {
+                        // If upgraded, the socket lives on elsewhere, busy: never
+                        // a connection to close for room.
+                        state.active.fetch_add(1, Ordering::Relaxed);
+                        break r.is_err_and(|e| crate::io::is_header_timeout(&*e));
+                    }
                     _ = tokio::time::sleep(next) => {}
                     _ = state.evicted.notified() => {
                         if state.active.load(Ordering::Relaxed) == 0 {
@@ -364,7 +371,6 @@ where
             if let (true, Some(late)) = (timed_out || state.partial.load(Ordering::Relaxed), late) {
                 late.request_timeout().await;
             }
-            drop(slot);
         });
     }
     drop(listener);

@@ -13,11 +13,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use tokio::net::TcpStream;
 
-use crate::conns::ConnState;
+use crate::conns::{ConnState, Slot};
 
 pub(crate) struct Watched {
     inner: TcpStream,
     state: Arc<ConnState>,
+    _slot: Slot,
 }
 
 /// What is left to answer a timed-out client with: a second handle on the
@@ -29,13 +30,13 @@ pub(crate) struct Late {
 
 /// Wraps an accepted stream. Late is None if the socket can't be
 /// duplicated; the connection is then served without the 408.
-pub(crate) fn watch(stream: TcpStream, state: Arc<ConnState>) -> (Watched, Option<Late>) {
+pub(crate) fn watch(stream: TcpStream, state: Arc<ConnState>, slot: Slot) -> (Watched, Option<Late>) {
     let late = stream
         .as_fd()
         .try_clone_to_owned()
         .ok()
         .map(|fd| Late { socket: std::net::TcpStream::from(fd), state: state.clone() });
-    (Watched { inner: stream, state }, late)
+    (Watched { inner: stream, state, _slot: slot }, late)
 }
 
 impl Late {

@@ -119,22 +119,6 @@ pub struct Proxy {
     internal_conns: Arc<Conns>,
 }
 
-/// Counts a client connection in the open-connections gauge while it lives.
-struct Open(prometheus_client::metrics::gauge::Gauge);
-
-impl Open {
-    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Open {
-        gauge.inc();
-        Open(gauge)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only.
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -210,6 +194,9 @@ impl Proxy {
 
     /// Prometheus text of the proxy's metrics.
     pub fn metrics_text(&self) -> String {
+        // Read from the connection sets: upgraded connections count too.
+        let open = self.external_conns.open().saturating_add(self.internal_conns.open());
+        self.metrics.connections.set(i64::try_from(open).unwrap_or(i64::MAX));
         self.metrics.encode()
     }
 
@@ -255,17 +242,14 @@ impl Proxy {
             .max_headers(self.config.max_headers);
         builder.http2().timer(TokioTimer::new()).max_header_list_size(self.config.max_header_bytes as u32);
         let conns = if internal { self.internal_conns.clone() } else { self.external_conns.clone() };
-        let metrics = self.metrics.connections.clone();
         let proxy = self;
         let make = move |peer: SocketAddr| {
             // Computed once per connection, not per request.
             let client =
                 Arc::new(Client { addr: peer, ip: HeaderValue::from_str(&peer.ip().to_string()).ok(), internal });
             let proxy = proxy.clone();
-            let open = Open::new(metrics.clone());
             move |req| {
                 let (proxy, client) = (proxy.clone(), client.clone());
-                let _open = &open;
                 async move { proxy.handle(req, &client).await }
             }
         };
