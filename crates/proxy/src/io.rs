@@ -39,6 +39,9 @@ pub(crate) fn watch(stream: TcpStream, state: Arc<ConnState>, slot: Slot) -> (Wa
     (Watched { inner: stream, state, _slot: slot }, late)
 }
 
+/// How long the 408 of a timed-out connection may take to go out.
+const LATE_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Late {
     /// Sends 408 if the client had started a request; closes either way.
     pub async fn request_timeout(self) {
@@ -54,8 +57,12 @@ impl Late {
                 "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = s.write_all(resp.as_bytes()).await;
-            let _ = s.shutdown().await;
+            // A client that does not read gets no more of our time.
+            let send = async {
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            };
+            let _ = tokio::time::timeout(LATE_WRITE, send).await;
         }
     }
 }
