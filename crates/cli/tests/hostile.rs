@@ -269,6 +269,18 @@ fn malformed_bodies_and_an_empty_host_are_the_clients_errors() {
         let said = send(&addr, &req, false);
         assert_eq!(status_of(&said), 400, "{what}: {said}");
     }
+    // Bodies whose framing is wrong in the head.
+    for (what, framing) in [
+        ("chunked not the last coding", "Transfer-Encoding: chunked, gzip"),
+        ("an overflowing Content-Length", "Content-Length: 99999999999999999999999"),
+        ("a negative Content-Length", "Content-Length: -1"),
+        ("a signed Content-Length", "Content-Length: +5"),
+        ("an unknown coding", "Transfer-Encoding: zstd-but-not-really"),
+    ] {
+        let req = format!("POST /api/sleep?ms=10000 HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\nhello");
+        let said = send(&addr, req.as_bytes(), false);
+        assert_eq!(status_of(&said), 400, "{what}: {said}");
+    }
     // A body cut short by a client that went away.
     let said =
         send(&addr, b"POST /api/sleep?ms=10000 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly this", true);
