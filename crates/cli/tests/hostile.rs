@@ -363,3 +363,31 @@ fn during_a_failing_bake_replayable_requests_get_the_standby_answer() {
     assert_eq!(no_healthy, 0, "wharf's own 503 while the standby set was healthy ({} answers)", answers.len());
     assert!(bad.is_empty(), "{} of {} answers were not 200, e.g. {:?}", bad.len(), answers.len(), bad.first());
 }
+
+#[test]
+fn an_http2_connection_idle_after_a_request_is_closed_after_the_header_timeout() {
+    let (s, _dir) = started(&["--header-timeout", "1s"], &demo_toml("h", "1", 1, false));
+    let addr = s.proxy_addr();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let closed = rt.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        // Longer than the header timeout: in flight when the watchdog first looks.
+        let req = http::Request::get(format!("http://{addr}/api/sleep?ms=1500"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        // The connection is kept open by the client; only the server can end it.
+        tokio::time::timeout(CLOSE_BOUND, conn).await.is_ok()
+    });
+    assert!(closed, "an idle HTTP/2 connection was still open after {CLOSE_BOUND:?}");
+}

@@ -112,12 +112,14 @@ impl ConnState {
                 return None;
             }
         }
-        // A response still going out (or stuck) is judged by the stall rule.
+        let idle_ms = u64::try_from(limits.idle.as_millis()).unwrap_or(u64::MAX);
+        // A response still going out (or stuck) is judged by the stall rule;
+        // looked at again within the idle timeout, so that once the request
+        // is over, the idle rule is applied on time.
         if blocked != 0 || self.active.load(Ordering::Relaxed) > 0 {
             let next = if blocked != 0 { stall_ms.saturating_sub(now.saturating_sub(blocked - 1)) } else { stall_ms };
-            return Some(Duration::from_millis(next.max(10)));
+            return Some(Duration::from_millis(next.min(idle_ms).max(10)));
         }
-        let idle_ms = u64::try_from(limits.idle.as_millis()).unwrap_or(u64::MAX);
         let idle_for = now.saturating_sub(self.idle_since.load(Ordering::Relaxed));
         if idle_for >= idle_ms {
             return None;
