@@ -391,3 +391,39 @@ fn an_http2_connection_idle_after_a_request_is_closed_after_the_header_timeout()
     });
     assert!(closed, "an idle HTTP/2 connection was still open after {CLOSE_BOUND:?}");
 }
+
+#[test]
+fn proxy_limits_out_of_range_are_refused_at_start() {
+    for (flag, value) in [
+        ("--header-timeout", "0s"),
+        ("--body-timeout", "0s"),
+        ("--response-timeout", "18446744073709551615s"),
+        ("--header-timeout", "100years"),
+        ("--max-connections", "0"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(WHARF)
+            .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--internal", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data"])
+            .arg(tmp.path().join("data"))
+            .args([flag, value])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = (0..200).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            child.try_wait().unwrap()
+        });
+        if exited.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`wharf server {flag} {value}` started instead of refusing");
+        }
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(!exited.unwrap().success(), "{flag} {value}: {err}");
+        assert!(err.contains(flag) && err.contains("hint:"), "{flag} {value}: {err}");
+    }
+}

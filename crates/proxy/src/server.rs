@@ -382,7 +382,8 @@ impl Proxy {
         let body = if bodyless {
             ReqBody::Empty
         } else {
-            let (b, done) = crate::body::ClientBody::new(body, max_body, start + self.config.body_timeout);
+            let deadline = start.checked_add(self.config.body_timeout).unwrap_or(start + Duration::from_secs(86_400));
+            let (b, done) = crate::body::ClientBody::new(body, max_body, deadline);
             body_done = Some(done);
             ReqBody::Stream(b)
         };
