@@ -427,3 +427,31 @@ fn proxy_limits_out_of_range_are_refused_at_start() {
         assert!(err.contains(flag) && err.contains("hint:"), "{flag} {value}: {err}");
     }
 }
+
+#[test]
+fn an_http2_client_that_stops_reading_a_stream_is_cut_off() {
+    let (s, _dir) = started(&["--body-timeout", "2s"], &demo_toml("h", "1", 1, false));
+    let addr = s.proxy_addr();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let closed = rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{addr}/api/bytes?n=1000000000"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        // The answer's body is never read: its stream's window stays shut
+        // while the connection itself keeps flowing.
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let closed = tokio::time::timeout(CLOSE_BOUND, conn).await.is_ok();
+        drop(resp);
+        closed
+    });
+    assert!(closed, "a stalled HTTP/2 stream kept its connection open past {CLOSE_BOUND:?}");
+}

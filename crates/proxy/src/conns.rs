@@ -69,6 +69,12 @@ pub(crate) struct ConnState {
     /// Milliseconds since `epoch` (plus one) since a write has been
     /// pending; zero while writes go through.
     write_blocked: AtomicU64,
+    /// Response bodies that handed out data and were not asked for more
+    /// since: the client has not taken it (on HTTP/2, a stream whose flow
+    /// control window the client keeps closed while the socket flows).
+    waiting: AtomicUsize,
+    /// Milliseconds since `epoch` when a response body last moved on.
+    progress: AtomicU64,
     /// Part of a request arrived since the last response went out.
     pub(crate) partial: AtomicBool,
     /// Chosen to make room for a new client.
@@ -104,7 +110,11 @@ impl ConnState {
     /// to be closed now.
     fn check(&self, limits: &ConnLimits) -> Option<Duration> {
         let now = self.ms();
-        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        let mut blocked = self.write_blocked.load(Ordering::Relaxed);
+        if blocked == 0 && self.waiting.load(Ordering::Acquire) > 0 {
+            // No body of this connection moved since: as good as a stuck write.
+            blocked = self.progress.load(Ordering::Relaxed).saturating_add(1);
+        }
         let stall_ms = u64::try_from(limits.write_stall.as_millis()).unwrap_or(u64::MAX);
         if blocked != 0 {
             let since = now.saturating_sub(blocked - 1);
@@ -124,7 +134,8 @@ impl ConnState {
         if idle_for >= idle_ms {
             return None;
         }
-        Some(Duration::from_millis((idle_ms - idle_for).max(10)))
+        // Within the stall timeout too: a request may start meanwhile.
+        Some(Duration::from_millis((idle_ms - idle_for).min(stall_ms).max(10)))
     }
 }
 
@@ -183,6 +194,8 @@ impl Conns {
             active: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             write_blocked: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
             partial: AtomicBool::new(false),
             evict: AtomicBool::new(false),
             evicted: Notify::new(),
@@ -272,10 +285,20 @@ impl Conns {
     }
 }
 
-/// A response body that keeps its request counted as in flight.
+/// A response body that keeps its request counted as in flight, and tells
+/// the watchdog when it waits for the client to take what it handed out.
 pub struct Tracked<B> {
     inner: B,
-    _active: Active,
+    active: Active,
+    waiting: bool,
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.active.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -283,7 +306,23 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     type Error = B::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        let state = &this.active.0;
+        if this.waiting {
+            this.waiting = false;
+            state.waiting.fetch_sub(1, Ordering::Relaxed);
+            state.progress.store(state.ms(), Ordering::Relaxed);
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if frame.is_data() && !this.inner.is_end_stream() {
+                this.waiting = true;
+                state.progress.store(state.ms(), Ordering::Relaxed);
+                // Release: the watchdog that sees the count sees the time.
+                state.waiting.fetch_add(1, Ordering::Release);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -342,7 +381,7 @@ where
         let service = service_fn(move |req| {
             let active = tracker.request();
             let answer = handler(req);
-            async move { Ok::<_, Infallible>(answer.await.map(|inner| Tracked { inner, _active: active })) }
+            async move { Ok::<_, Infallible>(answer.await.map(|inner| Tracked { inner, active, waiting: false })) }
         });
         let (io, late) = crate::io::watch(stream, state.clone(), slot);
         let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
