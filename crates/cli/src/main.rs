@@ -60,7 +60,8 @@ enum Command {
         /// Don't count requests for metrics (the /metrics listener still runs).
         #[arg(long)]
         no_metrics: bool,
-        /// Time a client has to send request headers; also the keep-alive idle timeout.
+        /// Time a client has to send request headers; also how long a connection with no request
+        /// in flight (a silent new one, an idle keep-alive one) is kept.
         #[arg(long, default_value = "10s", value_parser = proxy_timeout)]
         header_timeout: std::time::Duration,
         /// Time a task has to start answering.
