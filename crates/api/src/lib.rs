@@ -7,7 +7,7 @@ mod jobs;
 mod server;
 pub mod token;
 
-pub use server::router;
+pub use server::{router, serve, MAX_CONNECTIONS};
 
 use serde::{Deserialize, Serialize};
 

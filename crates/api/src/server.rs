@@ -557,3 +557,43 @@ async fn destroy(
         Err(e) => control_error(e),
     }
 }
+
+/// Client connections the API serves at once; the CLI needs a few.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Serves `router` on `listener` until `shutdown`, under the same guards as
+/// the proxy: request headers must arrive within `header_timeout` (408), a
+/// connection with no request in flight (a silent one included) is closed
+/// after as long, a client that stops reading an answer is cut off after
+/// `write_stall`, and at most [`MAX_CONNECTIONS`] are open, the
+/// longest-idle closed first to let a new client in.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    write_stall: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper::service::Service;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    let limits = wharf_proxy::ConnLimits { max: MAX_CONNECTIONS, idle: header_timeout, write_stall };
+    let conns = wharf_proxy::Conns::new(limits);
+    let make = move |_peer| {
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        move |req| {
+            let answer = service.call(req);
+            async move {
+                match answer.await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+        }
+    };
+    if let Err(e) = wharf_proxy::serve_guarded(listener, conns, builder, make, shutdown, Duration::from_secs(10)).await
+    {
+        tracing::warn!("API: {e}");
+    }
+}

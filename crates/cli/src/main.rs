@@ -63,17 +63,23 @@ enum Command {
         /// Don't count requests for metrics (the /metrics listener still runs).
         #[arg(long)]
         no_metrics: bool,
-        /// Time a client has to send request headers; also the keep-alive idle timeout.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        /// Time a client has to send request headers; also how long a connection with no request
+        /// in flight (a silent new one, an idle keep-alive one) is kept.
+        #[arg(long, default_value = "10s", value_parser = proxy_timeout)]
         header_timeout: std::time::Duration,
         /// Time a task has to start answering.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = proxy_timeout)]
         response_timeout: std::time::Duration,
+        /// Time a request's whole body has to arrive once its headers have (else 408); also the
+        /// longest a response may wait on a client that stopped reading.
+        #[arg(long, default_value = "60s", value_parser = proxy_timeout)]
+        body_timeout: std::time::Duration,
         /// Largest request body in bytes; larger ones get 413.
         #[arg(long, default_value_t = 100 << 20)]
         max_body: u64,
-        /// Most client connections open at once; more wait to be accepted.
-        #[arg(long, default_value_t = 10_000)]
+        /// Most client connections open at once, over every proxy thread together; at the limit
+        /// the longest-idle one is closed for a new client, and while all are busy new ones wait.
+        #[arg(long, default_value_t = 10_000, value_parser = connection_limit)]
         max_connections: usize,
         #[command(flatten)]
         export: ExportArgs,
@@ -430,6 +436,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Longest proxy timeout accepted: deadlines are instants, and a timeout
+/// of a day is already no timeout at all.
+const MAX_PROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A proxy timeout flag: more than zero (zero would close every connection
+/// at once) and at most a day.
+fn proxy_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e}\n  hint: a duration such as 10s, 500ms or 2m"))?;
+    if d.is_zero() || d > MAX_PROXY_TIMEOUT {
+        return Err(format!("`{s}` is out of range\n  hint: give a duration from 1ms to 24h"));
+    }
+    Ok(d)
+}
+
+/// `--max-connections`: at least one, at most a million.
+fn connection_limit(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}\n  hint: a whole number such as 10000"))?;
+    if !(1..=1_000_000).contains(&n) {
+        return Err(format!("{n} is out of range\n  hint: give a number from 1 to 1000000"));
+    }
+    Ok(n)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
@@ -442,6 +471,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             no_metrics,
             header_timeout,
             response_timeout,
+            body_timeout,
             max_body,
             max_connections,
             export,
@@ -460,6 +490,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             opts.proxy.header_timeout = header_timeout;
             opts.proxy.response_timeout = response_timeout;
             opts.proxy.max_body = max_body;
+            opts.proxy.body_timeout = body_timeout;
             opts.proxy.max_connections = max_connections;
             export.apply(&mut opts)?;
             discovery.apply(&mut opts)?;

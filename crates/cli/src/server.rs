@@ -369,13 +369,13 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
     }
     let mut rx = stop_rx;
     let router = wharf_api::router(ctl.clone(), token);
+    // The API and metrics listeners get the proxy's header timeout and stall bound.
+    let (header_timeout, write_stall) = (opts.proxy.header_timeout, opts.proxy.body_timeout);
     let api_task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(api_listener, router).with_graceful_shutdown(shutdown).await {
-            tracing::warn!("API server failed: {e}");
-        }
+        wharf_api::serve(api_listener, router, header_timeout, write_stall, shutdown).await;
     });
     let admin_task = admin_listener.map(|listener| {
         let proxy = proxy_for_admin.clone();
@@ -397,9 +397,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running> {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-                tracing::warn!("metrics listener failed: {e}");
-            }
+            wharf_api::serve(listener, router, header_timeout, write_stall, shutdown).await;
         })
     });
     let api_url = format!("http://{api_addr}");

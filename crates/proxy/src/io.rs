@@ -1,10 +1,10 @@
 //! The client socket, watched: whether part of a request has arrived since
-//! the last response went out. When hyper's header timeout closes such a
+//! the last response went out, and whether writes to it are stuck. When hyper's header timeout closes such a
 //! connection, the client is owed a 408, not a silent close.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -13,34 +13,39 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use tokio::net::TcpStream;
 
+use crate::conns::{ConnState, Slot};
+
 pub(crate) struct Watched {
     inner: TcpStream,
-    partial: Arc<AtomicBool>,
+    state: Arc<ConnState>,
+    _slot: Slot,
 }
 
 /// What is left to answer a timed-out client with: a second handle on the
 /// same socket.
 pub(crate) struct Late {
     socket: std::net::TcpStream,
-    partial: Arc<AtomicBool>,
+    state: Arc<ConnState>,
 }
 
 /// Wraps an accepted stream. Late is None if the socket can't be
 /// duplicated; the connection is then served without the 408.
-pub(crate) fn watch(stream: TcpStream) -> (Watched, Option<Late>) {
-    let partial = Arc::new(AtomicBool::new(false));
+pub(crate) fn watch(stream: TcpStream, state: Arc<ConnState>, slot: Slot) -> (Watched, Option<Late>) {
     let late = stream
         .as_fd()
         .try_clone_to_owned()
         .ok()
-        .map(|fd| Late { socket: std::net::TcpStream::from(fd), partial: partial.clone() });
-    (Watched { inner: stream, partial }, late)
+        .map(|fd| Late { socket: std::net::TcpStream::from(fd), state: state.clone() });
+    (Watched { inner: stream, state, _slot: slot }, late)
 }
+
+/// How long the 408 of a timed-out connection may take to go out.
+const LATE_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Late {
     /// Sends 408 if the client had started a request; closes either way.
     pub async fn request_timeout(self) {
-        if !self.partial.load(Ordering::Relaxed) {
+        if !self.state.partial.load(Ordering::Relaxed) {
             return;
         }
         if self.socket.set_nonblocking(true).is_err() {
@@ -52,8 +57,27 @@ impl Late {
                 "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = s.write_all(resp.as_bytes()).await;
-            let _ = s.shutdown().await;
+            // A client that does not read gets no more of our time.
+            let send = async {
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            };
+            let _ = tokio::time::timeout(LATE_WRITE, send).await;
+        }
+    }
+}
+
+impl Watched {
+    /// A response byte went out (the request before it is over), or the
+    /// client is not taking any.
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.state.partial.store(false, Ordering::Relaxed);
+                self.state.write_done();
+            }
+            Poll::Pending => self.state.write_pending(),
+            _ => {}
         }
     }
 }
@@ -63,7 +87,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.partial.store(true, Ordering::Relaxed);
+            self.state.partial.store(true, Ordering::Relaxed);
         }
         r
     }
@@ -72,9 +96,7 @@ impl AsyncRead for Watched {
 impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.partial.store(false, Ordering::Relaxed);
-        }
+        self.wrote(&r);
         r
     }
 
@@ -84,9 +106,7 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.partial.store(false, Ordering::Relaxed);
-        }
+        self.wrote(&r);
         r
     }
 
@@ -95,7 +115,11 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        if r.is_pending() {
+            self.state.write_pending();
+        }
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

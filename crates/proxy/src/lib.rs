@@ -9,6 +9,7 @@
 mod access;
 mod backend;
 mod body;
+mod conns;
 mod internal;
 mod io;
 mod metrics;
@@ -18,6 +19,7 @@ mod server;
 
 pub use access::{AccessEntry, AccessLog};
 pub use backend::{Backend, OutcomeCounts, LATENCY_BOUNDS_MS};
+pub use conns::{serve_guarded, ConnLimits, Conns};
 pub use internal::{BindError, InternalListeners};
 pub use pause::PauseGate;
 pub use routing::{Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable};

@@ -1,6 +1,5 @@
 //! Listener and request forwarding.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,16 +15,14 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::access::{AccessEntry, AccessLog};
 use crate::backend::{random_u64, Backend, InFlight};
 use crate::body::{BodyError, ReqBody};
+use crate::conns::{ConnLimits, Conns};
 use crate::pause::PauseOutcome;
 use crate::routing::{normalize_host, upstream_path, RouteSpec, RoutingTable};
 
@@ -45,6 +42,10 @@ pub struct ProxyConfig {
     /// Until the upstream's response headers arrive.
     pub response_timeout: Duration,
     pub max_body: u64,
+    /// Time a request's whole body has to arrive, from its headers (else
+    /// 408); also the longest a response write may stall on a client that
+    /// stopped reading.
+    pub body_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
@@ -62,6 +63,7 @@ impl Default for ProxyConfig {
             header_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(60),
             max_body: 100 << 20,
+            body_timeout: Duration::from_secs(60),
             max_header_bytes: 64 << 10,
             max_headers: 100,
             max_connections: 10_000,
@@ -110,6 +112,11 @@ pub struct Proxy {
     access: Option<Arc<dyn AccessLog>>,
     budget: RetryBudget,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Client connections of the public listeners (every worker's), and
+    /// of the internal ones: each set under its own total limit, so a
+    /// flood from outside cannot lock services out of each other.
+    external_conns: Arc<Conns>,
+    internal_conns: Arc<Conns>,
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only.
@@ -138,7 +145,11 @@ impl Proxy {
     pub fn new(config: ProxyConfig, access: Option<Arc<dyn AccessLog>>) -> Arc<Proxy> {
         let mut metrics = crate::metrics::Metrics::default();
         metrics.enabled = config.metrics;
+        let limits =
+            ConnLimits { max: config.max_connections, idle: config.header_timeout, write_stall: config.body_timeout };
         Arc::new(Proxy {
+            external_conns: Conns::new(limits),
+            internal_conns: Conns::new(limits),
             table: ArcSwap::from_pointee(RoutingTable::default()),
             swapped: tokio::sync::Notify::new(),
             held: std::sync::atomic::AtomicUsize::new(0),
@@ -183,6 +194,9 @@ impl Proxy {
 
     /// Prometheus text of the proxy's metrics.
     pub fn metrics_text(&self) -> String {
+        // Read from the connection sets: upgraded connections count too.
+        let open = self.external_conns.open().saturating_add(self.internal_conns.open());
+        self.metrics.connections.set(i64::try_from(open).unwrap_or(i64::MAX));
         self.metrics.encode()
     }
 
@@ -219,7 +233,6 @@ impl Proxy {
         grace: Duration,
         internal: bool,
     ) -> Result<(), ProxyError> {
-        let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -228,52 +241,19 @@ impl Proxy {
             .max_buf_size(self.config.max_header_bytes.max(8192))
             .max_headers(self.config.max_headers);
         builder.http2().timer(TokioTimer::new()).max_header_list_size(self.config.max_header_bytes as u32);
-        let slots = Arc::new(Semaphore::new(self.config.max_connections));
-        tokio::pin!(shutdown);
-        loop {
-            // At the connection limit, new connections wait in the kernel's backlog.
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("never closed"),
-                _ = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, don't spin.
-                        tracing::warn!("proxy accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let proxy = self.clone();
+        let conns = if internal { self.internal_conns.clone() } else { self.external_conns.clone() };
+        let proxy = self;
+        let make = move |peer: SocketAddr| {
             // Computed once per connection, not per request.
-            let client = Client { addr: peer, ip: HeaderValue::from_str(&peer.ip().to_string()).ok(), internal };
-            let client = Arc::new(client);
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                let client = client.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
-            });
-            let metrics = self.metrics.connections.clone();
-            let (io, late) = crate::io::watch(stream);
-            let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
-            tokio::spawn(async move {
-                metrics.inc();
-                if let (Err(e), Some(late)) = (conn.await, late) {
-                    if crate::io::is_header_timeout(&*e) {
-                        late.request_timeout().await;
-                    }
-                }
-                metrics.dec();
-                drop(permit);
-            });
-        }
-        drop(listener);
-        tokio::time::timeout(grace, graceful.shutdown()).await.map_err(|_| ProxyError::ShutdownTimeout(grace))
+            let client =
+                Arc::new(Client { addr: peer, ip: HeaderValue::from_str(&peer.ip().to_string()).ok(), internal });
+            let proxy = proxy.clone();
+            move |req| {
+                let (proxy, client) = (proxy.clone(), client.clone());
+                async move { proxy.handle(req, &client).await }
+            }
+        };
+        crate::conns::serve_guarded(listener, conns, builder, make, shutdown, grace).await
     }
 
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>, client: &Client) -> Response<RespBody> {
@@ -397,10 +377,15 @@ impl Proxy {
         // An upgrade handshake may be sent again too: nothing was upgraded yet.
         let mut replay =
             (idempotent && bodyless).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        // Set once the client's body has all arrived; Empty has none to wait for.
+        let mut body_done = None;
         let body = if bodyless {
             ReqBody::Empty
         } else {
-            ReqBody::Stream(http_body_util::Limited::new(body, max_body as usize))
+            let deadline = start.checked_add(self.config.body_timeout).unwrap_or(start + Duration::from_secs(86_400));
+            let (b, done) = crate::body::ClientBody::new(body, max_body, deadline);
+            body_done = Some(done);
+            ReqBody::Stream(b)
         };
         let mut pending = Some(Request::from_parts(parts, body));
         let mut replaying = false;
@@ -422,8 +407,11 @@ impl Proxy {
         let mut pool = route.pool.clone();
         let mut attempt = 0;
         let mut hold_until: Option<Instant> = None;
-        // After a 5xx from the pool, the request goes to the fallback set only.
+        // After a 5xx from the pool, the request goes to the fallback set only;
+        // the 5xx is kept meanwhile, and is the answer if the fallback set
+        // gives none.
         let mut fallback_only = false;
+        let mut held_5xx: Option<Held> = None;
         // Attempts count requests sent; connect failures only exclude a task.
         loop {
             if attempt >= MAX_ATTEMPTS {
@@ -471,7 +459,10 @@ impl Proxy {
                     continue;
                 }
             };
-            if attempt > 0 && !self.budget.withdraw() {
+            // Going to the standby set is no retry storm: it is healthy and
+            // took this traffic before the bake.
+            let to_standby = fallback_only || pool.fallback.iter().any(|b| Arc::ptr_eq(b, &backend));
+            if attempt > 0 && !to_standby && !self.budget.withdraw() {
                 break;
             }
             attempt += 1;
@@ -479,6 +470,13 @@ impl Proxy {
             let sent = tokio::time::timeout(response_timeout, conn.try_send_request(req)).await;
             match sent {
                 Err(_) => {
+                    if body_done.as_ref().is_some_and(|d| !d.load(Ordering::Relaxed)) {
+                        // Still waiting for the client's body: the client is slow, not the task.
+                        return self.client_fault(&ctx, route, &BodyError::Timeout, max_body);
+                    }
+                    if let Some(h) = held_5xx.take() {
+                        return self.clone().respond(route, h.guard, h.conn, h.resp, client_upgrade, ctx);
+                    }
                     self.metrics.upstream_error(&route.pool.name, "timeout");
                     let detail =
                         format!("`{}` did not answer within {}s.", route.pool.name, response_timeout.as_secs_f64());
@@ -494,14 +492,16 @@ impl Proxy {
                 Ok(Ok(resp)) => {
                     backend.succeeded();
                     let status = resp.status();
+                    if let Some(h) = held_5xx.take() {
+                        // The set on standby answered instead; the 5xx still
+                        // counts against the task that gave it.
+                        h.guard.backend().answered(h.resp.status().as_u16(), Some(ctx.start.elapsed()));
+                        self.metrics.upstream_error(&pool.name, "5xx_fallback");
+                    }
                     if status.is_server_error() && !fallback_only && !pool.fallback.is_empty() {
                         if let Some((method, uri, headers)) = replay.take() {
-                            // The set on standby answers instead; the 5xx still
-                            // counts against the task that gave it.
-                            backend.answered(status.as_u16(), Some(ctx.start.elapsed()));
-                            self.metrics.upstream_error(&pool.name, "5xx_fallback");
-                            drop((resp, conn, guard));
                             tried.push(backend);
+                            held_5xx = Some(Held { guard, conn, resp });
                             let mut again = Request::new(ReqBody::Empty);
                             *again.method_mut() = method;
                             *again.uri_mut() = uri;
@@ -521,16 +521,9 @@ impl Proxy {
                         continue;
                     }
                     let err = e.into_error();
-                    if body_too_large(&err) {
-                        let detail = format!("The request body is larger than {max_body} bytes.");
-                        return self.answer_ctx(
-                            &ctx,
-                            Some(route),
-                            Some(&backend),
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "Payload too large",
-                            &detail,
-                        );
+                    if let Some(fault) = client_body_error(&err) {
+                        // The client's own error: the task is not to blame for it.
+                        return self.client_fault(&ctx, route, fault, max_body);
                     }
                     backend.failed();
                     self.metrics.upstream_error(&route.pool.name, "reset");
@@ -563,6 +556,10 @@ impl Proxy {
                     }
                 }
             }
+        }
+        if let Some(h) = held_5xx {
+            // The standby set could not answer: the new set's answer stands.
+            return self.clone().respond(route, h.guard, h.conn, h.resp, client_upgrade, ctx);
         }
         let (status, detail) = failure;
         let title = if status == StatusCode::BAD_GATEWAY { "Bad gateway" } else { "Service unavailable" };
@@ -620,6 +617,27 @@ impl Proxy {
             ctx,
         };
         Response::from_parts(parts, RespBody::Upstream(UpstreamBody { inner: body, sent: 0, done: Some(done) }))
+    }
+
+    /// Answers a request whose body the client got wrong: a 4xx, never
+    /// counted against the task it was being sent to.
+    fn client_fault(&self, ctx: &LogCtx, route: &RouteSpec, fault: &BodyError, max_body: u64) -> Response<RespBody> {
+        let (status, title, detail) = match fault {
+            BodyError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+                format!("The request body is larger than {max_body} bytes."),
+            ),
+            BodyError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "Request timeout",
+                format!("The request body did not arrive within {}s.", self.config.body_timeout.as_secs_f64()),
+            ),
+            BodyError::Client(e) => {
+                (StatusCode::BAD_REQUEST, "Bad request", format!("The request body is malformed: {e}."))
+            }
+        };
+        self.answer_ctx(ctx, Some(route), None, status, title, &detail)
     }
 
     fn answer_ctx(
@@ -838,15 +856,24 @@ async fn connect(backend: &Backend, timeout: Duration) -> Result<(SendRequest<Re
     Ok((sender, false))
 }
 
-fn body_too_large(err: &hyper::Error) -> bool {
+/// The client's body error behind a failed upstream request, if that is
+/// why it failed.
+fn client_body_error(err: &hyper::Error) -> Option<&BodyError> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = src {
-        if matches!(e.downcast_ref::<BodyError>(), Some(BodyError::TooLarge)) {
-            return true;
+        if let Some(b) = e.downcast_ref::<BodyError>() {
+            return Some(b);
         }
         src = e.source();
     }
-    false
+    None
+}
+
+/// A task's 5xx kept while the standby set is asked instead.
+struct Held {
+    guard: InFlight,
+    conn: SendRequest<ReqBody>,
+    resp: Response<Incoming>,
 }
 
 /// The request's host: the Host header (HTTP/1.1 requires one) or the
@@ -856,6 +883,7 @@ fn request_host(req: &Request<Incoming>) -> Result<String, &'static str> {
     let mut it = hosts.iter();
     let host = match (it.next(), it.next()) {
         (Some(_), Some(_)) => return Err("The request has more than one Host header."),
+        (Some(h), None) if h.is_empty() => return Err("The Host header is empty."),
         (Some(h), None) => h.to_str().map_err(|_| "The Host header is not valid.")?.to_string(),
         (None, _) => match req.uri().authority() {
             Some(a) => a.as_str().to_string(),
