@@ -91,8 +91,14 @@ impl HealthClient {
     pub fn new() -> HealthClient {
         let mut c = HttpConnector::new();
         c.set_nodelay(true);
-        // Checks should not keep idle connections in the app's accept queue.
-        HealthClient(Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(c))
+        // One kept-alive connection per task: a new connection per check
+        // left a TIME_WAIT socket behind each time (thousands at 200 tasks).
+        // An app that does not keep connections alive closes it itself.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(c);
+        HealthClient(client)
     }
 
     /// Ok when the task answers with an expected status on `path`, or accepts a TCP connection when there is no path.
@@ -100,7 +106,10 @@ impl HealthClient {
         let attempt = async {
             match &check.path {
                 None => {
-                    tokio::net::TcpStream::connect(addr).await.map(drop).map_err(|e| format!("connect {addr}: {e}"))
+                    let stream =
+                        tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+                    close_without_time_wait(&stream);
+                    Ok(())
                 }
                 Some(path) => {
                     let req = http::Request::get(format!("http://{addr}{path}"))
@@ -122,6 +131,24 @@ impl HealthClient {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {}", fmt_duration(check.timeout))),
         }
+    }
+}
+
+/// A TCP check only needs the connect: closing with a reset (SO_LINGER 0)
+/// leaves no TIME_WAIT socket per check, as load balancers' checks do.
+fn close_without_time_wait(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live struct
+    // of the size given. A zero linger never blocks the close.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 
