@@ -26,10 +26,11 @@ fn tasks_of_a_root_server_cannot_read_its_secrets() {
     let data = s.data.display().to_string();
     // The worker tries each secret by relative and absolute path and says
     // what it could read; then sleeps.
+    // `$$` is a literal `$` for the shell (wharf expands `$NAME` itself).
     let script = format!(
-        "echo uid=$(id -u); \
+        "echo uid=$$(id -u); \
          for f in ../../../token {data}/token {data}/store.redb {data}/store.id {data}/tasks/*/task.json {data}/releases/*/*.tar.gz; do \
-           if head -c 1 \"$f\" >/dev/null 2>&1; then echo READ $f; else echo denied $f; fi; done; \
+           if head -c 1 \"$$f\" >/dev/null 2>&1; then echo READ $$f; else echo denied $$f; fi; done; \
          ls {data}/tasks >/dev/null 2>&1 && echo LISTED tasks; ls {data} >/dev/null 2>&1 && echo LISTED data; \
          exec sleep 1000"
     );
@@ -80,4 +81,45 @@ fn a_task_user_that_cannot_reach_the_data_directory_is_refused_with_a_hint() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("cannot reach") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn a_service_runs_as_its_own_user_and_an_unknown_one_is_refused_at_deploy() {
+    if !is_root() {
+        assert!(std::env::var("CI").is_err(), "CI runs as root: this test must run");
+        return;
+    }
+    let s = Server::start_with(&[]);
+    let toml = |user: &str| {
+        format!(
+            "app = \"users\"\n[service.worker]\ncommand = [\"sh\", \"-c\", \"echo uid=$$(id -u) user=$$USER; exec sleep 1000\"]\nuser = \"{user}\"\n"
+        )
+    };
+    let dir = app_dir(&toml("daemon"));
+    s.deploy(dir.path());
+    let daemon = wharf_uid("daemon");
+    let out = wait_for("the worker's report", LONG, || {
+        let out = s.ok(&["logs", "worker", "-n", "10"]);
+        out.contains("uid=").then_some(out)
+    });
+    assert!(out.contains(&format!("uid={daemon} user=daemon")), "{out}");
+
+    std::fs::write(dir.path().join("wharf.toml"), toml("no-such-user-here")).unwrap();
+    let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "a deploy naming an unknown user is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-user-here") && err.contains("does not exist"), "{err}");
+    assert_eq!(s.json(&["status", "--json"])["apps"][0]["services"][0]["revision"], 1, "nothing changed");
+}
+
+/// The uid of a system account, from /etc/passwd.
+fn wharf_uid(name: &str) -> u32 {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == name).then(|| f[2].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no user {name}"))
 }

@@ -95,6 +95,14 @@ impl Controller {
                 return Err(DeployError::Invalid(e));
             }
         };
+        // An account this server cannot run tasks as would only fail at the
+        // deadline: refuse the deploy now, with nothing changed.
+        for (name, svc) in &spec.services {
+            if let Err(e) = self.task_user_for(name, svc) {
+                self.releases.discard(&staging);
+                return Err(e.into());
+            }
+        }
         let a = archive.clone();
         let code = tokio::task::spawn_blocking(move || code_hash(&a))
             .await

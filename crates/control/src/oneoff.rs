@@ -48,7 +48,7 @@ impl Controller {
         let svc = self.service_record(app, service).await?;
         let rev = self.revision(app, service, svc.revision).await?;
         let id = format!("{app}-{service}-{}-run-{}", rev.number, short_id());
-        let spec = self.task_spec(app, service, &rev, &id, command.clone(), false);
+        let spec = self.task_spec(app, service, &rev, &id, command.clone(), false)?;
         self.remember(&spec);
         self.driver.start(spec).await?;
         self.event_full(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use wharf_logs::Level;
-use wharf_runtime::{TaskSpec, TaskState, TaskStatus};
+use wharf_runtime::{TaskSpec, TaskState, TaskStatus, TaskUser};
 use wharf_store::{ServiceRecord, TaskRecord};
 
 use crate::controller::{now_ms, signal_number, ControlError, Controller};
@@ -236,7 +236,7 @@ impl Controller {
         } else {
             None
         };
-        let mut spec = self.task_spec(&svc.app, &svc.name, rev, &id, rev.spec.command.clone(), true);
+        let mut spec = self.task_spec(&svc.app, &svc.name, rev, &id, rev.spec.command.clone(), true)?;
         if let Some(p) = port {
             spec.env.insert("PORT".into(), p.to_string());
         }
@@ -272,8 +272,9 @@ impl Controller {
         id: &str,
         command: Vec<String>,
         restart: bool,
-    ) -> TaskSpec {
-        TaskSpec {
+    ) -> Result<TaskSpec, ControlError> {
+        let user = self.task_user_for(service, &rev.spec)?;
+        Ok(TaskSpec {
             id: id.to_string(),
             app: app.to_string(),
             service: service.to_string(),
@@ -286,7 +287,31 @@ impl Controller {
             stop_signal: signal_number(&rev.spec.stop_signal),
             stop_timeout: rev.spec.stop_timeout,
             restart,
-            user: self.task_user.clone(),
+            user,
+        })
+    }
+
+    /// The account a service's tasks run as: its own `user`, else the
+    /// server's task user. Only a root server can switch accounts.
+    pub(crate) fn task_user_for(
+        &self,
+        service: &str,
+        spec: &wharf_spec::Service,
+    ) -> Result<Option<TaskUser>, ControlError> {
+        let Some(name) = &spec.user else { return Ok(self.task_user.clone()) };
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        match TaskUser::lookup(name) {
+            Some(u) if u.uid == 0 => Ok(None),
+            Some(u) if root => Ok(Some(u)),
+            // SAFETY: as above.
+            Some(u) if u.uid == unsafe { libc::geteuid() } => Ok(None),
+            Some(_) => Err(ControlError::Invalid(format!(
+                "service {service}: `user = \"{name}\"` needs a server running as root (this one runs every task as its own user)\n  hint: remove `user`, or run the server as root"
+            ))),
+            None => Err(ControlError::Invalid(format!(
+                "service {service}: user `{name}` does not exist on this server\n  hint: create it (useradd --system {name}) or remove `user`"
+            ))),
         }
     }
 

@@ -207,7 +207,13 @@ impl Controller {
                 self.pause(&app, Some(&c.service), RELEASE_PAUSE_MAX).await?;
             }
             let id = format!("{}{}", release_prefix(&app, &c, d.id), crate::reconcile::short_id());
-            let mut spec = self.task_spec(&app, &c.service, &rev, &id, command, false);
+            let mut spec = match self.task_spec(&app, &c.service, &rev, &id, command, false) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    self.release_resume(d, &c.service).await;
+                    return Ok(Next::Fail(format!("cannot start the release command of {}: {e}", c.service)));
+                }
+            };
             spec.env.insert("WHARF_RELEASE_COMMAND".into(), "1".into());
             self.remember(&spec);
             if let Err(e) = self.driver.start(spec).await {

@@ -726,7 +726,8 @@ impl Runner for DriverRunner {
         // The revision that has the traffic (during a blue-green deploy, the old one until the switch).
         let number = svc.live.unwrap_or(svc.revision);
         let rev = ctl.revision(app, &job.service, number).await.map_err(|e| e.to_string())?;
-        let mut spec = ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false);
+        let mut spec =
+            ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false).map_err(|e| e.to_string())?;
         spec.env.insert("WHARF_JOB".into(), job.name.clone());
         spec.env.insert("WHARF_JOB_RUN".into(), run.id.clone());
         ctl.remember(&spec);

@@ -32,6 +32,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "env",
     "stop_signal",
     "stop_timeout",
+    "user",
     "health",
     "balance",
     "release",
@@ -329,6 +330,19 @@ fn service(
     let stop_timeout = get(t, "stop_timeout")
         .and_then(|(_, v)| expect_duration(r, v, "stop_timeout", MAX_SHORT_DURATION))
         .unwrap_or(DEFAULT_STOP_TIMEOUT);
+    let user = get(t, "user").and_then(|(_, v)| {
+        let s = expect_str(r, v, "user", "a user name like \"www-data\"")?;
+        if valid_user_name(s) {
+            Some(s.to_string())
+        } else {
+            r.error(
+                v.span(),
+                format!("`user` must be a user name (lowercase letters, digits, `_`, `-`; at most 32 characters), found `{}`", s.escape_debug()),
+                Some("use the name of an account on the server, e.g. user = \"www-data\"; leave it out to run as the server's task user".into()),
+            );
+            None
+        }
+    });
 
     let health = match (get(t, "health"), port_entry.is_some()) {
         (Some((key, v)), has_port) => {
@@ -378,6 +392,7 @@ fn service(
         health,
         stop_signal,
         stop_timeout,
+        user,
         balance,
         release,
         deploy,
@@ -894,6 +909,14 @@ pub(crate) fn found(v: &DeValue) -> &'static str {
         DeValue::Array(_) => "an array",
         DeValue::Table(_) => "a table",
     }
+}
+
+/// A POSIX-portable account name, as useradd accepts by default.
+fn valid_user_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && s.len() <= 32
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
 }
 
 pub(crate) fn expect_str<'v>(r: &mut Report, v: &'v Value, key: &str, expected: &str) -> Option<&'v str> {

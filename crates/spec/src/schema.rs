@@ -125,6 +125,11 @@ pub(crate) struct ServiceTable {
     )]
     pub stop_signal: Option<String>,
 
+    /// The account the service's tasks run as (a root server only; it must
+    /// exist). Default: the server's task user (`nobody`, `--task-user`).
+    #[schemars(extend("examples" = ["www-data"]), extend("pattern" = "^[a-z_][a-z0-9_-]{0,31}$"))]
+    pub user: Option<String>,
+
     /// How long to wait after the stop signal before killing the task: a
     /// duration like "10s" (default), "1m30s" or "250ms"; at most 1h.
     #[schemars(extend("default" = "10s"))]

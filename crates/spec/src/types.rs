@@ -44,6 +44,9 @@ pub struct Service {
     /// Signal name as written, normalised to upper case with the SIG prefix, e.g. "SIGTERM".
     pub stop_signal: String,
     pub stop_timeout: Duration,
+    /// The account the service's tasks run as; None: the server's task user.
+    #[serde(default)]
+    pub user: Option<String>,
     /// How requests are spread over the tasks of a web service.
     #[serde(default)]
     pub balance: Balance,
