@@ -10,22 +10,7 @@ use common::*;
 
 /// A demo `api` service; `extra` goes into its table.
 fn app(version: &str, extra: &str) -> String {
-    format!(
-        "app = \"outcomes\"\n\n[service.api]\ncommand = [\"wharf\", \"demo\", \"--name\", \"api\"]\nport = 8080\n\
-         env = {{ DEMO_VERSION = \"{version}\" }}\nhealth = {{ path = \"/health\", interval = \"1s\" }}\n{extra}\n\n\
-         [route]\n\"/\" = \"api\"\n"
-    )
-}
-
-fn version(s: &Server) -> String {
-    let (code, body) = s.get("x", "/version").expect("an answer");
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["version"].as_str().unwrap().to_string()
-}
-
-fn write(dir: &tempfile::TempDir, toml: &str) {
-    std::fs::write(dir.path().join("wharf.toml"), toml).unwrap();
+    api_app("outcomes", version, extra)
 }
 
 #[test]
@@ -34,7 +19,7 @@ fn rollback_skips_a_revision_that_was_rolled_back_and_revisions_show_outcomes() 
     let dir = app_dir(&app("1", "deploy = { bake = \"0s\" }"));
     s.deploy(dir.path());
     // v2 exits a second after it started, during its bake: rolled back to v1.
-    write(
+    write_toml(
         &dir,
         &app("2", "deploy = { bake = \"5s\" }")
             .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_EXIT_AFTER = \"1s\""),
@@ -42,7 +27,7 @@ fn rollback_skips_a_revision_that_was_rolled_back_and_revisions_show_outcomes() 
     let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(version(&s), "1");
-    write(&dir, &app("3", "deploy = { bake = \"0s\" }"));
+    write_toml(&dir, &app("3", "deploy = { bake = \"0s\" }"));
     s.deploy(dir.path());
     assert_eq!(version(&s), "3");
 
@@ -69,7 +54,7 @@ fn a_never_healthy_deploy_shows_its_health_checks_and_names_the_503_in_its_reaso
     s.deploy(dir.path());
     let sick = app("2", "deploy = { bake = \"0s\", deadline = \"4s\" }")
         .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_FAIL_HEALTH = \"1\"");
-    write(&dir, &sick);
+    write_toml(&dir, &sick);
     let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -95,9 +80,9 @@ fn a_failed_release_command_shows_its_last_output_lines() {
     let s = Server::start();
     let dir = app_dir(&app("1", "deploy = { bake = \"0s\" }"));
     s.deploy(dir.path());
-    let release = "release = [\"sh\", \"-c\", \"for i in $(seq 1 30); do echo migration step $i; done; exit 3\"]\n\
+    let release = "release = [\"sh\", \"-c\", \"for i in $$(seq 1 30); do echo migration step $$i; done; exit 3\"]\n\
                    deploy = { bake = \"0s\" }";
-    write(&dir, &app("2", release));
+    write_toml(&dir, &app("2", release));
     let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -124,7 +109,7 @@ fn an_oom_killed_deploy_says_out_of_memory_with_the_limit() {
     s.deploy(dir.path());
     let hungry = app("2", "memory = \"32MiB\"\ndeploy = { bake = \"0s\", deadline = \"20s\" }")
         .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_ALLOC_MIB = \"128\"");
-    write(&dir, &hungry);
+    write_toml(&dir, &hungry);
     let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -180,7 +165,7 @@ fn a_rollback_after_a_new_task_exits_keeps_serving_from_the_draining_old_task() 
     // v2 exits 1.5 s after it became ready: an automatic rollback while the old task drains.
     let exits = app("2", "deploy = { bake = \"10s\" }")
         .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_EXIT_AFTER = \"1500ms\"");
-    write(&dir, &exits);
+    write_toml(&dir, &exits);
     let out = s.wharf(&["deploy", dir.path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "{err}");

@@ -11,18 +11,7 @@ const LONG: Duration = Duration::from_secs(60);
 
 /// A demo `api` service; `extra` goes into its table.
 fn app(version: &str, extra: &str) -> String {
-    format!(
-        "app = \"steps\"\n\n[service.api]\ncommand = [\"wharf\", \"demo\", \"--name\", \"api\"]\nport = 8080\n\
-         env = {{ DEMO_VERSION = \"{version}\" }}\nhealth = {{ path = \"/health\", interval = \"1s\" }}\n{extra}\n\n\
-         [route]\n\"/\" = \"api\"\n"
-    )
-}
-
-fn version(s: &Server) -> String {
-    let (code, body) = s.get("x", "/version").expect("an answer");
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["version"].as_str().unwrap().to_string()
+    api_app("steps", version, extra)
 }
 
 fn last_deployment(s: &Server) -> serde_json::Value {

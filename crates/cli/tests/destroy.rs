@@ -10,22 +10,7 @@ use common::*;
 
 /// A demo `api` service; `extra` goes into its table.
 fn app(version: &str, extra: &str) -> String {
-    format!(
-        "app = \"outcomes\"\n\n[service.api]\ncommand = [\"wharf\", \"demo\", \"--name\", \"api\"]\nport = 8080\n\
-         env = {{ DEMO_VERSION = \"{version}\" }}\nhealth = {{ path = \"/health\", interval = \"1s\" }}\n{extra}\n\n\
-         [route]\n\"/\" = \"api\"\n"
-    )
-}
-
-fn version(s: &Server) -> String {
-    let (code, body) = s.get("x", "/version").expect("an answer");
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["version"].as_str().unwrap().to_string()
-}
-
-fn write(dir: &tempfile::TempDir, toml: &str) {
-    std::fs::write(dir.path().join("wharf.toml"), toml).unwrap();
+    api_app("outcomes", version, extra)
 }
 
 #[test]
@@ -33,7 +18,7 @@ fn destroy_stops_an_apps_tasks_and_removes_it_and_a_new_deploy_starts_from_scrat
     let s = Server::start();
     let dir = app_dir(&app("1", "deploy = { bake = \"0s\" }"));
     s.deploy(dir.path());
-    write(&dir, &app("2", "deploy = { bake = \"0s\" }"));
+    write_toml(&dir, &app("2", "deploy = { bake = \"0s\" }"));
     s.deploy(dir.path());
     let pids: Vec<u32> = s.tasks().iter().filter_map(|t| t["pid"].as_u64()).map(|p| p as u32).collect();
     assert!(!pids.is_empty());
@@ -57,7 +42,7 @@ fn destroy_stops_an_apps_tasks_and_removes_it_and_a_new_deploy_starts_from_scrat
     assert!(!s.ok(&["events", "-n", "50"]).is_empty());
 
     // The same app deploys again from scratch: revision 1, a first deployment.
-    write(&dir, &app("3", "deploy = { bake = \"0s\" }"));
+    write_toml(&dir, &app("3", "deploy = { bake = \"0s\" }"));
     s.deploy(dir.path());
     assert_eq!(version(&s), "3");
     let revs = s.json(&["revisions", "api", "--json"]);
@@ -83,7 +68,7 @@ fn destroy_is_refused_while_a_deployment_runs_unless_forced() {
     // A deploy that never gets healthy keeps running for its deadline.
     let stuck = app("2", "deploy = { bake = \"0s\", deadline = \"60s\" }")
         .replace("DEMO_VERSION = \"2\"", "DEMO_VERSION = \"2\", DEMO_FAIL_HEALTH = \"1\"");
-    write(&dir, &stuck);
+    write_toml(&dir, &stuck);
     s.ok(&["deploy", "--detach", dir.path().to_str().unwrap()]);
     let out = s.wharf(&["destroy", "outcomes", "--yes"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -101,7 +86,7 @@ fn a_server_killed_during_a_destroy_finishes_it_after_its_restart() {
     let mut s = Server::start();
     let dir = app_dir(&app("1", "deploy = { bake = \"0s\" }"));
     s.deploy(dir.path());
-    write(&dir, &app("2", "deploy = { bake = \"0s\" }"));
+    write_toml(&dir, &app("2", "deploy = { bake = \"0s\" }"));
     s.deploy(dir.path());
     let pids: Vec<u32> = s.tasks().iter().filter_map(|t| t["pid"].as_u64()).map(|p| p as u32).collect();
     // A long request keeps the task draining, so the destroy is under way when the server dies.
@@ -133,7 +118,7 @@ fn a_server_killed_during_a_destroy_finishes_it_after_its_restart() {
     }
     assert_eq!(s.json(&["status", "--json"])["apps"], serde_json::json!([]));
     // Its history went with it: the next deploy is revision 1 again.
-    write(&dir, &app("3", "deploy = { bake = \"0s\" }"));
+    write_toml(&dir, &app("3", "deploy = { bake = \"0s\" }"));
     s.deploy(dir.path());
     assert_eq!(version(&s), "3");
     assert_eq!(s.json(&["revisions", "api", "--json"]).as_array().unwrap().len(), 1);

@@ -115,22 +115,6 @@ fn silent_connections_never_lock_new_clients_out_and_the_limit_is_the_total() {
     assert_eq!(served.load(Ordering::Relaxed), 14);
 }
 
-/// An upgraded connection through the proxy to the demo's echo.
-fn upgrade(addr: &str) -> TcpStream {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"GET /api/upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert_eq!(status_of(&head), 101, "{head}");
-    c
-}
-
 #[test]
 fn upgraded_connections_count_against_the_limit() {
     let (s, _dir) = started(&["--max-connections", "2", "--proxy-threads", "2"], &demo_toml("h", "1", 1, false));

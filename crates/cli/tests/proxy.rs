@@ -31,22 +31,6 @@ fn started_at(extra: &[&str], toml: &str, health: &str) -> (Server, tempfile::Te
     (s, dir)
 }
 
-/// An upgraded connection through the proxy to the demo's echo.
-fn upgrade(addr: &str) -> TcpStream {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"GET /api/upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert_eq!(status_of(&head), 101, "{head}");
-    c
-}
-
 fn echo(c: &mut TcpStream, msg: &str) -> String {
     c.write_all(msg.as_bytes()).unwrap();
     let mut buf = vec![0u8; msg.len()];

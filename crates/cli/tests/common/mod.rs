@@ -413,3 +413,42 @@ command = ["wharf", "demo", "worker", "--name", "worker", "--log-every", "200ms"
     }
     toml
 }
+
+/// An app named `name` with one demo `api` service routed on "/", reporting
+/// `version`; `extra` goes into the service's table.
+pub fn api_app(name: &str, version: &str, extra: &str) -> String {
+    format!(
+        "app = \"{name}\"\n\n[service.api]\ncommand = [\"wharf\", \"demo\", \"--name\", \"api\"]\nport = 8080\n\
+         env = {{ DEMO_VERSION = \"{version}\" }}\nhealth = {{ path = \"/health\", interval = \"1s\" }}\n{extra}\n\n\
+         [route]\n\"/\" = \"api\"\n"
+    )
+}
+
+/// The version the demo app answers with on "/version" through the proxy.
+pub fn version(s: &Server) -> String {
+    let (code, body) = s.get("x", "/version").expect("an answer");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["version"].as_str().unwrap().to_string()
+}
+
+/// Replaces the wharf.toml of an app directory.
+pub fn write_toml(dir: &tempfile::TempDir, toml: &str) {
+    std::fs::write(dir.path().join("wharf.toml"), toml).unwrap();
+}
+
+/// An upgraded connection through the proxy (at `addr`) to the demo's echo on /api/upgrade.
+pub fn upgrade(addr: &str) -> TcpStream {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /api/upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert_eq!(status_of(&head), 101, "{head}");
+    c
+}
