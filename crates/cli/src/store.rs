@@ -69,6 +69,10 @@ impl Snapshots {
     fn take(&self) -> Result<Option<(PathBuf, StoreDigest)>> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
         let now = self.store.digest()?;
+        if now.keys == 0 {
+            // Nothing to lose yet; an empty snapshot would only be a trap for a restore.
+            return Ok(None);
+        }
         if let Some(newest) = list(&self.dir).first() {
             if verify_file(newest).is_ok_and(|d| d == now) {
                 return Ok(None);
