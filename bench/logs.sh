@@ -15,6 +15,8 @@ n=${1:-2000000}
 cargo build --release -q
 wharf=${CARGO_TARGET_DIR:-$PWD/target}/release/wharf
 work=$(mktemp -d)
+# A root server runs tasks as nobody, who must pass through to the data directory.
+chmod 755 "$work"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do

@@ -104,6 +104,10 @@ done
 
 # --- lifecycle ----------------------------------------------------------------------------------
 work=$(mktemp -d /tmp/wharf-bench-proxy.XXXXXX)
+# A root server runs tasks as nobody, who must pass through to the data directory.
+chmod 755 "$work"
+# The backend tasks write their nginx config and temp files under $work/tasks.
+mkdir -p "$work/tasks" && chmod 1777 "$work/tasks"
 server_pids=()
 peers_dir=
 stop_all() {

@@ -9,6 +9,8 @@ rounds=${1:-5}
 cargo build --release -q
 wharf=$PWD/target/release/wharf
 work=$(mktemp -d)
+# A root server runs tasks as nobody, who must pass through to the data directory.
+chmod 755 "$work"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -28,6 +28,10 @@ if [[ ! -x $floor_bin ]]; then
 fi
 mkdir -p "$out"
 work=$(mktemp -d /tmp/wharf-profile.XXXXXX)
+# A root server runs tasks as nobody, who must pass through to the data directory.
+chmod 755 "$work"
+# The backend tasks write their nginx config and temp files under $work/tasks.
+mkdir -p "$work/tasks" && chmod 1777 "$work/tasks"
 server=
 cleanup() {
   if [[ -n $server ]]; then
