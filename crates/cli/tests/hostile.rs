@@ -355,19 +355,9 @@ fn an_http2_connection_idle_after_a_request_is_closed_after_the_header_timeout()
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let closed = rt.block_on(async {
         use http_body_util::BodyExt;
-        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut sender, conn) = h2_connect(&addr).await;
         // Longer than the header timeout: in flight when the watchdog first looks.
-        let req = http::Request::get(format!("http://{addr}/api/sleep?ms=1500"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = sender.send_request(h2_get(&addr, "/api/sleep?ms=1500")).await.unwrap();
         assert_eq!(resp.status(), 200);
         resp.into_body().collect().await.unwrap();
         // The connection is kept open by the client; only the server can end it.
@@ -418,24 +408,33 @@ fn an_http2_client_that_stops_reading_a_stream_is_cut_off() {
     let addr = s.proxy_addr();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let closed = rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        let conn = tokio::spawn(conn);
-        let req = http::Request::get(format!("http://{addr}/api/bytes?n=1000000000"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
+        let (mut sender, conn) = h2_connect(&addr).await;
         // The answer's body is never read: its stream's window stays shut
         // while the connection itself keeps flowing.
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = sender.send_request(h2_get(&addr, "/api/bytes?n=1000000000")).await.unwrap();
         assert_eq!(resp.status(), 200);
         let closed = tokio::time::timeout(CLOSE_BOUND, conn).await.is_ok();
         drop(resp);
         closed
     });
     assert!(closed, "a stalled HTTP/2 stream kept its connection open past {CLOSE_BOUND:?}");
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// An HTTP/2 (prior knowledge) client connection to `addr`, and the task
+/// that drives it: it ends when the server closes the connection.
+async fn h2_connect(addr: &str) -> (H2Sender, tokio::task::JoinHandle<Result<(), hyper::Error>>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+fn h2_get(addr: &str, path: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::get(format!("http://{addr}{path}")).body(http_body_util::Empty::new()).unwrap()
 }
