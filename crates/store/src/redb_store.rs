@@ -50,6 +50,8 @@ enum Failure {
     /// Boxed: redb's error is large, and this travels through every call.
     Redb(Box<redb::Error>),
     Conflict(String),
+    /// Writing a copy (a snapshot) failed; the live store is fine.
+    Copy(StoreError),
 }
 
 macro_rules! redb_failures {
@@ -129,6 +131,7 @@ fn open_existing(path: &Path) -> Result<Database, StoreError> {
         Ok(_) => Ok(db),
         Err(Failure::Redb(e)) => Err(damaged(path, e.to_string())),
         Err(Failure::Conflict(k)) => Err(damaged(path, k)),
+        Err(Failure::Copy(e)) => Err(e),
     }
 }
 
@@ -187,6 +190,7 @@ fn fail(e: Failure) -> StoreError {
     match e {
         Failure::Redb(e) => classify(*e),
         Failure::Conflict(key) => StoreError::Conflict { key },
+        Failure::Copy(e) => e,
     }
 }
 
@@ -295,6 +299,7 @@ impl RedbStore {
                 Err(classify(*e))
             }
             Err(Failure::Conflict(key)) => Err(StoreError::Conflict { key }),
+            Err(Failure::Copy(e)) => Err(e),
         }
     }
 
@@ -380,26 +385,31 @@ impl RedbStore {
     }
 
     fn write_copy(&self, to: &Path) -> Result<StoreDigest, StoreError> {
+        // Errors of the copy (say, no room for it) are the copy's: they must
+        // not close the live store as its own I/O errors do.
+        fn copy_err(e: impl Into<redb::Error>) -> Failure {
+            Failure::Copy(classify(e.into()))
+        }
         self.run(|db| {
-            let copy = Database::create(to).map_err(|e| Failure::Redb(Box::new(e.into())))?;
+            let copy = Database::create(to).map_err(copy_err)?;
             let read = db.begin_read()?;
-            let write = copy.begin_write()?;
+            let write = copy.begin_write().map_err(copy_err)?;
             {
                 let src = read.open_table(KV)?;
-                let mut dst = write.open_table(KV)?;
+                let mut dst = write.open_table(KV).map_err(copy_err)?;
                 for item in src.range::<&str>(..)? {
                     let (k, v) = item?;
-                    dst.insert(k.value(), v.value())?;
+                    dst.insert(k.value(), v.value()).map_err(copy_err)?;
                 }
-                let mut meta = write.open_table(META)?;
+                let mut meta = write.open_table(META).map_err(copy_err)?;
                 if let Ok(src) = read.open_table(META) {
                     for item in src.range::<&str>(..)? {
                         let (k, v) = item?;
-                        meta.insert(k.value(), v.value())?;
+                        meta.insert(k.value(), v.value()).map_err(copy_err)?;
                     }
                 }
             }
-            write.commit()?;
+            write.commit().map_err(copy_err)?;
             drop(read);
             digest_of(db)
         })
