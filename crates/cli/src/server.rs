@@ -217,11 +217,11 @@ impl Drop for Runtimes {
 }
 
 pub async fn start(opts: ServerOptions) -> Result<Running> {
-    // Others may pass through (tasks run from DATA/releases) but not list it;
-    // everything secret inside is the server's alone.
+    // The server's alone; opened to 0711 below when tasks run as another
+    // user (they pass through to DATA/releases, but cannot list it).
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o711)
+        .mode(0o700)
         .create(&opts.data)
         .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
     let data = opts.data.canonicalize()?;

@@ -2,6 +2,7 @@
 //! and `wharf store check` / `wharf store restore` to use them when the
 //! store file is damaged.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ impl Snapshots {
     /// A new snapshot if the store differs from the newest one.
     fn take(&self) -> Result<Option<(PathBuf, StoreDigest)>> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        // Copies of the store: the server's alone, like the store itself.
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", self.dir.display()))?;
         let now = self.store.digest()?;
         if now.keys == 0 {
             // Nothing to lose yet; an empty snapshot would only be a trap for a restore.

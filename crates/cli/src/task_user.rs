@@ -69,11 +69,11 @@ pub fn resolve(asked: Option<&str>, data: &Path, unreachable: Unreachable) -> Re
     Ok(Some(user))
 }
 
-/// The first directory on the way to `dir` (itself included) that `user`
-/// may not pass through.
+/// The first directory on the way to `dir` that `user` may not pass
+/// through (`dir` itself is the server's, opened to 0711 by it).
 fn unreachable_dir(dir: &Path, user: &TaskUser) -> Option<std::path::PathBuf> {
     let dir = dir.canonicalize().ok()?;
-    for d in dir.ancestors().collect::<Vec<_>>().into_iter().rev() {
+    for d in dir.ancestors().skip(1).collect::<Vec<_>>().into_iter().rev() {
         let Ok(m) = std::fs::metadata(d) else { return Some(d.to_path_buf()) };
         let mode = m.permissions().mode();
         let bit = if m.uid() == user.uid {

@@ -22,14 +22,15 @@ fn tasks_of_a_root_server_cannot_read_its_secrets() {
         eprintln!("skipping: needs root");
         return;
     }
-    let s = Server::start_with(&[]);
+    let s = Server::start_with(&["--store-snapshot-every", "1s"]);
     let data = s.data.display().to_string();
     // The worker tries each secret by relative and absolute path and says
     // what it could read; then sleeps.
     // `$$` is a literal `$` for the shell (wharf expands `$NAME` itself).
     let script = format!(
-        "echo uid=$$(id -u); \
-         for f in ../../../token {data}/token {data}/store.redb {data}/store.id {data}/tasks/*/task.json {data}/releases/*/*.tar.gz; do \
+        "echo uid=$$(id -u); sleep 2; \
+         for f in ../../../token {data}/token {data}/store.redb {data}/store.id {data}/tasks/*/task.json {data}/releases/*/*.tar.gz \
+           {data}/snapshots/*.redb {data}/logs/*; do \
            if head -c 1 \"$$f\" >/dev/null 2>&1; then echo READ $$f; else echo denied $$f; fi; done; \
          ls {data}/tasks >/dev/null 2>&1 && echo LISTED tasks; ls {data} >/dev/null 2>&1 && echo LISTED data; \
          exec sleep 1000"
@@ -41,13 +42,16 @@ fn tasks_of_a_root_server_cannot_read_its_secrets() {
     s.deploy(dir.path());
     let out = wait_for("the probe's report", LONG, || {
         let out = s.ok(&["logs", "worker", "-n", "100"]);
-        (out.contains("uid=") && out.contains("releases")).then_some(out)
+        (out.contains("uid=") && out.contains("/logs/")).then_some(out)
     });
     assert!(!out.contains("uid=0"), "tasks do not run as root:\n{out}");
     assert!(!out.contains("READ"), "a task read a secret:\n{out}");
     assert!(!out.contains("LISTED"), "a task listed the data directory:\n{out}");
     assert!(out.contains("denied"), "{out}");
-    for (file, mode) in [("token", 0o600), ("store.redb", 0o600), ("tasks", 0o700)] {
+    wait_for("a snapshot", LONG, || s.data.join("snapshots").exists().then_some(()));
+    for (file, mode) in
+        [("token", 0o600), ("store.redb", 0o600), ("tasks", 0o700), ("logs", 0o700), ("snapshots", 0o700)]
+    {
         let m = std::fs::metadata(s.data.join(file)).unwrap().permissions().mode() & 0o777;
         assert_eq!(m, mode, "{file} is mode {m:o}");
     }
