@@ -127,7 +127,13 @@ fn running_server(data: &Path) -> Option<String> {
 fn describe(r: &Result<StoreDigest, wharf_store::StoreError>) -> serde_json::Value {
     match r {
         Ok(d) => json!({ "ok": true, "records": d.keys, "sha256": d.sha256 }),
-        Err(e) => json!({ "ok": false, "error": e.to_string().lines().next().unwrap_or_default() }),
+        // Only a file that cannot be read is damaged; I/O trouble (permissions,
+        // a file in use) is said as it is.
+        Err(e) => json!({
+            "ok": false,
+            "damaged": matches!(e, wharf_store::StoreError::Damaged { .. }),
+            "error": e.to_string().lines().next().unwrap_or_default(),
+        }),
     }
 }
 
@@ -153,6 +159,7 @@ pub fn check(data: &Path, json_out: bool) -> Result<ExitCode> {
         })
         .collect();
     let bad = live["ok"] == false;
+    let damaged = live["damaged"] == true;
     if json_out {
         println!("{}", json!({ "store": live_path.display().to_string(), "live": live, "snapshots": snaps }));
     } else {
@@ -164,8 +171,11 @@ pub fn check(data: &Path, json_out: bool) -> Result<ExitCode> {
             (None, serde_json::Value::Bool(true)) => {
                 println!("store {}: ok, {} records", live_path.display(), live["records"])
             }
-            (None, serde_json::Value::Bool(false)) => {
+            (None, serde_json::Value::Bool(false)) if live["damaged"] == true => {
                 println!("store {}: DAMAGED: {}", live_path.display(), live["error"].as_str().unwrap_or(""))
+            }
+            (None, serde_json::Value::Bool(false)) => {
+                println!("store {}: cannot check: {}", live_path.display(), live["error"].as_str().unwrap_or(""))
             }
             _ => println!("store {}: none yet", live_path.display()),
         }
@@ -184,8 +194,8 @@ pub fn check(data: &Path, json_out: bool) -> Result<ExitCode> {
                 ),
             }
         }
-        if bad {
-            println!("hint: stop nothing else; run `wharf store restore` to put the newest good snapshot back");
+        if damaged {
+            println!("hint: with the server stopped, `wharf store restore` puts the newest good snapshot back");
         }
     }
     Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })

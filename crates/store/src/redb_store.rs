@@ -124,6 +124,10 @@ fn open_existing(path: &Path) -> Result<Database, StoreError> {
         redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() != ErrorKind::InvalidData => {
             io_error(&io)
         }
+        // Open elsewhere (a running server): busy, not damaged.
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            StoreError::Io(format!("{} is open in another process (a running server?)", path.display()))
+        }
         other => damaged(path, other.to_string()),
     })?;
     let checked = without_panics(|| digest_of(&db)).map_err(|p| damaged(path, p))?;
