@@ -45,9 +45,3 @@ pub use scheduler::{JobView, GRACE as JOB_GRACE, RUNS_KEPT as JOB_RUNS_KEPT};
 pub use store_timing::TimedStore;
 pub use top::{TopService, TopView};
 pub use views::{AppView, ServiceView, StatusView, TaskView};
-
-/// `now + d` on tokio's clock (which tests may pause), saturating at a
-/// deadline that never comes instead of panicking on overflow.
-pub(crate) fn tokio_after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
-    now.checked_add(d).or_else(|| now.checked_add(wharf_spec::FAR_AHEAD)).unwrap_or(now)
-}

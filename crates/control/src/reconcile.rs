@@ -212,7 +212,7 @@ impl Controller {
         let entry = backoff.entry((svc.app.clone(), svc.name.clone())).or_insert((0, Instant::now()));
         entry.0 += 1;
         let wait = (Duration::from_millis(500) * 2u32.saturating_pow(entry.0 - 1)).min(MAX_START_BACKOFF);
-        entry.1 = wharf_spec::instant_after(Instant::now(), wait);
+        entry.1 = wharf_runtime::deadline::instant_after(Instant::now(), wait);
         drop(backoff);
         self.event_full(
             "task.start_failed",
@@ -370,7 +370,7 @@ impl Controller {
     async fn wait_drained(&self, id: &str, drain: Duration) {
         let backend = self.health.lock().unwrap().get(id).map(|h| h.backend.clone());
         let Some(backend) = backend else { return };
-        let deadline = crate::tokio_after(tokio::time::Instant::now(), drain);
+        let deadline = wharf_runtime::deadline::tokio_after(tokio::time::Instant::now(), drain);
         while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline {
             if !self.draining.lock().unwrap().contains(id) {
                 return;

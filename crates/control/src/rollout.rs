@@ -233,7 +233,7 @@ impl Controller {
                     if policy.release_pause && c.from.is_some() { " (requests held)" } else { "" }
                 ),
             );
-            let until = crate::tokio_after(tokio::time::Instant::now(), policy.release_timeout);
+            let until = wharf_runtime::deadline::tokio_after(tokio::time::Instant::now(), policy.release_timeout);
             w.release = Some((id, until));
             return Ok(Next::Stay);
         }
@@ -311,7 +311,7 @@ impl Controller {
             if !p.settled(&s) {
                 waiting.push(p.describe(&s));
             }
-            let deadline = wharf_spec::ms_after(d.step_started_at, policy.deadline);
+            let deadline = wharf_runtime::deadline::ms_after(d.step_started_at, policy.deadline);
             if !p.settled(&s) && now_ms() >= deadline {
                 let web = self.revision(&app, &s.name, s.revision).await?.spec.is_web();
                 let why = if p.ready < s.replicas as usize { self.not_ready(&s, &p, web) } else { p.describe(&s) };
@@ -339,7 +339,7 @@ impl Controller {
         d.step = DeployStep::Bake;
         d.step_started_at = now;
         d.switched_at = Some(now);
-        d.bake_until = Some(wharf_spec::ms_after(now, bake));
+        d.bake_until = Some(wharf_runtime::deadline::ms_after(now, bake));
         w.baseline = self.new_outcomes(d).into_iter().map(|(id, (_, c))| (id, c)).collect();
         let text = if bake.is_zero() {
             "all traffic on the new revisions".to_string()

@@ -425,7 +425,7 @@ impl Scheduler {
         rec.task = Some(task.clone());
         rec.service = job.service.clone();
         rec.started_at = Some(now);
-        rec.deadline = Some(wharf_spec::ms_after(now, job.timeout));
+        rec.deadline = Some(wharf_runtime::deadline::ms_after(now, job.timeout));
         rec.not_before = None;
         self.db.put_job_run(&rec).await?;
         match self.runner.start(&rec.app, job, &rec, &task).await {
@@ -616,7 +616,7 @@ fn retry_of(run: &JobRunRecord, now: u64, retries: u32, why: &str) -> (JobRunRec
         started_at: None,
         ended_at: None,
         deadline: None,
-        not_before: Some(wharf_spec::ms_after(now, wait)),
+        not_before: Some(wharf_runtime::deadline::ms_after(now, wait)),
         exit_code: None,
         signal: None,
         message: format!("retry {} of {retries} after run {} {why}", run.attempt, run.id),

@@ -102,7 +102,7 @@ impl Controller {
             app: app.into(),
             service: service.map(str::to_string),
             since: now,
-            until: wharf_spec::ms_after(now, max),
+            until: wharf_runtime::deadline::ms_after(now, max),
         };
         self.db.set_pause(&r).await?;
         self.install_gate(&r);

@@ -16,6 +16,8 @@
 mod error;
 mod process;
 
+pub mod deadline;
+
 pub use error::DriverError;
 pub use process::{ProcessDriver, ProcessDriverOptions};
 
@@ -386,12 +388,6 @@ pub trait Driver: Send + Sync + 'static {
     /// Stop every task gracefully, in parallel (server shutdown).
     async fn shutdown(&self);
     fn limits(&self) -> LimitsSupport;
-}
-
-/// `now + d` on tokio's clock (which tests may pause), saturating at a
-/// deadline that never comes instead of panicking on overflow.
-pub(crate) fn tokio_after(now: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
-    now.checked_add(d).or_else(|| now.checked_add(wharf_spec::FAR_AHEAD)).unwrap_or(now)
 }
 
 #[cfg(test)]

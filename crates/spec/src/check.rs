@@ -224,9 +224,9 @@ fn command_variables(r: &mut Report, v: &Value, known: &[String], runs: Runs, we
                 span.clone()
             }
         };
-        for part in crate::expand::parts(text) {
+        for part in wharf_vars::parts(text) {
             match part {
-                crate::expand::Part::Var(name, range) if !known.iter().any(|k| k == name) => {
+                wharf_vars::Part::Var(name, range) if !known.iter().any(|k| k == name) => {
                     let escape = format!("write $${name} to pass a literal `${name}` (to a shell, say)");
                     let hint = match (name, runs) {
                         ("PORT", Runs::Service) if !web => {
@@ -242,7 +242,7 @@ fn command_variables(r: &mut Report, v: &Value, known: &[String], runs: Runs, we
                     };
                     r.error(at(range), format!("`${name}` is never set in this task's environment"), Some(hint));
                 }
-                crate::expand::Part::Malformed(written, range) => r.error(
+                wharf_vars::Part::Malformed(written, range) => r.error(
                     at(range),
                     format!("`{written}` is not a variable"),
                     Some("write ${NAME} with a name of letters, digits and '_', or $$ for a literal `$`".into()),

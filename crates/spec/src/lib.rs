@@ -15,9 +15,7 @@
 
 mod autoscale;
 mod check;
-mod deadline;
 mod error;
-mod expand;
 mod job;
 mod policy;
 mod route;
@@ -28,9 +26,7 @@ mod values;
 
 use std::path::Path;
 
-pub use deadline::{instant_after, ms_after, FAR_AHEAD};
 pub use error::{Diagnostic, SpecError};
-pub use expand::expand_arg;
 pub use job::{Concurrency, Job, Schedule, ScheduleError, DEFAULT_JOB_TIMEOUT};
 pub use types::*;
 pub use values::{

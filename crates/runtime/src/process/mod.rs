@@ -559,7 +559,7 @@ impl Supervisor {
                 crashes,
             });
 
-            let deadline = crate::tokio_after(Instant::now(), delay);
+            let deadline = crate::deadline::tokio_after(Instant::now(), delay);
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => break,
@@ -647,7 +647,7 @@ impl Supervisor {
         self.update(|s| s.state = TaskState::Stopping);
         let pid = proc.pid();
         let spec = &self.task.spec;
-        let deadline = crate::tokio_after(Instant::now(), spec.stop_timeout);
+        let deadline = crate::deadline::tokio_after(Instant::now(), spec.stop_timeout);
         let alive = match &*proc {
             // Not our child: make sure the pid is still that process.
             Proc::Adopted { start_time, .. } => {

@@ -70,7 +70,7 @@ pub fn spawn(
 
     // `$PORT`, `${NAME}` from the task's own environment; `$$` is a `$`.
     let lookup = |name: &str| env.get(OsStr::new(name)).map(|v| v.to_string_lossy().into_owned());
-    let argv: Vec<String> = spec.command.iter().map(|a| wharf_spec::expand_arg(a, lookup)).collect();
+    let argv: Vec<String> = spec.command.iter().map(|a| wharf_vars::expand_arg(a, lookup)).collect();
     let argv0 = &argv[0];
     let spawn_err = |source: io::Error| {
         let hint = match source.kind() {

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 /// One piece of an argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Part<'a> {
+pub enum Part<'a> {
     /// Kept as it is (`$$` gives the text "$").
     Text(&'a str),
     /// A variable and where it is written (`$NAME` or `${NAME}`).
@@ -24,7 +24,8 @@ fn name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-pub(crate) fn parts(arg: &str) -> Vec<Part<'_>> {
+/// The pieces of `arg`, in order.
+pub fn parts(arg: &str) -> Vec<Part<'_>> {
     let b = arg.as_bytes();
     let mut out = Vec::new();
     let (mut i, mut text_start) = (0, 0);

@@ -11,6 +11,11 @@ pub fn instant_after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).or_else(|| now.checked_add(FAR_AHEAD)).unwrap_or(now)
 }
 
+/// `now + d` on tokio's clock (which tests may pause), saturating the same way.
+pub fn tokio_after(now: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    now.checked_add(d).or_else(|| now.checked_add(FAR_AHEAD)).unwrap_or(now)
+}
+
 /// `now + d` in Unix milliseconds, saturating at `u64::MAX`.
 pub fn ms_after(now_ms: u64, d: Duration) -> u64 {
     now_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
