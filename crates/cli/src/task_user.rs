@@ -23,31 +23,20 @@ pub enum Unreachable {
 
 /// The account for tasks: None runs them as the server's own user.
 pub fn resolve(asked: Option<&str>, data: &Path, unreachable: Unreachable) -> Result<Option<TaskUser>> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        if let Some(name) = asked {
-            let me = std::env::var("USER").unwrap_or_default();
-            if name != me {
-                bail!("--task-user {name}: only a server running as root can run tasks as another user\n  hint: leave --task-user out; tasks then run as the server's user");
-            }
-        }
-        return Ok(None);
-    }
-    let name = asked.unwrap_or(DEFAULT);
-    if name == "root" {
-        return Ok(None);
-    }
-    let user = match TaskUser::lookup(name) {
-        Some(u) => u,
-        None if asked.is_none() => TaskUser { name: name.into(), uid: 65534, gid: 65534, home: "/nonexistent".into() },
-        None => {
-            bail!("--task-user {name}: no such user\n  hint: create it (useradd --system {name}) or choose another")
-        }
+    let user = match asked {
+        Some(name) => TaskUser::resolve(name).map_err(|e| {
+            anyhow::anyhow!("--task-user {name}: {e}\n  hint: leave --task-user out (a root server runs tasks as `{DEFAULT}`, another as itself)")
+        })?,
+        None if !wharf_runtime::running_as_root() => None,
+        // `nobody` exists nearly everywhere; where not, its usual ids.
+        None => Some(TaskUser::lookup(DEFAULT).unwrap_or_else(|| TaskUser {
+            name: DEFAULT.into(),
+            uid: 65534,
+            gid: 65534,
+            home: "/nonexistent".into(),
+        })),
     };
-    if user.uid == 0 {
-        return Ok(None);
-    }
+    let Some(user) = user else { return Ok(None) };
     if let Some(blocked) = unreachable_dir(data, &user) {
         let why = format!(
             "tasks run as user `{}`, who cannot reach {} ({} is mode {:o})",

@@ -299,20 +299,15 @@ impl Controller {
         spec: &wharf_spec::Service,
     ) -> Result<Option<TaskUser>, ControlError> {
         let Some(name) = &spec.user else { return Ok(self.task_user.clone()) };
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        match TaskUser::lookup(name) {
-            Some(u) if u.uid == 0 => Ok(None),
-            Some(u) if root => Ok(Some(u)),
-            // SAFETY: as above.
-            Some(u) if u.uid == unsafe { libc::geteuid() } => Ok(None),
-            Some(_) => Err(ControlError::Invalid(format!(
-                "service {service}: `user = \"{name}\"` needs a server running as root (this one runs every task as its own user)\n  hint: remove `user`, or run the server as root"
-            ))),
-            None => Err(ControlError::Invalid(format!(
-                "service {service}: user `{name}` does not exist on this server\n  hint: create it (useradd --system {name}) or remove `user`"
-            ))),
-        }
+        TaskUser::resolve(name).map_err(|e| {
+            let hint = match e {
+                wharf_runtime::TaskUserError::NoSuchUser(_) => {
+                    format!("create it (useradd --system {name}) or remove `user`")
+                }
+                wharf_runtime::TaskUserError::NeedsRoot(_) => "remove `user`, or run the server as root".to_string(),
+            };
+            ControlError::Invalid(format!("service {service}: {e}\n  hint: {hint}"))
+        })
     }
 
     /// What every task of a revision finds in its environment.
