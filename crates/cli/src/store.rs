@@ -28,11 +28,14 @@ pub struct Snapshots {
     dir: PathBuf,
     store: RedbStore,
     every: Duration,
+    /// What the newest snapshot holds, read from its file once, then kept,
+    /// so an unchanged store costs one read of the store, not two.
+    newest: std::sync::Mutex<Option<StoreDigest>>,
 }
 
 impl Snapshots {
     pub fn new(data: &Path, store: RedbStore, every: Duration) -> Snapshots {
-        Snapshots { dir: data.join(SNAPSHOT_DIR), store, every }
+        Snapshots { dir: data.join(SNAPSHOT_DIR), store, every, newest: Default::default() }
     }
 
     /// Runs until `stop`, then takes a last snapshot; await the handle to
@@ -77,13 +80,16 @@ impl Snapshots {
             // Nothing to lose yet; an empty snapshot would only be a trap for a restore.
             return Ok(None);
         }
-        if let Some(newest) = list(&self.dir).first() {
-            if verify_file(newest).is_ok_and(|d| d == now) {
-                return Ok(None);
-            }
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        if newest.is_none() {
+            *newest = list(&self.dir).first().and_then(|p| verify_file(p).ok());
+        }
+        if newest.as_ref() == Some(&now) {
+            return Ok(None);
         }
         let path = self.dir.join(format!("store-{}.redb", stamp(SystemTime::now())));
         let d = self.store.snapshot_to(&path)?;
+        *newest = Some(d.clone());
         for old in list(&self.dir).into_iter().skip(KEEP) {
             let _ = std::fs::remove_file(old);
         }

@@ -194,7 +194,9 @@ fn a_full_disk_is_named_reported_and_survived() {
     let pids = s.task_processes();
     s.kill9();
     match s.try_spawn() {
-        Ok(()) => assert_eq!(s.get("x", "/api/health").map(|r| r.0).or(Some(200)), Some(200)),
+        Ok(()) => {
+            assert_eq!(s.get("x", "/api/health").map(|r| r.0), Some(200), "a server started on a full disk serves")
+        }
         Err(e) => {
             assert!(!e.contains("panicked"), "no panic: {e}");
             assert!(e.to_lowercase().contains("no space left"), "the cause is named: {e}");
