@@ -231,3 +231,22 @@ fn wharf_up_keeps_serving_when_its_stdout_is_gone() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(status.success(), "{status}: {err}");
 }
+
+#[test]
+fn a_maintenance_page_or_message_over_its_bound_is_refused_and_changes_nothing() {
+    let s = Server::start();
+    let dir = app_dir(&demo_toml("shop", "1", 1, false));
+    s.deploy(dir.path());
+    let page = dir.path().join("page.html");
+    std::fs::write(&page, "x".repeat(2 << 20)).unwrap();
+    let long = "m".repeat(5 << 10);
+    for args in
+        [vec!["maintenance", "on", "--page", page.to_str().unwrap()], vec!["maintenance", "on", "--message", &long]]
+    {
+        let out = s.wharf(&args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("KiB") && err.contains("hint:"), "{err}");
+        assert_eq!(s.json(&["status", "--json"])["apps"][0]["services"][0]["maintenance"], false);
+    }
+}

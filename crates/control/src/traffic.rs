@@ -22,6 +22,11 @@ fn scope(app: &str, service: Option<&str>) -> String {
     }
 }
 
+/// The largest maintenance page accepted (`wharf maintenance on --page`).
+const MAX_PAGE: usize = 1 << 20;
+/// The longest maintenance message accepted.
+const MAX_MESSAGE: usize = 4 << 10;
+
 impl Controller {
     /// The app a command means: the one given, or the only one deployed.
     pub async fn resolve_app(&self, app: Option<&str>) -> Result<String, ControlError> {
@@ -60,6 +65,19 @@ impl Controller {
         message: Option<String>,
         page: Option<String>,
     ) -> Result<(), ControlError> {
+        // Both are stored and served on every maintenance answer: bounded.
+        if page.as_ref().is_some_and(|p| p.len() > MAX_PAGE) {
+            return Err(ControlError::Invalid(format!(
+                "the maintenance page is over {} KiB\n  hint: keep it to one HTML file; link larger assets from another host",
+                MAX_PAGE >> 10
+            )));
+        }
+        if message.as_ref().is_some_and(|m| m.len() > MAX_MESSAGE) {
+            return Err(ControlError::Invalid(format!(
+                "the maintenance message is over {} KiB\n  hint: use --page for a longer text",
+                MAX_MESSAGE >> 10
+            )));
+        }
         self.check_scope(app, service).await?;
         let what = scope(app, service);
         if on {
