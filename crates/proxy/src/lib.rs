@@ -7,13 +7,20 @@
 //! that left the table has drained.
 
 mod access;
+mod answer;
 mod backend;
 mod body;
 mod conns;
+mod error;
+mod forward;
 mod internal;
 mod io;
 mod metrics;
 mod pause;
+mod prepare;
+mod resolve;
+mod respond;
+mod retry;
 mod routing;
 mod server;
 
@@ -22,5 +29,8 @@ pub use backend::{Backend, OutcomeCounts, LATENCY_BOUNDS_MS};
 pub use conns::{serve_guarded, ConnLimits, Conns};
 pub use internal::{BindError, InternalListeners};
 pub use pause::PauseGate;
-pub use routing::{Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable};
-pub use server::{Proxy, ProxyConfig, ProxyError, RespBody};
+pub use respond::RespBody;
+pub use routing::{
+    BackendSet, Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable, Sticky, FULL_WEIGHT,
+};
+pub use server::{Proxy, ProxyConfig, ProxyError};

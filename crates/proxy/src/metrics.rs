@@ -152,7 +152,7 @@ impl Metrics {
         for r in table.routes() {
             self.pool_size
                 .get_or_create(&ServiceLabels { service: r.pool.name.to_string() })
-                .set(r.pool.backends.len() as i64);
+                .set(i64::try_from(r.pool.backends().count()).unwrap_or(i64::MAX));
         }
         self.table.store(None);
     }
@@ -167,7 +167,7 @@ impl Metrics {
         self.backend_in_flight.clear();
         if let Some(t) = self.table.load_full() {
             for r in t.routes() {
-                for b in &r.pool.backends {
+                for b in r.pool.backends() {
                     let l = BackendLabels { service: r.pool.name.to_string(), task: b.task.to_string() };
                     self.backend_ejected.get_or_create(&l).set(b.ejected() as i64);
                     self.backend_in_flight.get_or_create(&l).set(b.in_flight() as i64);

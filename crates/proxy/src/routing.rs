@@ -24,54 +24,42 @@ pub struct Maintenance {
     pub retry_after_secs: u32,
 }
 
-/// The ready backends of one service. Shared by every route to it.
+/// Tasks of one revision of a service, taking a share of its traffic.
 #[derive(Debug)]
-pub struct Pool {
-    /// "app/service", for pages, logs and metrics.
-    pub name: Arc<str>,
+pub struct BackendSet {
+    /// Which set this is, stable from one snapshot to the next: the
+    /// revision number. Sticky clients are kept on a set by its key.
+    pub key: u64,
+    /// The set's share of new requests, relative to the weights of the
+    /// other sets of the pool that have a backend: 10 and 90 send one
+    /// request in ten here. A set with no backends gets no traffic and its
+    /// weight is not counted; if every set with a backend weighs 0, they
+    /// share requests evenly (fail open rather than refuse).
+    pub weight: u32,
     pub backends: Vec<Arc<Backend>>,
-    /// Tried when `backends` can't serve a request that may be sent again:
-    /// during a blue-green bake, the set that had the traffic before.
-    pub fallback: Vec<Arc<Backend>>,
-    pub balance: Balance,
-    /// Requests to this path bypass maintenance (the service's health check).
-    pub health_path: Option<String>,
-    pub maintenance: Option<Maintenance>,
-    /// Set while the service is paused: requests wait on it.
-    pub pause: Option<Arc<crate::pause::PauseGate>>,
+    /// Round robin position.
     next: AtomicUsize,
-    /// Metric handles, made by the proxy on first use.
-    pub(crate) stats: std::sync::OnceLock<Arc<crate::metrics::PoolStats>>,
 }
 
-impl Pool {
-    pub fn new(name: impl Into<Arc<str>>, backends: Vec<Arc<Backend>>) -> Pool {
-        Pool {
-            name: name.into(),
-            backends,
-            fallback: Vec::new(),
-            balance: Balance::default(),
-            health_path: None,
-            maintenance: None,
-            pause: None,
-            next: AtomicUsize::new(0),
-            stats: std::sync::OnceLock::new(),
-        }
+impl BackendSet {
+    pub fn new(key: u64, weight: u32, backends: Vec<Arc<Backend>>) -> BackendSet {
+        BackendSet { key, weight, backends, next: AtomicUsize::new(0) }
     }
 
     /// Chooses a backend not in `exclude`, preferring ones not ejected after
     /// failures; when every candidate is ejected it fails open rather than
     /// answer 503 while tasks may be fine. None when nothing is left.
-    pub fn pick(&self, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
-        let n = self.backends.len();
+    fn pick(&self, balance: Balance, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+        let backends = &self.backends;
+        let n = backends.len();
         let allowed = |b: &Arc<Backend>| !exclude.iter().any(|e| Arc::ptr_eq(e, b));
         let good = |b: &Arc<Backend>| allowed(b) && !b.ejected();
         match n {
             0 => return None,
-            1 => return allowed(&self.backends[0]).then(|| self.backends[0].clone()),
+            1 => return allowed(&backends[0]).then(|| backends[0].clone()),
             _ => {}
         }
-        let chosen = match self.balance {
+        let chosen = match balance {
             Balance::LeastOutstanding => {
                 let r = random_u64();
                 let i = (r % n as u64) as usize;
@@ -79,7 +67,7 @@ impl Pool {
                 if j >= i {
                     j += 1;
                 }
-                let (a, b) = (&self.backends[i], &self.backends[j]);
+                let (a, b) = (&backends[i], &backends[j]);
                 match (good(a), good(b)) {
                     (true, true) => Some(if b.load() < a.load() { b } else { a }),
                     (true, false) => Some(a),
@@ -89,16 +77,184 @@ impl Pool {
             }
             Balance::RoundRobin => {
                 let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-                good(&self.backends[i]).then(|| &self.backends[i])
+                good(&backends[i]).then(|| &backends[i])
             }
         };
         if let Some(b) = chosen {
             return Some(b.clone());
         }
         let start = (random_u64() % n as u64) as usize;
-        let ring = || (0..n).map(|k| &self.backends[(start + k) % n]);
+        let ring = || (0..n).map(|k| &backends[(start + k) % n]);
         ring().find(|b| good(b)).or_else(|| ring().find(|b| allowed(b))).cloned()
     }
+}
+
+/// How a client is kept on one backend set of a pool while it has several
+/// (a canary): without it each request is assigned by weight alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// A request whose cookie of this name holds the key of a set of the
+    /// pool goes to that set; any other is assigned by weight and its answer
+    /// sets the cookie (`NAME=KEY; Path=/; HttpOnly; SameSite=Lax`).
+    Cookie(String),
+    /// A consistent hash of this header's value chooses the set: the same
+    /// value goes to the same set for as long as the weights (and which sets
+    /// have backends) stay the same. Without the header: by weight.
+    Header(http::HeaderName),
+}
+
+/// The set a request was assigned to, and the cookie that keeps it there.
+#[derive(Debug, Default)]
+pub(crate) struct Assigned {
+    pub set: Option<u64>,
+    pub set_cookie: Option<http::HeaderValue>,
+}
+
+/// The ready backends of one service, in weighted sets. Shared by every
+/// route to it.
+#[derive(Debug)]
+pub struct Pool {
+    /// "app/service", for pages, logs and metrics.
+    pub name: Arc<str>,
+    /// The sets that take traffic, by weight (one during an ordinary deploy).
+    pub sets: Vec<BackendSet>,
+    /// Tried when the sets can't serve a request that may be sent again:
+    /// during a blue-green bake, the set that had the traffic before.
+    pub fallback: Vec<Arc<Backend>>,
+    pub balance: Balance,
+    pub sticky: Option<Sticky>,
+    /// Requests to this path bypass maintenance (the service's health check).
+    pub health_path: Option<String>,
+    pub maintenance: Option<Maintenance>,
+    /// Set while the service is paused: requests wait on it.
+    pub pause: Option<Arc<crate::pause::PauseGate>>,
+    /// Metric handles, made by the proxy on first use.
+    pub(crate) stats: std::sync::OnceLock<Arc<crate::metrics::PoolStats>>,
+}
+
+/// The weight of the one set of [`Pool::new`].
+pub const FULL_WEIGHT: u32 = 100;
+
+impl Pool {
+    /// A pool of one set (key 0, weight [`FULL_WEIGHT`]).
+    pub fn new(name: impl Into<Arc<str>>, backends: Vec<Arc<Backend>>) -> Pool {
+        Pool::with_sets(name, vec![BackendSet::new(0, FULL_WEIGHT, backends)])
+    }
+
+    pub fn with_sets(name: impl Into<Arc<str>>, sets: Vec<BackendSet>) -> Pool {
+        Pool {
+            name: name.into(),
+            sets,
+            fallback: Vec::new(),
+            balance: Balance::default(),
+            sticky: None,
+            health_path: None,
+            maintenance: None,
+            pause: None,
+            stats: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Every backend of every set (not the fallback).
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.sets.iter().flat_map(|s| s.backends.iter())
+    }
+
+    /// Chooses a backend not in `exclude`: a set by weight, then a backend
+    /// within it (see [`Pool::pick_in`]).
+    pub fn pick(&self, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+        self.pick_in(None, exclude)
+    }
+
+    /// Chooses a backend not in `exclude` from the set with key `set` (by
+    /// weight when None or when the pool has no such set), balanced within
+    /// it; when that set has nothing left, from the other sets.
+    pub fn pick_in(&self, set: Option<u64>, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+        if let [only] = self.sets.as_slice() {
+            return only.pick(self.balance, exclude);
+        }
+        let first = set.and_then(|k| self.set_index(k)).or_else(|| self.weighted(random_u64()));
+        if let Some(b) = first.and_then(|i| self.sets[i].pick(self.balance, exclude)) {
+            return Some(b);
+        }
+        let rest = self.sets.iter().enumerate().filter(|(i, _)| Some(*i) != first);
+        rest.filter_map(|(_, s)| s.pick(self.balance, exclude)).next()
+    }
+
+    fn set_index(&self, key: u64) -> Option<usize> {
+        self.sets.iter().position(|s| s.key == key)
+    }
+
+    /// The set that `draw` (uniform over u64) falls in, by weight, among the
+    /// sets with a backend.
+    fn weighted(&self, draw: u64) -> Option<usize> {
+        let live = || self.sets.iter().enumerate().filter(|(_, s)| !s.backends.is_empty());
+        let total = live().fold(0u64, |t, (_, s)| t.saturating_add(u64::from(s.weight)));
+        if total == 0 {
+            let n = live().count() as u64;
+            return if n == 0 { None } else { live().nth((draw % n) as usize).map(|(i, _)| i) };
+        }
+        let mut at = draw % total;
+        for (i, s) in live() {
+            let w = u64::from(s.weight);
+            if at < w {
+                return Some(i);
+            }
+            at -= w;
+        }
+        None
+    }
+
+    /// Assigns a request to a set: by its sticky cookie or header if the
+    /// pool has them, else by weight. A pool of one set without stickiness
+    /// needs no assignment.
+    pub(crate) fn assign(&self, headers: &http::HeaderMap) -> Assigned {
+        if self.sets.len() <= 1 && self.sticky.is_none() {
+            return Assigned::default();
+        }
+        let by_weight = |draw: u64| self.weighted(draw).map(|i| self.sets[i].key);
+        match &self.sticky {
+            None => Assigned { set: by_weight(random_u64()), set_cookie: None },
+            Some(Sticky::Header(name)) => {
+                let draw = headers.get(name).map_or_else(random_u64, |v| stable_hash(v.as_bytes()));
+                Assigned { set: by_weight(draw), set_cookie: None }
+            }
+            Some(Sticky::Cookie(name)) => {
+                let kept =
+                    cookie(headers, name).and_then(|v| v.parse::<u64>().ok()).filter(|k| self.set_index(*k).is_some());
+                if let Some(key) = kept {
+                    return Assigned { set: Some(key), set_cookie: None };
+                }
+                let set = by_weight(random_u64());
+                let set_cookie = set.and_then(|key| {
+                    http::HeaderValue::from_str(&format!("{name}={key}; Path=/; HttpOnly; SameSite=Lax")).ok()
+                });
+                Assigned { set, set_cookie }
+            }
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    let pairs = headers.get_all(http::header::COOKIE).into_iter().filter_map(|v| v.to_str().ok());
+    pairs.flat_map(|v| v.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then(|| v.trim_matches('"'))
+    })
+}
+
+/// FNV-1a with a final mix: the same bytes give the same number in every
+/// process, so a header keeps its set across restarts of the proxy.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
 }
 
 impl Pool {
@@ -386,7 +542,7 @@ mod tests {
     #[test]
     fn least_outstanding_avoids_busy_backends() {
         let pool = Pool::new("p", backends(2));
-        let busy = pool.backends[0].clone();
+        let busy = pool.sets[0].backends[0].clone();
         let _held: Vec<_> = (0..5).map(|_| busy.start()).collect();
         for _ in 0..100 {
             assert_eq!(&*pool.pick(&[]).unwrap().task, "t2", "the idle backend wins every two-way choice");
@@ -396,21 +552,21 @@ mod tests {
     #[test]
     fn excluded_and_ejected_backends_are_skipped_but_fail_open() {
         let pool = Pool::new("p", backends(3));
-        let first = pool.backends[0].clone();
+        let first = pool.sets[0].backends[0].clone();
         for _ in 0..50 {
             assert_ne!(&*pool.pick(std::slice::from_ref(&first)).unwrap().task, "t1");
         }
-        pool.backends[1].failed();
-        pool.backends[2].failed();
+        pool.sets[0].backends[1].failed();
+        pool.sets[0].backends[2].failed();
         for _ in 0..50 {
             assert_eq!(&*pool.pick(&[]).unwrap().task, "t1", "ejected backends get no traffic");
         }
-        pool.backends[0].failed();
+        pool.sets[0].backends[0].failed();
         assert!(pool.pick(&[]).is_some(), "all ejected: fail open");
-        let all = pool.backends.clone();
+        let all = pool.sets[0].backends.clone();
         assert!(pool.pick(&all).is_none(), "all excluded: nothing");
-        pool.backends[1].succeeded();
-        assert!(!pool.backends[1].ejected(), "a success ends the ejection");
+        pool.sets[0].backends[1].succeeded();
+        assert!(!pool.sets[0].backends[1].ejected(), "a success ends the ejection");
     }
 
     #[test]
