@@ -570,6 +570,40 @@ mod tests {
     }
 
     #[test]
+    fn sets_are_drawn_by_weight_among_those_with_a_backend() {
+        let set = |key, weight, n| BackendSet::new(key, weight, backends(n));
+        let pool = Pool::with_sets("p", vec![set(1, 10, 1), set(2, 0, 1), set(3, 90, 0), set(4, 30, 1)]);
+        let keys: Vec<u64> = (0..40).map(|d| pool.sets[pool.weighted(d).unwrap()].key).collect();
+        assert!(keys[..10].iter().all(|k| *k == 1) && keys[10..].iter().all(|k| *k == 4), "{keys:?}");
+        let zero = Pool::with_sets("p", vec![set(1, 0, 1), set(2, 0, 1), set(3, 5, 0)]);
+        let keys: Vec<u64> = (0..4).map(|d| zero.sets[zero.weighted(d).unwrap()].key).collect();
+        assert_eq!(keys, [1, 2, 1, 2], "weights of 0 everywhere: shared evenly, never refused");
+        assert!(Pool::with_sets("p", vec![set(1, 10, 0)]).weighted(0).is_none());
+        assert!(Pool::with_sets("p", vec![set(1, 10, 0), set(2, 1, 0)]).pick(&[]).is_none());
+    }
+
+    #[test]
+    fn a_set_that_has_nothing_left_for_a_request_gives_way_to_the_others() {
+        let pool = Pool::with_sets("p", vec![BackendSet::new(1, 100, backends(1)), BackendSet::new(2, 0, backends(2))]);
+        let first = pool.sets[0].backends[0].clone();
+        assert!(Arc::ptr_eq(&pool.pick_in(Some(1), &[]).unwrap(), &first));
+        let other = pool.pick_in(Some(1), std::slice::from_ref(&first)).unwrap();
+        assert!(pool.sets[1].backends.iter().any(|b| Arc::ptr_eq(b, &other)), "a retry may cross to another set");
+    }
+
+    #[test]
+    fn the_sticky_cookie_is_found_among_others() {
+        let mut h = http::HeaderMap::new();
+        h.append(http::header::COOKIE, "a=1; wharf_set=7".parse().unwrap());
+        h.append(http::header::COOKIE, "b=2".parse().unwrap());
+        assert_eq!(cookie(&h, "wharf_set"), Some("7"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "wharf"), None);
+        assert_eq!(stable_hash(b"user-1"), stable_hash(b"user-1"));
+        assert_ne!(stable_hash(b"user-1"), stable_hash(b"user-2"));
+    }
+
+    #[test]
     fn strip_prefix_keeps_a_leading_slash() {
         let mut r = route(None, "/api", "api");
         r.strip_prefix = true;
