@@ -18,7 +18,7 @@ use crate::body::{BodyError, ReqBody};
 use crate::error::{ErrorKind, RequestError, Retry};
 use crate::prepare::Outbound;
 use crate::retry::RetryPolicy;
-use crate::routing::RouteSpec;
+use crate::routing::{Pool, RouteSpec};
 use crate::server::Proxy;
 
 /// How long a replay waits for a new routing snapshot before it goes back
@@ -75,12 +75,8 @@ impl Proxy {
                     break;
                 }
                 let until = *hold_until.get_or_insert_with(|| Instant::now() + self.config.hold_timeout);
-                let before = pool.clone();
-                if !self.hold(&mut pool, until).await {
+                if !self.hold_for_task(&mut pool, &mut policy, until).await {
                     break;
-                }
-                if !Arc::ptr_eq(&before, &pool) {
-                    policy.snapshot_changed();
                 }
                 continue;
             };
@@ -157,14 +153,7 @@ impl Proxy {
                     out.request = Some(replay.request());
                     policy.replay_allowing_same();
                     if policy.none_left(&pool) {
-                        // The only task reset the connection: it may be going
-                        // away (routing hears of an exit within milliseconds).
-                        // Give routing a moment to say so before sending it
-                        // back there; a reset of a new connection says more.
-                        let wait = if pooled { SAME_TASK_REPLAY_WAIT / 5 } else { SAME_TASK_REPLAY_WAIT };
-                        let until = Instant::now() + wait;
-                        let before = pool.clone();
-                        while Arc::ptr_eq(&before, &pool) && self.hold(&mut pool, until).await {}
+                        self.before_same_task(&mut pool, pooled).await;
                     }
                 }
             }
@@ -174,6 +163,32 @@ impl Proxy {
             return Ok(h);
         }
         Err(Failure { error: failure, backend: policy.last_tried().cloned() })
+    }
+}
+
+impl Proxy {
+    /// Waits (bounded) for a snapshot with a task that can take the
+    /// request; false when it may wait no longer.
+    async fn hold_for_task(&self, pool: &mut Arc<Pool>, policy: &mut RetryPolicy<'_>, until: Instant) -> bool {
+        let before = pool.clone();
+        if !self.hold(pool, until).await {
+            return false;
+        }
+        if !Arc::ptr_eq(&before, pool) {
+            policy.snapshot_changed();
+        }
+        true
+    }
+
+    /// The only task reset the connection: it may be going away (routing
+    /// hears of an exit within milliseconds). Gives routing a moment to say
+    /// so before the replay goes back there; a reset of a new connection
+    /// says more than one of a pooled connection.
+    async fn before_same_task(&self, pool: &mut Arc<Pool>, pooled: bool) {
+        let wait = if pooled { SAME_TASK_REPLAY_WAIT / 5 } else { SAME_TASK_REPLAY_WAIT };
+        let until = Instant::now() + wait;
+        let before = pool.clone();
+        while Arc::ptr_eq(&before, pool) && self.hold(pool, until).await {}
     }
 }
 
