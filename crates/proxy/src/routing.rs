@@ -94,8 +94,10 @@ impl BackendSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sticky {
     /// A request whose cookie of this name holds the key of a set of the
-    /// pool goes to that set; any other is assigned by weight and its answer
-    /// sets the cookie (`NAME=KEY; Path=/; HttpOnly; SameSite=Lax`).
+    /// pool goes to that set; any other is assigned by weight and the task's
+    /// answer sets the cookie to the assigned set's key
+    /// (`NAME=KEY; Path=/; HttpOnly; SameSite=Lax`), even when a retry had to
+    /// cross to another set: the client goes back to its set next time.
     Cookie(String),
     /// A consistent hash of this header's value chooses the set: the same
     /// value goes to the same set for as long as the weights (and which sets
