@@ -24,7 +24,9 @@
 #   --rounds N             rounds per concurrency (default 3, at least 3 for the record)
 #   --duration S           seconds per measured wrk run (default 5)
 #   --warmup S             seconds of warmup per target before each run (default 1)
-#   --variant NAME=FLAGS   a wharf row: extra `wharf server` flags (repeatable; replaces defaults)
+#   --variant NAME=FLAGS   a wharf row: extra `wharf server` flags (repeatable; replaces defaults);
+#                          FLAGS starting with @PATH run that wharf binary for the row instead, so two
+#                          builds compare in one interleaved run: --variant "before=@/tmp/old/wharf"
 #   --log FILE             raw per-run lines (default bench/proxy/last-run.log)
 #   --install              as root: apt-get install -y nginx haproxy wrk when they are missing
 # Env: WHARF=path/to/wharf (default: `cargo build --release`, then $CARGO_TARGET_DIR or target/),
@@ -153,20 +155,24 @@ make_app() { # DIR
 
 # start_wharf W INDEX FLAGS → sets wharf_port and task_port
 start_wharf() {
-  local w=$1 i=$2 flags=$3 data=$work/w$1-$2/data app=$work/w$1-$2/app
+  local w=$1 i=$2 flags=$3 data=$work/w$1-$2/data app=$work/w$1-$2/app bin=$WHARF
+  if [[ $flags == @* ]]; then
+    bin=${flags%% *} flags=${flags#"$bin"} bin=${bin#@}
+    [[ -x $bin ]] || { echo "wharf binary not found or not executable: $bin" >&2; return 1; }
+  fi
   wharf_port=$((base + 10 + i))
   make_app "$app"
   # shellcheck disable=SC2086 # FLAGS are split on purpose: they are extra server flags.
-  "$WHARF" server --data "$data" --http "127.0.0.1:$wharf_port" --api 127.0.0.1:0 --admin 127.0.0.1:0 \
+  "$bin" server --data "$data" --http "127.0.0.1:$wharf_port" --api 127.0.0.1:0 --admin 127.0.0.1:0 \
     --proxy-threads "$w" $flags 2>"$work/w$w-$i/server.log" &
   server_pids+=($!)
   local _
   for _ in $(seq 100); do [[ -f $data/api.url ]] && break; sleep 0.1; done
   [[ -f $data/api.url ]] || { cat "$work/w$w-$i/server.log" >&2; echo "wharf server did not start" >&2; return 1; }
-  "$WHARF" --data "$data" deploy "$app" >"$work/w$w-$i/deploy.log" 2>&1 ||
+  "$bin" --data "$data" deploy "$app" >"$work/w$w-$i/deploy.log" 2>&1 ||
     { cat "$work/w$w-$i/deploy.log" >&2; return 1; }
   wait_200 "http://127.0.0.1:$wharf_port/"
-  task_port=$("$WHARF" --data "$data" ps --json | grep -o '"port": *[0-9]*' | head -1 | grep -o '[0-9]*$')
+  task_port=$("$bin" --data "$data" ps --json | grep -o '"port": *[0-9]*' | head -1 | grep -o '[0-9]*$')
   [[ -n $task_port ]] || { echo "cannot find the wharf task's port (wharf ps --json)" >&2; return 1; }
   wait_200 "http://127.0.0.1:$task_port/"
 }
