@@ -9,11 +9,9 @@ use toml::de::DeValue;
 use crate::check::{check_keys, expect_duration, expect_int, found, get, Value};
 use crate::error::Report;
 use crate::policy::rate;
+use crate::schema::Table;
 use crate::values::{MAX_LONG_DURATION, MAX_REPLICAS, MAX_SHORT_DURATION};
 use crate::{ScalePolicy, ScaleRule};
-
-pub(crate) const SCALE_KEYS: &[&str] =
-    &["min", "max", "cpu_above", "cpu_below", "target_cpu", "datapoints", "period", "step", "cooldown"];
 
 /// `location` is "[service.NAME]"; `replicas` is the service's declared count.
 pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<(&Value, u32)>) -> Option<ScalePolicy> {
@@ -26,7 +24,7 @@ pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<
         return None;
     };
     let location = format!("{}.scale]", location.trim_end_matches(']'));
-    check_keys(r, t, SCALE_KEYS, &format!("in {location}"));
+    check_keys(r, t, Table::Scale.keys(), &format!("in {location}"));
     let int = |r: &mut Report, key: &str, min: i64, max: i64| {
         get(t, key).and_then(|(_, v)| expect_int(r, v, &format!("scale.{key}"), min, max)).map(|n| n as u32)
     };

@@ -3,8 +3,7 @@
 //! This is hand-written rather than `#[derive(Deserialize)]` so that it can
 //! keep going after a problem (reporting every one, each at its own
 //! line:column) and phrase messages in the file's terms instead of serde's.
-//! The key lists below must match the schema structs in `schema.rs`; a test
-//! checks that they do.
+//! Which keys each table takes comes from the description in `schema.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -15,33 +14,12 @@ use toml::Spanned;
 
 use crate::error::Report;
 use crate::route::{parse_route_key, RouteKey};
+use crate::schema::Table;
 use crate::values::{self, did_you_mean, Problem, MAX_REPLICAS, MAX_SHORT_DURATION};
 use crate::{Balance, DeployPolicy, HealthCheck, Route, Service, Spec};
 
 pub(crate) type Key<'i> = Spanned<DeString<'i>>;
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
-
-pub(crate) const TOP_KEYS: &[&str] = &["app", "service", "route", "job"];
-pub(crate) const SERVICE_KEYS: &[&str] = &[
-    "command",
-    "workdir",
-    "port",
-    "replicas",
-    "cpu",
-    "memory",
-    "env",
-    "stop_signal",
-    "stop_timeout",
-    "user",
-    "health",
-    "balance",
-    "release",
-    "deploy",
-    "scale",
-];
-pub(crate) const HEALTH_KEYS: &[&str] =
-    &["path", "interval", "timeout", "grace", "healthy_threshold", "unhealthy_threshold", "status"];
-pub(crate) const ROUTE_TABLE_KEYS: &[&str] = &["service", "strip_prefix", "timeout", "connect_timeout", "max_body"];
 
 const MIN_MEMORY: u64 = 4 << 20;
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,10 +38,10 @@ struct Declared {
 /// Walks the whole document. Problems go to `r`; the returned spec is only
 /// meaningful when `r` has none.
 pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
-    check_keys(r, root, TOP_KEYS, "at the top level");
+    check_keys(r, root, Table::Top.keys(), "at the top level");
 
     let app = match get(root, "app") {
-        None if misspelled(root, "app", TOP_KEYS) => String::new(),
+        None if misspelled(root, "app", Table::Top.keys()) => String::new(),
         None => {
             r.error(
                 0..0,
@@ -88,7 +66,7 @@ pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
     let mut ports: HashMap<u16, (String, usize)> = HashMap::new();
     let no_services_hint = format!("add a service: [service.web] with {COMMAND_EXAMPLE}");
     match get(root, "service") {
-        None if misspelled(root, "service", TOP_KEYS) => {}
+        None if misspelled(root, "service", Table::Top.keys()) => {}
         None => r.error(0..0, "the app has no services".into(), Some(no_services_hint)),
         Some((_, v)) => match v.get_ref() {
             DeValue::Table(table) if table.is_empty() => {
@@ -265,7 +243,7 @@ fn service(
         report(r, name_key.span(), p);
     }
     let DeValue::Table(t) = value.get_ref() else {
-        let hint = if SERVICE_KEYS.contains(&name.as_str()) {
+        let hint = if Table::Service.keys().contains(&name.as_str()) {
             format!("`{name}` belongs inside a service table, like [service.web]")
         } else {
             format!("write it as a table: [service.{name}] with {COMMAND_EXAMPLE}")
@@ -279,11 +257,11 @@ fn service(
         return (decl, None);
     };
     let location = format!("[service.{name}]");
-    check_keys(r, t, SERVICE_KEYS, &format!("in {location}"));
+    check_keys(r, t, Table::Service.keys(), &format!("in {location}"));
 
     let command = match get(t, "command") {
         Some((_, v)) => command(r, v, "command"),
-        None if misspelled(t, "command", SERVICE_KEYS) => Vec::new(),
+        None if misspelled(t, "command", Table::Service.keys()) => Vec::new(),
         None => {
             r.error(
                 value.span(),
@@ -603,7 +581,7 @@ fn health(r: &mut Report, v: &Value, location: &str) -> HealthCheck {
         return check;
     };
     let location = format!("{}.health]", location.trim_end_matches(']'));
-    check_keys(r, t, HEALTH_KEYS, &format!("in {location}"));
+    check_keys(r, t, Table::Health.keys(), &format!("in {location}"));
 
     if let Some((_, v)) = get(t, "path") {
         if let Some(path) = expect_str(r, v, "health.path", "a string") {
@@ -787,7 +765,7 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
     match value.get_ref() {
         DeValue::String(s) => Some((s.as_ref(), value.span(), RouteOptions::default())),
         DeValue::Table(t) => {
-            check_keys(r, t, ROUTE_TABLE_KEYS, &format!("in route `{key}`"));
+            check_keys(r, t, Table::Route.keys(), &format!("in route `{key}`"));
             let mut duration = |name: &str| {
                 let (_, v) = get(t, name)?;
                 let d = expect_duration(r, v, name, MAX_SHORT_DURATION)?;
@@ -810,7 +788,7 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
                 max_body: get(t, "max_body").and_then(|(_, v)| size(r, v, "max_body", 0)),
             };
             let Some((_, service)) = get(t, "service") else {
-                if misspelled(t, "service", ROUTE_TABLE_KEYS) {
+                if misspelled(t, "service", Table::Route.keys()) {
                     return None;
                 }
                 r.error(

@@ -14,10 +14,8 @@ use toml::de::DeValue;
 
 use crate::check::{self, check_keys, entries, expect_duration, expect_int, expect_str, found, get, Key, Value};
 use crate::error::Report;
+use crate::schema::Table;
 use crate::values::{self, did_you_mean};
-
-pub(crate) const JOB_KEYS: &[&str] =
-    &["schedule", "timezone", "command", "service", "timeout", "retries", "concurrency"];
 
 /// How long a run may take when `timeout` is not set.
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -175,7 +173,7 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
         return None;
     };
     let location = format!("[job.{name}]");
-    check_keys(r, t, JOB_KEYS, &format!("in {location}"));
+    check_keys(r, t, Table::Job.keys(), &format!("in {location}"));
 
     let timezone = match get(t, "timezone") {
         None => "UTC".to_string(),

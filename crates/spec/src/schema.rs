@@ -1,10 +1,12 @@
-//! The raw shape of a `wharf.toml`, as serde structs, for the JSON Schema
-//! that editors (VS Code Even Better TOML, taplo) use to validate and
-//! autocomplete. Doc comments here become the descriptions editors show.
+//! The one description of `wharf.toml`: these serde structs say which keys
+//! each table takes (in the order hints list them), their types and ranges,
+//! their defaults and what they mean. From them come the JSON Schema that
+//! editors (VS Code Even Better TOML, taplo) use, the key lists `check.rs`
+//! validates against ([`Table::keys`]) and the generated key reference
+//! (`docs/wharf.toml.md`). Doc comments here become the descriptions editors show.
 //!
 //! Validation itself is done by `check.rs`, which reports every problem with
-//! its position; tests keep the two in agreement (same keys, and the example
-//! files deserialize into these structs).
+//! its position and turns the file into the typed model of `types.rs`.
 
 #![allow(dead_code)] // fields are read by serde and schemars only
 
@@ -125,15 +127,15 @@ pub(crate) struct ServiceTable {
     )]
     pub stop_signal: Option<String>,
 
-    /// The account the service's tasks run as (a root server only; it must
-    /// exist). Default: the server's task user (`nobody`, `--task-user`).
-    #[schemars(extend("examples" = ["www-data"]), extend("pattern" = "^[a-z_][a-z0-9_-]{0,31}$"))]
-    pub user: Option<String>,
-
     /// How long to wait after the stop signal before killing the task: a
     /// duration like "10s" (default), "1m30s" or "250ms"; at most 1h.
     #[schemars(extend("default" = "10s"))]
     pub stop_timeout: Option<String>,
+
+    /// The account the service's tasks run as (a root server only; it must
+    /// exist). Default: the server's task user (`nobody`, `--task-user`).
+    #[schemars(extend("examples" = ["www-data"]), extend("pattern" = "^[a-z_][a-z0-9_-]{0,31}$"))]
+    pub user: Option<String>,
 
     /// How wharf decides a task is ready for traffic. Only for web services
     /// (with a `port`); without it, a web service gets a TCP connect check
@@ -331,6 +333,104 @@ pub(crate) enum RouteSize {
     Human(#[schemars(example = &"10MiB")] String),
 }
 
+/// A table of `wharf.toml`, named after the struct that describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    Top,
+    Service,
+    Health,
+    Deploy,
+    Scale,
+    Route,
+    Job,
+}
+
+impl Table {
+    pub(crate) const ALL: [Table; 7] =
+        [Table::Top, Table::Service, Table::Health, Table::Deploy, Table::Scale, Table::Route, Table::Job];
+
+    /// The keys the table accepts, in declaration order, read from its
+    /// struct's derived `Deserialize` (so a new field is a new key).
+    pub(crate) fn keys(self) -> &'static [&'static str] {
+        match self {
+            Table::Top => fields::<File>(),
+            Table::Service => fields::<ServiceTable>(),
+            Table::Health => fields::<HealthTable>(),
+            Table::Deploy => fields::<DeployTable>(),
+            Table::Scale => fields::<ScaleTable>(),
+            Table::Route => fields::<RouteTable>(),
+            Table::Job => fields::<JobTable>(),
+        }
+    }
+
+    /// Where the table's properties are in [`json_schema`].
+    pub(crate) fn pointer(self) -> &'static str {
+        match self {
+            Table::Top => "/properties",
+            Table::Service => "/definitions/ServiceTable/properties",
+            Table::Health => "/definitions/HealthTable/properties",
+            Table::Deploy => "/definitions/DeployTable/properties",
+            Table::Scale => "/definitions/ScaleTable/properties",
+            Table::Route => "/definitions/RouteTable/properties",
+            Table::Job => "/definitions/JobTable/properties",
+        }
+    }
+
+    /// How the table is written in a file, for the key reference.
+    pub(crate) fn heading(self) -> &'static str {
+        match self {
+            Table::Top => "top level",
+            Table::Service => "[service.NAME]",
+            Table::Health => "[service.NAME] health = { ... }",
+            Table::Deploy => "[service.NAME] deploy = { ... }",
+            Table::Scale => "[service.NAME] scale = { ... }",
+            Table::Route => "[route] \"HOST/PATH\" = { ... }",
+            Table::Job => "[job.NAME]",
+        }
+    }
+}
+
+/// The field names serde's derive passes to `deserialize_struct`: asking a
+/// deserializer that stops right there gives them without a value to read.
+fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe;
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+    impl std::fmt::Display for Fields {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names only")
+        }
+    }
+    impl std::error::Error for Fields {}
+    impl serde::de::Error for Fields {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Fields(&[])
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for Probe {
+        type Error = Fields;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    match T::deserialize(Probe) {
+        Err(Fields(fields)) => fields,
+        Ok(_) => &[],
+    }
+}
+
 /// The JSON Schema (draft-07, which editors support best) of `wharf.toml`.
 pub(crate) fn json_schema() -> serde_json::Value {
     let mut schema = schemars::generate::SchemaSettings::draft07()
@@ -379,7 +479,6 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::check;
 
     fn properties(schema: &serde_json::Value, pointer: &str) -> BTreeSet<String> {
         schema
@@ -395,17 +494,66 @@ mod tests {
         keys.iter().map(|k| k.to_string()).collect()
     }
 
-    /// The validator and the schema must accept exactly the same keys.
+    /// The validator's key lists and the schema come from the same structs.
     #[test]
-    fn schema_keys_match_validator_keys() {
+    fn schema_keys_are_the_table_keys() {
         let schema = json_schema();
-        assert_eq!(properties(&schema, "/properties"), set(check::TOP_KEYS));
-        assert_eq!(properties(&schema, "/definitions/ServiceTable/properties"), set(check::SERVICE_KEYS));
-        assert_eq!(properties(&schema, "/definitions/HealthTable/properties"), set(check::HEALTH_KEYS));
-        assert_eq!(properties(&schema, "/definitions/DeployTable/properties"), set(crate::policy::DEPLOY_KEYS));
-        assert_eq!(properties(&schema, "/definitions/ScaleTable/properties"), set(crate::autoscale::SCALE_KEYS));
-        assert_eq!(properties(&schema, "/definitions/RouteTable/properties"), set(check::ROUTE_TABLE_KEYS));
-        assert_eq!(properties(&schema, "/definitions/JobTable/properties"), set(crate::job::JOB_KEYS));
+        for table in Table::ALL {
+            assert!(!table.keys().is_empty(), "{table:?} has no keys");
+            assert_eq!(properties(&schema, table.pointer()), set(table.keys()), "{table:?}");
+        }
+        // The order hints list them in.
+        assert_eq!(Table::Top.keys(), ["app", "service", "route", "job"]);
+        assert_eq!(&Table::Service.keys()[..3], ["command", "workdir", "port"]);
+    }
+
+    /// A file with `line` written inside `table`, and whether that table's
+    /// minimal form already sets `key`.
+    fn with_line(table: Table, line: &str) -> String {
+        let (before, after) = match table {
+            Table::Top => ("app = \"a\"\n", "[service.w]\ncommand = \"x\"\n"),
+            Table::Service => ("app = \"a\"\n[service.w]\ncommand = \"x\"\n", ""),
+            Table::Health => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[service.w.health]\n", ""),
+            Table::Deploy => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[service.w.deploy]\n", ""),
+            Table::Scale => (
+                "app = \"a\"\n[service.w]\ncommand = \"x\"\n[service.w.scale]\nmin = 1\nmax = 2\ntarget_cpu = 0.5\n",
+                "",
+            ),
+            Table::Route => {
+                ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[route.\"/\"]\nservice = \"w\"\n", "")
+            }
+            Table::Job => {
+                ("app = \"a\"\n[service.w]\ncommand = \"x\"\n[job.j]\nschedule = \"@daily\"\ncommand = \"y\"\n", "")
+            }
+        };
+        format!("{before}{line}\n{after}")
+    }
+
+    fn messages(text: &str) -> Vec<String> {
+        match crate::parse(text, "wharf.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics().iter().map(|d| d.message.clone()).collect(),
+        }
+    }
+
+    /// Every key the description knows is accepted by the checker in its
+    /// table (its value may be wrong, its name is not), and any other key is
+    /// rejected in every table.
+    #[test]
+    fn the_checker_takes_exactly_the_described_keys() {
+        for table in Table::ALL {
+            assert!(messages(&with_line(table, "")).is_empty(), "{table:?}: {:?}", messages(&with_line(table, "")));
+            for key in table.keys() {
+                let text = with_line(table, &format!("{key} = 1"));
+                let all = messages(&text);
+                if all.iter().any(|m| m.contains("duplicate key")) {
+                    continue; // the minimal table already sets it, so it is accepted
+                }
+                assert!(!all.iter().any(|m| m.starts_with("unknown key")), "{table:?}.{key}: {all:?}\n{text}");
+            }
+            let all = messages(&with_line(table, "zz_not_a_key = 1"));
+            assert!(all.iter().any(|m| m.starts_with("unknown key `zz_not_a_key`")), "{table:?}: {all:?}");
+        }
     }
 
     #[test]
