@@ -106,15 +106,15 @@ pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<
         }
         Some(d)
     };
-    let period = duration(r, "period").unwrap_or(Duration::from_secs(60));
+    let period = duration(r, "period").unwrap_or(ScalePolicy::DEFAULT_PERIOD);
     let cooldown = duration(r, "cooldown").unwrap_or(period);
     Some(ScalePolicy {
         min,
         max,
         rule,
-        datapoints: int(r, "datapoints", 1, 100).unwrap_or(3),
+        datapoints: int(r, "datapoints", 1, 100).unwrap_or(ScalePolicy::DEFAULT_DATAPOINTS),
         period,
-        step: int(r, "step", 1, MAX_REPLICAS.into()).unwrap_or(1),
+        step: int(r, "step", 1, MAX_REPLICAS.into()).unwrap_or(ScalePolicy::DEFAULT_STEP),
         cooldown,
     })
 }

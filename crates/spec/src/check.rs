@@ -22,7 +22,6 @@ pub(crate) type Key<'i> = Spanned<DeString<'i>>;
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
 const MIN_MEMORY: u64 = 4 << 20;
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_EXAMPLE: &str = "command = [\"node\", \"server.js\"]";
 
 /// What routes need to know about a service, even one that failed to parse
@@ -276,7 +275,7 @@ fn service(
             let s = expect_str(r, v, "workdir", "a relative path")?;
             values::normalise_workdir(s).map_err(|p| report(r, v.span(), p)).ok()
         })
-        .unwrap_or_else(|| ".".into());
+        .unwrap_or_else(|| Service::DEFAULT_WORKDIR.into());
 
     let port_entry = get(t, "port");
     let port = port_entry.and_then(|(_, v)| {
@@ -294,7 +293,7 @@ fn service(
         }
         Some(port)
     });
-    let replicas = get(t, "replicas").and_then(|(_, v)| replicas(r, v)).map_or(1, |n| n as u32);
+    let replicas = get(t, "replicas").and_then(|(_, v)| replicas(r, v)).map_or(Service::DEFAULT_REPLICAS, |n| n as u32);
     let cpu = get(t, "cpu").and_then(|(_, v)| expect_int(r, v, "cpu", 1, 65536)).map(|n| n as u32);
     let memory = get(t, "memory").and_then(|(_, v)| memory(r, v));
     let env = get(t, "env").map(|(_, v)| env(r, v)).unwrap_or_default();
@@ -303,11 +302,11 @@ fn service(
             let s = expect_str(r, v, "stop_signal", "a signal name like \"SIGTERM\"")?;
             values::parse_signal(s).map_err(|p| report(r, v.span(), p)).ok()
         })
-        .unwrap_or("SIGTERM")
+        .unwrap_or(Service::DEFAULT_STOP_SIGNAL)
         .to_string();
     let stop_timeout = get(t, "stop_timeout")
         .and_then(|(_, v)| expect_duration(r, v, "stop_timeout", MAX_SHORT_DURATION))
-        .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        .unwrap_or(Service::DEFAULT_STOP_TIMEOUT);
     let user = get(t, "user").and_then(|(_, v)| {
         let s = expect_str(r, v, "user", "a user name like \"www-data\"")?;
         if valid_user_name(s) {
@@ -783,7 +782,7 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
                 connect_timeout: duration("connect_timeout"),
                 strip_prefix: get(t, "strip_prefix")
                     .and_then(|(_, v)| expect_bool(r, v, "strip_prefix"))
-                    .unwrap_or(false),
+                    .unwrap_or(Route::DEFAULT_STRIP_PREFIX),
                 strip_span: get(t, "strip_prefix").map(|(k, _)| k.span()),
                 max_body: get(t, "max_body").and_then(|(_, v)| size(r, v, "max_body", 0)),
             };

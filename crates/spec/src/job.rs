@@ -120,7 +120,12 @@ impl Schedule {
     }
 }
 
+/// What a job gets for the keys it leaves out (and [`DEFAULT_JOB_TIMEOUT`]);
+/// the JSON Schema shows the same values.
 impl Job {
+    pub const DEFAULT_TIMEZONE: &'static str = "UTC";
+    pub const DEFAULT_RETRIES: u32 = 0;
+
     pub fn parsed_schedule(&self) -> Result<Schedule, ScheduleError> {
         Schedule::parse(&self.schedule, &self.timezone)
     }
@@ -176,7 +181,7 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
     check_keys(r, t, Table::Job.keys(), &format!("in {location}"));
 
     let timezone = match get(t, "timezone") {
-        None => "UTC".to_string(),
+        None => Job::DEFAULT_TIMEZONE.to_string(),
         Some((_, v)) => {
             let tz = expect_str(r, v, "timezone", "an IANA time zone name like \"Europe/Paris\"")?;
             match chrono_tz::Tz::from_str(tz.trim()) {
@@ -189,7 +194,7 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
                         }
                     };
                     r.error(v.span(), format!("unknown time zone `{tz}`"), Some(hint));
-                    "UTC".to_string()
+                    Job::DEFAULT_TIMEZONE.to_string()
                 }
             }
         }
@@ -255,10 +260,11 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
         }
         None => DEFAULT_JOB_TIMEOUT,
     };
-    let retries =
-        get(t, "retries").and_then(|(_, v)| expect_int(r, v, "retries", 0, MAX_RETRIES)).map_or(0, |n| n as u32);
+    let retries = get(t, "retries")
+        .and_then(|(_, v)| expect_int(r, v, "retries", 0, MAX_RETRIES))
+        .map_or(Job::DEFAULT_RETRIES, |n| n as u32);
     let concurrency = match get(t, "concurrency") {
-        None => Concurrency::Forbid,
+        None => Concurrency::default(),
         Some((_, v)) => match expect_str(r, v, "concurrency", "\"forbid\", \"allow\" or \"replace\"") {
             Some("forbid") => Concurrency::Forbid,
             Some("allow") => Concurrency::Allow,
@@ -270,9 +276,9 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
                         .into(),
                 };
                 r.error(v.span(), format!("unknown `concurrency` `{other}`"), Some(hint));
-                Concurrency::Forbid
+                Concurrency::default()
             }
-            None => Concurrency::Forbid,
+            None => Concurrency::default(),
         },
     };
     Some(Job { name, schedule: schedule?, timezone, command, service, timeout, retries, concurrency })

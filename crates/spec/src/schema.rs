@@ -12,8 +12,12 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
+
+use crate::{Balance, Concurrency, DeployPolicy, HealthCheck, Job, Route, ScalePolicy, Service, DEFAULT_JOB_TIMEOUT};
 
 /// The production setup of one app: its services and the routes to them.
 /// Lives at the root of the app's repository as `wharf.toml`.
@@ -60,7 +64,7 @@ pub(crate) struct JobTable {
     pub schedule: String,
     /// The IANA time zone the schedule is read in, e.g. "Europe/Paris".
     /// Default "UTC". Daylight saving changes are followed.
-    #[schemars(extend("default" = "UTC"))]
+    #[schemars(extend("default" = Job::DEFAULT_TIMEZONE))]
     pub timezone: Option<String>,
     /// What to run; same form as a service's `command`.
     pub command: Command,
@@ -68,15 +72,15 @@ pub(crate) struct JobTable {
     /// job runs with. May be left out when the app has one service.
     pub service: Option<String>,
     /// A run still going after this is stopped and recorded as timed out. At most 7 days. Default "1h".
-    #[schemars(extend("default" = "1h"))]
+    #[schemars(extend("default" = duration(DEFAULT_JOB_TIMEOUT)))]
     pub timeout: Option<String>,
     /// How many times a failed run is tried again, with backoff. Default 0.
-    #[schemars(range(min = 0, max = 10), extend("default" = 0))]
+    #[schemars(range(min = 0, max = 10), extend("default" = Job::DEFAULT_RETRIES))]
     pub retries: Option<u32>,
     /// When a run is due while the previous one still runs: "forbid" skips
     /// the new one (and records it), "allow" runs both, "replace" stops the
     /// old one. Default "forbid".
-    #[schemars(extend("enum" = ["forbid", "allow", "replace"], "default" = "forbid"))]
+    #[schemars(extend("enum" = ["forbid", "allow", "replace"], "default" = Concurrency::default()))]
     pub concurrency: Option<String>,
 }
 
@@ -93,7 +97,7 @@ pub(crate) struct ServiceTable {
 
     /// Working directory, relative to the release directory. Default ".".
     /// Absolute paths and `..` are rejected.
-    #[schemars(extend("default" = "."))]
+    #[schemars(extend("default" = Service::DEFAULT_WORKDIR))]
     pub workdir: Option<String>,
 
     /// The port the service listens on (wharf sets $PORT to it). Having a port
@@ -102,7 +106,7 @@ pub(crate) struct ServiceTable {
     pub port: Option<u16>,
 
     /// Number of tasks to run. Default 1; 0 keeps the service stopped.
-    #[schemars(range(min = 0, max = 1000), extend("default" = 1))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = Service::DEFAULT_REPLICAS))]
     pub replicas: Option<u32>,
 
     /// CPU reservation in units: 1024 is one core (as in ECS). Default: unlimited.
@@ -122,14 +126,14 @@ pub(crate) struct ServiceTable {
     /// SIGUSR1, SIGUSR2, SIGKILL or SIGWINCH. The "SIG" prefix is optional and
     /// case does not matter.
     #[schemars(
-        extend("default" = "SIGTERM"),
+        extend("default" = Service::DEFAULT_STOP_SIGNAL),
         extend("examples" = ["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGWINCH"])
     )]
     pub stop_signal: Option<String>,
 
     /// How long to wait after the stop signal before killing the task: a
     /// duration like "10s" (default), "1m30s" or "250ms"; at most 1h.
-    #[schemars(extend("default" = "10s"))]
+    #[schemars(extend("default" = duration(Service::DEFAULT_STOP_TIMEOUT)))]
     pub stop_timeout: Option<String>,
 
     /// The account the service's tasks run as (a root server only; it must
@@ -143,7 +147,7 @@ pub(crate) struct ServiceTable {
     pub health: Option<HealthTable>,
     /// How requests are spread over the tasks of a web service:
     /// "least_outstanding" (two random tasks, the less busy wins) or "round_robin".
-    #[schemars(extend("enum" = ["least_outstanding", "round_robin"], "default" = "least_outstanding"))]
+    #[schemars(extend("enum" = ["least_outstanding", "round_robin"], "default" = Balance::default()))]
     pub balance: Option<String>,
 
     /// Run once per deploy as a one-off task of the new revision, before any
@@ -177,13 +181,13 @@ pub(crate) struct ScaleTable {
     /// Target tracking: keep the average CPU near this.
     pub target_cpu: Option<RateSpec>,
     /// Consecutive datapoints a decision needs. Default 3.
-    #[schemars(range(min = 1, max = 100), extend("default" = 3))]
+    #[schemars(range(min = 1, max = 100), extend("default" = ScalePolicy::DEFAULT_DATAPOINTS))]
     pub datapoints: Option<u32>,
     /// Length of one datapoint (average CPU over it). At most 1h. Default "1m".
-    #[schemars(extend("default" = "1m"))]
+    #[schemars(extend("default" = duration(ScalePolicy::DEFAULT_PERIOD)))]
     pub period: Option<String>,
     /// Tasks added or removed per step-policy action. Default 1.
-    #[schemars(range(min = 1, max = 1000), extend("default" = 1))]
+    #[schemars(range(min = 1, max = 1000), extend("default" = ScalePolicy::DEFAULT_STEP))]
     pub step: Option<u32>,
     /// No other action this long after one. At most 1 day. Default: `period`.
     pub cooldown: Option<String>,
@@ -196,37 +200,38 @@ pub(crate) struct DeployTable {
     /// "rolling" replaces tasks a few at a time; "blue-green" starts the
     /// whole new set, switches traffic at once, and keeps the old set running
     /// during the bake for an instant switch back.
-    #[schemars(extend("enum" = ["rolling", "blue-green"], "default" = "rolling"))]
+    #[schemars(extend("enum" = ["rolling", "blue-green"], "default" = DeployPolicy::default().strategy))]
     pub strategy: Option<String>,
     /// Rolling: tasks started above `replicas` while old ones still run. Default 1.
-    #[schemars(range(min = 0, max = 1000), extend("default" = 1))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = DeployPolicy::default().max_surge))]
     pub max_surge: Option<u32>,
     /// Rolling: ready tasks allowed below `replicas` during the deploy. Default 0.
-    #[schemars(range(min = 0, max = 1000), extend("default" = 0))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = DeployPolicy::default().max_unavailable))]
     pub max_unavailable: Option<u32>,
     /// Every new task must be ready within this, or the deploy fails. At most 1 day. Default "2m".
-    #[schemars(extend("default" = "2m"))]
+    #[schemars(extend("default" = duration(DeployPolicy::default().deadline)))]
     pub deadline: Option<String>,
     /// After the switch, how long the new revision is watched before the
     /// deploy succeeds. At most 1 day. Default "10s".
-    #[schemars(extend("default" = "10s"))]
+    #[schemars(extend("default" = duration(DeployPolicy::default().bake)))]
     pub bake: Option<String>,
     /// Return to the last good revision when a deploy fails. Default true.
-    #[schemars(extend("default" = true))]
+    #[schemars(extend("default" = DeployPolicy::default().auto_rollback))]
     pub auto_rollback: Option<bool>,
     /// During the bake, the largest share of 5xx answers: 0.05 or "5%". Default "5%".
+    #[schemars(extend("default" = DeployPolicy::default().max_error_rate.to_string()))]
     pub max_error_rate: Option<RateSpec>,
     /// During the bake, the highest p99 latency ("800ms"). At most 1h. Default: not checked.
     pub max_p99: Option<String>,
     /// How long a task leaving the pool may finish its requests and
     /// WebSockets before it is signalled. At most 1h. Default "30s".
-    #[schemars(extend("default" = "30s"))]
+    #[schemars(extend("default" = duration(DeployPolicy::default().drain_timeout)))]
     pub drain_timeout: Option<String>,
     /// How long the release command may run. At most 1 day. Default "10m".
-    #[schemars(extend("default" = "10m"))]
+    #[schemars(extend("default" = duration(DeployPolicy::default().release_timeout)))]
     pub release_timeout: Option<String>,
     /// Hold the service's requests while the release command runs. Default false.
-    #[schemars(extend("default" = false))]
+    #[schemars(extend("default" = DeployPolicy::default().release_pause))]
     pub release_pause: Option<bool>,
 }
 
@@ -268,22 +273,22 @@ pub(crate) struct HealthTable {
     #[schemars(pattern("^/"), example = &"/healthz")]
     pub path: Option<String>,
     /// Time between checks. At most 1h. Default "5s".
-    #[schemars(extend("default" = "5s"))]
+    #[schemars(extend("default" = duration(HealthCheck::default().interval)))]
     pub interval: Option<String>,
     /// How long one check may take; at most `interval`. Default "2s".
-    #[schemars(extend("default" = "2s"))]
+    #[schemars(extend("default" = duration(HealthCheck::default().timeout)))]
     pub timeout: Option<String>,
     /// After a task starts, failures during this time do not count. At most 1h. Default "0s".
-    #[schemars(extend("default" = "0s"))]
+    #[schemars(extend("default" = duration(HealthCheck::default().grace)))]
     pub grace: Option<String>,
     /// Consecutive successes before a task gets traffic. Default 1.
-    #[schemars(range(min = 1, max = 100), extend("default" = 1))]
+    #[schemars(range(min = 1, max = 100), extend("default" = HealthCheck::default().healthy_threshold))]
     pub healthy_threshold: Option<u32>,
     /// Consecutive failures before a healthy task stops getting traffic. Default 3.
-    #[schemars(range(min = 1, max = 100), extend("default" = 3))]
+    #[schemars(range(min = 1, max = 100), extend("default" = HealthCheck::default().unhealthy_threshold))]
     pub unhealthy_threshold: Option<u32>,
     /// Status codes that pass: one code (200) or an inclusive range ("200-299").
-    #[schemars(extend("default" = "200-399"))]
+    #[schemars(extend("default" = status(HealthCheck::default().status)))]
     pub status: Option<StatusSpec>,
 }
 
@@ -305,7 +310,7 @@ pub(crate) struct RouteTable {
     pub service: String,
     /// Remove the route's path prefix before forwarding: on a "/api" route,
     /// a request for /api/users reaches the service as /users. Default false.
-    #[schemars(extend("default" = false))]
+    #[schemars(extend("default" = Route::DEFAULT_STRIP_PREFIX))]
     pub strip_prefix: Option<bool>,
     /// How long the service may take to start answering ("30s"); at most 1h; default 60s.
     pub timeout: Option<String>,
@@ -331,6 +336,16 @@ pub(crate) enum RouteSize {
     Bytes(u64),
     /// A size with a unit, e.g. "10MiB".
     Human(#[schemars(example = &"10MiB")] String),
+}
+
+/// A default duration as a file would write it ("10s", "2m").
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// A default status range as a file would write it ("200-399").
+fn status((low, high): (u16, u16)) -> String {
+    format!("{low}-{high}")
 }
 
 /// A table of `wharf.toml`, named after the struct that describes it.
@@ -512,7 +527,7 @@ mod tests {
     fn with_line(table: Table, line: &str) -> String {
         let (before, after) = match table {
             Table::Top => ("app = \"a\"\n", "[service.w]\ncommand = \"x\"\n"),
-            Table::Service => ("app = \"a\"\n[service.w]\ncommand = \"x\"\n", ""),
+            Table::Service => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n", ""),
             Table::Health => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[service.w.health]\n", ""),
             Table::Deploy => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[service.w.deploy]\n", ""),
             Table::Scale => (
@@ -554,6 +569,30 @@ mod tests {
             let all = messages(&with_line(table, "zz_not_a_key = 1"));
             assert!(all.iter().any(|m| m.starts_with("unknown key `zz_not_a_key`")), "{table:?}: {all:?}");
         }
+    }
+
+    /// The defaults the schema shows are the ones the checker fills in:
+    /// writing each one out gives the same spec as leaving it out.
+    #[test]
+    fn schema_defaults_are_the_checkers_defaults() {
+        let schema = json_schema();
+        let mut checked = 0;
+        for table in Table::ALL {
+            let properties = schema.pointer(table.pointer()).and_then(|p| p.as_object()).unwrap();
+            let without = crate::parse(&with_line(table, ""), "wharf.toml").unwrap();
+            for (key, property) in properties {
+                let Some(default) = property.get("default") else { continue };
+                let written = match default {
+                    serde_json::Value::String(s) => format!("{s:?}"),
+                    other => other.to_string(),
+                };
+                let text = with_line(table, &format!("{key} = {written}"));
+                let with = crate::parse(&text, "wharf.toml").unwrap_or_else(|e| panic!("{table:?}.{key}: {e}"));
+                assert_eq!(with, without, "{table:?}.{key} = {written} is not what leaving it out gives");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 28, "only {checked} defaults in the schema");
     }
 
     #[test]
