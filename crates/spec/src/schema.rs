@@ -316,7 +316,8 @@ pub(crate) struct RouteTable {
     pub timeout: Option<String>,
     /// How long connecting to a task may take ("2s"); at most 1h; default 5s.
     pub connect_timeout: Option<String>,
-    /// Largest request body ("10MiB"); larger ones get 413. At most 1TiB. Default 100MiB.
+    /// Largest request body ("10MiB"); larger ones get 413. At most 1TiB; default 100MiB
+    /// (the server's, like the two timeouts above).
     pub max_body: Option<RouteSize>,
 }
 
@@ -593,6 +594,36 @@ mod tests {
             }
         }
         assert!(checked >= 28, "only {checked} defaults in the schema");
+    }
+
+    /// A default the description's prose states ("Default \"5s\"."), as written.
+    fn prose_default(description: &str) -> Option<String> {
+        let rest = &description[description.find("Default ")? + "Default ".len()..];
+        let written = match rest.strip_prefix('"') {
+            Some(quoted) => format!("\"{}\"", &quoted[..quoted.find('"')?]),
+            None => rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '%')).next()?.to_string(),
+        };
+        (!written.is_empty()).then_some(written)
+    }
+
+    /// Where a description states a default in words ("Default 1."), it is
+    /// the declared one. A default the server chooses (a route's limits) is
+    /// written in lower case: "default 60s".
+    #[test]
+    fn prose_defaults_are_the_declared_defaults() {
+        let schema = json_schema();
+        let mut stated = 0;
+        for table in Table::ALL {
+            for (key, p) in schema.pointer(table.pointer()).and_then(|p| p.as_object()).unwrap() {
+                let Some(words) = p["description"].as_str().and_then(prose_default) else { continue };
+                let declared = p.get("default").map(crate::reference::toml_value);
+                assert_eq!(declared.as_deref(), Some(words.as_str()), "{table:?}.{key}: {}", p["description"]);
+                stated += 1;
+            }
+        }
+        assert!(stated >= 20, "only {stated} defaults stated in words");
+        assert_eq!(prose_default("Number of tasks. Default 1; 0 stops it."), Some("1".into()));
+        assert_eq!(prose_default("Default: unlimited."), None);
     }
 
     #[test]
