@@ -15,7 +15,7 @@ use toml::Spanned;
 use crate::error::Report;
 use crate::route::{parse_route_key, RouteKey};
 use crate::schema::Table;
-use crate::values::{self, did_you_mean, Problem, MAX_REPLICAS, MAX_SHORT_DURATION};
+use crate::values::{self, did_you_mean, Problem, MAX_SHORT_DURATION};
 use crate::{Balance, DeployPolicy, HealthCheck, Route, Service, Spec};
 
 pub(crate) type Key<'i> = Spanned<DeString<'i>>;
@@ -279,7 +279,7 @@ fn service(
 
     let port_entry = get(t, "port");
     let port = port_entry.and_then(|(_, v)| {
-        let port = expect_int(r, v, "port", 1, 65535)? as u16;
+        let port = int_key(r, v, Table::Service, "port", "port")? as u16;
         let line = r.line_of(v.span().start);
         match ports.get(&port) {
             Some((first, first_line)) => r.error(
@@ -294,7 +294,7 @@ fn service(
         Some(port)
     });
     let replicas = get(t, "replicas").and_then(|(_, v)| replicas(r, v)).map_or(Service::DEFAULT_REPLICAS, |n| n as u32);
-    let cpu = get(t, "cpu").and_then(|(_, v)| expect_int(r, v, "cpu", 1, 65536)).map(|n| n as u32);
+    let cpu = get(t, "cpu").and_then(|(_, v)| int_key(r, v, Table::Service, "cpu", "cpu")).map(|n| n as u32);
     let memory = get(t, "memory").and_then(|(_, v)| memory(r, v));
     let env = get(t, "env").map(|(_, v)| env(r, v)).unwrap_or_default();
     let stop_signal = get(t, "stop_signal")
@@ -380,17 +380,18 @@ fn service(
 
 /// `replicas`, with the reason for its cap when it is over.
 fn replicas(r: &mut Report, v: &Value) -> Option<i64> {
+    let (_, max) = Table::Service.int_range("replicas");
     if let DeValue::Integer(i) = v.get_ref() {
-        if i64::from_str_radix(i.as_str(), i.radix()).is_ok_and(|n| n > MAX_REPLICAS.into()) {
+        if i64::from_str_radix(i.as_str(), i.radix()).is_ok_and(|n| n > max) {
             r.error(
                 v.span(),
-                format!("`replicas` must be at most {MAX_REPLICAS}, found {}", r.slice(v.span())),
+                format!("`replicas` must be at most {max}, found {}", r.slice(v.span())),
                 Some(format!("{}; run more tasks as a second service", values::REPLICAS_WHY)),
             );
             return None;
         }
     }
-    expect_int(r, v, "replicas", 0, MAX_REPLICAS.into())
+    int_key(r, v, Table::Service, "replicas", "replicas")
 }
 
 /// An array of strings, or one string split on whitespace.
@@ -643,7 +644,7 @@ fn health(r: &mut Report, v: &Value, location: &str) -> HealthCheck {
         [("healthy_threshold", &mut check.healthy_threshold), ("unhealthy_threshold", &mut check.unhealthy_threshold)]
     {
         if let Some((_, v)) = get(t, key) {
-            if let Some(n) = expect_int(r, v, &format!("health.{key}"), 1, 100) {
+            if let Some(n) = int_key(r, v, Table::Health, key, &format!("health.{key}")) {
                 *slot = n as u32;
             }
         }
@@ -927,6 +928,13 @@ pub(crate) fn expect_bool(r: &mut Report, v: &Value, key: &str) -> Option<bool> 
             None
         }
     }
+}
+
+/// An integer `key` of `table`, within the range the description gives it;
+/// `shown` names it in messages ("health.healthy_threshold").
+pub(crate) fn int_key(r: &mut Report, v: &Value, table: Table, key: &str, shown: &str) -> Option<i64> {
+    let (min, max) = table.int_range(key);
+    expect_int(r, v, shown, min, max)
 }
 
 pub(crate) fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i64) -> Option<i64> {

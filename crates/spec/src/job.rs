@@ -12,14 +12,13 @@ use croner::Cron;
 use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 
-use crate::check::{self, check_keys, entries, expect_duration, expect_int, expect_str, found, get, Key, Value};
+use crate::check::{self, check_keys, entries, expect_duration, expect_str, found, get, int_key, Key, Value};
 use crate::error::Report;
 use crate::schema::Table;
 use crate::values::{self, did_you_mean};
 
 /// How long a run may take when `timeout` is not set.
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(3600);
-const MAX_RETRIES: i64 = 10;
 const SCHEDULE_EXAMPLE: &str = "schedule = \"0 3 * * *\"";
 
 /// A command run on a cron schedule (or by hand with `wharf job trigger`).
@@ -261,7 +260,7 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
         None => DEFAULT_JOB_TIMEOUT,
     };
     let retries = get(t, "retries")
-        .and_then(|(_, v)| expect_int(r, v, "retries", 0, MAX_RETRIES))
+        .and_then(|(_, v)| int_key(r, v, Table::Job, "retries", "retries"))
         .map_or(Job::DEFAULT_RETRIES, |n| n as u32);
     let concurrency = match get(t, "concurrency") {
         None => Concurrency::default(),

@@ -12,11 +12,13 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::values::MAX_REPLICAS;
 use crate::{Balance, Concurrency, DeployPolicy, HealthCheck, Job, Route, ScalePolicy, Service, DEFAULT_JOB_TIMEOUT};
 
 /// The production setup of one app: its services and the routes to them.
@@ -106,7 +108,7 @@ pub(crate) struct ServiceTable {
     pub port: Option<u16>,
 
     /// Number of tasks to run. Default 1; 0 keeps the service stopped.
-    #[schemars(range(min = 0, max = 1000), extend("default" = Service::DEFAULT_REPLICAS))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS), extend("default" = Service::DEFAULT_REPLICAS))]
     pub replicas: Option<u32>,
 
     /// CPU reservation in units: 1024 is one core (as in ECS). Default: unlimited.
@@ -169,10 +171,10 @@ pub(crate) struct ServiceTable {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScaleTable {
     /// Fewest replicas. Required.
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub min: u32,
     /// Most replicas. Required.
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub max: u32,
     /// Step policy: `datapoints` periods in a row at or above this add `step` tasks.
     pub cpu_above: Option<RateSpec>,
@@ -187,7 +189,7 @@ pub(crate) struct ScaleTable {
     #[schemars(extend("default" = duration(ScalePolicy::DEFAULT_PERIOD)))]
     pub period: Option<String>,
     /// Tasks added or removed per step-policy action. Default 1.
-    #[schemars(range(min = 1, max = 1000), extend("default" = ScalePolicy::DEFAULT_STEP))]
+    #[schemars(range(min = 1, max = MAX_REPLICAS), extend("default" = ScalePolicy::DEFAULT_STEP))]
     pub step: Option<u32>,
     /// No other action this long after one. At most 1 day. Default: `period`.
     pub cooldown: Option<String>,
@@ -203,10 +205,10 @@ pub(crate) struct DeployTable {
     #[schemars(extend("enum" = ["rolling", "blue-green"], "default" = DeployPolicy::default().strategy))]
     pub strategy: Option<String>,
     /// Rolling: tasks started above `replicas` while old ones still run. Default 1.
-    #[schemars(range(min = 0, max = 1000), extend("default" = DeployPolicy::default().max_surge))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS), extend("default" = DeployPolicy::default().max_surge))]
     pub max_surge: Option<u32>,
     /// Rolling: ready tasks allowed below `replicas` during the deploy. Default 0.
-    #[schemars(range(min = 0, max = 1000), extend("default" = DeployPolicy::default().max_unavailable))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS), extend("default" = DeployPolicy::default().max_unavailable))]
     pub max_unavailable: Option<u32>,
     /// Every new task must be ready within this, or the deploy fails. At most 1 day. Default "2m".
     #[schemars(extend("default" = duration(DeployPolicy::default().deadline)))]
@@ -392,6 +394,20 @@ impl Table {
         }
     }
 
+    /// The inclusive range the description gives integer `key`: the
+    /// checker enforces the bounds the schema shows.
+    pub(crate) fn int_range(self, key: &str) -> (i64, i64) {
+        static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+        let property = SCHEMA
+            .get_or_init(json_schema)
+            .pointer(self.pointer())
+            .and_then(|p| p.get(key))
+            .filter(|p| p["type"] == "integer")
+            .unwrap_or_else(|| panic!("{self:?}.{key} is not an integer key of the description"));
+        let bound = |name: &str| property.get(name).and_then(serde_json::Value::as_i64);
+        (bound("minimum").unwrap_or(0), bound("maximum").unwrap_or(i64::MAX))
+    }
+
     /// How the table is written in a file, for the key reference.
     pub(crate) fn heading(self) -> &'static str {
         match self {
@@ -523,11 +539,10 @@ mod tests {
         assert_eq!(&Table::Service.keys()[..3], ["command", "workdir", "port"]);
     }
 
-    /// A file with `line` written inside `table`, and whether that table's
-    /// minimal form already sets `key`.
+    /// A file with `line` written inside a minimal `table`.
     fn with_line(table: Table, line: &str) -> String {
         let (before, after) = match table {
-            Table::Top => ("app = \"a\"\n", "[service.w]\ncommand = \"x\"\n"),
+            Table::Top => ("app = \"a\"\nservice.w.command = \"x\"\n", ""),
             Table::Service => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n", ""),
             Table::Health => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[service.w.health]\n", ""),
             Table::Deploy => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[service.w.deploy]\n", ""),
@@ -624,6 +639,84 @@ mod tests {
         assert!(stated >= 20, "only {stated} defaults stated in words");
         assert_eq!(prose_default("Number of tasks. Default 1; 0 stops it."), Some("1".into()));
         assert_eq!(prose_default("Default: unlimited."), None);
+    }
+
+    /// A file with `key = value` inside a minimal `table`, replacing the
+    /// minimal table's own line for `key` if it has one.
+    fn with_key(table: Table, key: &str, value: &str) -> String {
+        let text = with_line(table, "\u{0}");
+        let (before, after) = text.split_once('\u{0}').unwrap();
+        let own = before.rfind("\n[").map_or(0, |i| i + 1);
+        let kept: String = before[own..]
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} =")) && !l.starts_with(&format!("{key}.")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!("{}{kept}{key} = {value}{after}", &before[..own])
+    }
+
+    /// The JSON types a property allows, through `$ref`, `allOf` and `anyOf`.
+    fn types(root: &serde_json::Value, p: &serde_json::Value) -> Vec<String> {
+        if let Some(name) = p.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.rsplit('/').next()) {
+            return types(root, &root["definitions"][name]);
+        }
+        if let Some(list) = p.get("allOf").or_else(|| p.get("anyOf")).and_then(|l| l.as_array()) {
+            return list.iter().flat_map(|v| types(root, v)).collect();
+        }
+        p.get("type").and_then(|t| t.as_str()).map(str::to_string).into_iter().collect()
+    }
+
+    /// The checker rejects every value of a type the schema does not allow,
+    /// and integers outside the range it gives (and takes its ends).
+    #[test]
+    fn the_checker_enforces_the_described_types_and_ranges() {
+        let schema = json_schema();
+        let samples = [
+            ("string", "\"zz\"", "a string"),
+            ("integer", "7", "an integer"),
+            ("number", "0.5", "a float"),
+            ("boolean", "true", "a boolean"),
+            ("array", "[\"zz\"]", "an array"),
+            ("object", "{}", "a table"),
+        ];
+        let mut checked = 0;
+        for table in Table::ALL {
+            for key in table.keys() {
+                let p = &schema.pointer(table.pointer()).unwrap()[*key];
+                let allowed = types(&schema, p);
+                assert!(!allowed.is_empty(), "{table:?}.{key} has no type");
+                for (ty, written, found) in samples {
+                    if allowed.iter().any(|a| a == ty || (ty == "integer" && a == "number")) {
+                        continue;
+                    }
+                    let all = messages(&with_key(table, key, written));
+                    assert!(
+                        all.iter().any(|m| m.ends_with(&format!("found {found}"))),
+                        "{table:?}.{key} = {written} is not refused for its type, but the schema allows {allowed:?}: {all:?}"
+                    );
+                    checked += 1;
+                }
+                if p["type"] != "integer" {
+                    continue;
+                }
+                let (min, max) = table.int_range(key);
+                let out_of_range = |n: i64| {
+                    messages(&with_key(table, key, &n.to_string())).iter().any(|m| {
+                        m.contains("must be an integer")
+                            || m.contains("must be at most")
+                            || m.contains("must be a non-negative")
+                    })
+                };
+                assert!(out_of_range(min - 1), "{table:?}.{key} = {} is accepted", min - 1);
+                assert!(!out_of_range(min), "{table:?}.{key} = {min} is refused");
+                if max < i64::MAX {
+                    assert!(out_of_range(max + 1), "{table:?}.{key} = {} is accepted", max + 1);
+                    assert!(!out_of_range(max), "{table:?}.{key} = {max} is refused");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 200, "only {checked} checks");
     }
 
     #[test]
