@@ -21,7 +21,8 @@ use crate::{Balance, DeployPolicy, HealthCheck, Route, Service, Spec};
 pub(crate) type Key<'i> = Spanned<DeString<'i>>;
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
-const MIN_MEMORY: u64 = 4 << 20;
+/// The smallest `memory` limit; the schema shows it as the least number of bytes.
+pub(crate) const MIN_MEMORY: u64 = 4 << 20;
 const COMMAND_EXAMPLE: &str = "command = [\"node\", \"server.js\"]";
 
 /// What routes need to know about a service, even one that failed to parse

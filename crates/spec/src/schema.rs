@@ -260,7 +260,7 @@ pub(crate) enum Command {
 #[serde(untagged)]
 pub(crate) enum Size {
     /// Bytes.
-    Bytes(#[schemars(range(min = 4194304))] u64),
+    Bytes(#[schemars(range(min = crate::check::MIN_MEMORY))] u64),
     /// A number and a unit: B, KB, MB, GB, TB (powers of 1000) or KiB, MiB,
     /// GiB, TiB (powers of 1024; "Mi" etc. also work). "512m" is rejected as ambiguous.
     Human(#[schemars(example = &"512MiB")] String),
@@ -667,7 +667,8 @@ mod tests {
     }
 
     /// The checker rejects every value of a type the schema does not allow,
-    /// and integers outside the range it gives (and takes its ends).
+    /// and integers outside the range it gives (and takes its ends); it
+    /// takes every choice the schema lists for a key, and nothing else.
     #[test]
     fn the_checker_enforces_the_described_types_and_ranges() {
         let schema = json_schema();
@@ -693,6 +694,17 @@ mod tests {
                     assert!(
                         all.iter().any(|m| m.ends_with(&format!("found {found}"))),
                         "{table:?}.{key} = {written} is not refused for its type, but the schema allows {allowed:?}: {all:?}"
+                    );
+                    checked += 1;
+                }
+                for choice in p.get("enum").and_then(|e| e.as_array()).into_iter().flatten() {
+                    let written = crate::reference::toml_value(choice);
+                    let all = messages(&with_key(table, key, &written));
+                    assert!(all.is_empty(), "{table:?}.{key} = {written} is in the schema's enum: {all:?}");
+                    let all = messages(&with_key(table, key, "\"zz\""));
+                    assert!(
+                        all.iter().any(|m| m.contains(key)),
+                        "{table:?}.{key} = \"zz\" is not in the enum: {all:?}"
                     );
                     checked += 1;
                 }
