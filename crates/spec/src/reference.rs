@@ -132,4 +132,15 @@ mod tests {
         }
         assert!(missing.is_empty(), "the README's wharf.toml examples lack these keys:\n{}", missing.join("\n"));
     }
+
+    /// The README's `deploy = { ... }` line says it shows the defaults: it
+    /// must give the declared ones.
+    #[test]
+    fn the_readme_deploy_line_shows_the_defaults() {
+        let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+        let line = readme.lines().find(|l| l.starts_with("deploy = {")).expect("README shows a deploy line");
+        let text = format!("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n{line}\n");
+        let spec = crate::parse(&text, "README.md").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.services["w"].deploy, crate::DeployPolicy::default(), "{line}");
+    }
 }
