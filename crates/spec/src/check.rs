@@ -3,7 +3,8 @@
 //! This is hand-written rather than `#[derive(Deserialize)]` so that it can
 //! keep going after a problem (reporting every one, each at its own
 //! line:column) and phrase messages in the file's terms instead of serde's.
-//! Which keys each table takes comes from the description in `schema.rs`.
+//! Which keys each table takes and the ranges of its integers come from the
+//! description in `schema.rs`; the defaults it fills in are the typed model's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
