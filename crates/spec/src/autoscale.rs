@@ -6,14 +6,12 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
-use crate::check::{check_keys, expect_duration, expect_int, found, get, Value};
+use crate::check::{check_keys, expect_duration, found, get, int_key, Value};
 use crate::error::Report;
 use crate::policy::rate;
-use crate::values::{MAX_LONG_DURATION, MAX_REPLICAS, MAX_SHORT_DURATION};
+use crate::schema::Table;
+use crate::values::{MAX_LONG_DURATION, MAX_SHORT_DURATION};
 use crate::{ScalePolicy, ScaleRule};
-
-pub(crate) const SCALE_KEYS: &[&str] =
-    &["min", "max", "cpu_above", "cpu_below", "target_cpu", "datapoints", "period", "step", "cooldown"];
 
 /// `location` is "[service.NAME]"; `replicas` is the service's declared count.
 pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<(&Value, u32)>) -> Option<ScalePolicy> {
@@ -26,12 +24,12 @@ pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<
         return None;
     };
     let location = format!("{}.scale]", location.trim_end_matches(']'));
-    check_keys(r, t, SCALE_KEYS, &format!("in {location}"));
-    let int = |r: &mut Report, key: &str, min: i64, max: i64| {
-        get(t, key).and_then(|(_, v)| expect_int(r, v, &format!("scale.{key}"), min, max)).map(|n| n as u32)
+    check_keys(r, t, Table::Scale.keys(), &format!("in {location}"));
+    let int = |r: &mut Report, key: &str| {
+        get(t, key).and_then(|(_, v)| int_key(r, v, Table::Scale, key, &format!("scale.{key}"))).map(|n| n as u32)
     };
-    let min = int(r, "min", 0, MAX_REPLICAS.into());
-    let max = int(r, "max", 1, MAX_REPLICAS.into());
+    let min = int(r, "min");
+    let max = int(r, "max");
     let (Some(min), Some(max)) = (min, max) else {
         if get(t, "min").is_none() || get(t, "max").is_none() {
             r.error(
@@ -108,15 +106,15 @@ pub(crate) fn scale(r: &mut Report, v: &Value, location: &str, replicas: Option<
         }
         Some(d)
     };
-    let period = duration(r, "period").unwrap_or(Duration::from_secs(60));
+    let period = duration(r, "period").unwrap_or(ScalePolicy::DEFAULT_PERIOD);
     let cooldown = duration(r, "cooldown").unwrap_or(period);
     Some(ScalePolicy {
         min,
         max,
         rule,
-        datapoints: int(r, "datapoints", 1, 100).unwrap_or(3),
+        datapoints: int(r, "datapoints").unwrap_or(ScalePolicy::DEFAULT_DATAPOINTS),
         period,
-        step: int(r, "step", 1, MAX_REPLICAS.into()).unwrap_or(1),
+        step: int(r, "step").unwrap_or(ScalePolicy::DEFAULT_STEP),
         cooldown,
     })
 }

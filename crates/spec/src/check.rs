@@ -3,8 +3,8 @@
 //! This is hand-written rather than `#[derive(Deserialize)]` so that it can
 //! keep going after a problem (reporting every one, each at its own
 //! line:column) and phrase messages in the file's terms instead of serde's.
-//! The key lists below must match the schema structs in `schema.rs`; a test
-//! checks that they do.
+//! Which keys each table takes and the ranges of its integers come from the
+//! description in `schema.rs`; the defaults it fills in are the typed model's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -15,36 +15,15 @@ use toml::Spanned;
 
 use crate::error::Report;
 use crate::route::{parse_route_key, RouteKey};
-use crate::values::{self, did_you_mean, Problem, MAX_REPLICAS, MAX_SHORT_DURATION};
+use crate::schema::Table;
+use crate::values::{self, did_you_mean, Problem, MAX_SHORT_DURATION};
 use crate::{Balance, DeployPolicy, HealthCheck, Route, Service, Spec};
 
 pub(crate) type Key<'i> = Spanned<DeString<'i>>;
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
-pub(crate) const TOP_KEYS: &[&str] = &["app", "service", "route", "job"];
-pub(crate) const SERVICE_KEYS: &[&str] = &[
-    "command",
-    "workdir",
-    "port",
-    "replicas",
-    "cpu",
-    "memory",
-    "env",
-    "stop_signal",
-    "stop_timeout",
-    "user",
-    "health",
-    "balance",
-    "release",
-    "deploy",
-    "scale",
-];
-pub(crate) const HEALTH_KEYS: &[&str] =
-    &["path", "interval", "timeout", "grace", "healthy_threshold", "unhealthy_threshold", "status"];
-pub(crate) const ROUTE_TABLE_KEYS: &[&str] = &["service", "strip_prefix", "timeout", "connect_timeout", "max_body"];
-
-const MIN_MEMORY: u64 = 4 << 20;
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The smallest `memory` limit; the schema shows it as the least number of bytes.
+pub(crate) const MIN_MEMORY: u64 = 4 << 20;
 const COMMAND_EXAMPLE: &str = "command = [\"node\", \"server.js\"]";
 
 /// What routes need to know about a service, even one that failed to parse
@@ -60,10 +39,10 @@ struct Declared {
 /// Walks the whole document. Problems go to `r`; the returned spec is only
 /// meaningful when `r` has none.
 pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
-    check_keys(r, root, TOP_KEYS, "at the top level");
+    check_keys(r, root, Table::Top.keys(), "at the top level");
 
     let app = match get(root, "app") {
-        None if misspelled(root, "app", TOP_KEYS) => String::new(),
+        None if misspelled(root, "app", Table::Top.keys()) => String::new(),
         None => {
             r.error(
                 0..0,
@@ -88,7 +67,7 @@ pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
     let mut ports: HashMap<u16, (String, usize)> = HashMap::new();
     let no_services_hint = format!("add a service: [service.web] with {COMMAND_EXAMPLE}");
     match get(root, "service") {
-        None if misspelled(root, "service", TOP_KEYS) => {}
+        None if misspelled(root, "service", Table::Top.keys()) => {}
         None => r.error(0..0, "the app has no services".into(), Some(no_services_hint)),
         Some((_, v)) => match v.get_ref() {
             DeValue::Table(table) if table.is_empty() => {
@@ -265,7 +244,7 @@ fn service(
         report(r, name_key.span(), p);
     }
     let DeValue::Table(t) = value.get_ref() else {
-        let hint = if SERVICE_KEYS.contains(&name.as_str()) {
+        let hint = if Table::Service.keys().contains(&name.as_str()) {
             format!("`{name}` belongs inside a service table, like [service.web]")
         } else {
             format!("write it as a table: [service.{name}] with {COMMAND_EXAMPLE}")
@@ -279,11 +258,11 @@ fn service(
         return (decl, None);
     };
     let location = format!("[service.{name}]");
-    check_keys(r, t, SERVICE_KEYS, &format!("in {location}"));
+    check_keys(r, t, Table::Service.keys(), &format!("in {location}"));
 
     let command = match get(t, "command") {
         Some((_, v)) => command(r, v, "command"),
-        None if misspelled(t, "command", SERVICE_KEYS) => Vec::new(),
+        None if misspelled(t, "command", Table::Service.keys()) => Vec::new(),
         None => {
             r.error(
                 value.span(),
@@ -298,11 +277,11 @@ fn service(
             let s = expect_str(r, v, "workdir", "a relative path")?;
             values::normalise_workdir(s).map_err(|p| report(r, v.span(), p)).ok()
         })
-        .unwrap_or_else(|| ".".into());
+        .unwrap_or_else(|| Service::DEFAULT_WORKDIR.into());
 
     let port_entry = get(t, "port");
     let port = port_entry.and_then(|(_, v)| {
-        let port = expect_int(r, v, "port", 1, 65535)? as u16;
+        let port = int_key(r, v, Table::Service, "port", "port")? as u16;
         let line = r.line_of(v.span().start);
         match ports.get(&port) {
             Some((first, first_line)) => r.error(
@@ -316,8 +295,8 @@ fn service(
         }
         Some(port)
     });
-    let replicas = get(t, "replicas").and_then(|(_, v)| replicas(r, v)).map_or(1, |n| n as u32);
-    let cpu = get(t, "cpu").and_then(|(_, v)| expect_int(r, v, "cpu", 1, 65536)).map(|n| n as u32);
+    let replicas = get(t, "replicas").and_then(|(_, v)| replicas(r, v)).map_or(Service::DEFAULT_REPLICAS, |n| n as u32);
+    let cpu = get(t, "cpu").and_then(|(_, v)| int_key(r, v, Table::Service, "cpu", "cpu")).map(|n| n as u32);
     let memory = get(t, "memory").and_then(|(_, v)| memory(r, v));
     let env = get(t, "env").map(|(_, v)| env(r, v)).unwrap_or_default();
     let stop_signal = get(t, "stop_signal")
@@ -325,11 +304,11 @@ fn service(
             let s = expect_str(r, v, "stop_signal", "a signal name like \"SIGTERM\"")?;
             values::parse_signal(s).map_err(|p| report(r, v.span(), p)).ok()
         })
-        .unwrap_or("SIGTERM")
+        .unwrap_or(Service::DEFAULT_STOP_SIGNAL)
         .to_string();
     let stop_timeout = get(t, "stop_timeout")
         .and_then(|(_, v)| expect_duration(r, v, "stop_timeout", MAX_SHORT_DURATION))
-        .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        .unwrap_or(Service::DEFAULT_STOP_TIMEOUT);
     let user = get(t, "user").and_then(|(_, v)| {
         let s = expect_str(r, v, "user", "a user name like \"www-data\"")?;
         if valid_user_name(s) {
@@ -403,17 +382,18 @@ fn service(
 
 /// `replicas`, with the reason for its cap when it is over.
 fn replicas(r: &mut Report, v: &Value) -> Option<i64> {
+    let (_, max) = Table::Service.int_range("replicas");
     if let DeValue::Integer(i) = v.get_ref() {
-        if i64::from_str_radix(i.as_str(), i.radix()).is_ok_and(|n| n > MAX_REPLICAS.into()) {
+        if i64::from_str_radix(i.as_str(), i.radix()).is_ok_and(|n| n > max) {
             r.error(
                 v.span(),
-                format!("`replicas` must be at most {MAX_REPLICAS}, found {}", r.slice(v.span())),
+                format!("`replicas` must be at most {max}, found {}", r.slice(v.span())),
                 Some(format!("{}; run more tasks as a second service", values::REPLICAS_WHY)),
             );
             return None;
         }
     }
-    expect_int(r, v, "replicas", 0, MAX_REPLICAS.into())
+    int_key(r, v, Table::Service, "replicas", "replicas")
 }
 
 /// An array of strings, or one string split on whitespace.
@@ -603,7 +583,7 @@ fn health(r: &mut Report, v: &Value, location: &str) -> HealthCheck {
         return check;
     };
     let location = format!("{}.health]", location.trim_end_matches(']'));
-    check_keys(r, t, HEALTH_KEYS, &format!("in {location}"));
+    check_keys(r, t, Table::Health.keys(), &format!("in {location}"));
 
     if let Some((_, v)) = get(t, "path") {
         if let Some(path) = expect_str(r, v, "health.path", "a string") {
@@ -666,7 +646,7 @@ fn health(r: &mut Report, v: &Value, location: &str) -> HealthCheck {
         [("healthy_threshold", &mut check.healthy_threshold), ("unhealthy_threshold", &mut check.unhealthy_threshold)]
     {
         if let Some((_, v)) = get(t, key) {
-            if let Some(n) = expect_int(r, v, &format!("health.{key}"), 1, 100) {
+            if let Some(n) = int_key(r, v, Table::Health, key, &format!("health.{key}")) {
                 *slot = n as u32;
             }
         }
@@ -787,7 +767,7 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
     match value.get_ref() {
         DeValue::String(s) => Some((s.as_ref(), value.span(), RouteOptions::default())),
         DeValue::Table(t) => {
-            check_keys(r, t, ROUTE_TABLE_KEYS, &format!("in route `{key}`"));
+            check_keys(r, t, Table::Route.keys(), &format!("in route `{key}`"));
             let mut duration = |name: &str| {
                 let (_, v) = get(t, name)?;
                 let d = expect_duration(r, v, name, MAX_SHORT_DURATION)?;
@@ -805,12 +785,12 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
                 connect_timeout: duration("connect_timeout"),
                 strip_prefix: get(t, "strip_prefix")
                     .and_then(|(_, v)| expect_bool(r, v, "strip_prefix"))
-                    .unwrap_or(false),
+                    .unwrap_or(Route::DEFAULT_STRIP_PREFIX),
                 strip_span: get(t, "strip_prefix").map(|(k, _)| k.span()),
                 max_body: get(t, "max_body").and_then(|(_, v)| size(r, v, "max_body", 0)),
             };
             let Some((_, service)) = get(t, "service") else {
-                if misspelled(t, "service", ROUTE_TABLE_KEYS) {
+                if misspelled(t, "service", Table::Route.keys()) {
                     return None;
                 }
                 r.error(
@@ -950,6 +930,13 @@ pub(crate) fn expect_bool(r: &mut Report, v: &Value, key: &str) -> Option<bool> 
             None
         }
     }
+}
+
+/// An integer `key` of `table`, within the range the description gives it;
+/// `shown` names it in messages ("health.healthy_threshold").
+pub(crate) fn int_key(r: &mut Report, v: &Value, table: Table, key: &str, shown: &str) -> Option<i64> {
+    let (min, max) = table.int_range(key);
+    expect_int(r, v, shown, min, max)
 }
 
 pub(crate) fn expect_int(r: &mut Report, v: &Value, key: &str, min: i64, max: i64) -> Option<i64> {

@@ -12,16 +12,13 @@ use croner::Cron;
 use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 
-use crate::check::{self, check_keys, entries, expect_duration, expect_int, expect_str, found, get, Key, Value};
+use crate::check::{self, check_keys, entries, expect_duration, expect_str, found, get, int_key, Key, Value};
 use crate::error::Report;
+use crate::schema::Table;
 use crate::values::{self, did_you_mean};
-
-pub(crate) const JOB_KEYS: &[&str] =
-    &["schedule", "timezone", "command", "service", "timeout", "retries", "concurrency"];
 
 /// How long a run may take when `timeout` is not set.
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(3600);
-const MAX_RETRIES: i64 = 10;
 const SCHEDULE_EXAMPLE: &str = "schedule = \"0 3 * * *\"";
 
 /// A command run on a cron schedule (or by hand with `wharf job trigger`).
@@ -122,7 +119,12 @@ impl Schedule {
     }
 }
 
+/// What a job gets for the keys it leaves out (and [`DEFAULT_JOB_TIMEOUT`]);
+/// the JSON Schema shows the same values.
 impl Job {
+    pub const DEFAULT_TIMEZONE: &'static str = "UTC";
+    pub const DEFAULT_RETRIES: u32 = 0;
+
     pub fn parsed_schedule(&self) -> Result<Schedule, ScheduleError> {
         Schedule::parse(&self.schedule, &self.timezone)
     }
@@ -175,10 +177,10 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
         return None;
     };
     let location = format!("[job.{name}]");
-    check_keys(r, t, JOB_KEYS, &format!("in {location}"));
+    check_keys(r, t, Table::Job.keys(), &format!("in {location}"));
 
     let timezone = match get(t, "timezone") {
-        None => "UTC".to_string(),
+        None => Job::DEFAULT_TIMEZONE.to_string(),
         Some((_, v)) => {
             let tz = expect_str(r, v, "timezone", "an IANA time zone name like \"Europe/Paris\"")?;
             match chrono_tz::Tz::from_str(tz.trim()) {
@@ -191,7 +193,7 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
                         }
                     };
                     r.error(v.span(), format!("unknown time zone `{tz}`"), Some(hint));
-                    "UTC".to_string()
+                    Job::DEFAULT_TIMEZONE.to_string()
                 }
             }
         }
@@ -257,10 +259,11 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
         }
         None => DEFAULT_JOB_TIMEOUT,
     };
-    let retries =
-        get(t, "retries").and_then(|(_, v)| expect_int(r, v, "retries", 0, MAX_RETRIES)).map_or(0, |n| n as u32);
+    let retries = get(t, "retries")
+        .and_then(|(_, v)| int_key(r, v, Table::Job, "retries", "retries"))
+        .map_or(Job::DEFAULT_RETRIES, |n| n as u32);
     let concurrency = match get(t, "concurrency") {
-        None => Concurrency::Forbid,
+        None => Concurrency::default(),
         Some((_, v)) => match expect_str(r, v, "concurrency", "\"forbid\", \"allow\" or \"replace\"") {
             Some("forbid") => Concurrency::Forbid,
             Some("allow") => Concurrency::Allow,
@@ -272,9 +275,9 @@ fn job(r: &mut Report, name_key: &Key, value: &Value, declared: &[String]) -> Op
                         .into(),
                 };
                 r.error(v.span(), format!("unknown `concurrency` `{other}`"), Some(hint));
-                Concurrency::Forbid
+                Concurrency::default()
             }
-            None => Concurrency::Forbid,
+            None => Concurrency::default(),
         },
     };
     Some(Job { name, schedule: schedule?, timezone, command, service, timeout, retries, concurrency })

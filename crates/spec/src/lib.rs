@@ -18,6 +18,8 @@ mod check;
 mod error;
 mod job;
 mod policy;
+#[cfg(test)] // only its test writes and checks the file
+mod reference;
 mod route;
 mod schema;
 mod types;

@@ -3,24 +3,11 @@
 
 use toml::de::DeValue;
 
-use crate::check::{check_keys, expect_bool, expect_duration, expect_int, expect_str, found, get, Value};
+use crate::check::{check_keys, expect_bool, expect_duration, expect_int, expect_str, found, get, int_key, Value};
 use crate::error::Report;
-use crate::values::{did_you_mean, MAX_LONG_DURATION, MAX_REPLICAS, MAX_SHORT_DURATION};
+use crate::schema::Table;
+use crate::values::{did_you_mean, MAX_LONG_DURATION, MAX_SHORT_DURATION};
 use crate::{DeployPolicy, Rate, Strategy};
-
-pub(crate) const DEPLOY_KEYS: &[&str] = &[
-    "strategy",
-    "max_surge",
-    "max_unavailable",
-    "deadline",
-    "bake",
-    "auto_rollback",
-    "max_error_rate",
-    "max_p99",
-    "drain_timeout",
-    "release_timeout",
-    "release_pause",
-];
 
 const STRATEGIES: [&str; 2] = ["rolling", "blue-green"];
 
@@ -37,7 +24,7 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
         return p;
     };
     let location = format!("{}.deploy]", location.trim_end_matches(']'));
-    check_keys(r, t, DEPLOY_KEYS, &format!("in {location}"));
+    check_keys(r, t, Table::Deploy.keys(), &format!("in {location}"));
 
     let strategy = get(t, "strategy");
     if let Some((_, v)) = strategy {
@@ -62,12 +49,12 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
     let surge = get(t, "max_surge");
     let unavailable = get(t, "max_unavailable");
     if let Some((_, v)) = surge {
-        if let Some(n) = expect_int(r, v, "deploy.max_surge", 0, MAX_REPLICAS.into()) {
+        if let Some(n) = int_key(r, v, Table::Deploy, "max_surge", "deploy.max_surge") {
             p.max_surge = n as u32;
         }
     }
     if let Some((_, v)) = unavailable {
-        if let Some(n) = expect_int(r, v, "deploy.max_unavailable", 0, MAX_REPLICAS.into()) {
+        if let Some(n) = int_key(r, v, Table::Deploy, "max_unavailable", "deploy.max_unavailable") {
             p.max_unavailable = n as u32;
         }
     }

@@ -1,17 +1,25 @@
-//! The raw shape of a `wharf.toml`, as serde structs, for the JSON Schema
-//! that editors (VS Code Even Better TOML, taplo) use to validate and
-//! autocomplete. Doc comments here become the descriptions editors show.
+//! The one description of `wharf.toml`: these serde structs say which keys
+//! each table takes (in the order hints list them), their types and ranges,
+//! their defaults and what they mean. From them come the JSON Schema that
+//! editors (VS Code Even Better TOML, taplo) use, the key lists `check.rs`
+//! validates against ([`Table::keys`]) and the generated key reference
+//! (`docs/wharf.toml.md`). Doc comments here become the descriptions editors show.
 //!
 //! Validation itself is done by `check.rs`, which reports every problem with
-//! its position; tests keep the two in agreement (same keys, and the example
-//! files deserialize into these structs).
+//! its position and turns the file into the typed model of `types.rs`.
 
 #![allow(dead_code)] // fields are read by serde and schemars only
 
 use std::collections::BTreeMap;
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
+
+use crate::values::MAX_REPLICAS;
+use crate::{Balance, Concurrency, DeployPolicy, HealthCheck, Job, Route, ScalePolicy, Service, DEFAULT_JOB_TIMEOUT};
 
 /// The production setup of one app: its services and the routes to them.
 /// Lives at the root of the app's repository as `wharf.toml`.
@@ -58,7 +66,7 @@ pub(crate) struct JobTable {
     pub schedule: String,
     /// The IANA time zone the schedule is read in, e.g. "Europe/Paris".
     /// Default "UTC". Daylight saving changes are followed.
-    #[schemars(extend("default" = "UTC"))]
+    #[schemars(extend("default" = Job::DEFAULT_TIMEZONE))]
     pub timezone: Option<String>,
     /// What to run; same form as a service's `command`.
     pub command: Command,
@@ -66,15 +74,15 @@ pub(crate) struct JobTable {
     /// job runs with. May be left out when the app has one service.
     pub service: Option<String>,
     /// A run still going after this is stopped and recorded as timed out. At most 7 days. Default "1h".
-    #[schemars(extend("default" = "1h"))]
+    #[schemars(extend("default" = duration(DEFAULT_JOB_TIMEOUT)))]
     pub timeout: Option<String>,
     /// How many times a failed run is tried again, with backoff. Default 0.
-    #[schemars(range(min = 0, max = 10), extend("default" = 0))]
+    #[schemars(range(min = 0, max = 10), extend("default" = Job::DEFAULT_RETRIES))]
     pub retries: Option<u32>,
     /// When a run is due while the previous one still runs: "forbid" skips
     /// the new one (and records it), "allow" runs both, "replace" stops the
     /// old one. Default "forbid".
-    #[schemars(extend("enum" = ["forbid", "allow", "replace"], "default" = "forbid"))]
+    #[schemars(extend("enum" = ["forbid", "allow", "replace"], "default" = Concurrency::default()))]
     pub concurrency: Option<String>,
 }
 
@@ -91,7 +99,7 @@ pub(crate) struct ServiceTable {
 
     /// Working directory, relative to the release directory. Default ".".
     /// Absolute paths and `..` are rejected.
-    #[schemars(extend("default" = "."))]
+    #[schemars(extend("default" = Service::DEFAULT_WORKDIR))]
     pub workdir: Option<String>,
 
     /// The port the service listens on (wharf sets $PORT to it). Having a port
@@ -100,7 +108,7 @@ pub(crate) struct ServiceTable {
     pub port: Option<u16>,
 
     /// Number of tasks to run. Default 1; 0 keeps the service stopped.
-    #[schemars(range(min = 0, max = 1000), extend("default" = 1))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS), extend("default" = Service::DEFAULT_REPLICAS))]
     pub replicas: Option<u32>,
 
     /// CPU reservation in units: 1024 is one core (as in ECS). Default: unlimited.
@@ -120,20 +128,20 @@ pub(crate) struct ServiceTable {
     /// SIGUSR1, SIGUSR2, SIGKILL or SIGWINCH. The "SIG" prefix is optional and
     /// case does not matter.
     #[schemars(
-        extend("default" = "SIGTERM"),
+        extend("default" = Service::DEFAULT_STOP_SIGNAL),
         extend("examples" = ["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGWINCH"])
     )]
     pub stop_signal: Option<String>,
+
+    /// How long to wait after the stop signal before killing the task: a
+    /// duration like "10s" (default), "1m30s" or "250ms"; at most 1h.
+    #[schemars(extend("default" = duration(Service::DEFAULT_STOP_TIMEOUT)))]
+    pub stop_timeout: Option<String>,
 
     /// The account the service's tasks run as (a root server only; it must
     /// exist). Default: the server's task user (`nobody`, `--task-user`).
     #[schemars(extend("examples" = ["www-data"]), extend("pattern" = "^[a-z_][a-z0-9_-]{0,31}$"))]
     pub user: Option<String>,
-
-    /// How long to wait after the stop signal before killing the task: a
-    /// duration like "10s" (default), "1m30s" or "250ms"; at most 1h.
-    #[schemars(extend("default" = "10s"))]
-    pub stop_timeout: Option<String>,
 
     /// How wharf decides a task is ready for traffic. Only for web services
     /// (with a `port`); without it, a web service gets a TCP connect check
@@ -141,7 +149,7 @@ pub(crate) struct ServiceTable {
     pub health: Option<HealthTable>,
     /// How requests are spread over the tasks of a web service:
     /// "least_outstanding" (two random tasks, the less busy wins) or "round_robin".
-    #[schemars(extend("enum" = ["least_outstanding", "round_robin"], "default" = "least_outstanding"))]
+    #[schemars(extend("enum" = ["least_outstanding", "round_robin"], "default" = Balance::default()))]
     pub balance: Option<String>,
 
     /// Run once per deploy as a one-off task of the new revision, before any
@@ -163,10 +171,10 @@ pub(crate) struct ServiceTable {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScaleTable {
     /// Fewest replicas. Required.
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub min: u32,
     /// Most replicas. Required.
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub max: u32,
     /// Step policy: `datapoints` periods in a row at or above this add `step` tasks.
     pub cpu_above: Option<RateSpec>,
@@ -175,13 +183,13 @@ pub(crate) struct ScaleTable {
     /// Target tracking: keep the average CPU near this.
     pub target_cpu: Option<RateSpec>,
     /// Consecutive datapoints a decision needs. Default 3.
-    #[schemars(range(min = 1, max = 100), extend("default" = 3))]
+    #[schemars(range(min = 1, max = 100), extend("default" = ScalePolicy::DEFAULT_DATAPOINTS))]
     pub datapoints: Option<u32>,
     /// Length of one datapoint (average CPU over it). At most 1h. Default "1m".
-    #[schemars(extend("default" = "1m"))]
+    #[schemars(extend("default" = duration(ScalePolicy::DEFAULT_PERIOD)))]
     pub period: Option<String>,
     /// Tasks added or removed per step-policy action. Default 1.
-    #[schemars(range(min = 1, max = 1000), extend("default" = 1))]
+    #[schemars(range(min = 1, max = MAX_REPLICAS), extend("default" = ScalePolicy::DEFAULT_STEP))]
     pub step: Option<u32>,
     /// No other action this long after one. At most 1 day. Default: `period`.
     pub cooldown: Option<String>,
@@ -194,37 +202,38 @@ pub(crate) struct DeployTable {
     /// "rolling" replaces tasks a few at a time; "blue-green" starts the
     /// whole new set, switches traffic at once, and keeps the old set running
     /// during the bake for an instant switch back.
-    #[schemars(extend("enum" = ["rolling", "blue-green"], "default" = "rolling"))]
+    #[schemars(extend("enum" = ["rolling", "blue-green"], "default" = DeployPolicy::default().strategy))]
     pub strategy: Option<String>,
     /// Rolling: tasks started above `replicas` while old ones still run. Default 1.
-    #[schemars(range(min = 0, max = 1000), extend("default" = 1))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS), extend("default" = DeployPolicy::default().max_surge))]
     pub max_surge: Option<u32>,
     /// Rolling: ready tasks allowed below `replicas` during the deploy. Default 0.
-    #[schemars(range(min = 0, max = 1000), extend("default" = 0))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS), extend("default" = DeployPolicy::default().max_unavailable))]
     pub max_unavailable: Option<u32>,
     /// Every new task must be ready within this, or the deploy fails. At most 1 day. Default "2m".
-    #[schemars(extend("default" = "2m"))]
+    #[schemars(extend("default" = duration(DeployPolicy::default().deadline)))]
     pub deadline: Option<String>,
     /// After the switch, how long the new revision is watched before the
     /// deploy succeeds. At most 1 day. Default "10s".
-    #[schemars(extend("default" = "10s"))]
+    #[schemars(extend("default" = duration(DeployPolicy::default().bake)))]
     pub bake: Option<String>,
     /// Return to the last good revision when a deploy fails. Default true.
-    #[schemars(extend("default" = true))]
+    #[schemars(extend("default" = DeployPolicy::default().auto_rollback))]
     pub auto_rollback: Option<bool>,
     /// During the bake, the largest share of 5xx answers: 0.05 or "5%". Default "5%".
+    #[schemars(extend("default" = DeployPolicy::default().max_error_rate.to_string()))]
     pub max_error_rate: Option<RateSpec>,
     /// During the bake, the highest p99 latency ("800ms"). At most 1h. Default: not checked.
     pub max_p99: Option<String>,
     /// How long a task leaving the pool may finish its requests and
     /// WebSockets before it is signalled. At most 1h. Default "30s".
-    #[schemars(extend("default" = "30s"))]
+    #[schemars(extend("default" = duration(DeployPolicy::default().drain_timeout)))]
     pub drain_timeout: Option<String>,
     /// How long the release command may run. At most 1 day. Default "10m".
-    #[schemars(extend("default" = "10m"))]
+    #[schemars(extend("default" = duration(DeployPolicy::default().release_timeout)))]
     pub release_timeout: Option<String>,
     /// Hold the service's requests while the release command runs. Default false.
-    #[schemars(extend("default" = false))]
+    #[schemars(extend("default" = DeployPolicy::default().release_pause))]
     pub release_pause: Option<bool>,
 }
 
@@ -251,7 +260,7 @@ pub(crate) enum Command {
 #[serde(untagged)]
 pub(crate) enum Size {
     /// Bytes.
-    Bytes(#[schemars(range(min = 4194304))] u64),
+    Bytes(#[schemars(range(min = crate::check::MIN_MEMORY))] u64),
     /// A number and a unit: B, KB, MB, GB, TB (powers of 1000) or KiB, MiB,
     /// GiB, TiB (powers of 1024; "Mi" etc. also work). "512m" is rejected as ambiguous.
     Human(#[schemars(example = &"512MiB")] String),
@@ -266,22 +275,22 @@ pub(crate) struct HealthTable {
     #[schemars(pattern("^/"), example = &"/healthz")]
     pub path: Option<String>,
     /// Time between checks. At most 1h. Default "5s".
-    #[schemars(extend("default" = "5s"))]
+    #[schemars(extend("default" = duration(HealthCheck::default().interval)))]
     pub interval: Option<String>,
     /// How long one check may take; at most `interval`. Default "2s".
-    #[schemars(extend("default" = "2s"))]
+    #[schemars(extend("default" = duration(HealthCheck::default().timeout)))]
     pub timeout: Option<String>,
     /// After a task starts, failures during this time do not count. At most 1h. Default "0s".
-    #[schemars(extend("default" = "0s"))]
+    #[schemars(extend("default" = duration(HealthCheck::default().grace)))]
     pub grace: Option<String>,
     /// Consecutive successes before a task gets traffic. Default 1.
-    #[schemars(range(min = 1, max = 100), extend("default" = 1))]
+    #[schemars(range(min = 1, max = 100), extend("default" = HealthCheck::default().healthy_threshold))]
     pub healthy_threshold: Option<u32>,
     /// Consecutive failures before a healthy task stops getting traffic. Default 3.
-    #[schemars(range(min = 1, max = 100), extend("default" = 3))]
+    #[schemars(range(min = 1, max = 100), extend("default" = HealthCheck::default().unhealthy_threshold))]
     pub unhealthy_threshold: Option<u32>,
     /// Status codes that pass: one code (200) or an inclusive range ("200-299").
-    #[schemars(extend("default" = "200-399"))]
+    #[schemars(extend("default" = status(HealthCheck::default().status)))]
     pub status: Option<StatusSpec>,
 }
 
@@ -303,13 +312,14 @@ pub(crate) struct RouteTable {
     pub service: String,
     /// Remove the route's path prefix before forwarding: on a "/api" route,
     /// a request for /api/users reaches the service as /users. Default false.
-    #[schemars(extend("default" = false))]
+    #[schemars(extend("default" = Route::DEFAULT_STRIP_PREFIX))]
     pub strip_prefix: Option<bool>,
     /// How long the service may take to start answering ("30s"); at most 1h; default 60s.
     pub timeout: Option<String>,
     /// How long connecting to a task may take ("2s"); at most 1h; default 5s.
     pub connect_timeout: Option<String>,
-    /// Largest request body ("10MiB"); larger ones get 413. At most 1TiB. Default 100MiB.
+    /// Largest request body ("10MiB"); larger ones get 413. At most 1TiB; default 100MiB
+    /// (the server's, like the two timeouts above).
     pub max_body: Option<RouteSize>,
 }
 
@@ -329,6 +339,128 @@ pub(crate) enum RouteSize {
     Bytes(u64),
     /// A size with a unit, e.g. "10MiB".
     Human(#[schemars(example = &"10MiB")] String),
+}
+
+/// A default duration as a file would write it ("10s", "2m").
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// A default status range as a file would write it ("200-399").
+fn status((low, high): (u16, u16)) -> String {
+    format!("{low}-{high}")
+}
+
+/// A table of `wharf.toml`, named after the struct that describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    Top,
+    Service,
+    Health,
+    Deploy,
+    Scale,
+    Route,
+    Job,
+}
+
+impl Table {
+    pub(crate) const ALL: [Table; 7] =
+        [Table::Top, Table::Service, Table::Health, Table::Deploy, Table::Scale, Table::Route, Table::Job];
+
+    /// The keys the table accepts, in declaration order, read from its
+    /// struct's derived `Deserialize` (so a new field is a new key).
+    pub(crate) fn keys(self) -> &'static [&'static str] {
+        match self {
+            Table::Top => fields::<File>(),
+            Table::Service => fields::<ServiceTable>(),
+            Table::Health => fields::<HealthTable>(),
+            Table::Deploy => fields::<DeployTable>(),
+            Table::Scale => fields::<ScaleTable>(),
+            Table::Route => fields::<RouteTable>(),
+            Table::Job => fields::<JobTable>(),
+        }
+    }
+
+    /// Where the table's properties are in [`json_schema`].
+    pub(crate) fn pointer(self) -> &'static str {
+        match self {
+            Table::Top => "/properties",
+            Table::Service => "/definitions/ServiceTable/properties",
+            Table::Health => "/definitions/HealthTable/properties",
+            Table::Deploy => "/definitions/DeployTable/properties",
+            Table::Scale => "/definitions/ScaleTable/properties",
+            Table::Route => "/definitions/RouteTable/properties",
+            Table::Job => "/definitions/JobTable/properties",
+        }
+    }
+
+    /// The inclusive range the description gives integer `key`: the
+    /// checker enforces the bounds the schema shows.
+    pub(crate) fn int_range(self, key: &str) -> (i64, i64) {
+        static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+        let property = SCHEMA
+            .get_or_init(json_schema)
+            .pointer(self.pointer())
+            .and_then(|p| p.get(key))
+            .filter(|p| p["type"] == "integer")
+            .unwrap_or_else(|| panic!("{self:?}.{key} is not an integer key of the description"));
+        let bound = |name: &str| property.get(name).and_then(serde_json::Value::as_i64);
+        (bound("minimum").unwrap_or(0), bound("maximum").unwrap_or(i64::MAX))
+    }
+
+    /// How the table is written in a file, for the key reference.
+    pub(crate) fn heading(self) -> &'static str {
+        match self {
+            Table::Top => "top level",
+            Table::Service => "[service.NAME]",
+            Table::Health => "[service.NAME] health = { ... }",
+            Table::Deploy => "[service.NAME] deploy = { ... }",
+            Table::Scale => "[service.NAME] scale = { ... }",
+            Table::Route => "[route] \"HOST/PATH\" = { ... }",
+            Table::Job => "[job.NAME]",
+        }
+    }
+}
+
+/// The field names serde's derive passes to `deserialize_struct`: asking a
+/// deserializer that stops right there gives them without a value to read.
+fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe;
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+    impl std::fmt::Display for Fields {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names only")
+        }
+    }
+    impl std::error::Error for Fields {}
+    impl serde::de::Error for Fields {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Fields(&[])
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for Probe {
+        type Error = Fields;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    match T::deserialize(Probe) {
+        Err(Fields(fields)) => fields,
+        Ok(_) => &[],
+    }
 }
 
 /// The JSON Schema (draft-07, which editors support best) of `wharf.toml`.
@@ -379,7 +511,6 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::check;
 
     fn properties(schema: &serde_json::Value, pointer: &str) -> BTreeSet<String> {
         schema
@@ -395,17 +526,209 @@ mod tests {
         keys.iter().map(|k| k.to_string()).collect()
     }
 
-    /// The validator and the schema must accept exactly the same keys.
+    /// The validator's key lists and the schema come from the same structs.
     #[test]
-    fn schema_keys_match_validator_keys() {
+    fn schema_keys_are_the_table_keys() {
         let schema = json_schema();
-        assert_eq!(properties(&schema, "/properties"), set(check::TOP_KEYS));
-        assert_eq!(properties(&schema, "/definitions/ServiceTable/properties"), set(check::SERVICE_KEYS));
-        assert_eq!(properties(&schema, "/definitions/HealthTable/properties"), set(check::HEALTH_KEYS));
-        assert_eq!(properties(&schema, "/definitions/DeployTable/properties"), set(crate::policy::DEPLOY_KEYS));
-        assert_eq!(properties(&schema, "/definitions/ScaleTable/properties"), set(crate::autoscale::SCALE_KEYS));
-        assert_eq!(properties(&schema, "/definitions/RouteTable/properties"), set(check::ROUTE_TABLE_KEYS));
-        assert_eq!(properties(&schema, "/definitions/JobTable/properties"), set(crate::job::JOB_KEYS));
+        for table in Table::ALL {
+            assert!(!table.keys().is_empty(), "{table:?} has no keys");
+            assert_eq!(properties(&schema, table.pointer()), set(table.keys()), "{table:?}");
+        }
+        // The order hints list them in.
+        assert_eq!(Table::Top.keys(), ["app", "service", "route", "job"]);
+        assert_eq!(&Table::Service.keys()[..3], ["command", "workdir", "port"]);
+    }
+
+    /// A file with `line` written inside a minimal `table`.
+    fn with_line(table: Table, line: &str) -> String {
+        let (before, after) = match table {
+            Table::Top => ("app = \"a\"\nservice.w.command = \"x\"\n", ""),
+            Table::Service => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n", ""),
+            Table::Health => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[service.w.health]\n", ""),
+            Table::Deploy => ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[service.w.deploy]\n", ""),
+            Table::Scale => (
+                "app = \"a\"\n[service.w]\ncommand = \"x\"\n[service.w.scale]\nmin = 1\nmax = 2\ntarget_cpu = 0.5\n",
+                "",
+            ),
+            Table::Route => {
+                ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[route.\"/\"]\nservice = \"w\"\n", "")
+            }
+            Table::Job => {
+                ("app = \"a\"\n[service.w]\ncommand = \"x\"\n[job.j]\nschedule = \"@daily\"\ncommand = \"y\"\n", "")
+            }
+        };
+        format!("{before}{line}\n{after}")
+    }
+
+    fn messages(text: &str) -> Vec<String> {
+        match crate::parse(text, "wharf.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics().iter().map(|d| d.message.clone()).collect(),
+        }
+    }
+
+    /// Every key the description knows is accepted by the checker in its
+    /// table (its value may be wrong, its name is not), and any other key is
+    /// rejected in every table.
+    #[test]
+    fn the_checker_takes_exactly_the_described_keys() {
+        for table in Table::ALL {
+            assert!(messages(&with_line(table, "")).is_empty(), "{table:?}: {:?}", messages(&with_line(table, "")));
+            for key in table.keys() {
+                let text = with_line(table, &format!("{key} = 1"));
+                let all = messages(&text);
+                if all.iter().any(|m| m.contains("duplicate key")) {
+                    continue; // the minimal table already sets it, so it is accepted
+                }
+                assert!(!all.iter().any(|m| m.starts_with("unknown key")), "{table:?}.{key}: {all:?}\n{text}");
+            }
+            let all = messages(&with_line(table, "zz_not_a_key = 1"));
+            assert!(all.iter().any(|m| m.starts_with("unknown key `zz_not_a_key`")), "{table:?}: {all:?}");
+        }
+    }
+
+    /// The defaults the schema shows are the ones the checker fills in:
+    /// writing each one out gives the same spec as leaving it out.
+    #[test]
+    fn schema_defaults_are_the_checkers_defaults() {
+        let schema = json_schema();
+        let mut checked = 0;
+        for table in Table::ALL {
+            let properties = schema.pointer(table.pointer()).and_then(|p| p.as_object()).unwrap();
+            let without = crate::parse(&with_line(table, ""), "wharf.toml").unwrap();
+            for (key, property) in properties {
+                let Some(default) = property.get("default") else { continue };
+                let written = match default {
+                    serde_json::Value::String(s) => format!("{s:?}"),
+                    other => other.to_string(),
+                };
+                let text = with_line(table, &format!("{key} = {written}"));
+                let with = crate::parse(&text, "wharf.toml").unwrap_or_else(|e| panic!("{table:?}.{key}: {e}"));
+                assert_eq!(with, without, "{table:?}.{key} = {written} is not what leaving it out gives");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 28, "only {checked} defaults in the schema");
+    }
+
+    /// A default the description's prose states ("Default \"5s\"."), as written.
+    fn prose_default(description: &str) -> Option<String> {
+        let rest = &description[description.find("Default ")? + "Default ".len()..];
+        let written = match rest.strip_prefix('"') {
+            Some(quoted) => format!("\"{}\"", &quoted[..quoted.find('"')?]),
+            None => rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '%')).next()?.to_string(),
+        };
+        (!written.is_empty()).then_some(written)
+    }
+
+    /// Where a description states a default in words ("Default 1."), it is
+    /// the declared one. A default the server chooses (a route's limits) is
+    /// written in lower case: "default 60s".
+    #[test]
+    fn prose_defaults_are_the_declared_defaults() {
+        let schema = json_schema();
+        let mut stated = 0;
+        for table in Table::ALL {
+            for (key, p) in schema.pointer(table.pointer()).and_then(|p| p.as_object()).unwrap() {
+                let Some(words) = p["description"].as_str().and_then(prose_default) else { continue };
+                let declared = p.get("default").map(crate::reference::toml_value);
+                assert_eq!(declared.as_deref(), Some(words.as_str()), "{table:?}.{key}: {}", p["description"]);
+                stated += 1;
+            }
+        }
+        assert!(stated >= 20, "only {stated} defaults stated in words");
+        assert_eq!(prose_default("Number of tasks. Default 1; 0 stops it."), Some("1".into()));
+        assert_eq!(prose_default("Default: unlimited."), None);
+    }
+
+    /// A file with `key = value` inside a minimal `table`, replacing the
+    /// minimal table's own line for `key` if it has one.
+    fn with_key(table: Table, key: &str, value: &str) -> String {
+        let text = with_line(table, "\u{0}");
+        let (before, after) = text.split_once('\u{0}').unwrap();
+        let own = before.rfind("\n[").map_or(0, |i| i + 1);
+        let kept: String = before[own..]
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} =")) && !l.starts_with(&format!("{key}.")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!("{}{kept}{key} = {value}{after}", &before[..own])
+    }
+
+    /// The JSON types a property allows, through `$ref`, `allOf` and `anyOf`.
+    fn types(root: &serde_json::Value, p: &serde_json::Value) -> Vec<String> {
+        if let Some(name) = p.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.rsplit('/').next()) {
+            return types(root, &root["definitions"][name]);
+        }
+        if let Some(list) = p.get("allOf").or_else(|| p.get("anyOf")).and_then(|l| l.as_array()) {
+            return list.iter().flat_map(|v| types(root, v)).collect();
+        }
+        p.get("type").and_then(|t| t.as_str()).map(str::to_string).into_iter().collect()
+    }
+
+    /// The checker rejects every value of a type the schema does not allow,
+    /// and integers outside the range it gives (and takes its ends); it
+    /// takes every choice the schema lists for a key, and nothing else.
+    #[test]
+    fn the_checker_enforces_the_described_types_and_ranges() {
+        let schema = json_schema();
+        let samples = [
+            ("string", "\"zz\"", "a string"),
+            ("integer", "7", "an integer"),
+            ("number", "0.5", "a float"),
+            ("boolean", "true", "a boolean"),
+            ("array", "[\"zz\"]", "an array"),
+            ("object", "{}", "a table"),
+        ];
+        let mut checked = 0;
+        for table in Table::ALL {
+            for key in table.keys() {
+                let p = &schema.pointer(table.pointer()).unwrap()[*key];
+                let allowed = types(&schema, p);
+                assert!(!allowed.is_empty(), "{table:?}.{key} has no type");
+                for (ty, written, found) in samples {
+                    if allowed.iter().any(|a| a == ty || (ty == "integer" && a == "number")) {
+                        continue;
+                    }
+                    let all = messages(&with_key(table, key, written));
+                    assert!(
+                        all.iter().any(|m| m.ends_with(&format!("found {found}"))),
+                        "{table:?}.{key} = {written} is not refused for its type, but the schema allows {allowed:?}: {all:?}"
+                    );
+                    checked += 1;
+                }
+                for choice in p.get("enum").and_then(|e| e.as_array()).into_iter().flatten() {
+                    let written = crate::reference::toml_value(choice);
+                    let all = messages(&with_key(table, key, &written));
+                    assert!(all.is_empty(), "{table:?}.{key} = {written} is in the schema's enum: {all:?}");
+                    let all = messages(&with_key(table, key, "\"zz\""));
+                    assert!(
+                        all.iter().any(|m| m.contains(key)),
+                        "{table:?}.{key} = \"zz\" is not in the enum: {all:?}"
+                    );
+                    checked += 1;
+                }
+                if p["type"] != "integer" {
+                    continue;
+                }
+                let (min, max) = table.int_range(key);
+                let out_of_range = |n: i64| {
+                    messages(&with_key(table, key, &n.to_string())).iter().any(|m| {
+                        m.contains("must be an integer")
+                            || m.contains("must be at most")
+                            || m.contains("must be a non-negative")
+                    })
+                };
+                assert!(out_of_range(min - 1), "{table:?}.{key} = {} is accepted", min - 1);
+                assert!(!out_of_range(min), "{table:?}.{key} = {min} is refused");
+                if max < i64::MAX {
+                    assert!(out_of_range(max + 1), "{table:?}.{key} = {} is accepted", max + 1);
+                    assert!(!out_of_range(max), "{table:?}.{key} = {max} is refused");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 200, "only {checked} checks");
     }
 
     #[test]

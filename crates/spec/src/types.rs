@@ -79,6 +79,14 @@ pub struct ScalePolicy {
     pub cooldown: Duration,
 }
 
+/// What a `scale` table gets for the keys it leaves out (`cooldown`
+/// defaults to the `period`); the JSON Schema shows the same values.
+impl ScalePolicy {
+    pub const DEFAULT_DATAPOINTS: u32 = 3;
+    pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
+    pub const DEFAULT_STEP: u32 = 1;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScaleRule {
@@ -183,7 +191,14 @@ pub enum Balance {
     RoundRobin,
 }
 
+/// What a service gets for the keys it leaves out; the JSON Schema shows
+/// the same values as its defaults.
 impl Service {
+    pub const DEFAULT_WORKDIR: &'static str = ".";
+    pub const DEFAULT_REPLICAS: u32 = 1;
+    pub const DEFAULT_STOP_SIGNAL: &'static str = "SIGTERM";
+    pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
     pub fn is_web(&self) -> bool {
         self.port.is_some()
     }
@@ -244,4 +259,8 @@ pub struct Route {
     /// Largest request body in bytes.
     #[serde(default)]
     pub max_body: Option<u64>,
+}
+
+impl Route {
+    pub const DEFAULT_STRIP_PREFIX: bool = false;
 }
