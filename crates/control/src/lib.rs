@@ -43,3 +43,5 @@ pub use scheduler::{JobView, GRACE as JOB_GRACE, RUNS_KEPT as JOB_RUNS_KEPT};
 pub use store_health::{StoreHealth, StoreHealthState, StoreOp};
 pub use top::{TopService, TopView};
 pub use views::{AppView, ServiceView, StatusView, TaskView};
+/// The cause inside [`ControlError::Store`], for callers that answer each kind differently.
+pub use wharf_store::StoreError;
