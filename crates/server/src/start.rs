@@ -35,11 +35,7 @@ pub struct Running {
     pub api_url: String,
     pub http: SocketAddr,
     stop_tx: watch::Sender<bool>,
-    /// Proxy workers: threads of their own, so the control plane can never
-    /// take a request's CPU time.
-    proxy_threads: Vec<std::thread::JoinHandle<()>>,
-    api_task: tokio::task::JoinHandle<()>,
-    admin_task: Option<tokio::task::JoinHandle<()>>,
+    serving: Serving,
     exporters: Vec<Exporter>,
     snapshot_task: tokio::task::JoinHandle<()>,
     dns: Option<wharf_dns::Responder>,
@@ -94,6 +90,31 @@ struct Addresses {
     dns: Option<SocketAddr>,
 }
 
+impl Addresses {
+    fn of(
+        l: &Listeners,
+        internal: Option<SocketAddr>,
+        dns: Option<&wharf_dns::Responder>,
+    ) -> Result<Addresses, ServerError> {
+        Ok(Addresses {
+            http: l.http_addr()?,
+            api_url: format!("http://{}", l.api.local_addr()?),
+            metrics_url: l.admin.as_ref().and_then(|l| l.local_addr().ok()).map(|a| format!("http://{a}/metrics")),
+            internal,
+            dns: dns.map(|d| d.local_addr()),
+        })
+    }
+}
+
+/// What serves requests once the controller runs.
+struct Serving {
+    /// Proxy workers: threads of their own, so the control plane can never
+    /// take a request's CPU time.
+    proxy_threads: Vec<std::thread::JoinHandle<()>>,
+    api: tokio::task::JoinHandle<()>,
+    admin: Option<tokio::task::JoinHandle<()>>,
+}
+
 /// Proxy worker runtimes, shut down without blocking if the start fails
 /// half-way (dropping a runtime inside another one panics).
 struct Runtimes(Vec<tokio::runtime::Runtime>);
@@ -131,26 +152,9 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
     let runtimes = worker_runtimes(opts.proxy_threads.max(1))?;
     let internal = listeners.internal_addr()?;
     let dns = enable_discovery(&ctl, &proxy, internal, &runtimes, &stop_rx, opts.dns, &logs)?;
-    if let Some(scale) = opts.clock_scale {
-        ctl.use_clock(Arc::new(wharf_control::ScaledClock::new(scale)));
-    }
-    // Re-adopts the tasks: the proxy's listeners are bound, so they serve
-    // the moment their first health check passes.
-    ctl.start().await?;
-    let addrs = Addresses {
-        http: listeners.http_addr()?,
-        api_url: format!("http://{}", listeners.api.local_addr()?),
-        metrics_url: listeners.admin.as_ref().and_then(|l| l.local_addr().ok()).map(|a| format!("http://{a}/metrics")),
-        internal,
-        dns: dns.as_ref().map(|d| d.local_addr()),
-    };
-    let proxy_threads = spawn_proxy_workers(&proxy, listeners.http, listeners.internal, runtimes, &stop_rx)?;
-    // The API and metrics listeners get the proxy's header timeout and stall bound.
-    let limits = (opts.proxy.header_timeout, opts.proxy.body_timeout);
-    let api_task = serve(listeners.api, wharf_api::router(ctl.clone(), dir.token), limits, stop_rx);
-    let admin_task = listeners
-        .admin
-        .map(|l| serve(l, crate::metrics::router(proxy.clone(), ctl.clone()), limits, stop_tx.subscribe()));
+    start_controller(&ctl, opts.clock_scale).await?;
+    let addrs = Addresses::of(&listeners, internal, dns.as_ref())?;
+    let serving = start_serving(&opts, &ctl, &proxy, listeners, runtimes, dir.token, &stop_tx)?;
     write_address_files(&dir.path, &addrs)?;
     let snapshot_task = store.snapshots.start(stop_tx.subscribe(), logs.clone());
     announce(&logs, &dir.path, &addrs, &opts);
@@ -159,9 +163,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
         api_url: addrs.api_url,
         http: addrs.http,
         stop_tx,
-        proxy_threads,
-        api_task,
-        admin_task,
+        serving,
         exporters,
         snapshot_task,
         dns,
@@ -343,6 +345,36 @@ fn start_dns(
     }
 }
 
+/// Sets the clock and starts the controller, which re-adopts the tasks:
+/// the proxy's listeners are bound by now, so they serve the moment their
+/// first health check passes.
+async fn start_controller(ctl: &Arc<Controller>, clock_scale: Option<f64>) -> Result<(), ServerError> {
+    if let Some(scale) = clock_scale {
+        ctl.use_clock(Arc::new(wharf_control::ScaledClock::new(scale)));
+    }
+    Ok(ctl.start().await?)
+}
+
+/// Starts the proxy workers, the API and the metrics endpoint on their
+/// listeners, until the stop.
+fn start_serving(
+    opts: &ServerOptions,
+    ctl: &Arc<Controller>,
+    proxy: &Arc<Proxy>,
+    listeners: Listeners,
+    runtimes: Runtimes,
+    token: String,
+    stop: &watch::Sender<bool>,
+) -> Result<Serving, ServerError> {
+    let proxy_threads = spawn_proxy_workers(proxy, listeners.http, listeners.internal, runtimes, &stop.subscribe())?;
+    // The API and metrics listeners get the proxy's header timeout and stall bound.
+    let limits = (opts.proxy.header_timeout, opts.proxy.body_timeout);
+    let api = serve(listeners.api, wharf_api::router(ctl.clone(), token), limits, stop.subscribe());
+    let admin =
+        listeners.admin.map(|l| serve(l, crate::metrics::router(proxy.clone(), ctl.clone()), limits, stop.subscribe()));
+    Ok(Serving { proxy_threads, api, admin })
+}
+
 /// One thread per proxy worker, each with its own runtime serving its own
 /// sockets (external, and internal when discovery is on) until the stop.
 fn spawn_proxy_workers(
@@ -464,15 +496,15 @@ impl Running {
             let _ = tokio::task::spawn_blocking(move || dns.stop()).await;
         }
         let _ = self.stop_tx.send(true);
-        let threads = self.proxy_threads;
+        let threads = self.serving.proxy_threads;
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).for_each(drop)).await;
         // Followed log streams never end by themselves: give open API calls a
         // moment, then close them.
-        let mut api = self.api_task;
+        let mut api = self.serving.api;
         if tokio::time::timeout(Duration::from_secs(2), &mut api).await.is_err() {
             api.abort();
         }
-        if let Some(t) = self.admin_task {
+        if let Some(t) = self.serving.admin {
             let _ = t.await;
         }
         // The last snapshot has the state the tasks were stopped in.
