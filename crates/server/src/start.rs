@@ -518,3 +518,41 @@ impl Running {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task_user::Unreachable;
+
+    fn options(data: &Path) -> ServerOptions {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut opts = ServerOptions::new(data.to_path_buf(), any, any);
+        opts.proxy_threads = 1;
+        opts.admin = Some(any);
+        opts.internal = Listen::Off;
+        opts.dns = Listen::Off;
+        opts.unreachable = Unreachable::RunAsServer;
+        opts
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_started_server_says_where_it_listens_holds_its_data_dir_and_cleans_up_at_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let running = start(options(&data)).await.unwrap();
+        let read = |f: &str| std::fs::read_to_string(data.join(f)).ok();
+        assert_eq!(read(API_URL_FILE), Some(running.api_url.clone()));
+        assert_eq!(read(PROXY_URL_FILE), Some(format!("http://{}", running.http)));
+        assert!(read(METRICS_URL_FILE).is_some_and(|u| u.ends_with("/metrics")));
+        assert_eq!(read(INTERNAL_URL_FILE), None, "discovery is off");
+
+        assert!(crate::store::running_server(&data).is_some());
+        let second = start(options(&data)).await.err().expect("a second server on the same data is refused");
+        assert!(matches!(second, ServerError::Refused(_)), "{second:?}");
+        assert!(second.to_string().starts_with("another wharf server is already running"), "{second}");
+
+        running.stop().await;
+        assert_eq!((read(API_URL_FILE), read(PROXY_URL_FILE), read("server.pid")), (None, None, None));
+        assert_eq!(crate::store::running_server(&data), None, "the lock went with it");
+    }
+}

@@ -118,7 +118,7 @@ pub fn list(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The pid of the server using `data`, if one runs (it holds the lock).
-fn running_server(data: &Path) -> Option<String> {
+pub(crate) fn running_server(data: &Path) -> Option<String> {
     let f = std::fs::OpenOptions::new().write(true).open(data.join("server.lock")).ok()?;
     // SAFETY: flock on a descriptor we own; released when `f` is closed.
     let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
@@ -271,4 +271,50 @@ pub fn restore(
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).context("cannot sync the restored store")?;
     std::fs::rename(&tmp, &live).with_context(|| format!("cannot put the snapshot at {}", live.display()))?;
     Ok(Restored { store: live, from: snap, records: digest.keys, kept })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_store::{Op, Store};
+
+    #[tokio::test]
+    async fn a_damaged_store_is_named_and_the_newest_good_snapshot_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let store = RedbStore::open(&data.join(STORE_FILE)).unwrap();
+        store.apply(vec![Op::Put { key: "apps/shop".into(), value: b"{}".to_vec() }]).await.unwrap();
+        let snapshots = Snapshots::new(data, store.clone(), DEFAULT_EVERY);
+        let (snap, digest) = snapshots.take().unwrap().expect("a first snapshot");
+        assert!(snapshots.take().unwrap().is_none(), "an unchanged store is not snapshotted again");
+        drop((snapshots, store));
+
+        let good = check(data).unwrap();
+        assert!(matches!(good.live, LiveCheck::Checked(FileCheck::Ok { .. })), "{good:?}");
+        assert!(!good.failed());
+
+        std::fs::write(data.join(STORE_FILE), b"not a store").unwrap();
+        let damaged = check(data).unwrap();
+        assert!(matches!(damaged.live, LiveCheck::Checked(FileCheck::Damaged(_))), "{damaged:?}");
+        assert!(damaged.failed() && damaged.damaged());
+        let ok = FileCheck::Ok { records: digest.keys, sha256: digest.sha256.clone() };
+        assert_eq!(damaged.snapshots, vec![(snap.clone(), ok)]);
+
+        let mut skipped = Vec::new();
+        let r = restore(data, None, |p, _| skipped.push(p.to_path_buf())).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!((r.from, r.records), (snap, digest.keys));
+        let kept = r.kept.expect("the damaged file is kept");
+        assert_eq!(std::fs::read(kept).unwrap(), b"not a store");
+        assert_eq!(verify_file(&data.join(STORE_FILE)).unwrap(), digest);
+    }
+
+    #[test]
+    fn a_restore_without_snapshots_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STORE_FILE), b"damaged").unwrap();
+        let err = restore(dir.path(), None, |_, _| {}).unwrap_err();
+        assert!(err.to_string().starts_with("no snapshots in"), "{err}");
+        assert_eq!(std::fs::read(dir.path().join(STORE_FILE)).unwrap(), b"damaged");
+    }
 }
