@@ -290,15 +290,15 @@ async fn deployments(State(st): State<ApiState>, q: QueryOf<DeploymentsQuery>) -
 }
 
 pub(crate) fn control_error(e: wharf_control::ControlError) -> Response {
-    use wharf_control::ControlError;
+    use wharf_control::{ControlError, StoreError};
     match e {
         ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
         ControlError::Invalid(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
         ControlError::Busy(m) => error(StatusCode::CONFLICT, "busy", m),
-        ControlError::Store(e @ wharf_store::StoreError::DiskFull(_)) => {
+        ControlError::Store(e @ StoreError::DiskFull(_)) => {
             error(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
         }
-        ControlError::Store(e @ (wharf_store::StoreError::Io(_) | wharf_store::StoreError::Damaged { .. })) => {
+        ControlError::Store(e @ (StoreError::Io(_) | StoreError::Damaged { .. })) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
         }
         e => internal(e),

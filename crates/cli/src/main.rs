@@ -4,11 +4,8 @@ mod client;
 mod discovery;
 mod jobs;
 mod output;
-mod ports;
 mod runs;
-mod server;
 mod store;
-mod task_user;
 mod top;
 
 use std::net::SocketAddr;
@@ -17,6 +14,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+// The server is assembled by its own crate; the commands know it by these names.
+use wharf_server as server;
+use wharf_server::task_user;
 
 #[derive(Parser)]
 #[command(name = "wharf", version, about = "Run web apps in production from one wharf.toml", propagate_version = true)]

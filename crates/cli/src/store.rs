@@ -1,263 +1,80 @@
-//! The store's safety net: verified snapshots the server takes by itself,
-//! and `wharf store check` / `wharf store restore` to use them when the
-//! store file is damaged.
+//! `wharf store check` and `wharf store restore`: the server crate does
+//! the work, this prints it.
 
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context, Result};
-use serde_json::json;
-use wharf_logs::{Level, LogStream, Record};
-use wharf_store::{verify_file, RedbStore, StoreDigest};
+use anyhow::Result;
+use serde_json::{json, Value};
+use wharf_server::store::{FileCheck, LiveCheck};
 
-use crate::server::STORE_FILE;
-
-/// Snapshots live here, in the data directory.
-pub const SNAPSHOT_DIR: &str = "snapshots";
-/// How many snapshots are kept (the newest).
-const KEEP: usize = 10;
-/// How often the server looks for changes to snapshot, by default.
-pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
-
-/// Takes a snapshot at start, every `every` when the store changed, and at
-/// a graceful stop.
-pub struct Snapshots {
-    dir: PathBuf,
-    store: RedbStore,
-    every: Duration,
-    /// What the newest snapshot holds, read from its file once, then kept,
-    /// so an unchanged store costs one read of the store, not two.
-    newest: std::sync::Mutex<Option<StoreDigest>>,
-}
-
-impl Snapshots {
-    pub fn new(data: &Path, store: RedbStore, every: Duration) -> Snapshots {
-        Snapshots { dir: data.join(SNAPSHOT_DIR), store, every, newest: Default::default() }
-    }
-
-    /// Runs until `stop`, then takes a last snapshot; await the handle to
-    /// know it is written.
-    pub fn start(self, mut stop: tokio::sync::watch::Receiver<bool>, logs: LogStream) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let this = std::sync::Arc::new(self);
-            let mut last = false;
-            loop {
-                let t = this.clone();
-                match tokio::task::spawn_blocking(move || t.take()).await {
-                    Ok(Ok(Some((path, d)))) => {
-                        let msg = format!("store snapshot {} ({} records, verified)", path.display(), d.keys);
-                        logs.append(Record::event("store.snapshot", Level::Info, msg));
-                    }
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => {
-                        let msg = format!("cannot take a store snapshot: {e:#}");
-                        logs.append(Record::event("store.snapshot_failed", Level::Warn, msg));
-                    }
-                    Err(e) => tracing::warn!("store snapshot task failed: {e}"),
-                }
-                if last {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(this.every) => {}
-                    _ = stop.wait_for(|s| *s) => last = true,
-                }
-            }
-        })
-    }
-
-    /// A new snapshot if the store differs from the newest one.
-    fn take(&self) -> Result<Option<(PathBuf, StoreDigest)>> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
-        // Copies of the store: the server's alone, like the store itself.
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict {}", self.dir.display()))?;
-        let now = self.store.digest()?;
-        if now.keys == 0 {
-            // Nothing to lose yet; an empty snapshot would only be a trap for a restore.
-            return Ok(None);
-        }
-        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-        if newest.is_none() {
-            *newest = list(&self.dir).first().and_then(|p| verify_file(p).ok());
-        }
-        if newest.as_ref() == Some(&now) {
-            return Ok(None);
-        }
-        let path = self.dir.join(format!("store-{}.redb", stamp(SystemTime::now())));
-        let d = self.store.snapshot_to(&path)?;
-        *newest = Some(d.clone());
-        for old in list(&self.dir).into_iter().skip(KEEP) {
-            let _ = std::fs::remove_file(old);
-        }
-        Ok(Some((path, d)))
+fn describe(f: &FileCheck) -> Value {
+    match f {
+        FileCheck::Ok { records, sha256 } => json!({ "ok": true, "records": records, "sha256": sha256 }),
+        FileCheck::Damaged(error) => json!({ "ok": false, "damaged": true, "error": error }),
+        FileCheck::Unreadable(error) => json!({ "ok": false, "damaged": false, "error": error }),
     }
 }
 
-/// `20261201T180501Z`: sorts by time, and is a plain file name.
-fn stamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string().replace(['-', ':'], "")
-}
-
-/// Snapshot files, newest first.
-pub fn list(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            name.starts_with("store-") && name.ends_with(".redb")
-        })
-        .collect();
-    v.sort();
-    v.reverse();
-    v
-}
-
-/// The pid of the server using `data`, if one runs (it holds the lock).
-fn running_server(data: &Path) -> Option<String> {
-    let f = std::fs::OpenOptions::new().write(true).open(data.join("server.lock")).ok()?;
-    // SAFETY: flock on a descriptor we own; released when `f` is closed.
-    let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    if free {
-        return None;
-    }
-    Some(std::fs::read_to_string(data.join("server.pid")).unwrap_or_default().trim().to_string())
-}
-
-fn describe(r: &Result<StoreDigest, wharf_store::StoreError>) -> serde_json::Value {
-    match r {
-        Ok(d) => json!({ "ok": true, "records": d.keys, "sha256": d.sha256 }),
-        // Only a file that cannot be read is damaged; I/O trouble (permissions,
-        // a file in use) is said as it is.
-        Err(e) => json!({
-            "ok": false,
-            "damaged": matches!(e, wharf_store::StoreError::Damaged { .. }),
-            "error": e.to_string().lines().next().unwrap_or_default(),
-        }),
-    }
-}
-
-/// `wharf store check`: the live store (when no server has it open) and
-/// every snapshot, each read whole.
+/// `wharf store check`.
 pub fn check(data: &Path, json_out: bool) -> Result<ExitCode> {
-    if !data.exists() {
-        bail!("no data directory at {}\n  hint: pass --data DIR (the server's data directory)", data.display());
-    }
-    let live_path = data.join(STORE_FILE);
-    let server = running_server(data);
-    let live = match &server {
-        Some(pid) => json!({ "ok": null, "in_use_by": pid, "note": "the running server verified it when it started" }),
-        None if !live_path.exists() => json!({ "ok": null, "note": "no store yet" }),
-        None => describe(&verify_file(&live_path)),
-    };
-    let snaps: Vec<serde_json::Value> = list(&data.join(SNAPSHOT_DIR))
-        .iter()
-        .map(|p| {
-            let mut v = describe(&verify_file(p));
-            v["path"] = json!(p.display().to_string());
-            v
-        })
-        .collect();
-    let bad = live["ok"] == false;
-    let damaged = live["damaged"] == true;
+    let c = wharf_server::store::check(data)?;
+    let store = c.store.display();
     if json_out {
-        println!("{}", json!({ "store": live_path.display().to_string(), "live": live, "snapshots": snaps }));
+        let live = match &c.live {
+            LiveCheck::InUse { pid } => {
+                json!({ "ok": null, "in_use_by": pid, "note": "the running server verified it when it started" })
+            }
+            LiveCheck::Missing => json!({ "ok": null, "note": "no store yet" }),
+            LiveCheck::Checked(f) => describe(f),
+        };
+        let snaps: Vec<Value> = c
+            .snapshots
+            .iter()
+            .map(|(p, f)| {
+                let mut v = describe(f);
+                v["path"] = json!(p.display().to_string());
+                v
+            })
+            .collect();
+        println!("{}", json!({ "store": store.to_string(), "live": live, "snapshots": snaps }));
     } else {
-        match (&server, &live["ok"]) {
-            (Some(pid), _) => println!(
-                "store {}: in use by the running server (pid {pid}), verified when it started",
-                live_path.display()
-            ),
-            (None, serde_json::Value::Bool(true)) => {
-                println!("store {}: ok, {} records", live_path.display(), live["records"])
+        match &c.live {
+            LiveCheck::InUse { pid } => {
+                println!("store {store}: in use by the running server (pid {pid}), verified when it started")
             }
-            (None, serde_json::Value::Bool(false)) if live["damaged"] == true => {
-                println!("store {}: DAMAGED: {}", live_path.display(), live["error"].as_str().unwrap_or(""))
-            }
-            (None, serde_json::Value::Bool(false)) => {
-                println!("store {}: cannot check: {}", live_path.display(), live["error"].as_str().unwrap_or(""))
-            }
-            _ => println!("store {}: none yet", live_path.display()),
+            LiveCheck::Checked(FileCheck::Ok { records, .. }) => println!("store {store}: ok, {records} records"),
+            LiveCheck::Checked(FileCheck::Damaged(e)) => println!("store {store}: DAMAGED: {e}"),
+            LiveCheck::Checked(FileCheck::Unreadable(e)) => println!("store {store}: cannot check: {e}"),
+            LiveCheck::Missing => println!("store {store}: none yet"),
         }
-        if snaps.is_empty() {
-            println!("no snapshots in {}", data.join(SNAPSHOT_DIR).display());
+        if c.snapshots.is_empty() {
+            println!("no snapshots in {}", c.snapshot_dir.display());
         }
-        for s in &snaps {
-            match s["ok"] {
-                serde_json::Value::Bool(true) => {
-                    println!("snapshot {}: ok, {} records", s["path"].as_str().unwrap_or(""), s["records"])
-                }
-                _ => println!(
-                    "snapshot {}: DAMAGED: {}",
-                    s["path"].as_str().unwrap_or(""),
-                    s["error"].as_str().unwrap_or("")
-                ),
+        for (p, f) in &c.snapshots {
+            match f {
+                FileCheck::Ok { records, .. } => println!("snapshot {}: ok, {records} records", p.display()),
+                FileCheck::Damaged(e) | FileCheck::Unreadable(e) => println!("snapshot {}: DAMAGED: {e}", p.display()),
             }
         }
-        if damaged {
+        if c.damaged() {
             println!("hint: with the server stopped, `wharf store restore` puts the newest good snapshot back");
         }
     }
-    Ok(if bad { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if c.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// `wharf store restore [SNAPSHOT]`: the newest snapshot that reads whole
-/// (or the one given) becomes the store; the old file is kept beside it.
+/// `wharf store restore [SNAPSHOT]`.
 pub fn restore(data: &Path, from: Option<PathBuf>, json_out: bool) -> Result<ExitCode> {
-    if let Some(pid) = running_server(data) {
-        bail!(
-            "a wharf server (pid {pid}) is using {}\n  hint: stop it first; the restore needs the store closed",
-            data.display()
-        );
-    }
-    let candidates = match from {
-        Some(p) => vec![p],
-        None => list(&data.join(SNAPSHOT_DIR)),
-    };
-    if candidates.is_empty() {
-        bail!(
-            "no snapshots in {}\n  hint: without a snapshot, move {} away to start with no apps (running tasks are then stopped)",
-            data.join(SNAPSHOT_DIR).display(),
-            data.join(STORE_FILE).display()
-        );
-    }
-    let mut chosen = None;
-    for p in &candidates {
-        match verify_file(p) {
-            Ok(d) => {
-                chosen = Some((p.clone(), d));
-                break;
-            }
-            Err(e) => eprintln!("skipping snapshot {}: {}", p.display(), e.to_string().lines().next().unwrap_or("")),
-        }
-    }
-    let Some((snap, digest)) = chosen else { bail!("no snapshot reads whole; nothing was changed") };
-    let live = data.join(STORE_FILE);
-    let kept = if live.exists() {
-        let aside = data.join(format!("{STORE_FILE}.damaged-{}", stamp(SystemTime::now())));
-        std::fs::rename(&live, &aside).with_context(|| format!("cannot move {} aside", live.display()))?;
-        Some(aside)
-    } else {
-        None
-    };
-    let tmp = data.join(format!("{STORE_FILE}.restoring"));
-    std::fs::copy(&snap, &tmp).with_context(|| format!("cannot copy {}", snap.display()))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).context("cannot sync the restored store")?;
-    std::fs::rename(&tmp, &live).with_context(|| format!("cannot put the snapshot at {}", live.display()))?;
+    let r = wharf_server::store::restore(data, from, |p, why| eprintln!("skipping snapshot {}: {why}", p.display()))?;
     if json_out {
         println!(
             "{}",
-            json!({ "restored": snap.display().to_string(), "records": digest.keys, "kept": kept.map(|k| k.display().to_string()) })
+            json!({ "restored": r.from.display().to_string(), "records": r.records, "kept": r.kept.map(|k| k.display().to_string()) })
         );
     } else {
-        println!("restored {} from {} ({} records)", live.display(), snap.display(), digest.keys);
-        if let Some(k) = kept {
+        println!("restored {} from {} ({} records)", r.store.display(), r.from.display(), r.records);
+        if let Some(k) = r.kept {
             println!("the previous file is kept as {}", k.display());
         }
         println!("start the server again; it re-adopts the running tasks");

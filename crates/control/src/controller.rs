@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 use wharf_logs::{Level, LogStream, Record};
 use wharf_proxy::Proxy;
-use wharf_runtime::{Driver, DriverEvent, ExitInfo, LogSink, OutputStream, TaskSpec};
+use wharf_runtime::{Driver, DriverEvent, ExitInfo, TaskSpec};
 use wharf_store::{Db, EventRecord, Revision, StoreError};
 
 use crate::health::{HealthClient, TaskHealth};
@@ -39,7 +39,8 @@ pub struct ControlConfig {
     pub logs: LogStream,
     pub driver: Arc<dyn Driver>,
     pub proxy: Arc<Proxy>,
-    /// Shared with the store wrapper that times operations ([`crate::TimedStore`]).
+    /// Counters and the store's health; the server's store wrapper reports
+    /// into [`crate::ServerMetrics::store_health`].
     pub metrics: Arc<crate::ServerMetrics>,
     /// The account tasks run as; None: the server's own.
     pub task_user: Option<wharf_runtime::TaskUser>,
@@ -489,24 +490,6 @@ const SIGNALS: [(&str, i32); 10] = [
 
 pub(crate) fn signal_number(name: &str) -> i32 {
     SIGNALS.iter().find(|(n, _)| *n == name).map_or(libc::SIGTERM, |(_, s)| *s)
-}
-
-/// Task output goes into the log stream, one record per line.
-pub struct StreamSink(pub LogStream);
-
-impl LogSink for StreamSink {
-    fn line(&self, task: &TaskSpec, stream: OutputStream, line: &[u8]) {
-        let source = match stream {
-            OutputStream::Stdout => wharf_logs::Source::Stdout,
-            OutputStream::Stderr => wharf_logs::Source::Stderr,
-        };
-        let mut r = Record::new(source, wharf_logs::escape_bytes(line));
-        r.app = Some(task.app.clone());
-        r.service = Some(task.service.clone());
-        r.revision = Some(task.revision);
-        r.task = Some(task.id.clone());
-        self.0.append(r);
-    }
 }
 
 pub(crate) fn now_ms() -> u64 {

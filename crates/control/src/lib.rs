@@ -5,7 +5,6 @@
 //! from the store and from observation, never from remembered intent, so the
 //! server can be killed at any point and converge again on restart.
 
-mod access;
 mod autoscaler;
 mod clock;
 mod controller;
@@ -24,15 +23,14 @@ mod rollout;
 mod routes;
 mod scale;
 mod scheduler;
-mod store_timing;
+mod store_health;
 mod top;
 mod traffic;
 mod views;
 
-pub use access::{access_sink, AccessSink};
 pub use autoscaler::{AutoscaleView, Datapoint, Decision};
 pub use clock::{Clock, ScaledClock, SystemClock, TestClock};
-pub use controller::{ControlConfig, ControlError, Controller, StreamSink};
+pub use controller::{ControlConfig, ControlError, Controller};
 pub use deploy::{DeployError, DeployReport, ServiceReport};
 pub use destroy::DestroyReport;
 pub use discovery::DiscoveryConfig;
@@ -42,6 +40,8 @@ pub use oneoff::{RunEnded, RunStarted};
 pub use plan::{Plan, ServicePlan};
 pub use rollback::RevisionView;
 pub use scheduler::{JobView, GRACE as JOB_GRACE, RUNS_KEPT as JOB_RUNS_KEPT};
-pub use store_timing::TimedStore;
+pub use store_health::{StoreHealth, StoreHealthState, StoreOp};
 pub use top::{TopService, TopView};
 pub use views::{AppView, ServiceView, StatusView, TaskView};
+/// The cause inside [`ControlError::Store`], for callers that answer each kind differently.
+pub use wharf_store::StoreError;

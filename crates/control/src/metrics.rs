@@ -17,7 +17,7 @@ use wharf_runtime::TaskState;
 
 use crate::controller::Controller;
 use crate::health::Health;
-use crate::store_timing::{op_histograms, OpHistograms};
+use crate::store_health::StoreHealth;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
@@ -61,30 +61,24 @@ const STATES: [(TaskState, &str); 5] = [
 ];
 
 /// Metrics counted as things happen (the rest is read at scrape time).
+#[derive(Default)]
 pub struct ServerMetrics {
-    pub(crate) store_latency: OpHistograms,
     /// Task restarts since the server started.
     pub(crate) restarts: Counter,
-    /// Whether store operations fail (shared with [`crate::TimedStore`]).
-    pub(crate) store_health: Arc<crate::store_timing::StoreHealth>,
+    /// How store operations go; the server's store wrapper reports into it.
+    pub(crate) store_health: Arc<StoreHealth>,
     exports: Mutex<Vec<Arc<ExportStats>>>,
-}
-
-impl Default for ServerMetrics {
-    fn default() -> Self {
-        ServerMetrics {
-            store_latency: op_histograms(),
-            restarts: Counter::default(),
-            store_health: Arc::default(),
-            exports: Mutex::default(),
-        }
-    }
 }
 
 impl ServerMetrics {
     /// Adds an export's counters to the metrics.
     pub fn add_export(&self, stats: Arc<ExportStats>) {
         self.exports.lock().unwrap().push(stats);
+    }
+
+    /// Where a store wrapper reports each operation's time and outcome.
+    pub fn store_health(&self) -> Arc<StoreHealth> {
+        self.store_health.clone()
     }
 }
 
@@ -127,7 +121,7 @@ impl Controller {
         registry.register(
             "store_operation_duration_seconds",
             "Time of store operations, by operation (get, list, apply)",
-            self.metrics.store_latency.clone(),
+            self.metrics.store_health.latency.clone(),
         );
         let store = self.metrics.store_health.snapshot();
         let store_errors = Counter::<u64>::default();

@@ -5,8 +5,9 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{bail, Result};
 use wharf_runtime::TaskUser;
+
+use crate::error::ServerError;
 
 /// The default account for tasks of a root server.
 pub const DEFAULT: &str = "nobody";
@@ -22,10 +23,10 @@ pub enum Unreachable {
 }
 
 /// The account for tasks: None runs them as the server's own user.
-pub fn resolve(asked: Option<&str>, data: &Path, unreachable: Unreachable) -> Result<Option<TaskUser>> {
+pub fn resolve(asked: Option<&str>, data: &Path, unreachable: Unreachable) -> Result<Option<TaskUser>, ServerError> {
     let user = match asked {
         Some(name) => TaskUser::resolve(name).map_err(|e| {
-            anyhow::anyhow!("--task-user {name}: {e}\n  hint: leave --task-user out (a root server runs tasks as `{DEFAULT}`, another as itself)")
+            ServerError::Refused(format!("--task-user {name}: {e}\n  hint: leave --task-user out (a root server runs tasks as `{DEFAULT}`, another as itself)"))
         })?,
         None if !wharf_runtime::running_as_root() => None,
         // `nobody` exists nearly everywhere; where not, its usual ids.
@@ -46,9 +47,9 @@ pub fn resolve(asked: Option<&str>, data: &Path, unreachable: Unreachable) -> Re
             std::fs::metadata(&blocked).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0)
         );
         match unreachable {
-            Unreachable::Refuse => bail!(
+            Unreachable::Refuse => return Err(ServerError::Refused(format!(
                 "{why}\n  hint: put the data directory where others may pass (--data /var/lib/wharf), or run tasks as root with --task-user root (they can then read the API token)"
-            ),
+            ))),
             Unreachable::RunAsServer => {
                 eprintln!("wharf: warning: {why}; tasks run as root instead (move the app out of that directory to run them as `{}`)", user.name);
                 return Ok(None);
@@ -80,7 +81,7 @@ fn unreachable_dir(dir: &Path, user: &TaskUser) -> Option<std::path::PathBuf> {
 }
 
 /// Sets `path`'s mode when it exists (a file wharf made, or a directory).
-pub fn restrict(path: &Path, mode: u32) {
+pub(crate) fn restrict(path: &Path, mode: u32) {
     if path.exists() {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
     }
