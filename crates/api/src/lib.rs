@@ -9,19 +9,4 @@ pub mod token;
 
 pub use server::{router, serve, MAX_CONNECTIONS};
 
-use serde::{Deserialize, Serialize};
-
-/// The body of every error answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable: "unauthorized", "invalid_spec", "bad_request", "not_found", "internal".
-    pub kind: String,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub diagnostics: Vec<wharf_spec::Diagnostic>,
-}
+pub use wharf_api_types::{ErrorBody, ErrorDetail};
