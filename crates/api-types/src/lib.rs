@@ -27,3 +27,9 @@ pub use requests::{
     RunRequest, ScaleRequest, ServiceQuery, TriggerRequest,
 };
 pub use status::{AppView, Health, RouteView, ServiceView, StatusView, TaskState, TaskView};
+/// Where an invalid wharf.toml is wrong, in error answers.
+pub use wharf_spec::Diagnostic;
+
+/// The file in a server's data directory that holds its API token: the
+/// server writes it on first start, a client on the same machine reads it.
+pub const TOKEN_FILE: &str = "token";

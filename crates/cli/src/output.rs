@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use wharf_api::client::{ApiClient, ClientError};
-use wharf_control::release::pack_dir;
+use wharf_client::pack_dir;
 use wharf_control::DeployError;
 use wharf_logs::{Filter, Record, Source};
 
