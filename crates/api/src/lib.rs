@@ -2,7 +2,6 @@
 //! to its data directory; errors are JSON with a kind, a message and, for an
 //! invalid wharf.toml, the diagnostics with file:line:column.
 
-pub mod client;
 mod jobs;
 mod server;
 pub mod token;
