@@ -1,4 +1,5 @@
-//! `wharf up DIR`: a server of its own, the app deployed, the stream printed.
+//! `wharf up DIR`: a server of its own, the app deployed through its API
+//! (the same path as `wharf deploy`), the stream printed.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -7,10 +8,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use wharf_control::DeployError;
-use wharf_logs::{Filter, Record};
+use wharf_api_types::{DeploymentState, LogQuery, TOKEN_FILE};
+use wharf_client::{ApiClient, LogStream};
 
-use crate::print::format_record;
+use crate::print::{api_error, format_record};
 use crate::server;
 
 /// `wharf up`: a server of its own, the app deployed, the stream printed.
@@ -30,32 +31,47 @@ pub async fn up(
         return Ok(ExitCode::FAILURE);
     }
     let data = data.unwrap_or_else(|| dir.join(".wharf"));
-    let mut opts = server::ServerOptions::new(data, api, http);
+    let mut opts = server::ServerOptions::new(data.clone(), api, http);
     opts.unreachable = crate::task_user::Unreachable::RunAsServer;
     let running = server::start(opts).await?;
-    let printer = (!quiet).then(|| {
-        let (backlog, rx) = running.ctl.logs().follow(&Filter::default(), 0);
-        drop(backlog);
-        tokio::spawn(print_stream(rx))
-    });
-    let archive = super::deploy::pack(&dir)?.into_bytes();
-    let report = match running.ctl.deploy(archive).await {
+    let token_file = data.join(TOKEN_FILE);
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(t) => t.trim().to_string(),
+        Err(e) => {
+            running.stop().await;
+            return Err(e).with_context(|| format!("cannot read the API token {}", token_file.display()));
+        }
+    };
+    let client = ApiClient::new(&running.api_url, &token);
+    // Following starts before the upload, so the deploy's first lines show.
+    let printer = if quiet {
+        None
+    } else {
+        match client.logs(&LogQuery { n: Some(0), follow: true, ..Default::default() }).await {
+            Ok(stream) => Some(tokio::spawn(print_stream(stream))),
+            Err(e) => {
+                running.stop().await;
+                return Err(api_error(e));
+            }
+        }
+    };
+    let upload = super::deploy::pack(&dir)?;
+    let report = match client.deploy(upload).await {
         Ok(r) => r,
-        Err(DeployError::Invalid(e)) => {
-            eprintln!("{e}");
+        Err(e) if e.kind() == Some("invalid_spec") => {
+            eprintln!("{}", api_error(e));
             running.stop().await;
             return Ok(ExitCode::FAILURE);
         }
         Err(e) => {
             running.stop().await;
-            return Err(e.into());
+            return Err(api_error(e));
         }
     };
-    let ctl = running.ctl.clone();
     let app = report.app.clone();
     let base = format!("http://{}", running.http);
     eprintln!("wharf: {} is deploying ({})", app, report.message);
-    if let Ok(status) = ctl.status().await {
+    if let Ok(status) = client.status().await {
         for a in status.apps.iter().filter(|a| a.name == app) {
             for r in &a.routes {
                 match &r.host {
@@ -69,17 +85,19 @@ pub async fn up(
     let watcher = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let Ok(status) = ctl.status().await else { continue };
+            let Ok(status) = client.status().await else { continue };
             let Some(a) = status.apps.iter().find(|a| a.name == app) else { continue };
             let Some(d) = &a.deployment else { continue };
-            let state = serde_json::to_value(d.state).unwrap_or_default();
-            if state == "succeeded" || state == "unchanged" {
-                eprintln!("wharf: {app} is ready, {} ms after start", t0.elapsed().as_millis());
-                return;
-            }
-            if state != "in_progress" {
-                eprintln!("wharf: {app} deployment {}: {}", state.as_str().unwrap_or("?"), d.message);
-                return;
+            match d.state {
+                DeploymentState::Succeeded | DeploymentState::Unchanged => {
+                    eprintln!("wharf: {app} is ready, {} ms after start", t0.elapsed().as_millis());
+                    return;
+                }
+                DeploymentState::InProgress => {}
+                other => {
+                    eprintln!("wharf: {app} deployment {}: {}", other.as_str(), d.message);
+                    return;
+                }
             }
         }
     });
@@ -93,18 +111,20 @@ pub async fn up(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Stops printing (and only that; the server goes on) once stdout is gone,
-/// as with `wharf up | head`.
-async fn print_stream(mut rx: tokio::sync::broadcast::Receiver<std::sync::Arc<Record>>) {
+/// Prints the stream until it ends; stops printing (and only that; the
+/// server goes on) once stdout is gone, as with `wharf up | head`.
+async fn print_stream(mut stream: LogStream) {
     use std::io::Write;
     let color = std::io::stdout().is_terminal();
-    loop {
-        let line = match rx.recv().await {
-            Ok(r) => format_record(&r, color),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => format!("... {n} records skipped"),
-            Err(_) => return,
+    while let Ok(Some(line)) = stream.next().await {
+        let Some(r) = line.record else { continue };
+        let text = if r.fields.get("kind").and_then(|k| k.as_str()) == Some("logs.skipped") {
+            // The server's note that this reader fell behind: "N records skipped: ...".
+            format!("... {}", r.message.split(':').next().unwrap_or(&r.message))
+        } else {
+            format_record(&r, color)
         };
-        if writeln!(std::io::stdout(), "{line}").is_err() {
+        if writeln!(std::io::stdout(), "{text}").is_err() {
             return;
         }
     }
