@@ -170,6 +170,35 @@ mod tests {
         };
         assert_eq!(serde_json::to_string(&job_run(r.clone())).unwrap(), serde_json::to_string(&r).unwrap());
         for s in [
+            DeploymentState::InProgress,
+            DeploymentState::Succeeded,
+            DeploymentState::Failed,
+            DeploymentState::Superseded,
+            DeploymentState::Unchanged,
+            DeploymentState::RolledBack,
+        ] {
+            let api = deployment_state(s);
+            assert_eq!(serde_json::to_string(&api).unwrap(), serde_json::to_string(&s).unwrap());
+            assert_eq!(api.as_str(), s.as_str());
+        }
+        for state in [
+            RunState::Starting,
+            RunState::Running,
+            RunState::Waiting,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::TimedOut,
+            RunState::Skipped,
+            RunState::FailedToStart,
+            RunState::Replaced,
+            RunState::Missed,
+            RunState::Lost,
+        ] {
+            let api = job_run(JobRunRecord { state, ..r.clone() }).state;
+            assert_eq!(serde_json::to_string(&api).unwrap(), serde_json::to_string(&state).unwrap());
+            assert_eq!(api.is_active(), state.is_active());
+        }
+        for s in [
             wharf_runtime::TaskState::Starting,
             wharf_runtime::TaskState::Running,
             wharf_runtime::TaskState::Backoff,
