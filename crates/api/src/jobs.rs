@@ -3,43 +3,26 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use wharf_api_types::{AppQuery, JobList, JobRunsQuery, TriggerRequest};
+use wharf_control::wire;
 
 use crate::server::{control_error, scoped, scoped_query, ApiState, JsonBody, QueryOf, Scoped};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct JobsQuery {
-    /// Default: the only app deployed.
-    app: Option<String>,
-}
-
 /// `{ "now": ms, "jobs": [JobView] }`; `now` is the scheduler's clock, which
 /// `next_run` and run times are on.
-pub(crate) async fn list(State(st): State<ApiState>, q: QueryOf<JobsQuery>) -> Response {
+pub(crate) async fn list(State(st): State<ApiState>, q: QueryOf<AppQuery>) -> Response {
     let (_, app) = match scoped_query(&st, q).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
     match st.ctl.jobs_view(&app).await {
-        Ok(jobs) => {
-            Json(serde_json::json!({ "app": app, "now": st.ctl.scheduler_now_ms(), "jobs": jobs })).into_response()
-        }
+        Ok(jobs) => Json(JobList { app, now: st.ctl.scheduler_now_ms(), jobs }).into_response(),
         Err(e) => control_error(e),
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RunsQuery {
-    app: Option<String>,
-    job: String,
-    /// The newest N runs (default all that are kept).
-    n: Option<usize>,
-}
-
 /// The job's runs, oldest first.
-pub(crate) async fn runs(State(st): State<ApiState>, q: QueryOf<RunsQuery>) -> Response {
+pub(crate) async fn runs(State(st): State<ApiState>, q: QueryOf<JobRunsQuery>) -> Response {
     let (q, app) = match scoped_query(&st, q).await {
         Ok(x) => x,
         Err(resp) => return resp,
@@ -50,17 +33,10 @@ pub(crate) async fn runs(State(st): State<ApiState>, q: QueryOf<RunsQuery>) -> R
                 let skip = runs.len().saturating_sub(n);
                 runs.drain(..skip);
             }
-            Json(runs).into_response()
+            Json(runs.into_iter().map(wire::job_run).collect::<Vec<_>>()).into_response()
         }
         Err(e) => control_error(e),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TriggerRequest {
-    app: Option<String>,
-    job: String,
 }
 
 /// Starts a run now; 409 when the job's concurrency policy ("forbid")
@@ -71,18 +47,12 @@ pub(crate) async fn trigger(State(st): State<ApiState>, body: JsonBody<TriggerRe
         Err(resp) => return resp,
     };
     match st.ctl.trigger_job(&app, &req.job).await {
-        Ok(run) => Json(run).into_response(),
+        Ok(run) => Json(wire::job_run(run)).into_response(),
         Err(e) => control_error(e),
     }
 }
 
-impl Scoped for JobsQuery {
-    fn app(&self) -> Option<&str> {
-        self.app.as_deref()
-    }
-}
-
-impl Scoped for RunsQuery {
+impl Scoped for JobRunsQuery {
     fn app(&self) -> Option<&str> {
         self.app.as_deref()
     }

@@ -9,9 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use serde::Deserialize;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
-use wharf_control::{Controller, DeployError};
+use wharf_api_types::{
+    AppQuery, DestroyQuery, EventQuery, LogQuery, MaintenanceRequest, MaintenanceState, PauseRequest, PauseState,
+    RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, StoppedRun,
+};
+use wharf_control::{wire, Controller, DeployError};
 use wharf_logs::{Filter, Record, Source};
 
 use crate::{ErrorBody, ErrorDetail};
@@ -149,44 +152,23 @@ fn deploy_error(e: DeployError) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogQuery {
-    app: Option<String>,
-    service: Option<String>,
-    task: Option<String>,
-    /// Comma-separated sources.
-    source: Option<String>,
-    /// Unix milliseconds, inclusive.
-    since: Option<u64>,
-    /// Unix milliseconds, exclusive.
-    until: Option<u64>,
-    /// A regular expression the message must match.
-    grep: Option<String>,
-    n: Option<usize>,
-    #[serde(default)]
-    follow: bool,
-}
-
-impl LogQuery {
-    /// An unknown source or a bad regex is an error message for a 400.
-    fn filter(&self) -> Result<Filter, String> {
-        let mut sources = Vec::new();
-        for s in self.source.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
-            let source = Source::parse(s);
-            sources
-                .push(source.ok_or_else(|| format!("unknown source `{s}`: use stdout, stderr, access, event or job"))?);
-        }
-        Ok(Filter {
-            app: self.app.clone(),
-            service: self.service.clone(),
-            task: self.task.clone(),
-            sources,
-            since: self.since.map(|ms| ms.saturating_mul(1_000_000)),
-            until: self.until.map(|ms| ms.saturating_mul(1_000_000)),
-            grep: self.grep.as_deref().map(wharf_logs::compile_grep).transpose()?,
-        })
+/// The stream's filter for a query; an unknown source or a bad regex is an
+/// error message for a 400.
+fn log_filter(q: &LogQuery) -> Result<Filter, String> {
+    let mut sources = Vec::new();
+    for s in q.source.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+        let source = Source::parse(s);
+        sources.push(source.ok_or_else(|| format!("unknown source `{s}`: use stdout, stderr, access, event or job"))?);
     }
+    Ok(Filter {
+        app: q.app.clone(),
+        service: q.service.clone(),
+        task: q.task.clone(),
+        sources,
+        since: q.since.map(|ms| ms.saturating_mul(1_000_000)),
+        until: q.until.map(|ms| ms.saturating_mul(1_000_000)),
+        grep: q.grep.as_deref().map(wharf_logs::compile_grep).transpose()?,
+    })
 }
 
 fn ndjson(r: &Record) -> Bytes {
@@ -205,7 +187,7 @@ async fn logs(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
     };
-    let filter = match q.filter() {
+    let filter = match log_filter(&q) {
         Ok(f) => f,
         Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_request", msg),
     };
@@ -252,39 +234,26 @@ async fn logs(
     (headers, body).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventQuery {
-    n: Option<usize>,
-}
-
 async fn events(State(st): State<ApiState>, Query(q): Query<EventQuery>) -> Response {
     match st.ctl.db().events(q.n.unwrap_or(100)).await {
-        Ok(v) => Json(v).into_response(),
+        Ok(v) => Json(v.into_iter().map(wire::event).collect::<Vec<_>>()).into_response(),
         Err(e) => internal(e),
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeploymentsQuery {
-    /// Default: the only app deployed.
-    app: Option<String>,
-}
-
-impl Scoped for DeploymentsQuery {
+impl Scoped for AppQuery {
     fn app(&self) -> Option<&str> {
         self.app.as_deref()
     }
 }
 
-async fn deployments(State(st): State<ApiState>, q: QueryOf<DeploymentsQuery>) -> Response {
+async fn deployments(State(st): State<ApiState>, q: QueryOf<AppQuery>) -> Response {
     let (_, app) = match scoped_query(&st, q).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
     match st.ctl.db().deployments(&app).await {
-        Ok(v) => Json(v.into_iter().map(|d| d.summary()).collect::<Vec<_>>()).into_response(),
+        Ok(v) => Json(v.into_iter().map(wire::deployment).collect::<Vec<_>>()).into_response(),
         Err(e) => internal(e),
     }
 }
@@ -331,17 +300,6 @@ pub(crate) async fn scoped<T: Scoped>(st: &ApiState, body: JsonBody<T>) -> Resul
     Ok((req, app))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MaintenanceRequest {
-    app: Option<String>,
-    service: Option<String>,
-    on: bool,
-    message: Option<String>,
-    /// A complete HTML page.
-    page: Option<String>,
-}
-
 impl Scoped for MaintenanceRequest {
     fn app(&self) -> Option<&str> {
         self.app.as_deref()
@@ -354,20 +312,9 @@ async fn maintenance(State(st): State<ApiState>, body: JsonBody<MaintenanceReque
         Err(resp) => return resp,
     };
     match st.ctl.set_maintenance(&app, req.service.as_deref(), req.on, req.message, req.page).await {
-        Ok(()) => {
-            Json(serde_json::json!({ "app": app, "service": req.service, "maintenance": req.on })).into_response()
-        }
+        Ok(()) => Json(MaintenanceState { app, service: req.service, maintenance: req.on }).into_response(),
         Err(e) => control_error(e),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PauseRequest {
-    app: Option<String>,
-    service: Option<String>,
-    /// Longest pause; held requests get 503 after it. Default 30.
-    max_secs: Option<u64>,
 }
 
 impl Scoped for PauseRequest {
@@ -384,8 +331,7 @@ async fn pause(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Resp
     let max = Duration::from_secs(req.max_secs.unwrap_or(30).clamp(1, 3600));
     match st.ctl.pause(&app, req.service.as_deref(), max).await {
         Ok(()) => {
-            Json(serde_json::json!({ "app": app, "service": req.service, "paused": true, "max_secs": max.as_secs() }))
-                .into_response()
+            Json(PauseState { app, service: req.service, paused: true, max_secs: Some(max.as_secs()) }).into_response()
         }
         Err(e) => control_error(e),
     }
@@ -397,17 +343,9 @@ async fn resume(State(st): State<ApiState>, body: JsonBody<PauseRequest>) -> Res
         Err(resp) => return resp,
     };
     match st.ctl.resume(&app, req.service.as_deref()).await {
-        Ok(()) => Json(serde_json::json!({ "app": app, "service": req.service, "paused": false })).into_response(),
+        Ok(()) => Json(PauseState { app, service: req.service, paused: false, max_secs: None }).into_response(),
         Err(e) => control_error(e),
     }
-}
-
-/// `?service=S&app=A`: a query about one service.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServiceQuery {
-    app: Option<String>,
-    service: String,
 }
 
 impl Scoped for ServiceQuery {
@@ -439,27 +377,10 @@ async fn revisions(State(st): State<ApiState>, q: QueryOf<ServiceQuery>) -> Resp
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RollbackRequest {
-    app: Option<String>,
-    service: String,
-    /// Default: the revision before the current one.
-    revision: Option<u64>,
-}
-
 impl Scoped for RollbackRequest {
     fn app(&self) -> Option<&str> {
         self.app.as_deref()
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScaleRequest {
-    app: Option<String>,
-    service: String,
-    replicas: u32,
 }
 
 impl Scoped for ScaleRequest {
@@ -474,17 +395,9 @@ async fn scale(State(st): State<ApiState>, body: JsonBody<ScaleRequest>) -> Resp
         Err(resp) => return resp,
     };
     match st.ctl.scale(&app, &req.service, req.replicas, "wharf scale").await {
-        Ok(s) => Json(s).into_response(),
+        Ok(s) => Json(wire::scaled_service(s)).into_response(),
         Err(e) => control_error(e),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunRequest {
-    app: Option<String>,
-    service: String,
-    command: Vec<String>,
 }
 
 impl Scoped for RunRequest {
@@ -515,7 +428,7 @@ async fn wait_run(State(st): State<ApiState>, axum::extract::Path(task): axum::e
 
 async fn stop_run(State(st): State<ApiState>, axum::extract::Path(task): axum::extract::Path<String>) -> Response {
     match st.ctl.stop_run(&task).await {
-        Ok(()) => Json(serde_json::json!({ "stopped": task })).into_response(),
+        Ok(()) => Json(StoppedRun { stopped: task }).into_response(),
         Err(e) => control_error(e),
     }
 }
@@ -526,18 +439,9 @@ async fn rollback(State(st): State<ApiState>, body: JsonBody<RollbackRequest>) -
         Err(resp) => return resp,
     };
     match st.ctl.rollback(&app, &req.service, req.revision).await {
-        Ok(d) => Json(d.summary()).into_response(),
+        Ok(d) => Json(wire::deployment(d)).into_response(),
         Err(e) => control_error(e),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DestroyQuery {
-    #[serde(default)]
-    purge: bool,
-    #[serde(default)]
-    force: bool,
 }
 
 /// Removes an app: its tasks (drained), routes, services, jobs, deployments

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rand::Rng;
 
-pub const TOKEN_FILE: &str = "token";
+pub use wharf_api_types::TOKEN_FILE;
 
 /// Reads the token in `data_dir`, creating it on first start.
 pub fn load_or_create(data_dir: &Path) -> std::io::Result<String> {

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use wharf_api::client::ApiClient;
+use wharf_api_types::TOKEN_FILE;
+use wharf_client::ApiClient;
 
 use crate::server::{default_data_dir, API_URL_FILE};
 use crate::Global;
@@ -38,11 +39,11 @@ pub fn connect(g: &Global) -> Result<ApiClient> {
     };
     let token = match (&g.token, found.or(dirs.first())) {
         (Some(t), _) => t.clone(),
-        (None, Some(dir)) => match read(dir, wharf_api::token::TOKEN_FILE) {
+        (None, Some(dir)) => match read(dir, TOKEN_FILE) {
             Some(t) => t,
             None => bail!(
                 "no API token: {} is missing or unreadable\n  hint: pass --token TOKEN or set WHARF_TOKEN (the token is in the server's data directory)",
-                dir.join(wharf_api::token::TOKEN_FILE).display()
+                dir.join(TOKEN_FILE).display()
             ),
         },
         (None, None) => bail!("no API token\n  hint: pass --token TOKEN or set WHARF_TOKEN"),

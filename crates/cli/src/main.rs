@@ -1,12 +1,10 @@
 //! `wharf`: the one binary. Server, CLI and demo app.
 
 mod client;
+mod commands;
 mod discovery;
-mod jobs;
-mod output;
-mod runs;
+mod print;
 mod store;
-mod top;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -317,7 +315,7 @@ enum Command {
     /// One job: its runs, or run it now.
     Job {
         #[command(subcommand)]
-        command: jobs::JobCommand,
+        command: commands::jobs::JobCommand,
     },
     /// Validate DIR/wharf.toml; exits non-zero when it is invalid.
     Check {
@@ -509,54 +507,57 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             running.stop().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { dir, http, api, quiet } => output::up(dir, g.data, http, api, quiet).await,
-        Command::Deploy { dir, detach, json } => output::deploy(&client::connect(&g)?, &dir, detach, json).await,
-        Command::Status { json } => output::status(&client::connect(&g)?, json).await,
-        Command::Ps { json } => output::ps(&client::connect(&g)?, json).await,
+        Command::Up { dir, http, api, quiet } => commands::up::up(dir, g.data, http, api, quiet).await,
+        Command::Deploy { dir, detach, json } => {
+            commands::deploy::deploy(&client::connect(&g)?, &dir, detach, json).await
+        }
+        Command::Status { json } => commands::status::status(&client::connect(&g)?, json).await,
+        Command::Ps { json } => commands::ps::ps(&client::connect(&g)?, json).await,
         Command::Top { once, json, iterations, interval } => {
             let interval = interval.max(std::time::Duration::from_millis(100));
-            top::top(&client::connect(&g)?, top::TopArgs { once, json, iterations, interval }).await
+            let args = commands::top::TopArgs { once, json, iterations, interval };
+            commands::top::top(&client::connect(&g)?, args).await
         }
         Command::Logs { service, follow, lines, app, task, source, json, since, until, grep } => {
-            let q = output::LogArgs { service, follow, lines, app, task, source, json, since, until, grep };
-            output::logs(&client::connect(&g)?, q).await
+            let q = commands::logs::LogArgs { service, follow, lines, app, task, source, json, since, until, grep };
+            commands::logs::logs(&client::connect(&g)?, q).await
         }
-        Command::Events { lines, json } => output::events(&client::connect(&g)?, lines, json).await,
+        Command::Events { lines, json } => commands::events::events(&client::connect(&g)?, lines, json).await,
         Command::Maintenance { state, app, service, message, page, json } => {
-            let page = match page {
-                Some(p) => {
-                    Some(std::fs::read_to_string(&p).with_context(|| format!("cannot read the page {}", p.display()))?)
-                }
-                None => None,
-            };
-            let body = serde_json::json!({ "app": app, "service": service, "on": state == OnOff::On, "message": message, "page": page });
-            output::post(&client::connect(&g)?, "/v1/maintenance", body, json).await
+            let on = state == OnOff::On;
+            commands::maintenance::maintenance(&client::connect(&g)?, on, app, service, message, page, json).await
         }
         Command::Pause { app, service, max, json } => {
-            let body = serde_json::json!({ "app": app, "service": service, "max_secs": max.as_secs().max(1) });
-            output::post(&client::connect(&g)?, "/v1/pause", body, json).await
+            commands::pause::pause(&client::connect(&g)?, app, service, max, json).await
         }
         Command::Resume { app, service, json } => {
-            let body = serde_json::json!({ "app": app, "service": service });
-            output::post(&client::connect(&g)?, "/v1/resume", body, json).await
+            commands::pause::resume(&client::connect(&g)?, app, service, json).await
         }
-        Command::Plan { dir, json } => output::plan(&client::connect(&g)?, &dir, json).await,
+        Command::Plan { dir, json } => commands::plan::plan(&client::connect(&g)?, &dir, json).await,
         Command::Scale { targets, app, detach, json } => {
-            runs::scale(&client::connect(&g)?, app, targets, detach, json).await
+            commands::scale::scale(&client::connect(&g)?, app, targets, detach, json).await
         }
-        Command::Run { service, command, app } => runs::run(&client::connect(&g)?, app, service, command).await,
-        Command::Autoscale { service, app, json } => runs::autoscale(&client::connect(&g)?, app, service, json).await,
-        Command::Revisions { service, app, json } => output::revisions(&client::connect(&g)?, app, service, json).await,
+        Command::Run { service, command, app } => {
+            commands::run::run(&client::connect(&g)?, app, service, command).await
+        }
+        Command::Autoscale { service, app, json } => {
+            commands::autoscale::autoscale(&client::connect(&g)?, app, service, json).await
+        }
+        Command::Revisions { service, app, json } => {
+            commands::revisions::revisions(&client::connect(&g)?, app, service, json).await
+        }
         Command::Rollback { service, revision, app, detach, json } => {
-            output::rollback(&client::connect(&g)?, app, service, revision, detach, json).await
+            commands::rollback::rollback(&client::connect(&g)?, app, service, revision, detach, json).await
         }
         Command::Destroy { app, yes, purge, force, json } => {
-            output::destroy(&client::connect(&g)?, &app, yes, purge, force, json).await
+            commands::destroy::destroy(&client::connect(&g)?, &app, yes, purge, force, json).await
         }
-        Command::Deployments { app, json } => output::deployments(&client::connect(&g)?, app, json).await,
-        Command::Jobs { app, json } => jobs::list(&client::connect(&g)?, app, json).await,
-        Command::Job { command } => jobs::run(&client::connect(&g)?, command).await,
-        Command::Check { dir, json } => Ok(output::check(&dir, json)),
+        Command::Deployments { app, json } => {
+            commands::deployments::deployments(&client::connect(&g)?, app, json).await
+        }
+        Command::Jobs { app, json } => commands::jobs::list(&client::connect(&g)?, app, json).await,
+        Command::Job { command } => commands::jobs::run(&client::connect(&g)?, command).await,
+        Command::Check { dir, json } => Ok(commands::check::check(&dir, json)),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&wharf_spec::json_schema())?);
             Ok(ExitCode::SUCCESS)

@@ -14,7 +14,7 @@ const LONG: Duration = Duration::from_secs(60);
 /// POSTs `dir` packed as a release straight to the API, skipping the CLI's
 /// own check, as any API client could.
 fn post_release(s: &Server, dir: &std::path::Path) -> (u16, serde_json::Value) {
-    let archive = wharf_control::release::pack_dir(dir).unwrap();
+    let archive = wharf_client::pack_dir(dir).unwrap();
     let (status, body) = http_request(&s.api_addr(), "POST", "localhost", "/v1/deploy", Some(&s.token()), &archive)
         .expect("API answers");
     (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))

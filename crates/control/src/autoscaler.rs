@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use wharf_api_types::{AutoscaleView, Datapoint, Decision};
 use wharf_logs::Level;
 use wharf_runtime::TaskState;
 use wharf_spec::{ScalePolicy, ScaleRule};
@@ -19,36 +19,6 @@ use crate::controller::{fmt_duration, now_ms, ControlError, Controller};
 const TICK: Duration = Duration::from_millis(250);
 /// Datapoints and decisions kept per service for `wharf autoscale`.
 const KEPT: usize = 120;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Datapoint {
-    /// Unix milliseconds at the end of the period.
-    pub at: u64,
-    /// Average CPU of the service's tasks over the period, as a fraction of
-    /// their reserved CPU (1.0 = all of it).
-    pub cpu: f64,
-    pub tasks: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Decision {
-    pub at: u64,
-    pub from: u32,
-    pub to: u32,
-    pub reason: String,
-    /// False when it could not be applied (a deployment was running).
-    pub applied: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AutoscaleView {
-    pub app: String,
-    pub service: String,
-    pub replicas: u32,
-    pub policy: Option<ScalePolicy>,
-    pub datapoints: Vec<Datapoint>,
-    pub decisions: Vec<Decision>,
-}
 
 /// What the autoscaler keeps of one service between ticks.
 #[derive(Default)]

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
+use wharf_api_types::{DeployReport, ServiceReport};
 use wharf_logs::Level;
 use wharf_spec::{Service, Spec, SpecError};
 use wharf_store::{
@@ -14,7 +14,7 @@ use wharf_store::{
 };
 
 use crate::controller::{now_ms, ControlError, Controller};
-use crate::plan::JobChanges;
+use crate::plan::{describe_jobs, job_changes};
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
 use crate::rollout::moving_record;
 use crate::scale::deployed_replicas;
@@ -33,27 +33,6 @@ impl From<wharf_store::StoreError> for DeployError {
     fn from(e: wharf_store::StoreError) -> Self {
         DeployError::Control(e.into())
     }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceReport {
-    pub name: String,
-    pub kind: &'static str,
-    /// None: removed.
-    pub revision: Option<u64>,
-    pub previous: Option<u64>,
-    pub changed: bool,
-    pub replicas: u32,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DeployReport {
-    pub app: String,
-    pub deployment: u64,
-    pub release: String,
-    pub state: DeploymentState,
-    pub services: Vec<ServiceReport>,
-    pub message: String,
 }
 
 /// What makes a revision: the service's spec (less its replica count, which
@@ -114,7 +93,7 @@ impl Controller {
         drop(_guard);
         self.wake.notify_one();
         self.routes_changed.notify_one();
-        if report.state == DeploymentState::InProgress {
+        if report.state == wharf_api_types::DeploymentState::InProgress {
             self.spawn_deployment(&spec.app, report.deployment);
         }
         let this = self.clone();
@@ -198,7 +177,7 @@ impl Controller {
             records.push(record);
             services.push(ServiceReport {
                 name: name.clone(),
-                kind: if svc.is_web() { "web" } else { "worker" },
+                kind: if svc.is_web() { "web" } else { "worker" }.into(),
                 revision: Some(number),
                 previous: previous.map(|p| p.revision),
                 changed: previous.is_none_or(|p| p.revision != number),
@@ -217,7 +196,7 @@ impl Controller {
                 });
                 services.push(ServiceReport {
                     name: name.clone(),
-                    kind: "removed",
+                    kind: "removed".into(),
                     revision: None,
                     previous: Some(p.revision),
                     changed: true,
@@ -226,7 +205,7 @@ impl Controller {
             }
         }
         let routes_changed = old_app.as_ref().is_none_or(|a| a.routes != spec.routes);
-        let jobs = JobChanges::between(old_app.as_ref().map(|a| a.source.as_str()), &spec.jobs);
+        let jobs = job_changes(old_app.as_ref().map(|a| a.source.as_str()), &spec.jobs);
         let state = if changes.is_empty() && !scaled && !routes_changed && jobs.is_empty() {
             DeploymentState::Unchanged
         } else {
@@ -254,7 +233,7 @@ impl Controller {
         let id = history.last().map_or(1, |d| d.id + 1);
         let mut message = describe_changes(&services, state);
         if !jobs.is_empty() {
-            message = format!("{message}; {}", jobs.describe());
+            message = format!("{message}; {}", describe_jobs(&jobs));
         }
         let now = now_ms();
         let deployment = DeploymentRecord {
@@ -290,7 +269,14 @@ impl Controller {
             None,
             format!("deployment {app}#{id}: {message}"),
         );
-        Ok(DeployReport { app: app.clone(), deployment: id, release: hash.to_string(), state, services, message })
+        Ok(DeployReport {
+            app: app.clone(),
+            deployment: id,
+            release: hash.to_string(),
+            state: crate::wire::deployment_state(state),
+            services,
+            message,
+        })
     }
 
     /// After a restart, deployments still in progress are driven again from

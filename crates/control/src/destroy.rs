@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use wharf_api_types::DestroyReport;
 use wharf_logs::Level;
 use wharf_store::{Batch, DeploymentState, DestroyRecord};
 
@@ -18,20 +18,6 @@ const DRIVER_LET_GO: Duration = Duration::from_secs(30);
 /// How long a destroy waits for the app's tasks to drain and stop before it
 /// reports them still stopping (it carries on in the background).
 const TASKS_GONE: Duration = Duration::from_secs(600);
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DestroyReport {
-    pub app: String,
-    pub services: Vec<String>,
-    /// Tasks the app had when the destroy began (all stopped now).
-    pub tasks_stopped: usize,
-    /// The deployment `--force` aborted.
-    pub aborted_deployment: Option<u64>,
-    /// Its releases were deleted too.
-    pub purged: bool,
-    /// Releases kept on disk (none with `--purge`).
-    pub releases_kept: usize,
-}
 
 impl Controller {
     /// Removes `app`: stops its tasks (draining them), removes its routes,

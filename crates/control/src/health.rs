@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
 use wharf_logs::Level;
 use wharf_runtime::TaskState;
 use wharf_spec::HealthCheck;
@@ -31,14 +30,8 @@ pub(crate) const REPORT_AFTER: Duration = Duration::from_secs(1);
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 const REPORT_EVERY_MAX: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Not yet passed its checks since it (re)started.
-    Starting,
-    Healthy,
-    Unhealthy,
-}
+/// A task's health is part of the API's answers, so the type lives with them.
+pub use wharf_api_types::Health;
 
 #[derive(Debug)]
 pub(crate) struct HealthState {

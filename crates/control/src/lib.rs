@@ -27,21 +27,15 @@ mod store_health;
 mod top;
 mod traffic;
 mod views;
+pub mod wire;
 
-pub use autoscaler::{AutoscaleView, Datapoint, Decision};
 pub use clock::{Clock, ScaledClock, SystemClock, TestClock};
 pub use controller::{ControlConfig, ControlError, Controller};
-pub use deploy::{DeployError, DeployReport, ServiceReport};
-pub use destroy::DestroyReport;
+pub use deploy::DeployError;
 pub use discovery::DiscoveryConfig;
 pub use health::Health;
 pub use metrics::ServerMetrics;
-pub use oneoff::{RunEnded, RunStarted};
-pub use plan::{Plan, ServicePlan};
-pub use rollback::RevisionView;
-pub use scheduler::{JobView, GRACE as JOB_GRACE, RUNS_KEPT as JOB_RUNS_KEPT};
+pub use scheduler::{GRACE as JOB_GRACE, RUNS_KEPT as JOB_RUNS_KEPT};
 pub use store_health::{StoreHealth, StoreHealthState, StoreOp};
-pub use top::{TopService, TopView};
-pub use views::{AppView, ServiceView, StatusView, TaskView};
 /// The cause inside [`ControlError::Store`], for callers that answer each kind differently.
 pub use wharf_store::StoreError;

@@ -4,32 +4,12 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use wharf_api_types::{RunEnded, RunStarted};
 use wharf_logs::Level;
 use wharf_runtime::ExitInfo;
 
 use crate::controller::{ControlError, Controller};
 use crate::reconcile::short_id;
-
-/// A one-off task that was started.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunStarted {
-    pub task: String,
-    pub app: String,
-    pub service: String,
-    pub revision: u64,
-}
-
-/// How a one-off task ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunEnded {
-    pub task: String,
-    /// The exit code, when it exited by itself.
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
-    /// "exit code 3", "killed by signal 9 (SIGKILL)".
-    pub status: String,
-}
 
 impl Controller {
     pub async fn run(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use wharf_api_types::{JobChanges, Plan, ServicePlan};
 use wharf_spec::Route;
 
 use crate::controller::{ControlError, Controller};
@@ -12,67 +12,31 @@ use crate::deploy::{parse_release, revision_digest, DeployError};
 use crate::release::code_hash;
 use crate::rollback::spec_changes;
 
-#[derive(Debug, Serialize)]
-pub struct ServicePlan {
-    pub name: String,
-    /// "new", "changed", "scaled", "unchanged" or "removed".
-    pub action: &'static str,
-    pub revision: Option<u64>,
-    /// The revision a deploy would create, when it would create one.
-    pub next_revision: Option<u64>,
-    pub replicas: Option<(u32, u32)>,
-    pub changes: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Plan {
-    pub app: String,
-    pub services: Vec<ServicePlan>,
-    pub routes_added: Vec<String>,
-    pub routes_removed: Vec<String>,
-    pub jobs: JobChanges,
-    /// Nothing would change: a deploy would be a no-op.
-    pub unchanged: bool,
-}
-
-/// Scheduled jobs a deploy adds, changes or removes, by name.
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
-pub struct JobChanges {
-    pub added: Vec<String>,
-    pub changed: Vec<String>,
-    pub removed: Vec<String>,
-}
-
-impl JobChanges {
-    /// Between the jobs of the wharf.toml the app runs now (`old_source`,
-    /// empty for a new app) and the new spec's.
-    pub(crate) fn between(old_source: Option<&str>, new: &BTreeMap<String, wharf_spec::Job>) -> JobChanges {
-        let old = old_source
-            .and_then(|src| wharf_spec::parse(src, wharf_spec::FILE_NAME).ok())
-            .map(|s| s.jobs)
-            .unwrap_or_default();
-        JobChanges {
-            added: new.keys().filter(|k| !old.contains_key(*k)).cloned().collect(),
-            changed: new.iter().filter(|(k, j)| old.get(*k).is_some_and(|o| o != *j)).map(|(k, _)| k.clone()).collect(),
-            removed: old.keys().filter(|k| !new.contains_key(*k)).cloned().collect(),
-        }
+/// Scheduled jobs a deploy adds, changes or removes: between the jobs of the
+/// wharf.toml the app runs now (`old_source`, empty for a new app) and the
+/// new spec's.
+pub(crate) fn job_changes(old_source: Option<&str>, new: &BTreeMap<String, wharf_spec::Job>) -> JobChanges {
+    let old = old_source
+        .and_then(|src| wharf_spec::parse(src, wharf_spec::FILE_NAME).ok())
+        .map(|s| s.jobs)
+        .unwrap_or_default();
+    JobChanges {
+        added: new.keys().filter(|k| !old.contains_key(*k)).cloned().collect(),
+        changed: new.iter().filter(|(k, j)| old.get(*k).is_some_and(|o| o != *j)).map(|(k, _)| k.clone()).collect(),
+        removed: old.keys().filter(|k| !new.contains_key(*k)).cloned().collect(),
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
-    }
-
-    /// "jobs: +digest, ~cleanup, -old" or "".
-    pub(crate) fn describe(&self) -> String {
-        let parts: Vec<String> = (self.added.iter().map(|j| format!("+{j}")))
-            .chain(self.changed.iter().map(|j| format!("~{j}")))
-            .chain(self.removed.iter().map(|j| format!("-{j}")))
-            .collect();
-        if parts.is_empty() {
-            String::new()
-        } else {
-            format!("jobs {}", parts.join(" "))
-        }
+/// "jobs: +digest, ~cleanup, -old" or "".
+pub(crate) fn describe_jobs(jobs: &JobChanges) -> String {
+    let parts: Vec<String> = (jobs.added.iter().map(|j| format!("+{j}")))
+        .chain(jobs.changed.iter().map(|j| format!("~{j}")))
+        .chain(jobs.removed.iter().map(|j| format!("-{j}")))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("jobs {}", parts.join(" "))
     }
 }
 
@@ -103,7 +67,7 @@ impl Controller {
             let Some(cur) = old.get(name) else {
                 services.push(ServicePlan {
                     name: name.clone(),
-                    action: "new",
+                    action: "new".into(),
                     revision: None,
                     next_revision: Some(self.db.revisions(app, name).await?.last().map_or(1, |r| r.number + 1)),
                     replicas: Some((0, svc.replicas)),
@@ -127,7 +91,8 @@ impl Controller {
                     (false, _) => "changed",
                     (true, true) => "scaled",
                     (true, false) => "unchanged",
-                },
+                }
+                .into(),
                 revision: Some(cur.revision),
                 next_revision: (!same).then_some(last + 1),
                 replicas: scaled.then_some((cur.replicas, replicas)),
@@ -138,7 +103,7 @@ impl Controller {
             if !spec.services.contains_key(name) {
                 services.push(ServicePlan {
                     name: name.clone(),
-                    action: "removed",
+                    action: "removed".into(),
                     revision: Some(cur.revision),
                     next_revision: None,
                     replicas: Some((cur.replicas, 0)),
@@ -147,7 +112,7 @@ impl Controller {
             }
         }
         let old_app = self.db.app(app).await?;
-        let jobs = JobChanges::between(old_app.as_ref().map(|a| a.source.as_str()), &spec.jobs);
+        let jobs = job_changes(old_app.as_ref().map(|a| a.source.as_str()), &spec.jobs);
         let old_routes: Vec<String> = old_app.map(|a| a.routes.iter().map(route_text).collect()).unwrap_or_default();
         let new_routes: Vec<String> = spec.routes.iter().map(route_text).collect();
         let routes_added: Vec<String> = new_routes.iter().filter(|r| !old_routes.contains(r)).cloned().collect();

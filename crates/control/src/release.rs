@@ -1,5 +1,6 @@
-//! Releases: the app directory packed by `wharf deploy`, stored once per
-//! content hash and unpacked into a directory of its own that tasks run in.
+//! Releases: the app directory packed by `wharf deploy` (the client packs it:
+//! `wharf_client::pack_dir`), stored once per content hash and unpacked into
+//! a directory of its own that tasks run in.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -7,8 +8,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// Directories never packed: VCS data and wharf's own local data directory.
-const ALWAYS_LEFT_OUT: [&str; 2] = [".git", ".wharf"];
 /// Marks a fully unpacked release; a directory without it is a torn unpack.
 const COMPLETE: &str = ".wharf-release";
 /// Releases kept per app (older ones are deleted when nothing uses them).
@@ -16,10 +15,6 @@ pub const RELEASES_KEPT: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot walk {path}: {source}")]
-    Walk { path: PathBuf, source: ignore::Error },
     #[error("cannot store the release in {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("the uploaded archive is not a valid .tar.gz: {0}")]
@@ -44,69 +39,9 @@ fn unpack_error(e: std::io::Error, path: &Path) -> ReleaseError {
     }
 }
 
-/// Packs `dir` into a deterministic .tar.gz: entries sorted, times and owners
-/// zeroed, so the same content always gives the same bytes and hash.
-/// Honours `.gitignore` (also outside a git checkout) and `.wharfignore`.
-pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, ReleaseError> {
-    let mut files = Vec::new();
-    let walker = ignore::WalkBuilder::new(dir)
-        .hidden(false)
-        .require_git(false)
-        .git_global(false)
-        .add_custom_ignore_filename(".wharfignore")
-        .filter_entry(|e| !ALWAYS_LEFT_OUT.iter().any(|n| e.file_name() == *n))
-        .build();
-    for entry in walker {
-        let entry = entry.map_err(|source| ReleaseError::Walk { path: dir.to_path_buf(), source })?;
-        if entry.depth() == 0 {
-            continue;
-        }
-        let rel = entry.path().strip_prefix(dir).expect("walk stays below its root").to_path_buf();
-        files.push((rel, entry.path().to_path_buf()));
-    }
-    files.sort();
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    tar.follow_symlinks(false);
-    for (rel, abs) in files {
-        let meta = std::fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        if meta.is_dir() {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(0o755);
-            header.set_size(0);
-            tar.append_data(&mut header, &rel, std::io::empty()).map_err(read_err(&abs))?;
-        } else if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&abs).map_err(read_err(&abs))?;
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_mode(0o777);
-            header.set_size(0);
-            tar.append_link(&mut header, &rel, &target).map_err(read_err(&abs))?;
-        } else if meta.is_file() {
-            use std::os::unix::fs::PermissionsExt;
-            let exec = meta.permissions().mode() & 0o111 != 0;
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(if exec { 0o755 } else { 0o644 });
-            header.set_size(meta.len());
-            let file = std::fs::File::open(&abs).map_err(read_err(&abs))?;
-            tar.append_data(&mut header, &rel, file).map_err(read_err(&abs))?;
-        }
-    }
-    let gz = tar.into_inner().map_err(read_err(dir))?;
-    gz.finish().map_err(read_err(dir))
-}
-
 fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError {
     let path = path.to_path_buf();
     move |source| ReleaseError::Write { path, source }
-}
-
-fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError {
-    let path = path.to_path_buf();
-    move |source| ReleaseError::Read { path, source }
 }
 
 /// Hex SHA-256.
@@ -224,31 +159,7 @@ impl ReleaseStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names(archive: &[u8]) -> Vec<String> {
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
-        tar.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
-    }
-
-    #[test]
-    fn pack_honours_ignore_files_and_is_deterministic() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::write(d.join("wharf.toml"), "app = \"x\"").unwrap();
-        std::fs::write(d.join(".gitignore"), "*.log\nnode_modules/\n").unwrap();
-        std::fs::write(d.join(".wharfignore"), "secret.txt\n").unwrap();
-        std::fs::write(d.join("app.log"), "noise").unwrap();
-        std::fs::write(d.join("secret.txt"), "s").unwrap();
-        std::fs::create_dir_all(d.join("node_modules/x")).unwrap();
-        std::fs::write(d.join("node_modules/x/i.js"), "").unwrap();
-        std::fs::create_dir_all(d.join(".git")).unwrap();
-        std::fs::write(d.join(".git/HEAD"), "ref").unwrap();
-        std::fs::create_dir_all(d.join("src")).unwrap();
-        std::fs::write(d.join("src/main.py"), "print(1)").unwrap();
-        let a = pack_dir(d).unwrap();
-        assert_eq!(names(&a), [".gitignore", ".wharfignore", "src", "src/main.py", "wharf.toml"]);
-        assert_eq!(hash_bytes(&a), hash_bytes(&pack_dir(d).unwrap()), "same content, same hash");
-    }
+    use wharf_client::pack_dir;
 
     #[test]
     fn code_hash_ignores_wharf_toml_only() {

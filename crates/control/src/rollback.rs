@@ -5,38 +5,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde::Serialize;
+use wharf_api_types::RevisionView;
 use wharf_logs::Level;
 use wharf_spec::Service;
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, Revision, ServiceChange};
 
 use crate::controller::{now_ms, ControlError, Controller};
 use crate::rollout::moving_record;
-
-/// One revision of a service, for `wharf revisions`.
-#[derive(Debug, Serialize)]
-pub struct RevisionView {
-    pub number: u64,
-    pub created_at: u64,
-    pub release: String,
-    /// What differs from the revision before it.
-    pub changes: Vec<String>,
-    pub current: bool,
-    /// Its release is still stored, so it can be rolled back to.
-    pub available: bool,
-    /// How the last deployment that moved the service to it ended:
-    /// succeeded, rolled_back, failed, superseded, in_progress; None when no
-    /// deployment on record did.
-    pub outcome: Option<&'static str>,
-    /// That deployment's id.
-    pub deployment: Option<u64>,
-    /// Why it failed or was rolled back.
-    pub reason: Option<String>,
-    /// It was live and healthy: its last deployment succeeded (or it ran
-    /// before a deployment that left it, with none of its own on record).
-    /// `wharf rollback` without a revision picks the newest such one.
-    pub healthy: bool,
-}
 
 /// What the deployment history says about each revision of one service.
 #[derive(Default)]
@@ -129,7 +104,7 @@ impl Controller {
                 changes,
                 current: Some(r.number) == current,
                 available: self.releases.path(app, &r.release).exists(),
-                outcome: history.last.get(&r.number).map(|(_, state, _)| state.as_str()),
+                outcome: history.last.get(&r.number).map(|(_, state, _)| crate::wire::deployment_state(*state)),
                 deployment: history.last.get(&r.number).map(|(id, _, _)| *id),
                 reason: history.last.get(&r.number).and_then(|(_, _, why)| why.clone()),
                 healthy: history.healthy(r.number),

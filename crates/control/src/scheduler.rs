@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use wharf_api_types::JobView;
 use wharf_logs::Level;
 use wharf_runtime::{ExitInfo, TaskState};
 use wharf_spec::{Concurrency, Job, Schedule};
@@ -81,26 +81,6 @@ pub(crate) struct Scheduler {
     /// Parsed jobs per app, with the wharf.toml text they came from.
     specs: Mutex<HashMap<String, (String, AppJobs)>>,
     pub(crate) wake: tokio::sync::Notify,
-}
-
-/// A job as `wharf jobs` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobView {
-    pub app: String,
-    pub name: String,
-    pub schedule: String,
-    pub timezone: String,
-    pub service: String,
-    pub command: Vec<String>,
-    pub timeout_secs: u64,
-    pub retries: u32,
-    pub concurrency: String,
-    /// Unix ms, scheduler clock.
-    pub next_run: Option<u64>,
-    /// The newest finished (or running) run.
-    pub last_run: Option<JobRunRecord>,
-    /// Runs active now (starting, running, or waiting to retry).
-    pub active: usize,
 }
 
 impl Scheduler {
@@ -565,7 +545,7 @@ impl Scheduler {
                     retries: job.retries,
                     concurrency: job.concurrency.as_str().to_string(),
                     next_run: schedule.next_after(now),
-                    last_run,
+                    last_run: last_run.map(crate::wire::job_run),
                     active: runs.iter().filter(|r| r.state.is_active()).count(),
                 });
             }

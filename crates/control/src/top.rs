@@ -5,39 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use wharf_api_types::{TopService, TopView};
 
 use crate::controller::{now_ms, ControlError, Controller};
-
-#[derive(Debug, Serialize)]
-pub struct TopView {
-    /// Unix milliseconds when the snapshot was taken.
-    pub time_ms: u64,
-    pub services: Vec<TopService>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TopService {
-    pub app: String,
-    pub service: String,
-    pub kind: &'static str,
-    /// Desired tasks.
-    pub replicas: u32,
-    /// Tasks running now (any revision).
-    pub tasks: usize,
-    /// Of those, healthy (web) or running (worker), of the current revision.
-    pub ready: usize,
-    /// Sum over its tasks; 100 = one core.
-    pub cpu_percent: f64,
-    pub memory_bytes: u64,
-    /// Requests the proxy answered for it since the server started.
-    pub requests: u64,
-    /// Of those, answered 5xx.
-    pub errors: u64,
-    /// Cumulative latency histogram: (upper bound in seconds, requests at
-    /// most that long), ascending; the last bound is +Inf (as f64::MAX).
-    pub latency: Vec<(f64, u64)>,
-}
 
 /// What the proxy counted for one pool, from its Prometheus text.
 #[derive(Debug, Default, PartialEq)]
@@ -68,7 +38,7 @@ impl Controller {
             }
             let t = traffic.get(&format!("{}/{}", s.app, s.name));
             services.push(TopService {
-                kind: if web { "web" } else { "worker" },
+                kind: if web { "web" } else { "worker" }.into(),
                 replicas: s.replicas,
                 tasks: mine.iter().filter(|t| t.pid.is_some()).count(),
                 ready: mine.iter().filter(|t| t.spec.revision == s.revision && self.is_ready(t, web)).count(),

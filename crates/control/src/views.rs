@@ -4,94 +4,12 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use serde::Serialize;
-use wharf_runtime::{ExitInfo, TaskState};
-use wharf_store::DeploymentRecord;
+use wharf_api_types::{AppView, RouteView, ServiceView, StatusView, TaskView};
+use wharf_runtime::ExitInfo;
 
 use crate::controller::{describe_exit, ControlError, Controller};
 use crate::health::Health;
 use crate::reconcile::task_port;
-
-#[derive(Debug, Serialize)]
-pub struct StatusView {
-    pub version: &'static str,
-    pub uptime_secs: u64,
-    pub limits: String,
-    /// What is wrong with the server itself (a failing store, a full disk).
-    pub problems: Vec<String>,
-    pub apps: Vec<AppView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AppView {
-    pub name: String,
-    pub release: String,
-    pub deployed_at: u64,
-    pub routes: Vec<RouteView>,
-    pub services: Vec<ServiceView>,
-    pub deployment: Option<DeploymentRecord>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RouteView {
-    pub host: Option<String>,
-    pub path: String,
-    pub service: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ServiceView {
-    pub name: String,
-    pub kind: &'static str,
-    pub revision: u64,
-    pub replicas: u32,
-    /// Tasks of the current revision.
-    pub running: usize,
-    /// Of those, healthy (web) or running (worker).
-    pub ready: usize,
-    /// Tasks of earlier revisions still serving or starting (during a deploy).
-    pub old: usize,
-    /// Tasks of the revision kept out of the pool for an instant switch back
-    /// (a blue-green bake).
-    pub standby: usize,
-    /// Tasks out of the pool, finishing their requests before they stop.
-    pub draining: usize,
-    /// Blue-green: the revision whose tasks have the traffic; None: every ready task.
-    pub live: Option<u64>,
-    /// Answering with the maintenance page (this service or the whole app).
-    pub maintenance: bool,
-    /// Holding requests until resumed.
-    pub paused: bool,
-    /// Tasks of the current revision that keep failing their health checks
-    /// (for a second or more), each as "TASK: last check's error".
-    pub health_failing: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TaskView {
-    pub id: String,
-    pub app: String,
-    pub service: String,
-    pub revision: u64,
-    pub state: TaskState,
-    pub health: Option<Health>,
-    pub health_error: Option<String>,
-    pub draining: bool,
-    /// Kept out of rotation by passive checks (connection refused or reset).
-    pub ejected: bool,
-    /// Requests and upgraded connections on the task right now.
-    pub in_flight: u64,
-    pub pid: Option<u32>,
-    pub port: Option<u16>,
-    pub restarts: u32,
-    pub crashes: u32,
-    pub last_exit: Option<String>,
-    pub started_at: Option<u64>,
-    pub adopted: bool,
-    pub oom_kills: u32,
-    pub cpu_percent: Option<f64>,
-    pub memory_bytes: Option<u64>,
-}
 
 impl Controller {
     pub async fn status(self: &Arc<Self>) -> Result<StatusView, ControlError> {
@@ -106,7 +24,7 @@ impl Controller {
                 let p = self.service_progress(&s).await?;
                 services.push(ServiceView {
                     name: s.name.clone(),
-                    kind: if web { "web" } else { "worker" },
+                    kind: if web { "web" } else { "worker" }.into(),
                     revision: s.revision,
                     replicas: s.replicas,
                     running: p.running,
@@ -126,7 +44,7 @@ impl Controller {
                     .iter()
                     .map(|r| RouteView { host: r.host.clone(), path: r.path.clone(), service: r.service.clone() })
                     .collect(),
-                deployment: self.db.deployments(&app.name).await?.pop().map(|d| d.summary()),
+                deployment: self.db.deployments(&app.name).await?.pop().map(crate::wire::deployment),
                 name: app.name,
                 release: app.release,
                 deployed_at: app.deployed_at,
@@ -134,7 +52,7 @@ impl Controller {
             });
         }
         Ok(StatusView {
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
             limits: describe_limits(&self.driver.limits()),
             problems: self.problems(),
@@ -181,7 +99,7 @@ impl Controller {
                     ejected: h.is_some_and(|h| h.backend.ejected()),
                     in_flight: h.map_or(0, |h| h.backend.in_flight()),
                     port: task_port(&t.spec),
-                    state: t.state,
+                    state: crate::wire::task_state(t.state),
                     pid: t.pid,
                     restarts: t.restarts,
                     crashes: t.crashes,

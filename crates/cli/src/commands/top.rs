@@ -7,38 +7,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
-use wharf_api::client::ApiClient;
+use serde::Serialize;
+use wharf_api_types::TopView as Snapshot;
+use wharf_client::ApiClient;
 
-use crate::output::api_error;
+use crate::print::api_error;
 
 pub struct TopArgs {
     pub once: bool,
     pub json: bool,
     pub iterations: Option<u64>,
     pub interval: Duration,
-}
-
-/// The server's `/v1/top` answer (cumulative counters).
-#[derive(Deserialize)]
-struct Snapshot {
-    time_ms: u64,
-    services: Vec<ServiceSnapshot>,
-}
-
-#[derive(Deserialize)]
-struct ServiceSnapshot {
-    app: String,
-    service: String,
-    kind: String,
-    replicas: u32,
-    tasks: usize,
-    ready: usize,
-    cpu_percent: f64,
-    memory_bytes: u64,
-    requests: u64,
-    errors: u64,
-    latency: Vec<(f64, u64)>,
 }
 
 /// One service's row: what `--json` prints.
@@ -70,10 +49,10 @@ struct Frame {
 pub async fn top(client: &ApiClient, a: TopArgs) -> Result<ExitCode> {
     let iterations = if a.once { 1 } else { a.iterations.unwrap_or(u64::MAX) };
     let tty = std::io::stdout().is_terminal() && !a.json;
-    let mut prev: Snapshot = client.get("/v1/top").await.map_err(api_error)?;
+    let mut prev = client.top().await.map_err(api_error)?;
     for _ in 0..iterations {
         tokio::time::sleep(a.interval).await;
-        let cur: Snapshot = client.get("/v1/top").await.map_err(api_error)?;
+        let cur = client.top().await.map_err(api_error)?;
         let frame = frame(&prev, &cur);
         let mut out = std::io::stdout().lock();
         if a.json {
@@ -217,7 +196,7 @@ mod tests {
     fn rates_come_from_the_difference_of_two_snapshots() {
         let snap = |time_ms, requests, fast, all| Snapshot {
             time_ms,
-            services: vec![ServiceSnapshot {
+            services: vec![wharf_api_types::TopService {
                 app: "a".into(),
                 service: "api".into(),
                 kind: "web".into(),

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::Value;
-use wharf_api::client::ApiClient;
+use wharf_api_types::{AppQuery, JobRun, JobRunsQuery, LogQuery, RunState, TriggerRequest};
+use wharf_client::ApiClient;
 use wharf_logs::Record;
 
-use crate::output::{api_error, format_record, query, table, when};
+use crate::print::{api_error, format_record, json as print_json, table, when};
 
 #[derive(Subcommand)]
 pub enum JobCommand {
@@ -58,9 +58,9 @@ fn relative(ms: u64, now: u64) -> String {
     }
 }
 
-fn duration(run: &Value) -> String {
-    match (run["started_at"].as_u64(), run["ended_at"].as_u64()) {
-        (Some(s), Some(e)) if run["task"].is_string() => {
+fn duration(run: &JobRun) -> String {
+    match (run.started_at, run.ended_at) {
+        (Some(s), Some(e)) if run.task.is_some() => {
             let ms = e.saturating_sub(s);
             if ms < 10_000 {
                 format!("{:.1}s", ms as f64 / 1000.0)
@@ -73,9 +73,9 @@ fn duration(run: &Value) -> String {
 }
 
 /// "succeeded", "failed (exit 3)", "timed out", "skipped"...
-fn outcome(run: &Value) -> String {
-    let state = run["state"].as_str().unwrap_or("?").replace('_', " ");
-    match (run["exit_code"].as_i64(), run["signal"].as_i64()) {
+fn outcome(run: &JobRun) -> String {
+    let state = run.state.as_str().replace('_', " ");
+    match (run.exit_code, run.signal) {
         (Some(c), _) if state == "failed" => format!("failed (exit {c})"),
         (_, Some(sig)) if state == "failed" => format!("failed (signal {sig})"),
         _ => state,
@@ -83,41 +83,36 @@ fn outcome(run: &Value) -> String {
 }
 
 pub async fn list(client: &ApiClient, app: Option<String>, json: bool) -> Result<ExitCode> {
-    let v: Value = client.get(&format!("/v1/jobs?{}", query(&[("app", app)]))).await.map_err(api_error)?;
+    let v = client.jobs(&AppQuery { app }).await.map_err(api_error)?;
     if json {
-        println!("{v}");
+        print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let now = v["now"].as_u64().unwrap_or(0);
-    let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
-    if jobs.is_empty() {
-        println!(
-            "app {} has no jobs (add a [job.NAME] table with a schedule to wharf.toml)",
-            v["app"].as_str().unwrap_or("?")
-        );
+    let now = v.now;
+    if v.jobs.is_empty() {
+        println!("app {} has no jobs (add a [job.NAME] table with a schedule to wharf.toml)", v.app);
         return Ok(ExitCode::SUCCESS);
     }
-    let rows = jobs
+    let rows = v
+        .jobs
         .iter()
         .map(|j| {
-            let next =
-                j["next_run"].as_u64().map_or("-".into(), |t| format!("{} ({})", when(&t.into()), relative(t, now)));
-            let last = match j["last_run"].as_object() {
-                Some(_) => {
-                    let r = &j["last_run"];
-                    let at = r["started_at"].as_u64().or(r["created_at"].as_u64()).unwrap_or(0);
+            let next = j.next_run.map_or("-".into(), |t| format!("{} ({})", when(Some(t)), relative(t, now)));
+            let last = match &j.last_run {
+                Some(r) => {
+                    let at = r.started_at.unwrap_or(r.created_at);
                     format!("{} {}", outcome(r), relative(at, now))
                 }
                 None => "-".into(),
             };
             vec![
-                j["name"].as_str().unwrap_or("?").to_string(),
-                j["schedule"].as_str().unwrap_or("?").to_string(),
-                j["timezone"].as_str().unwrap_or("?").to_string(),
-                j["service"].as_str().unwrap_or("?").to_string(),
+                j.name.clone(),
+                j.schedule.clone(),
+                j.timezone.clone(),
+                j.service.clone(),
                 next,
                 last,
-                j["active"].as_u64().unwrap_or(0).to_string(),
+                j.active.to_string(),
             ]
         })
         .collect();
@@ -132,16 +127,15 @@ pub async fn run(client: &ApiClient, cmd: JobCommand) -> Result<ExitCode> {
     }
 }
 
-async fn fetch_runs(client: &ApiClient, name: &str, app: &Option<String>, n: Option<usize>) -> Result<Vec<Value>> {
-    let q = query(&[("app", app.clone()), ("job", Some(name.to_string())), ("n", n.map(|n| n.to_string()))]);
-    let v: Value = client.get(&format!("/v1/jobs/runs?{q}")).await.map_err(api_error)?;
-    Ok(v.as_array().cloned().unwrap_or_default())
+async fn fetch_runs(client: &ApiClient, name: &str, app: &Option<String>, n: Option<usize>) -> Result<Vec<JobRun>> {
+    let q = JobRunsQuery { app: app.clone(), job: name.to_string(), n };
+    client.job_runs(&q).await.map_err(api_error)
 }
 
 async fn runs(client: &ApiClient, name: String, app: Option<String>, n: Option<usize>, json: bool) -> Result<ExitCode> {
     let runs = fetch_runs(client, &name, &app, n).await?;
     if json {
-        println!("{}", Value::Array(runs));
+        print_json(&runs)?;
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
@@ -152,15 +146,15 @@ async fn runs(client: &ApiClient, name: String, app: Option<String>, n: Option<u
         .iter()
         .map(|r| {
             vec![
-                r["id"].as_str().unwrap_or("?").to_string(),
-                r["trigger"].as_str().unwrap_or("?").to_string(),
-                r["attempt"].to_string(),
-                when(&r["started_at"]),
-                when(&r["ended_at"]),
+                r.id.clone(),
+                r.trigger.as_str().to_string(),
+                r.attempt.to_string(),
+                when(r.started_at),
+                when(r.ended_at),
                 duration(r),
                 outcome(r),
-                r["task"].as_str().unwrap_or("-").to_string(),
-                r["message"].as_str().unwrap_or("").to_string(),
+                r.task.clone().unwrap_or_else(|| "-".into()),
+                r.message.clone(),
             ]
         })
         .collect();
@@ -171,13 +165,13 @@ async fn runs(client: &ApiClient, name: String, app: Option<String>, n: Option<u
 
 /// The exit status `wharf job trigger` ends with: the run's own exit code,
 /// 128 + signal, 124 for a timeout (as timeout(1)), 1 otherwise.
-fn exit_status(run: &Value) -> u8 {
-    match run["state"].as_str() {
-        Some("succeeded") => 0,
-        Some("timed_out") => 124,
-        Some("failed") => match (run["exit_code"].as_i64(), run["signal"].as_i64()) {
+fn exit_status(run: &JobRun) -> u8 {
+    match run.state {
+        RunState::Succeeded => 0,
+        RunState::TimedOut => 124,
+        RunState::Failed => match (run.exit_code, run.signal) {
             (Some(c), _) => (c.clamp(1, 255)) as u8,
-            (_, Some(s)) => (128 + s).clamp(1, 255) as u8,
+            (_, Some(s)) => s.saturating_add(128).clamp(1, 255) as u8,
             _ => 1,
         },
         _ => 1,
@@ -185,12 +179,11 @@ fn exit_status(run: &Value) -> u8 {
 }
 
 async fn trigger(client: &ApiClient, name: String, app: Option<String>, detach: bool) -> Result<ExitCode> {
-    let body = serde_json::json!({ "app": app, "job": name });
-    let run: Value = client.post_json("/v1/jobs/trigger", &body).await.map_err(api_error)?;
-    let id = run["id"].as_str().unwrap_or("?").to_string();
-    let Some(task) = run["task"].as_str().map(str::to_string) else {
+    let run = client.trigger_job(&TriggerRequest { app: app.clone(), job: name.clone() }).await.map_err(api_error)?;
+    let id = run.id.clone();
+    let Some(task) = run.task.clone() else {
         eprintln!("job {name} run {id}: {}", outcome(&run));
-        eprintln!("  {}", run["message"].as_str().unwrap_or(""));
+        eprintln!("  {}", run.message);
         return Ok(ExitCode::from(exit_status(&run)));
     };
     eprintln!("job {name} run {id} started as task {task}");
@@ -203,10 +196,10 @@ async fn trigger(client: &ApiClient, name: String, app: Option<String>, detach: 
     let follow = {
         let (client, task, last_seq) = (client.clone(), task.clone(), last_seq.clone());
         tokio::spawn(async move {
-            let q = query(&[("task", Some(task)), ("n", Some("10000".into())), ("follow", Some("true".into()))]);
-            let Ok(mut lines) = client.lines(&format!("/v1/logs?{q}")).await else { return };
+            let q = LogQuery { task: Some(task), n: Some(10_000), follow: true, ..Default::default() };
+            let Ok(mut lines) = client.logs(&q).await else { return };
             while let Ok(Some(line)) = lines.next().await {
-                print_line(&line, color, &last_seq);
+                print_line(line.record, color, &last_seq);
             }
         })
     };
@@ -215,33 +208,28 @@ async fn trigger(client: &ApiClient, name: String, app: Option<String>, detach: 
     for _ in 0..(40 * 60 * 60 * 24) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let runs = fetch_runs(client, &name, &app, None).await?;
-        if let Some(r) = runs.into_iter().find(|r| r["id"] == id.as_str()) {
+        if let Some(r) = runs.into_iter().find(|r| r.id == id) {
             last = r;
         }
-        if !matches!(last["state"].as_str(), Some("starting" | "running" | "waiting")) {
+        if !last.state.is_active() {
             break;
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     follow.abort();
-    let q = query(&[("task", Some(task.clone())), ("n", Some("10000".into()))]);
-    if let Ok(mut lines) = client.lines(&format!("/v1/logs?{q}")).await {
+    let q = LogQuery { task: Some(task.clone()), n: Some(10_000), ..Default::default() };
+    if let Ok(mut lines) = client.logs(&q).await {
         while let Ok(Some(line)) = lines.next().await {
-            print_line(&line, color, &last_seq);
+            print_line(line.record, color, &last_seq);
         }
     }
     let _ = std::io::stdout().flush();
-    eprintln!(
-        "job {name} run {id} {} after {}: {}",
-        outcome(&last),
-        duration(&last),
-        last["message"].as_str().unwrap_or("")
-    );
+    eprintln!("job {name} run {id} {} after {}: {}", outcome(&last), duration(&last), last.message);
     Ok(ExitCode::from(exit_status(&last)))
 }
 
-fn print_line(line: &[u8], color: bool, last_seq: &AtomicU64) {
-    let Ok(r) = serde_json::from_slice::<Record>(line) else { return };
+fn print_line(record: Option<Record>, color: bool, last_seq: &AtomicU64) {
+    let Some(r) = record else { return };
     // Each record once, whether from the live stream or the final read.
     if r.seq <= last_seq.load(Ordering::SeqCst) {
         return;
@@ -256,14 +244,38 @@ fn print_line(line: &[u8], color: bool, last_seq: &AtomicU64) {
 mod tests {
     use super::*;
 
+    /// A run in `state` that ended with `exit_code` or `signal`.
+    fn v(state: RunState, exit_code: Option<i32>, signal: Option<i32>) -> JobRun {
+        JobRun {
+            app: "a".into(),
+            job: "j".into(),
+            id: "1".into(),
+            sort: 0,
+            trigger: wharf_api_types::RunTrigger::Manual,
+            scheduled_at: None,
+            attempt: 1,
+            state,
+            service: "web".into(),
+            revision: None,
+            task: None,
+            created_at: 0,
+            started_at: None,
+            ended_at: None,
+            deadline: None,
+            not_before: None,
+            exit_code,
+            signal,
+            message: String::new(),
+        }
+    }
+
     #[test]
     fn exit_status_follows_the_run() {
-        let v = |s: &str| serde_json::from_str::<Value>(s).unwrap();
-        assert_eq!(exit_status(&v(r#"{"state":"succeeded","exit_code":0}"#)), 0);
-        assert_eq!(exit_status(&v(r#"{"state":"failed","exit_code":3}"#)), 3);
-        assert_eq!(exit_status(&v(r#"{"state":"failed","signal":9}"#)), 137);
-        assert_eq!(exit_status(&v(r#"{"state":"timed_out","signal":15}"#)), 124);
-        assert_eq!(exit_status(&v(r#"{"state":"skipped"}"#)), 1);
+        assert_eq!(exit_status(&v(RunState::Succeeded, Some(0), None)), 0);
+        assert_eq!(exit_status(&v(RunState::Failed, Some(3), None)), 3);
+        assert_eq!(exit_status(&v(RunState::Failed, None, Some(9))), 137);
+        assert_eq!(exit_status(&v(RunState::TimedOut, None, Some(15))), 124);
+        assert_eq!(exit_status(&v(RunState::Skipped, None, None)), 1);
         assert_eq!(relative(90_000, 0), "in 1m");
         assert_eq!(relative(0, 7_200_000), "2h0m ago");
     }

@@ -1,0 +1,34 @@
+//! `wharf check DIR`: validates DIR/wharf.toml without a server.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Validates DIR/wharf.toml and prints the outcome.
+pub fn check(dir: &Path, json: bool) -> ExitCode {
+    match wharf_spec::load_dir(dir) {
+        Ok(spec) => {
+            if json {
+                println!("{}", serde_json::json!({ "ok": true, "spec": spec }));
+            } else {
+                let web = spec.services.values().filter(|s| s.is_web()).count();
+                println!(
+                    "ok: app `{}`: {} services ({} web, {} worker), {} routes",
+                    spec.app,
+                    spec.services.len(),
+                    web,
+                    spec.services.len() - web,
+                    spec.routes.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "ok": false, "diagnostics": e.diagnostics() }));
+            } else {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! `wharf deployments`: when, how long, outcome, what changed.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use wharf_api_types::AppQuery;
+use wharf_client::ApiClient;
+
+use crate::print::{api_error, json as print_json, table, when};
+
+pub async fn deployments(client: &ApiClient, app: Option<String>, json: bool) -> Result<ExitCode> {
+    // The server picks the only app when none is named, as for every other call.
+    let list = client.deployments(&AppQuery { app }).await.map_err(api_error)?;
+    if json {
+        print_json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = list
+        .iter()
+        .map(|d| {
+            let took = match d.finished_at {
+                Some(b) => format!("{:.1}s", b.saturating_sub(d.started_at) as f64 / 1000.0),
+                None => "-".into(),
+            };
+            let what = match d.reason.as_deref() {
+                Some(r) if !r.is_empty() => format!("{} — {r}", d.message),
+                _ => d.message.clone(),
+            };
+            let outcome = d.state.as_str().replace('_', " ");
+            vec![format!("#{}", d.id), when(Some(d.started_at)), took, outcome, what]
+        })
+        .collect();
+    table(&["DEPLOYMENT", "STARTED (UTC)", "TOOK", "OUTCOME", "WHAT"], rows);
+    Ok(ExitCode::SUCCESS)
+}
