@@ -5,6 +5,8 @@
 //! Times are Unix milliseconds unless a field says otherwise. Changing a
 //! field here changes the wire format: add fields, don't rename them.
 
+#![forbid(unsafe_code)]
+
 mod deploy;
 mod error;
 mod jobs;

@@ -2,6 +2,8 @@
 //! to its data directory; errors are JSON with a kind, a message and, for an
 //! invalid wharf.toml, the diagnostics with file:line:column.
 
+#![forbid(unsafe_code)]
+
 mod jobs;
 mod server;
 pub mod token;

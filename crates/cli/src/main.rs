@@ -402,6 +402,7 @@ enum OnOff {
     Off,
 }
 
+#[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Server { .. } | Command::Up { .. } | Command::Demo(_)) {

@@ -2,6 +2,8 @@
 //! time, hang, or panic: `$PORT` in a command, durations too long for the
 //! clock, non-UTF-8 uploads, a FIFO as wharf.toml, a closed stdout.
 
+#![allow(unsafe_code)] // signals, uids and fds through libc
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -1,6 +1,8 @@
 //! A root server runs tasks as an unprivileged user who cannot read the
 //! server's secrets: the API token, the store, other tasks' environment.
 
+#![allow(unsafe_code)] // signals, uids and fds through libc
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -2,6 +2,8 @@
 //! with the types of `wharf-api-types`, failing with a [`ClientError`] that
 //! says what to do. Plain hyper: the API is small and local.
 
+#![forbid(unsafe_code)]
+
 mod pack;
 
 use bytes::Bytes;

@@ -312,6 +312,7 @@ fn injected_failure(app: &App) -> Option<Response<DemoBody>> {
 }
 
 /// CPU time used by the calling thread.
+#[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.

@@ -4,6 +4,8 @@
 //! The child is this very test binary, re-run with `DEMO_CHILD_ARGS` set so
 //! that the `child` test below calls `run()` and exits like a binary would.
 
+#![allow(unsafe_code)] // signals, uids and fds through libc
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};

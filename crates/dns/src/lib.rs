@@ -13,6 +13,8 @@
 //!
 //! It serves UDP and TCP on the same port, on a thread of its own.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

@@ -7,6 +7,8 @@
 //! each segment's index to skip what cannot match. Old segments go by age
 //! and by total size. `segment.rs` has the file format and crash safety.
 
+#![forbid(unsafe_code)]
+
 pub mod export;
 mod record;
 mod segment;

@@ -6,6 +6,8 @@
 //! drive least-outstanding balancing and tell the control plane when a task
 //! that left the table has drained.
 
+#![forbid(unsafe_code)]
+
 mod access;
 mod answer;
 mod backend;

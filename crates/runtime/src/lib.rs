@@ -85,6 +85,7 @@ pub enum TaskUserError {
 }
 
 /// Whether this process runs as root (and so may run tasks as other users).
+#[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
 pub fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -93,6 +94,7 @@ pub fn running_as_root() -> bool {
 impl TaskUser {
     /// The account tasks naming `name` run as, for this server: None runs
     /// them as the server's own user (root, or the server's account itself).
+    #[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
     pub fn resolve(name: &str) -> Result<Option<TaskUser>, TaskUserError> {
         let u = TaskUser::lookup(name).ok_or_else(|| TaskUserError::NoSuchUser(name.to_string()))?;
         // SAFETY: geteuid has no preconditions.
@@ -106,6 +108,7 @@ impl TaskUser {
     }
 
     /// Looks a user up in the system's user database.
+    #[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
     pub fn lookup(name: &str) -> Option<TaskUser> {
         let c = std::ffi::CString::new(name).ok()?;
         let mut pw: libc::passwd = unsafe { std::mem::zeroed() };

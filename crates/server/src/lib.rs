@@ -8,6 +8,8 @@
 //! and task output into the log stream, store operations into the metrics)
 //! lives here too, so the pieces stay independent.
 
+#![forbid(unsafe_code)]
+
 mod access;
 mod error;
 mod listen;

@@ -89,8 +89,7 @@ pub fn default_proxy_threads() -> usize {
 
 /// Where a server keeps its data when not told otherwise.
 pub fn default_data_dir() -> PathBuf {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if wharf_runtime::running_as_root() {
         return PathBuf::from("/var/lib/wharf");
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,14 +204,19 @@ fn lock_data_dir(data: &Path) -> Result<std::fs::File, ServerError> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
         let pid = std::fs::read_to_string(data.join("server.pid")).unwrap_or_default();
         return Err(ServerError::Refused(format!(
             "another wharf server is already running with data directory {} (pid {})\n  hint: stop it first, or use another --data directory",
             data.display(),
             pid.trim()
         )));
+        }
     }
     std::fs::write(data.join("server.pid"), std::process::id().to_string())?;
     Ok(f)

@@ -3,7 +3,6 @@
 //! restore` to use them when the store file is damaged.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -120,9 +119,8 @@ pub fn list(dir: &Path) -> Vec<PathBuf> {
 /// The pid of the server using `data`, if one runs (it holds the lock).
 pub(crate) fn running_server(data: &Path) -> Option<String> {
     let f = std::fs::OpenOptions::new().write(true).open(data.join("server.lock")).ok()?;
-    // SAFETY: flock on a descriptor we own; released when `f` is closed.
-    let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    if free {
+    // Released when `f` is closed.
+    if f.try_lock().is_ok() {
         return None;
     }
     Some(std::fs::read_to_string(data.join("server.pid")).unwrap_or_default().trim().to_string())

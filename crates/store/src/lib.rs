@@ -8,6 +8,8 @@
 //! - [`Db`]: typed records on top of any `Store`, with the key layout in
 //!   one place.
 
+#![forbid(unsafe_code)]
+
 pub mod conformance;
 mod db;
 mod jobs;

@@ -3,6 +3,8 @@
 //! shell); `$$` is a literal `$`. A `$` not followed by a name, `{` or `$`
 //! (`$1`, `$?`, a lone `$`) is kept as written.
 
+#![forbid(unsafe_code)]
+
 use std::ops::Range;
 
 /// One piece of an argument.

@@ -1,4 +1,6 @@
 //! Test kit: starts the real `wharf` binary and talks to it over real HTTP.
+
+#![allow(unsafe_code)] // signals, uids and fds through libc
 #![allow(dead_code)]
 
 use std::io::{Read, Write};

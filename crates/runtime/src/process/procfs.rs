@@ -1,5 +1,9 @@
 //! Reading /proc, signalling, pidfds.
 
+// The driver's direct kernel calls (sysconf, kill, pidfd) live here; each
+// has its SAFETY note.
+#![allow(unsafe_code)]
+
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -33,6 +33,7 @@ pub struct Spawned {
 /// Spawn `spec` in a new process group, stdin from /dev/null, stdout/stderr
 /// appended to the spool files, moved into the cgroups whose `cgroup.procs`
 /// files are given (before it execs, so its first instruction is accounted).
+#[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
 pub fn spawn(
     spec: &TaskSpec,
     driver_id: &str,

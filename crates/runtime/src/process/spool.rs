@@ -226,6 +226,7 @@ impl Spool {
     }
 }
 
+#[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
 fn punch(s: &mut Stream, upto: u64) {
     let upto = upto & !4095;
     if !s.can_punch || upto < s.punched + PUNCH_MIN {

@@ -2,7 +2,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -85,6 +84,7 @@ pub fn driver_id(state_dir: &Path) -> Result<String, DriverError> {
     }
 }
 
+#[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
 fn random_hex(bytes: usize) -> io::Result<String> {
     let mut buf = vec![0u8; bytes];
     let mut filled = 0;
@@ -114,13 +114,9 @@ pub fn lock(state_dir: &Path) -> Result<File, DriverError> {
         .write(true)
         .open(&path)
         .map_err(|e| DriverError::io(format!("opening {}", path.display()), e))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(DriverError::Locked { dir: state_dir.display().to_string() });
-        }
-        return Err(DriverError::io(format!("locking {}", path.display()), e));
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DriverError::Locked { dir: state_dir.display().to_string() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(DriverError::io(format!("locking {}", path.display()), e)),
     }
-    Ok(f)
 }

@@ -1,5 +1,7 @@
 //! Shared test helpers: a collecting sink, event waiting, and a guard that
 //! makes sure no test leaves processes or cgroups behind.
+
+#![allow(unsafe_code)] // signals, uids and fds through libc
 #![allow(dead_code)]
 
 use std::fs;
