@@ -16,8 +16,8 @@ use wharf_store::{
 use crate::controller::{now_ms, ControlError, Controller};
 use crate::plan::JobChanges;
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
-use crate::rollout::moving_record;
 use crate::scale::deployed_replicas;
+use crate::strategy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -184,14 +184,8 @@ impl Controller {
             };
             scaled |= previous.is_some_and(|p| p.replicas != replicas);
             let mut record = match previous {
-                Some(p) => moving_record(p, number, replicas, svc.deploy.strategy),
-                None => ServiceRecord {
-                    app: app.clone(),
-                    name: name.clone(),
-                    revision: number,
-                    replicas: svc.replicas,
-                    ..Default::default()
-                },
+                Some(p) => strategy::moving(p, number, replicas, svc.deploy.strategy),
+                None => strategy::first_record(app, name, number, svc.replicas),
             };
             scaled |= previous.is_some_and(|p| p.declared_replicas != Some(svc.replicas));
             record.declared_replicas = Some(svc.replicas);

@@ -25,6 +25,7 @@ mod routes;
 mod scale;
 mod scheduler;
 mod store_timing;
+mod strategy;
 mod top;
 mod traffic;
 mod views;

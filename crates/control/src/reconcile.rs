@@ -12,6 +12,7 @@ use wharf_store::{ServiceRecord, TaskRecord};
 
 use crate::controller::{now_ms, signal_number, ControlError, Controller};
 use crate::health::Health;
+use crate::strategy::PoolLayout;
 
 /// How long a task of a removed service may finish what it has (requests,
 /// WebSockets) before it is signalled; services set their own in `deploy`.
@@ -107,9 +108,9 @@ impl Controller {
             // rather than being stopped while fresh ones start.
             current.extend(self.reclaim(svc, web, svc.replicas as usize - current.len()).await);
         }
-        // Blue-green keeps the set that has (or just had) the traffic; the rest leaves.
-        let kept = |t: &TaskStatus| Some(t.spec.revision) == svc.live || Some(t.spec.revision) == svc.standby;
-        let leaving: Vec<TaskStatus> = old.into_iter().filter(|t| !kept(t)).collect();
+        // The strategy keeps the sets that serve or stand by; the rest leaves.
+        let layout = PoolLayout::of(svc);
+        let leaving: Vec<TaskStatus> = old.into_iter().filter(|t| !layout.keeps(t.spec.revision)).collect();
         let policy = &rev.spec.deploy;
         let drain = policy.drain_timeout;
         let want = svc.replicas as usize;
@@ -123,7 +124,7 @@ impl Controller {
         if current.len() < want {
             // Rolling: at most max_surge tasks above the replicas at any time.
             // Blue-green (and moves between sets): the whole new set at once.
-            let room = if svc.live.is_some() || old_ready.is_empty() {
+            let room = if layout.starts_whole() || old_ready.is_empty() {
                 want - current.len()
             } else {
                 (want + policy.max_surge as usize).saturating_sub(current.len() + old_ready.len())

@@ -11,7 +11,7 @@ use wharf_spec::Service;
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, Revision, ServiceChange};
 
 use crate::controller::{now_ms, ControlError, Controller};
-use crate::rollout::moving_record;
+use crate::strategy;
 
 /// One revision of a service, for `wharf revisions`.
 #[derive(Debug, Serialize)]
@@ -223,7 +223,7 @@ impl Controller {
         };
         let mut batch = Batch::default();
         let strategy = target.spec.deploy.strategy;
-        batch.put_service(&moving_record(&svc, target.number, svc.replicas, strategy)).put_deployment(&deployment);
+        batch.put_service(&strategy::moving(&svc, target.number, svc.replicas, strategy)).put_deployment(&deployment);
         self.db.commit(batch).await?;
         drop(_guard);
         self.event_full(

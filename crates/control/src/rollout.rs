@@ -10,10 +10,11 @@ use std::time::Duration;
 use wharf_logs::Level;
 use wharf_proxy::OutcomeCounts;
 use wharf_runtime::{TaskState, TaskStatus};
-use wharf_spec::{DeployPolicy, Strategy};
+use wharf_spec::DeployPolicy;
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord};
 
 use crate::controller::{fmt_duration, now_ms, ControlError, Controller};
+use crate::strategy::{self, Place, PoolLayout};
 
 /// How often a deployment looks at its tasks.
 const TICK: Duration = Duration::from_millis(100);
@@ -25,22 +26,6 @@ const MIN_BAKE_ANSWERS: u64 = 20;
 const RELEASE_OUTPUT_LINES: usize = 20;
 /// Longest a paused release may hold requests (the pause's own cap).
 const RELEASE_PAUSE_MAX: Duration = Duration::from_secs(600);
-
-/// The desired record of a service moving to revision `to`.
-///
-/// Back to the revision kept on standby (a blue-green bake): the pool switches
-/// back at once. Blue-green otherwise: the revision that has the traffic keeps
-/// it until the new set is ready. Rolling: every ready task takes traffic.
-pub(crate) fn moving_record(old: &ServiceRecord, to: u64, replicas: u32, strategy: Strategy) -> ServiceRecord {
-    let (live, standby) = if old.standby == Some(to) {
-        (Some(to), None)
-    } else if strategy == Strategy::BlueGreen && old.revision != to {
-        (Some(old.live.unwrap_or(old.revision)), None)
-    } else {
-        (None, None)
-    };
-    ServiceRecord { revision: to, replicas, live, standby, ..old.clone() }
-}
 
 /// What a driver remembers between ticks; rebuilt from observation after a restart.
 #[derive(Default)]
@@ -244,14 +229,8 @@ impl Controller {
             let spec = self.revision(&app, &c.service, to).await?.spec.clone();
             let strategy = spec.deploy.strategy;
             let mut record = match self.db.service(&app, &c.service).await? {
-                Some(old) => moving_record(&old, to, c.replicas, strategy),
-                None => ServiceRecord {
-                    app: app.clone(),
-                    name: c.service.clone(),
-                    revision: to,
-                    replicas: c.replicas,
-                    ..Default::default()
-                },
+                Some(old) => strategy::moving(&old, to, c.replicas, strategy),
+                None => strategy::first_record(&app, &c.service, to, c.replicas),
             };
             // The revision is new with this deploy: its spec has what the file declared.
             record.declared_replicas = Some(spec.replicas);
@@ -378,13 +357,11 @@ impl Controller {
         if now_ms() < d.bake_until.unwrap_or(0) {
             return Ok(Next::Stay);
         }
-        // Good: the standby sets go. The pool stays on the live revision
-        // (live = revision), so a standby task never serves again on its way out.
+        // Good: the standby sets go.
         let mut batch = Batch::default();
         for s in self.db.services(Some(&app)).await? {
-            if s.standby.is_some() {
-                let live = s.live.map(|_| s.revision);
-                batch.put_service(&ServiceRecord { live, standby: None, ..s });
+            if let Some(done) = strategy::baked(&s) {
+                batch.put_service(&done);
             }
         }
         self.db.commit(batch).await?;
@@ -402,12 +379,13 @@ impl Controller {
         p: &ServiceProgress,
         keep_standby: bool,
     ) -> Result<bool, ControlError> {
-        if s.live.is_none_or(|l| l == s.revision) || p.ready < s.replicas as usize {
+        if p.ready < s.replicas as usize {
             return Ok(false);
         }
-        let standby = if keep_standby { s.live } else { None };
+        let Some(record) = strategy::switched(s, keep_standby) else { return Ok(false) };
+        let standby = record.standby;
         let mut batch = Batch::default();
-        batch.put_service(&ServiceRecord { live: Some(s.revision), standby, ..s.clone() });
+        batch.put_service(&record);
         self.db.commit(batch).await?;
         self.rebuild_routes().await;
         self.wake.notify_one();
@@ -616,16 +594,10 @@ impl Controller {
             match (c.from, current) {
                 (Some(from), Some(cur)) => {
                     let strategy = self.revision(&d.app, &c.service, from).await?.spec.deploy.strategy;
-                    batch.put_service(&moving_record(&cur, from, c.from_replicas, strategy));
+                    batch.put_service(&strategy::moving(&cur, from, c.from_replicas, strategy));
                 }
                 (Some(from), None) => {
-                    batch.put_service(&ServiceRecord {
-                        app: d.app.clone(),
-                        name: c.service.clone(),
-                        revision: from,
-                        replicas: c.from_replicas,
-                        ..Default::default()
-                    });
+                    batch.put_service(&strategy::first_record(&d.app, &c.service, from, c.from_replicas));
                 }
                 (None, Some(_)) => {
                     batch.delete_service(&d.app, &c.service);
@@ -702,6 +674,7 @@ impl Controller {
     pub(crate) async fn service_progress(&self, s: &ServiceRecord) -> Result<ServiceProgress, ControlError> {
         let web = self.revision(&s.app, &s.name, s.revision).await?.spec.is_web();
         let draining = self.draining.lock().unwrap().clone();
+        let layout = PoolLayout::of(s);
         let mut p = ServiceProgress::default();
         for t in self.driver.tasks() {
             if !t.spec.restart || t.spec.app != s.app || t.spec.service != s.name {
@@ -714,7 +687,7 @@ impl Controller {
                 if self.is_ready(&t, web) {
                     p.ready += 1;
                 }
-            } else if Some(t.spec.revision) == s.standby {
+            } else if layout.place(t.spec.revision) == Place::Standby {
                 p.standby += 1;
             } else {
                 p.old += 1;
@@ -746,7 +719,7 @@ impl ServiceProgress {
             && self.running == s.replicas as usize
             && self.old == 0
             && self.draining == 0
-            && s.live.is_none_or(|l| l == s.revision)
+            && PoolLayout::of(s).switched()
     }
 
     fn describe(&self, s: &ServiceRecord) -> String {
@@ -797,36 +770,6 @@ fn release_prefix(app: &str, c: &ServiceChange, deployment: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(revision: u64, live: Option<u64>, standby: Option<u64>) -> ServiceRecord {
-        ServiceRecord {
-            app: "a".into(),
-            name: "web".into(),
-            revision,
-            replicas: 2,
-            live,
-            standby,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn blue_green_keeps_traffic_on_the_running_revision_until_the_switch() {
-        let r = moving_record(&rec(3, None, None), 4, 2, Strategy::BlueGreen);
-        assert_eq!((r.revision, r.live, r.standby), (4, Some(3), None));
-    }
-
-    #[test]
-    fn back_to_the_standby_revision_is_an_instant_switch() {
-        let r = moving_record(&rec(4, Some(4), Some(3)), 3, 2, Strategy::Rolling);
-        assert_eq!((r.revision, r.live, r.standby), (3, Some(3), None));
-    }
-
-    #[test]
-    fn rolling_lets_every_ready_task_serve() {
-        let r = moving_record(&rec(3, None, None), 4, 3, Strategy::Rolling);
-        assert_eq!((r.revision, r.replicas, r.live, r.standby), (4, 3, None, None));
-    }
 
     #[test]
     fn a_bake_judges_only_with_enough_answers() {

@@ -8,6 +8,10 @@ use wharf_proxy::{Backend, Balance, HostMatch, Pool, RouteLimits, RouteSpec, Rou
 
 use crate::controller::Controller;
 use crate::health::Health;
+use crate::strategy::{Place, PoolLayout};
+
+/// A healthy task of a service: its revision and the proxy's view of it.
+type Member = (u64, Arc<Backend>);
 
 impl Controller {
     pub(crate) async fn routes_loop(self: Arc<Self>) {
@@ -40,11 +44,10 @@ impl Controller {
             }
         };
         self.refresh_discovery(&records).await;
-        // Blue-green: only the live revision serves; the standby set is the fallback.
-        let services: HashMap<(String, String), (Option<u64>, Option<u64>)> =
-            records.into_iter().map(|s| ((s.app, s.name), (s.live, s.standby))).collect();
-        let mut backends: HashMap<(String, String), Vec<Arc<Backend>>> = HashMap::new();
-        let mut fallbacks: HashMap<(String, String), Vec<Arc<Backend>>> = HashMap::new();
+        let layouts: HashMap<(String, String), PoolLayout> =
+            records.iter().map(|s| ((s.app.clone(), s.name.clone()), PoolLayout::of(s))).collect();
+        // Healthy tasks that are not draining, by service, with their revision.
+        let mut members: HashMap<(String, String), Vec<Member>> = HashMap::new();
         {
             let health = self.health.lock().unwrap();
             let draining = self.draining.lock().unwrap();
@@ -55,12 +58,7 @@ impl Controller {
                 }
                 let Some(m) = meta.get(id) else { continue };
                 let key = (m.app.clone(), m.service.clone());
-                let (live, standby) = services.get(&key).copied().unwrap_or_default();
-                if live.is_none_or(|l| l == m.revision) {
-                    backends.entry(key).or_default().push(th.backend.clone());
-                } else if standby == Some(m.revision) {
-                    fallbacks.entry(key).or_default().push(th.backend.clone());
-                }
+                members.entry(key).or_default().push((m.revision, th.backend.clone()));
             }
         }
         let maintenance = match self.db.maintenance().await {
@@ -80,11 +78,14 @@ impl Controller {
                 continue;
             }
             let (app, service) = (&key.0, &key.1);
-            let mut b = backends.remove(&key).unwrap_or_default();
-            b.sort_by(|x, y| x.task.cmp(&y.task));
-            let mut pool = Pool::new(format!("{app}/{service}"), b);
-            pool.fallback = fallbacks.remove(&key).unwrap_or_default();
-            pool.fallback.sort_by(|x, y| x.task.cmp(&y.task));
+            let tasks = members.remove(&key).unwrap_or_default();
+            let (backends, fallback) = match layouts.get(&key) {
+                Some(layout) => pool_backends(layout, tasks),
+                // Not in the store (yet): every healthy task serves.
+                None => (tasks.into_iter().map(|(_, b)| b).collect(), Vec::new()),
+            };
+            let mut pool = Pool::new(format!("{app}/{service}"), backends);
+            pool.fallback = fallback;
             let (pause, maintenance) = self.traffic_for(app, service, &maintenance);
             pool.pause = pause;
             pool.maintenance = maintenance;
@@ -124,5 +125,56 @@ impl Controller {
     async fn current_spec(&self, app: &str, service: &str) -> Option<wharf_spec::Service> {
         let svc = self.db.service(app, service).await.ok()??;
         Some(self.revision(app, service, svc.revision).await.ok()?.spec.clone())
+    }
+}
+
+/// A service's pool layout as today's proxy pool: tasks of sides with a
+/// weight serve, the standby set is the fallback (for when no serving task
+/// can answer). Sorted by task, so equal inputs give equal tables. When the
+/// proxy gains weighted backend sets, each side becomes one set here.
+fn pool_backends(layout: &PoolLayout, tasks: Vec<Member>) -> (Vec<Arc<Backend>>, Vec<Arc<Backend>>) {
+    let (mut serving, mut fallback) = (Vec::new(), Vec::new());
+    for (revision, backend) in tasks {
+        match layout.place(revision) {
+            Place::Serving(weight) if weight > 0 => serving.push(backend),
+            Place::Standby => fallback.push(backend),
+            Place::Serving(_) | Place::Out => {}
+        }
+    }
+    serving.sort_by(|x, y| x.task.cmp(&y.task));
+    fallback.sort_by(|x, y| x.task.cmp(&y.task));
+    (serving, fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::{Side, FULL_WEIGHT};
+
+    fn task(name: &str, revision: u64) -> Member {
+        (revision, Arc::new(Backend::new(name, ([127, 0, 0, 1], 1).into())))
+    }
+
+    fn names(b: &[Arc<Backend>]) -> Vec<&str> {
+        b.iter().map(|b| &*b.task).collect()
+    }
+
+    #[test]
+    fn serving_sides_become_backends_and_the_standby_set_the_fallback() {
+        let layout =
+            PoolLayout { desired: 4, serving: vec![Side { revision: Some(4), weight: FULL_WEIGHT }], standby: Some(3) };
+        let tasks = vec![task("t4b", 4), task("t3", 3), task("t2", 2), task("t4a", 4)];
+        let (serving, fallback) = pool_backends(&layout, tasks);
+        assert_eq!((names(&serving), names(&fallback)), (vec!["t4a", "t4b"], vec!["t3"]));
+    }
+
+    #[test]
+    fn rolling_serves_every_revision_and_a_side_without_weight_serves_nothing() {
+        let rolling =
+            PoolLayout { desired: 4, serving: vec![Side { revision: None, weight: FULL_WEIGHT }], standby: None };
+        let (serving, fallback) = pool_backends(&rolling, vec![task("b", 3), task("a", 4)]);
+        assert_eq!((names(&serving), fallback.len()), (vec!["a", "b"], 0));
+        let idle = PoolLayout { desired: 4, serving: vec![Side { revision: Some(4), weight: 0 }], standby: None };
+        assert!(pool_backends(&idle, vec![task("a", 4)]).0.is_empty());
     }
 }

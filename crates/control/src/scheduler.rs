@@ -724,7 +724,7 @@ impl Runner for DriverRunner {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("service {} of app {app} is not deployed", job.service))?;
         // The revision that has the traffic (during a blue-green deploy, the old one until the switch).
-        let number = svc.live.unwrap_or(svc.revision);
+        let number = crate::strategy::PoolLayout::of(&svc).serving_revision();
         let rev = ctl.revision(app, &job.service, number).await.map_err(|e| e.to_string())?;
         let mut spec =
             ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false).map_err(|e| e.to_string())?;

@@ -114,7 +114,7 @@ impl Controller {
                     old: p.old,
                     standby: p.standby,
                     draining: p.draining,
-                    live: s.live,
+                    live: crate::strategy::PoolLayout::of(&s).live(),
                     maintenance: maintenance.iter().any(|m| covers(&app.name, &s.name, &m.app, m.service.as_deref())),
                     paused: pauses.iter().any(|p| covers(&app.name, &s.name, &p.app, p.service.as_deref())),
                     health_failing: self.health_failing(&s),
