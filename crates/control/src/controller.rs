@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 use wharf_logs::{Level, LogStream, Record};
@@ -11,6 +11,7 @@ use wharf_proxy::Proxy;
 use wharf_runtime::{Driver, DriverEvent, ExitInfo, LogSink, OutputStream, TaskSpec};
 use wharf_store::{Db, EventRecord, Revision, StoreError};
 
+use crate::clock::{Clock, SystemClock};
 use crate::health::{HealthClient, TaskHealth};
 use crate::release::ReleaseStore;
 
@@ -105,12 +106,16 @@ pub struct Controller {
     /// The server's data directory (its disk is watched).
     pub(crate) data_dir: PathBuf,
     pub(crate) log_loss: crate::disk::LogLoss,
-    pub(crate) started: SystemTime,
+    /// When the server started, in Unix milliseconds by the clock.
+    pub(crate) started_ms: u64,
     pub(crate) metrics: Arc<crate::ServerMetrics>,
     /// Service discovery: internal routes, DNS data, `WHARF_*_URL`.
     pub(crate) discovery: crate::discovery::Discovery,
     /// The job scheduler and its clock.
     pub(crate) jobs: crate::scheduler::Jobs,
+    /// Time for the rollout, health checks, autoscaler and reconciler (the
+    /// scheduler keeps its own, which a test may speed up).
+    pub(crate) clock: Arc<dyn Clock>,
     stop: watch::Sender<bool>,
 }
 
@@ -122,6 +127,7 @@ impl Controller {
             Some(d) => format!("{}:{server_path}", d.display()),
             None => server_path,
         };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Arc::new(Controller {
             db: cfg.db,
             logs: cfg.logs,
@@ -149,10 +155,11 @@ impl Controller {
             task_user: cfg.task_user,
             data_dir: cfg.data_dir.clone(),
             log_loss: Default::default(),
-            started: SystemTime::now(),
+            started_ms: clock.now_ms(),
             metrics: cfg.metrics,
             discovery: Default::default(),
             jobs: Default::default(),
+            clock,
             stop: watch::channel(false).0,
         })
     }
@@ -167,6 +174,11 @@ impl Controller {
 
     pub fn metrics(&self) -> &crate::ServerMetrics {
         &self.metrics
+    }
+
+    /// Wall time by the controller's clock, in Unix milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Re-adopts running tasks, kills orphans, and starts the control loops.
@@ -398,7 +410,7 @@ impl Controller {
             samples.retain(|id, _| tasks.iter().any(|t| &t.spec.id == id));
             for t in &tasks {
                 let Some(u) = self.driver.usage(&t.spec.id) else { continue };
-                let now = Instant::now();
+                let now = self.clock.instant();
                 let cpu_percent = match samples.get(&t.spec.id) {
                     Some(prev) if u.cpu_nanos >= prev.cpu_nanos => {
                         let wall = now.duration_since(prev.at).as_nanos().max(1) as f64;
@@ -507,10 +519,6 @@ impl LogSink for StreamSink {
         r.task = Some(task.id.clone());
         self.0.append(r);
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

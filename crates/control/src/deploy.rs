@@ -13,7 +13,7 @@ use wharf_store::{
     ServiceRecord,
 };
 
-use crate::controller::{now_ms, ControlError, Controller};
+use crate::controller::{ControlError, Controller};
 use crate::plan::JobChanges;
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
 use crate::scale::deployed_replicas;
@@ -168,7 +168,7 @@ impl Controller {
                         release: hash.to_string(),
                         code: code.to_string(),
                         digest,
-                        created_at: now_ms(),
+                        created_at: self.now_ms(),
                     };
                     batch.put_revision(&rev);
                     release_first |= svc.release.is_some();
@@ -250,7 +250,7 @@ impl Controller {
         if !jobs.is_empty() {
             message = format!("{message}; {}", jobs.describe());
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let deployment = DeploymentRecord {
             app: app.clone(),
             id,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use wharf_logs::Level;
 use wharf_store::{Batch, DeploymentState, DestroyRecord};
 
-use crate::controller::{now_ms, ControlError, Controller};
+use crate::controller::{ControlError, Controller};
 
 /// How long a destroy waits for a deployment driver to notice and let go.
 const DRIVER_LET_GO: Duration = Duration::from_secs(30);
@@ -75,8 +75,8 @@ impl Controller {
         self.destroying.lock().unwrap().insert(app.to_string());
         if let Some(d) = &running {
             let key = (app.to_string(), d.id);
-            let until = tokio::time::Instant::now() + DRIVER_LET_GO;
-            while self.driving.lock().unwrap().contains(&key) && tokio::time::Instant::now() < until {
+            let until = self.clock.instant() + DRIVER_LET_GO;
+            while self.driving.lock().unwrap().contains(&key) && self.clock.instant() < until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -84,7 +84,7 @@ impl Controller {
         let intent = DestroyRecord {
             app: app.to_string(),
             purge,
-            started_at: now_ms(),
+            started_at: self.now_ms(),
             services: services.iter().map(|s| s.name.clone()).collect(),
         };
         let mut batch = Batch::default();
@@ -94,7 +94,7 @@ impl Controller {
         }
         if let Some(d) = running.as_mut() {
             d.state = DeploymentState::Failed;
-            d.finished_at = Some(now_ms());
+            d.finished_at = Some(self.now_ms());
             d.reason = Some("aborted: the app is being destroyed (`wharf destroy --force`)".into());
             batch.put_deployment(d);
         }
@@ -168,13 +168,13 @@ impl Controller {
         for t in self.driver.tasks().into_iter().filter(|t| t.spec.app == app && !t.spec.restart) {
             let _ = self.driver.stop(&t.spec.id).await;
         }
-        let until = tokio::time::Instant::now() + TASKS_GONE;
+        let until = self.clock.instant() + TASKS_GONE;
         loop {
             let left = self.driver.tasks().iter().filter(|t| t.spec.app == app).count();
             if left == 0 {
                 break;
             }
-            if tokio::time::Instant::now() >= until {
+            if self.clock.instant() >= until {
                 return Err(ControlError::Unavailable(format!(
                     "{left} tasks of {app} are still stopping; the destroy goes on in the background"
                 )));

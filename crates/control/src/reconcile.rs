@@ -3,14 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 use wharf_logs::Level;
 use wharf_runtime::{TaskSpec, TaskState, TaskStatus, TaskUser};
 use wharf_store::{ServiceRecord, TaskRecord};
 
-use crate::controller::{now_ms, signal_number, ControlError, Controller};
+use crate::controller::{signal_number, ControlError, Controller};
 use crate::health::Health;
 use crate::strategy::PoolLayout;
 
@@ -205,15 +205,17 @@ impl Controller {
 
     fn start_allowed(&self, svc: &ServiceRecord) -> bool {
         let backoff = self.start_backoff.lock().unwrap();
-        backoff.get(&(svc.app.clone(), svc.name.clone())).is_none_or(|(_, until)| Instant::now() >= *until)
+        let now = self.clock.instant();
+        backoff.get(&(svc.app.clone(), svc.name.clone())).is_none_or(|(_, until)| now >= *until)
     }
 
     fn start_failed(&self, svc: &ServiceRecord, e: &ControlError) {
         let mut backoff = self.start_backoff.lock().unwrap();
-        let entry = backoff.entry((svc.app.clone(), svc.name.clone())).or_insert((0, Instant::now()));
-        entry.0 += 1;
-        let wait = (Duration::from_millis(500) * 2u32.saturating_pow(entry.0 - 1)).min(MAX_START_BACKOFF);
-        entry.1 = wharf_runtime::deadline::instant_after(Instant::now(), wait);
+        let now = self.clock.instant();
+        let entry = backoff.entry((svc.app.clone(), svc.name.clone())).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let wait = start_backoff(entry.0);
+        entry.1 = wharf_runtime::deadline::instant_after(now, wait);
         drop(backoff);
         self.event_full(
             "task.start_failed",
@@ -249,7 +251,7 @@ impl Controller {
             service: svc.name.clone(),
             revision: rev.number,
             port,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
         };
         self.db.put_task(&record).await?;
         self.remember(&spec);
@@ -366,8 +368,8 @@ impl Controller {
     async fn wait_drained(&self, id: &str, drain: Duration) {
         let backend = self.health.lock().unwrap().get(id).map(|h| h.backend.clone());
         let Some(backend) = backend else { return };
-        let deadline = wharf_runtime::deadline::tokio_after(tokio::time::Instant::now(), drain);
-        while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        let deadline = wharf_runtime::deadline::instant_after(self.clock.instant(), drain);
+        while backend.in_flight() > 0 && self.clock.instant() < deadline {
             if !self.draining.lock().unwrap().contains(id) {
                 return;
             }
@@ -410,6 +412,13 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// How long a service waits before its next start after `failures`
+/// consecutive failed ones: doubling from half a second, at most 30 s.
+fn start_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    Duration::from_millis(500).saturating_mul(1 << doublings).min(MAX_START_BACKOFF)
 }
 
 pub(crate) fn task_port(spec: &TaskSpec) -> Option<u16> {
@@ -492,5 +501,12 @@ mod tests {
             }
             assert!(taken.insert(port), "{port} was given twice");
         }
+    }
+
+    #[test]
+    fn failing_starts_back_off_doubling_up_to_thirty_seconds() {
+        let waits: Vec<u64> =
+            [1, 2, 3, 4, 6, 7, 50, u32::MAX].iter().map(|n| start_backoff(*n).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1_000, 2_000, 4_000, 16_000, 30_000, 30_000, 30_000]);
     }
 }

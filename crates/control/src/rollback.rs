@@ -10,7 +10,7 @@ use wharf_logs::Level;
 use wharf_spec::Service;
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, Revision, ServiceChange};
 
-use crate::controller::{now_ms, ControlError, Controller};
+use crate::controller::{ControlError, Controller};
 use crate::strategy;
 
 /// One revision of a service, for `wharf revisions`.
@@ -201,7 +201,7 @@ impl Controller {
         }
         let id = self.db.deployments(app).await?.last().map_or(1, |d| d.id + 1);
         let message = format!("rollback of {service}: @{} → @{}", svc.revision, target.number);
-        let now = now_ms();
+        let now = self.now_ms();
         let deployment = DeploymentRecord {
             app: app.to_string(),
             id,

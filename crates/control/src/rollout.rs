@@ -13,7 +13,7 @@ use wharf_runtime::{TaskState, TaskStatus};
 use wharf_spec::DeployPolicy;
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord};
 
-use crate::controller::{fmt_duration, now_ms, ControlError, Controller};
+use crate::controller::{fmt_duration, ControlError, Controller};
 use crate::strategy::{self, Place, PoolLayout};
 
 /// How often a deployment looks at its tasks.
@@ -35,7 +35,7 @@ struct Watch {
     /// Answer counters of new tasks when the bake began.
     baseline: HashMap<String, OutcomeCounts>,
     /// The release task running now, and when it must end.
-    release: Option<(String, tokio::time::Instant)>,
+    release: Option<(String, std::time::Instant)>,
     /// Services whose release command has succeeded.
     released: HashSet<String>,
     /// Last progress line, to log changes only.
@@ -147,7 +147,7 @@ impl Controller {
                     )),
                 });
             }
-            if tokio::time::Instant::now() >= until {
+            if self.clock.instant() >= until {
                 let _ = self.driver.stop(&task).await;
                 w.release = None;
                 self.release_resume(d, &change.service).await;
@@ -218,7 +218,7 @@ impl Controller {
                     if policy.release_pause && c.from.is_some() { " (requests held)" } else { "" }
                 ),
             );
-            let until = wharf_runtime::deadline::tokio_after(tokio::time::Instant::now(), policy.release_timeout);
+            let until = wharf_runtime::deadline::instant_after(self.clock.instant(), policy.release_timeout);
             w.release = Some((id, until));
             return Ok(Next::Stay);
         }
@@ -237,7 +237,7 @@ impl Controller {
             batch.put_service(&record);
         }
         d.step = DeployStep::Rollout;
-        d.step_started_at = now_ms();
+        d.step_started_at = self.now_ms();
         batch.put_deployment(d);
         self.db.commit(batch).await?;
         self.deploy_event(d, Level::Info, "deploy.step", "release done; rolling out".into());
@@ -287,11 +287,11 @@ impl Controller {
                 switched = true;
                 continue;
             }
-            if !p.settled(&s) {
+            let verdict = rollout_verdict(&p, &s, d.step_started_at, policy.deadline, self.now_ms());
+            if verdict != RolloutVerdict::Settled {
                 waiting.push(p.describe(&s));
             }
-            let deadline = wharf_runtime::deadline::ms_after(d.step_started_at, policy.deadline);
-            if !p.settled(&s) && now_ms() >= deadline {
+            if verdict == RolloutVerdict::Late {
                 let web = self.revision(&app, &s.name, s.revision).await?.spec.is_web();
                 let why = if p.ready < s.replicas as usize { self.not_ready(&s, &p, web) } else { p.describe(&s) };
                 return Ok(Next::Fail(format!(
@@ -314,7 +314,7 @@ impl Controller {
         }
         // Everything switched: the bake watches the new revisions.
         let bake = self.bake_time(d).await?;
-        let now = now_ms();
+        let now = self.now_ms();
         d.step = DeployStep::Bake;
         d.step_started_at = now;
         d.switched_at = Some(now);
@@ -341,20 +341,12 @@ impl Controller {
         for c in &d.changes {
             let Some(to) = c.to else { continue };
             let policy = self.revision(&app, &c.service, to).await?.spec.deploy.clone();
-            let mut window = OutcomeCounts::default();
-            for (task, (service, counts)) in &now_counts {
-                if *service != c.service {
-                    continue;
-                }
-                // Tasks that joined after the bake began count from zero.
-                let base = w.baseline.entry(task.clone()).or_default();
-                window.add(&counts.since(base));
-            }
+            let window = bake_window(&c.service, &now_counts, &mut w.baseline);
             if let Some(why) = judge(&policy, &window) {
                 return Ok(Next::Fail(format!("{}@{to}: {why}", c.service)));
             }
         }
-        if now_ms() < d.bake_until.unwrap_or(0) {
+        if !bake_over(d, self.now_ms()) {
             return Ok(Next::Stay);
         }
         // Good: the standby sets go.
@@ -432,7 +424,7 @@ impl Controller {
         }
         if !waiting.is_empty() {
             let limit = d.step_started_at + 300_000;
-            if now_ms() >= limit {
+            if self.now_ms() >= limit {
                 return Ok(Next::Finish(
                     DeploymentState::Failed,
                     format!("the rollback did not finish within 5 minutes: {}", waiting.join("; ")),
@@ -610,7 +602,7 @@ impl Controller {
             batch.put_app(app);
         }
         d.step = DeployStep::Rollback;
-        d.step_started_at = now_ms();
+        d.step_started_at = self.now_ms();
         d.reason = Some(reason.clone());
         batch.put_deployment(d);
         self.db.commit(batch).await?;
@@ -638,7 +630,7 @@ impl Controller {
         mut batch: Batch,
     ) -> Result<(), ControlError> {
         d.state = state;
-        d.finished_at = Some(now_ms());
+        d.finished_at = Some(self.now_ms());
         if state != DeploymentState::Succeeded {
             let why = match d.reason.take() {
                 Some(r) if state == DeploymentState::RolledBack => r,
@@ -734,6 +726,54 @@ impl ServiceProgress {
     }
 }
 
+/// Where one service stands in the rollout step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RolloutVerdict {
+    Settled,
+    Waiting,
+    /// Not settled when the deadline passed: the deployment fails.
+    Late,
+}
+
+/// The rollout's decision for one service, at `now` (clock ms): settled,
+/// still within the deadline counted from the step's start, or late.
+fn rollout_verdict(
+    p: &ServiceProgress,
+    s: &ServiceRecord,
+    step_started_at: u64,
+    deadline: Duration,
+    now: u64,
+) -> RolloutVerdict {
+    if p.settled(s) {
+        RolloutVerdict::Settled
+    } else if now >= wharf_runtime::deadline::ms_after(step_started_at, deadline) {
+        RolloutVerdict::Late
+    } else {
+        RolloutVerdict::Waiting
+    }
+}
+
+/// The bake has lasted its time (clock ms) without crossing a threshold.
+fn bake_over(d: &DeploymentRecord, now: u64) -> bool {
+    now >= d.bake_until.unwrap_or(0)
+}
+
+/// The answers a service's new tasks gave since the bake began (`now`
+/// against `baseline`, by task); tasks that joined later count from zero.
+fn bake_window(
+    service: &str,
+    now: &HashMap<String, (String, OutcomeCounts)>,
+    baseline: &mut HashMap<String, OutcomeCounts>,
+) -> OutcomeCounts {
+    let mut window = OutcomeCounts::default();
+    for (task, (s, counts)) in now {
+        if s == service {
+            window.add(&counts.since(baseline.entry(task.clone()).or_default()));
+        }
+    }
+    window
+}
+
 /// Why a bake window fails its thresholds, if it does.
 fn judge(policy: &DeployPolicy, w: &OutcomeCounts) -> Option<String> {
     if w.total < MIN_BAKE_ANSWERS {
@@ -795,5 +835,75 @@ mod tests {
         assert!(judge(&strict, &slow).unwrap().contains("p99 latency"), "{:?}", judge(&strict, &slow));
         let loose = DeployPolicy { max_p99: Some(Duration::from_secs(2)), ..Default::default() };
         assert_eq!(judge(&loose, &slow), None);
+    }
+
+    fn service(replicas: u32, live: Option<u64>) -> ServiceRecord {
+        ServiceRecord { live, ..crate::strategy::first_record("a", "web", 4, replicas) }
+    }
+
+    /// A new task that never gets healthy: the rollout waits until the
+    /// deadline (on the clock, from the step's start), then fails.
+    #[test]
+    fn a_rollout_fails_when_a_new_task_is_not_ready_by_the_deadline() {
+        use crate::clock::{Clock, TestClock};
+        let clock = TestClock::new(1_774_656_000_000);
+        let started = clock.now_ms();
+        let deadline = Duration::from_secs(120);
+        let s = service(2, None);
+        let one_missing = ServiceProgress { running: 2, ready: 1, ..Default::default() };
+        let verdict = |p: &ServiceProgress| rollout_verdict(p, &s, started, deadline, clock.now_ms());
+        assert_eq!(verdict(&one_missing), RolloutVerdict::Waiting);
+        clock.advance(deadline - Duration::from_millis(1));
+        assert_eq!(verdict(&one_missing), RolloutVerdict::Waiting);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(verdict(&one_missing), RolloutVerdict::Late);
+        let all = ServiceProgress { running: 2, ready: 2, ..Default::default() };
+        assert_eq!(verdict(&all), RolloutVerdict::Settled, "ready is ready, however late");
+        let leftovers = ServiceProgress { old: 1, ..all };
+        assert_eq!(verdict(&leftovers), RolloutVerdict::Late, "old tasks still running");
+        let not_switched = service(2, Some(3));
+        assert_eq!(
+            rollout_verdict(&all, &not_switched, started, deadline, started),
+            RolloutVerdict::Waiting,
+            "blue-green: settled only once the traffic switched"
+        );
+    }
+
+    /// The bake guard: answers counted from the bake's start, judged each
+    /// tick, and the bake over once its time has passed on the clock.
+    #[test]
+    fn a_bake_rolls_back_on_a_5xx_ratio_counted_from_its_start() {
+        use crate::clock::{Clock, TestClock};
+        let clock = TestClock::new(1_774_656_000_000);
+        let policy = DeployPolicy { bake: Duration::from_secs(60), ..Default::default() };
+        let d = DeploymentRecord {
+            bake_until: Some(wharf_runtime::deadline::ms_after(clock.now_ms(), policy.bake)),
+            ..Default::default()
+        };
+        let counts = |total, errors| OutcomeCounts { total, errors, ..Default::default() };
+        let tasks = |a: OutcomeCounts, b: Option<OutcomeCounts>| {
+            let mut m = HashMap::from([("t1".to_string(), ("web".to_string(), a))]);
+            m.insert("w1".into(), ("worker".into(), counts(1000, 1000)));
+            if let Some(b) = b {
+                m.insert("t2".into(), ("web".into(), b));
+            }
+            m
+        };
+        // t1 answered 50 errors before the bake began: they don't count.
+        let mut baseline: HashMap<String, OutcomeCounts> =
+            tasks(counts(100, 50), None).into_iter().map(|(id, (_, c))| (id, c)).collect();
+        clock.advance(Duration::from_secs(20));
+        let w = bake_window("web", &tasks(counts(160, 52), None), &mut baseline);
+        assert_eq!((w.total, w.errors), (60, 2));
+        assert_eq!(judge(&policy, &w), None);
+        assert!(!bake_over(&d, clock.now_ms()));
+        // t2 joins during the bake and fails: 2 + 5 of 60 + 40 is over 5 %.
+        clock.advance(Duration::from_secs(20));
+        let w = bake_window("web", &tasks(counts(160, 52), Some(counts(40, 5))), &mut baseline);
+        assert_eq!((w.total, w.errors), (100, 7));
+        let why = judge(&policy, &w).expect("the guard rolls back");
+        assert!(why.starts_with("7 of 100 answers were 5xx"), "{why}");
+        clock.advance(Duration::from_secs(20));
+        assert!(bake_over(&d, clock.now_ms()), "over on the clock");
     }
 }

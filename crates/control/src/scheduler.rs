@@ -807,7 +807,7 @@ impl Controller {
 
     /// The scheduler's time (Unix ms): the system clock in production.
     pub fn scheduler_now_ms(&self) -> u64 {
-        self.jobs.scheduler.get().map_or_else(crate::controller::now_ms, |s| s.now_ms())
+        self.jobs.scheduler.get().map_or_else(|| self.now_ms(), |s| s.now_ms())
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::controller::{now_ms, ControlError, Controller};
+use crate::controller::{ControlError, Controller};
 
 #[derive(Debug, Serialize)]
 pub struct TopView {
@@ -82,7 +82,7 @@ impl Controller {
             });
         }
         services.sort_by(|a, b| (&a.app, &a.service).cmp(&(&b.app, &b.service)));
-        Ok(TopView { time_ms: now_ms(), services })
+        Ok(TopView { time_ms: self.now_ms(), services })
     }
 }
 

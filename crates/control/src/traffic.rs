@@ -8,7 +8,7 @@ use wharf_logs::Level;
 use wharf_proxy::{Maintenance, PauseGate};
 use wharf_store::{MaintenanceRecord, PauseRecord};
 
-use crate::controller::{now_ms, ControlError, Controller};
+use crate::controller::{ControlError, Controller};
 
 /// Requests held per paused service before new ones get 503.
 const MAX_HELD: usize = 10_000;
@@ -86,7 +86,7 @@ impl Controller {
                 service: service.map(str::to_string),
                 message,
                 page,
-                since: now_ms(),
+                since: self.now_ms(),
             };
             self.db.set_maintenance(&r).await?;
             self.event_full(
@@ -115,7 +115,7 @@ impl Controller {
     /// Holds new requests for `app` (or one service) until resumed or `max` passes.
     pub async fn pause(self: &Arc<Self>, app: &str, service: Option<&str>, max: Duration) -> Result<(), ControlError> {
         self.check_scope(app, service).await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let r = PauseRecord {
             app: app.into(),
             service: service.map(str::to_string),
@@ -159,7 +159,7 @@ impl Controller {
     }
 
     fn install_gate(&self, r: &PauseRecord) {
-        let left = Duration::from_millis(r.until.saturating_sub(now_ms()));
+        let left = Duration::from_millis(r.until.saturating_sub(self.now_ms()));
         let gate = Arc::new(PauseGate::new(MAX_HELD, left));
         self.gates.lock().unwrap().insert((r.app.clone(), r.service.clone()), gate);
     }

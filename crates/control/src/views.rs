@@ -135,7 +135,7 @@ impl Controller {
         }
         Ok(StatusView {
             version: env!("CARGO_PKG_VERSION"),
-            uptime_secs: self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            uptime_secs: self.now_ms().saturating_sub(self.started_ms) / 1000,
             limits: describe_limits(&self.driver.limits()),
             problems: self.problems(),
             apps,
@@ -156,7 +156,7 @@ impl Controller {
                 if st.health == Health::Healthy {
                     return None;
                 }
-                Some(format!("{}: {}", t.spec.id, st.lasting_error()?))
+                Some(format!("{}: {}", t.spec.id, st.lasting_error(self.clock.instant())?))
             })
             .collect();
         out.sort();
