@@ -12,7 +12,7 @@ use wharf_runtime::{Driver, DriverEvent, ExitInfo, LogSink, OutputStream, TaskSp
 use wharf_store::{Db, EventRecord, Revision, StoreError};
 
 use crate::clock::{Clock, SystemClock};
-use crate::health::{HealthClient, TaskHealth};
+use crate::health::HealthMonitor;
 use crate::release::ReleaseStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,11 +73,8 @@ pub struct Controller {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) proxy: Arc<Proxy>,
     pub(crate) releases: ReleaseStore,
-    pub(crate) health: Mutex<HashMap<String, Arc<TaskHealth>>>,
-    /// Health kept in the store for tasks re-adopted at start, taken once
-    /// each when their checks begin.
-    pub(crate) known_health: Mutex<HashMap<String, wharf_store::TaskHealthRecord>>,
-    pub(crate) health_client: HealthClient,
+    /// Task health checks, and the proxy's view of each web task.
+    pub(crate) health: HealthMonitor,
     /// Tasks taken out of the routing table and being stopped.
     pub(crate) draining: Mutex<HashSet<String>>,
     /// Draining tasks whose stop has begun: too late to take them back.
@@ -134,9 +131,7 @@ impl Controller {
             driver: cfg.driver,
             proxy: cfg.proxy,
             releases: ReleaseStore::new(cfg.data_dir.join("releases")),
-            health: Mutex::default(),
-            known_health: Mutex::default(),
-            health_client: HealthClient::new(),
+            health: HealthMonitor::new(clock.clone()),
             draining: Mutex::default(),
             signalled: Mutex::default(),
             meta: Mutex::default(),
@@ -192,7 +187,7 @@ impl Controller {
             self.remember(&t.spec);
         }
         let known = self.db.task_healths().await?;
-        *self.known_health.lock().unwrap() = known.into_iter().map(|h| (h.id.clone(), h)).collect();
+        self.health.restore(known);
         self.restore_pauses().await?;
         // One pass and a routing table before the proxy serves: a request
         // right after a restart finds its route (and re-adopted tasks that
@@ -336,10 +331,7 @@ impl Controller {
                 }
                 DriverEvent::Exited { task, exit, restart_in, crashes } => {
                     // Out of the pool at once, not at its next health check.
-                    let health = self.health.lock().unwrap().get(&task).cloned();
-                    if let Some(th) = health {
-                        crate::health::set_health(&self, &task, &th, crate::health::Health::Starting, None, None);
-                    }
+                    self.health.exited(&self, &task);
                     let how = match self.driver.task(&task) {
                         Some(t) if t.oom_kills > 0 && exit == ExitInfo::Signal(libc::SIGKILL) => {
                             format!("was {}", describe_end(exit, true, t.spec.memory_bytes))

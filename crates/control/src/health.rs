@@ -1,5 +1,6 @@
 //! Health checks of web tasks: a task takes traffic only once it passes.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -13,6 +14,7 @@ use wharf_logs::Level;
 use wharf_runtime::TaskState;
 use wharf_spec::HealthCheck;
 
+use crate::clock::Clock;
 use crate::controller::{fmt_duration, Controller};
 
 /// How often a task that has not passed yet is probed: briskly in its first
@@ -231,10 +233,101 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-impl Controller {
+/// The health monitor: checks web tasks and keeps what they showed. It owns
+/// each task's health, the health kept in the store for tasks re-adopted at
+/// start, the checks' HTTP client, and the proxy's view of each task (its
+/// [`wharf_proxy::Backend`], shared by every routing snapshot). Others ask it;
+/// nothing else holds its map.
+pub(crate) struct HealthMonitor {
+    tasks: Mutex<HashMap<String, Arc<TaskHealth>>>,
+    /// Health kept in the store for tasks re-adopted at start, taken once
+    /// each when their checks begin.
+    known: Mutex<HashMap<String, wharf_store::TaskHealthRecord>>,
+    client: HealthClient,
+    clock: Arc<dyn Clock>,
+}
+
+/// What the monitor knows of one task, for views and metrics.
+pub(crate) struct TaskHealthView {
+    pub health: Health,
+    pub last_error: Option<String>,
+    pub backend: Arc<wharf_proxy::Backend>,
+}
+
+impl HealthMonitor {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> HealthMonitor {
+        HealthMonitor { tasks: Mutex::default(), known: Mutex::default(), client: HealthClient::new(), clock }
+    }
+
+    /// The health the store kept, for tasks re-adopted after a restart.
+    pub(crate) fn restore(&self, known: Vec<wharf_store::TaskHealthRecord>) {
+        *self.known.lock().unwrap() = known.into_iter().map(|h| (h.id.clone(), h)).collect();
+    }
+
+    fn get(&self, task: &str) -> Option<Arc<TaskHealth>> {
+        self.tasks.lock().unwrap().get(task).cloned()
+    }
+
+    /// None: the task is not checked (a worker, or not yet watched).
+    pub(crate) fn health(&self, task: &str) -> Option<Health> {
+        self.get(task).map(|th| th.health())
+    }
+
+    pub(crate) fn is_healthy(&self, task: &str) -> bool {
+        self.health(task) == Some(Health::Healthy)
+    }
+
+    /// The proxy's view of a checked task.
+    pub(crate) fn backend(&self, task: &str) -> Option<Arc<wharf_proxy::Backend>> {
+        self.get(task).map(|th| th.backend.clone())
+    }
+
+    pub(crate) fn view(&self, task: &str) -> Option<TaskHealthView> {
+        let th = self.get(task)?;
+        let st = th.state.lock().unwrap();
+        Some(TaskHealthView { health: st.health, last_error: st.last_error.clone(), backend: th.backend.clone() })
+    }
+
+    /// The last check's error of a task that is not healthy and has failed
+    /// its checks for a while (not a booting app's first refusals).
+    pub(crate) fn failing(&self, task: &str) -> Option<String> {
+        let th = self.get(task)?;
+        let st = th.state.lock().unwrap();
+        if st.health == Health::Healthy {
+            return None;
+        }
+        st.lasting_error(self.clock.instant()).map(str::to_string)
+    }
+
+    /// Every checked task with its health and backend.
+    pub(crate) fn backends(&self) -> Vec<(String, Health, Arc<wharf_proxy::Backend>)> {
+        let tasks = self.tasks.lock().unwrap();
+        tasks.iter().map(|(id, th)| (id.clone(), th.health(), th.backend.clone())).collect()
+    }
+
+    /// Stops checking a task (its checker ends with its entry).
+    pub(crate) fn forget(&self, task: &str) {
+        self.tasks.lock().unwrap().remove(task);
+    }
+
+    /// Stops checking tasks not in `live`; true when there were any.
+    pub(crate) fn forget_all_but(&self, live: &HashSet<String>) -> bool {
+        let mut tasks = self.tasks.lock().unwrap();
+        let before = tasks.len();
+        tasks.retain(|id, _| live.contains(id));
+        tasks.len() != before
+    }
+
+    /// A task whose process exited: out of the pool at once, not at its next check.
+    pub(crate) fn exited(&self, ctl: &Controller, task: &str) {
+        if let Some(th) = self.get(task) {
+            set_health(ctl, task, &th, Health::Starting, None, None);
+        }
+    }
+
     /// Starts checking a web task unless it is checked already.
-    pub(crate) fn watch_health(self: &Arc<Self>, task: &str, port: u16, check: HealthCheck) {
-        let mut map = self.health.lock().unwrap();
+    pub(crate) fn watch(&self, ctl: &Arc<Controller>, task: &str, port: u16, check: HealthCheck) {
+        let mut map = self.tasks.lock().unwrap();
         if map.contains_key(task) {
             return;
         }
@@ -242,8 +335,8 @@ impl Controller {
         // A task re-adopted after a restart keeps the health it had, if it is
         // the same process: until its checks say otherwise it is ready, so
         // a resumed rollout does not take it for a task that never came up.
-        let known = self.known_health.lock().unwrap().remove(task);
-        let pid = self.driver.task(task).and_then(|t| t.pid);
+        let known = self.known.lock().unwrap().remove(task);
+        let pid = ctl.driver.task(task).and_then(|t| t.pid);
         let adopted_healthy = known.is_some_and(|k| k.healthy && Some(k.pid) == pid);
         let state = Mutex::new(HealthState {
             health: if adopted_healthy { Health::Healthy } else { Health::Starting },
@@ -256,7 +349,7 @@ impl Controller {
         });
         // The checker holds only a Weak so dropping the entry ends it.
         let (tx, rx) = tokio::sync::oneshot::channel::<std::sync::Weak<TaskHealth>>();
-        let ctl = Arc::downgrade(self);
+        let ctl = Arc::downgrade(ctl);
         let id = task.to_string();
         let join = tokio::spawn(async move {
             let Ok(th) = rx.await else { return };
@@ -296,10 +389,11 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
                 }
             }
         }
-        let result = ctl.health_client.probe(th.backend.addr, &check).await;
-        let (age, in_grace) = in_grace(status.started_at, ctl.clock.now_ms(), check.grace);
+        let monitor = &ctl.health;
+        let result = monitor.client.probe(th.backend.addr, &check).await;
+        let (age, in_grace) = in_grace(status.started_at, monitor.clock.now_ms(), check.grace);
         let current = th.health();
-        let next = th.state.lock().unwrap().record(&result, in_grace, &check, ctl.clock.instant());
+        let next = th.state.lock().unwrap().record(&result, in_grace, &check, monitor.clock.instant());
         if next == Health::Starting {
             report_waiting(&ctl, &id, &th);
         }
@@ -319,7 +413,7 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
 /// A task that has not passed yet and keeps failing its checks: an event
 /// with the last result when one is due.
 fn report_waiting(ctl: &Controller, id: &str, th: &TaskHealth) {
-    let text = th.state.lock().unwrap().waiting_report(id, ctl.clock.instant());
+    let text = th.state.lock().unwrap().waiting_report(id, ctl.health.clock.instant());
     if let Some(text) = text {
         ctl.task_event("task.health_failing", Level::Warn, id, text);
     }
@@ -473,5 +567,30 @@ mod tests {
         assert_eq!(reported_at, [5, 15, 35]);
         st.record(&Ok(()), false, &check(), clock.instant());
         assert_eq!(st.lasting_error(clock.instant()), None, "a pass ends it");
+    }
+
+    /// The monitor answers from its own map: a task not healthy is reported
+    /// as failing only once its checks have failed a while by the clock.
+    #[tokio::test]
+    async fn the_monitor_reports_a_task_failing_only_after_a_while_and_forgets_gone_tasks() {
+        let clock = Arc::new(TestClock::new(START));
+        let monitor = HealthMonitor::new(clock.clone());
+        for id in ["t1", "t2"] {
+            let checker = tokio::spawn(async {}).abort_handle();
+            let backend = Arc::new(wharf_proxy::Backend::new(id, ([127, 0, 0, 1], 1).into()));
+            let th = Arc::new(TaskHealth { backend, state: Mutex::new(state()), checker });
+            monitor.tasks.lock().unwrap().insert(id.to_string(), th);
+        }
+        let th = monitor.get("t1").unwrap();
+        th.state.lock().unwrap().record(&Err("refused".into()), false, &check(), clock.instant());
+        assert_eq!((monitor.health("t1"), monitor.failing("t1")), (Some(Health::Starting), None));
+        clock.advance(REPORT_AFTER);
+        assert_eq!(monitor.failing("t1").as_deref(), Some("refused"));
+        assert_eq!(monitor.view("t1").unwrap().last_error.as_deref(), Some("refused"));
+        assert!(!monitor.is_healthy("t1") && monitor.health("t3").is_none());
+        let live = HashSet::from(["t2".to_string()]);
+        assert!(monitor.forget_all_but(&live));
+        assert!(!monitor.forget_all_but(&live), "nothing more to forget");
+        assert_eq!(monitor.backends().iter().map(|(id, ..)| id.as_str()).collect::<Vec<_>>(), ["t2"]);
     }
 }

@@ -142,7 +142,6 @@ impl Controller {
             registry.register("data_disk_free_bytes", "Free space on the data directory's disk, for the server", g);
         }
         {
-            let checks = self.health.lock().unwrap();
             let usage = self.usage.lock().unwrap();
             for t in self.driver.tasks() {
                 let (app, service) = (t.spec.app.clone(), t.spec.service.clone());
@@ -154,8 +153,8 @@ impl Controller {
                 let state = STATES.iter().find(|(s, _)| *s == t.state).map_or("exited", |(_, n)| n);
                 tasks.get_or_create(&StateLabels { app: app.clone(), service: service.clone(), state }).inc();
                 let l = TaskLabels { app, service, task: t.spec.id.clone() };
-                if let Some(h) = checks.get(&t.spec.id) {
-                    let v = match h.health() {
+                if let Some(h) = self.health.health(&t.spec.id) {
+                    let v = match h {
                         Health::Healthy => 1,
                         Health::Starting => 0,
                         Health::Unhealthy => -1,

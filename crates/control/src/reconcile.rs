@@ -11,7 +11,6 @@ use wharf_runtime::{TaskSpec, TaskState, TaskStatus, TaskUser};
 use wharf_store::{ServiceRecord, TaskRecord};
 
 use crate::controller::{signal_number, ControlError, Controller};
-use crate::health::Health;
 use crate::strategy::PoolLayout;
 
 /// How long a task of a removed service may finish what it has (requests,
@@ -41,7 +40,7 @@ impl Controller {
     /// Whether a task counts as up: web tasks once healthy, workers once running.
     pub(crate) fn is_ready(&self, t: &TaskStatus, web: bool) -> bool {
         if web {
-            self.health.lock().unwrap().get(&t.spec.id).is_some_and(|h| h.health() == Health::Healthy)
+            self.health.is_healthy(&t.spec.id)
         } else {
             t.state == TaskState::Running
         }
@@ -98,7 +97,7 @@ impl Controller {
                             .and_then(|r| r.spec.health.clone())
                             .unwrap_or_else(|| check.clone())
                     };
-                    self.watch_health(&t.spec.id, port, check);
+                    self.health.watch(self, &t.spec.id, port, check);
                 }
             }
         }
@@ -260,7 +259,7 @@ impl Controller {
             return Err(e.into());
         }
         if let (Some(port), Some(check)) = (port, rev.spec.health.clone()) {
-            self.watch_health(&id, port, check);
+            self.health.watch(self, &id, port, check);
         }
         Ok(())
     }
@@ -350,7 +349,7 @@ impl Controller {
             if let Err(e) = this.driver.stop(&id).await {
                 this.task_event("task.stop_failed", Level::Error, &id, format!("cannot stop task {id}: {e}"));
             }
-            this.health.lock().unwrap().remove(&id);
+            this.health.forget(&id);
             if let Err(e) = this.db.delete_task(&id).await {
                 tracing::warn!("cannot delete task record {id}: {e}");
             }
@@ -366,7 +365,7 @@ impl Controller {
     /// Waits until requests and upgraded connections that were already on
     /// the task have finished (it gets no new ones), or the drain timeout.
     async fn wait_drained(&self, id: &str, drain: Duration) {
-        let backend = self.health.lock().unwrap().get(id).map(|h| h.backend.clone());
+        let backend = self.health.backend(id);
         let Some(backend) = backend else { return };
         let deadline = wharf_runtime::deadline::instant_after(self.clock.instant(), drain);
         while backend.in_flight() > 0 && self.clock.instant() < deadline {
@@ -393,15 +392,7 @@ impl Controller {
     /// Drops bookkeeping of tasks the driver no longer has.
     async fn forget_gone_tasks(&self) -> Result<(), ControlError> {
         let live: std::collections::HashSet<String> = self.driver.tasks().into_iter().map(|t| t.spec.id).collect();
-        let gone: Vec<String> = {
-            let mut health = self.health.lock().unwrap();
-            let gone: Vec<String> = health.keys().filter(|id| !live.contains(*id)).cloned().collect();
-            for id in &gone {
-                health.remove(id);
-            }
-            gone
-        };
-        if !gone.is_empty() {
+        if self.health.forget_all_but(&live) {
             self.routes_changed.notify_one();
         }
         let draining = self.draining.lock().unwrap().clone();

@@ -450,10 +450,7 @@ impl Controller {
         let word = if web { "healthy" } else { "running" };
         let missing = (s.replicas as usize).saturating_sub(p.ready);
         let mut out = format!("{}@{}: {missing} of {} new tasks not {word}", s.name, s.revision, s.replicas);
-        let checked = {
-            let health = self.health.lock().unwrap();
-            tasks.iter().find_map(|t| health.get(&t.spec.id).and_then(|h| h.state.lock().unwrap().last_error.clone()))
-        };
+        let checked = tasks.iter().find_map(|t| self.health.view(&t.spec.id)?.last_error);
         if let Some(e) = checked {
             out.push_str(&format!("; last health check: {e}"));
         } else if let Some(t) = tasks.iter().find(|t| t.last_exit.is_some()) {
@@ -508,15 +505,15 @@ impl Controller {
     /// Answer counters of every task of the deployment's new revisions, by
     /// task, with its service.
     fn new_outcomes(&self, d: &DeploymentRecord) -> HashMap<String, (String, OutcomeCounts)> {
-        let health = self.health.lock().unwrap();
+        let checked = self.health.backends();
         let meta = self.meta.lock().unwrap();
-        health
-            .iter()
-            .filter_map(|(id, h)| {
-                let m = meta.get(id)?;
+        checked
+            .into_iter()
+            .filter_map(|(id, _, backend)| {
+                let m = meta.get(&id)?;
                 let new =
                     m.app == d.app && d.changes.iter().any(|c| c.service == m.service && c.to == Some(m.revision));
-                new.then(|| (id.clone(), (m.service.clone(), h.backend.outcomes())))
+                new.then(|| (id, (m.service.clone(), backend.outcomes())))
             })
             .collect()
     }

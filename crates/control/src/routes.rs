@@ -49,16 +49,16 @@ impl Controller {
         // Healthy tasks that are not draining, by service, with their revision.
         let mut members: HashMap<(String, String), Vec<Member>> = HashMap::new();
         {
-            let health = self.health.lock().unwrap();
+            let checked = self.health.backends();
             let draining = self.draining.lock().unwrap();
             let meta = self.meta.lock().unwrap();
-            for (id, th) in health.iter() {
-                if draining.contains(id) || th.health() != Health::Healthy {
+            for (id, health, backend) in checked {
+                if draining.contains(&id) || health != Health::Healthy {
                     continue;
                 }
-                let Some(m) = meta.get(id) else { continue };
+                let Some(m) = meta.get(&id) else { continue };
                 let key = (m.app.clone(), m.service.clone());
-                members.entry(key).or_default().push((m.revision, th.backend.clone()));
+                members.entry(key).or_default().push((m.revision, backend));
             }
         }
         let maintenance = match self.db.maintenance().await {

@@ -143,28 +143,19 @@ impl Controller {
     }
 
     fn health_failing(&self, s: &wharf_store::ServiceRecord) -> Vec<String> {
-        let health = self.health.lock().unwrap();
         let mut out: Vec<String> = self
             .driver
             .tasks()
             .into_iter()
             .filter(|t| t.spec.restart && t.spec.app == s.app && t.spec.service == s.name)
             .filter(|t| t.spec.revision == s.revision)
-            .filter_map(|t| {
-                let h = health.get(&t.spec.id)?;
-                let st = h.state.lock().unwrap();
-                if st.health == Health::Healthy {
-                    return None;
-                }
-                Some(format!("{}: {}", t.spec.id, st.lasting_error(self.clock.instant())?))
-            })
+            .filter_map(|t| Some(format!("{}: {}", t.spec.id, self.health.failing(&t.spec.id)?)))
             .collect();
         out.sort();
         out
     }
 
     pub fn tasks_view(&self) -> Vec<TaskView> {
-        let health = self.health.lock().unwrap();
         let draining = self.draining.lock().unwrap();
         let usage = self.usage.lock().unwrap();
         let mut out: Vec<TaskView> = self
@@ -172,14 +163,14 @@ impl Controller {
             .tasks()
             .into_iter()
             .map(|t| {
-                let h = health.get(&t.spec.id);
+                let h = self.health.view(&t.spec.id);
                 let u = usage.get(&t.spec.id);
                 TaskView {
-                    health: h.map(|h| h.health()),
-                    health_error: h.and_then(|h| h.state.lock().unwrap().last_error.clone()),
+                    health: h.as_ref().map(|h| h.health),
                     draining: draining.contains(&t.spec.id),
-                    ejected: h.is_some_and(|h| h.backend.ejected()),
-                    in_flight: h.map_or(0, |h| h.backend.in_flight()),
+                    ejected: h.as_ref().is_some_and(|h| h.backend.ejected()),
+                    in_flight: h.as_ref().map_or(0, |h| h.backend.in_flight()),
+                    health_error: h.and_then(|h| h.last_error),
                     port: task_port(&t.spec),
                     state: t.state,
                     pid: t.pid,
