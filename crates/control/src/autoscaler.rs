@@ -4,15 +4,18 @@
 //! since the last action (see `decide`), so tests run many periods at once.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::{watch, Notify};
 use wharf_logs::Level;
 use wharf_runtime::TaskState;
 use wharf_spec::{ScalePolicy, ScaleRule};
 use wharf_store::DeploymentState;
 
+use crate::clock::Clock;
+use crate::component::BackgroundLoop;
 use crate::controller::{fmt_duration, ControlError, Controller};
 
 /// How often the autoscaler looks; periods are measured, not counted in ticks.
@@ -162,27 +165,66 @@ fn pct(f: f64) -> String {
     format!("{:.0}%", f * 100.0)
 }
 
-impl Controller {
-    pub(crate) async fn autoscale_loop(self: Arc<Self>) {
-        let mut stop = self.stopping();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
-                _ = stop.changed() => return,
+/// The autoscaler: owns each service's datapoints and decisions, samples
+/// CPU every tick and scales services whose policy asks for it.
+pub(crate) struct Autoscaler {
+    /// Where it reads services and tasks, and how it scales.
+    ctl: Weak<Controller>,
+    clock: Arc<dyn Clock>,
+    /// The datapoints and decisions per (app, service).
+    scalers: Mutex<HashMap<(String, String), ServiceScaler>>,
+    woken: Notify,
+}
+
+impl BackgroundLoop for Autoscaler {
+    fn start(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(TICK) => {}
+                    _ = self.woken.notified() => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(ctl) = self.ctl.upgrade() else { return };
+                if let Err(e) = self.once(&ctl).await {
+                    tracing::warn!("autoscaler: {e}");
+                }
             }
-            if let Err(e) = self.autoscale_once().await {
-                tracing::warn!("autoscaler: {e}");
-            }
-        }
+        });
     }
 
-    async fn autoscale_once(self: &Arc<Self>) -> Result<(), ControlError> {
-        let services = self.db.services(None).await?;
-        let tasks = self.driver.tasks();
-        let draining = self.draining.lock().unwrap().clone();
+    fn wake(&self) {
+        self.woken.notify_one();
+    }
+}
+
+impl Autoscaler {
+    pub(crate) fn new(ctl: Weak<Controller>, clock: Arc<dyn Clock>) -> Autoscaler {
+        Autoscaler { ctl, clock, scalers: Mutex::default(), woken: Notify::new() }
+    }
+
+    /// Recent datapoints and decisions of a service.
+    fn history(&self, app: &str, service: &str) -> (Vec<Datapoint>, Vec<Decision>) {
+        let scalers = self.scalers.lock().unwrap();
+        let s = scalers.get(&(app.to_string(), service.to_string()));
+        (
+            s.map(|s| s.datapoints.iter().cloned().collect()).unwrap_or_default(),
+            s.map(|s| s.decisions.iter().cloned().collect()).unwrap_or_default(),
+        )
+    }
+
+    /// Forgets an app's services (the app was destroyed).
+    pub(crate) fn forget_app(&self, app: &str) {
+        self.scalers.lock().unwrap().retain(|(a, _), _| a != app);
+    }
+
+    async fn once(&self, ctl: &Arc<Controller>) -> Result<(), ControlError> {
+        let services = ctl.db.services(None).await?;
+        let tasks = ctl.driver.tasks();
+        let draining = ctl.draining.lock().unwrap().clone();
         let mut alive = std::collections::HashSet::new();
         for svc in services {
-            let rev = self.revision(&svc.app, &svc.name, svc.revision).await?;
+            let rev = ctl.revision(&svc.app, &svc.name, svc.revision).await?;
             let Some(policy) = rev.spec.scale.clone() else { continue };
             let key = (svc.app.clone(), svc.name.clone());
             alive.insert(key.clone());
@@ -199,24 +241,25 @@ impl Controller {
                         && t.state == TaskState::Running
                         && !draining.contains(&t.spec.id)
                 })
-                .filter_map(|t| Some((t.spec.id.clone(), self.driver.usage(&t.spec.id)?.cpu_nanos)))
+                .filter_map(|t| Some((t.spec.id.clone(), ctl.driver.usage(&t.spec.id)?.cpu_nanos)))
                 .collect();
             let datapoint = {
                 let mut scalers = self.scalers.lock().unwrap();
                 let s = scalers.entry(key.clone()).or_default();
-                match s.sample(&usage, cores, policy.period, now, self.now_ms()) {
+                match s.sample(&usage, cores, policy.period, now, ctl.now_ms()) {
                     Some(d) => d,
                     None => continue,
                 }
             };
-            self.autoscale_decide(&svc.app, &svc.name, svc.replicas, &policy, &datapoint).await?;
+            self.decide(ctl, &svc.app, &svc.name, svc.replicas, &policy, &datapoint).await?;
         }
         self.scalers.lock().unwrap().retain(|k, _| alive.contains(k));
         Ok(())
     }
 
-    async fn autoscale_decide(
-        self: &Arc<Self>,
+    async fn decide(
+        &self,
+        ctl: &Arc<Controller>,
         app: &str,
         service: &str,
         current: u32,
@@ -232,11 +275,11 @@ impl Controller {
             decide(policy, &cpu, current, s.last_action.map(|a| now.saturating_duration_since(a)))
         };
         let Some((to, why)) = decision else { return Ok(()) };
-        let deploying = self.db.deployments(app).await?.last().is_some_and(|d| d.state == DeploymentState::InProgress);
+        let deploying = ctl.db.deployments(app).await?.last().is_some_and(|d| d.state == DeploymentState::InProgress);
         let direction = if to > current { "out" } else { "in" };
         let text = format!("{service} {current} → {to}: {why}");
         let applied = if deploying {
-            self.event_full(
+            ctl.event_full(
                 "autoscale.held",
                 Level::Info,
                 Some(app),
@@ -246,9 +289,9 @@ impl Controller {
             );
             false
         } else {
-            match self.scale(app, service, to, &format!("autoscaler, {why}")).await {
+            match ctl.scale(app, service, to, &format!("autoscaler, {why}")).await {
                 Ok(_) => {
-                    self.event_full(
+                    ctl.event_full(
                         &format!("autoscale.{direction}"),
                         Level::Info,
                         Some(app),
@@ -269,7 +312,7 @@ impl Controller {
                 // Datapoints from before the action say nothing about the new count.
                 s.datapoints.clear();
             }
-            let d = Decision { at: self.now_ms(), from: current, to, reason: why, applied };
+            let d = Decision { at: ctl.now_ms(), from: current, to, reason: why, applied };
             if s.decisions.len() >= KEPT {
                 s.decisions.pop_front();
             }
@@ -277,20 +320,21 @@ impl Controller {
         }
         Ok(())
     }
+}
 
+impl Controller {
     /// Recent datapoints and decisions of a service, for `wharf autoscale`.
     pub async fn autoscale_view(&self, app: &str, service: &str) -> Result<AutoscaleView, ControlError> {
         let svc = self.service_record(app, service).await?;
         let policy = self.revision(app, service, svc.revision).await?.spec.scale.clone();
-        let scalers = self.scalers.lock().unwrap();
-        let s = scalers.get(&(app.to_string(), service.to_string()));
+        let (datapoints, decisions) = self.autoscaler.history(app, service);
         Ok(AutoscaleView {
             app: app.to_string(),
             service: service.to_string(),
             replicas: svc.replicas,
             policy,
-            datapoints: s.map(|s| s.datapoints.iter().cloned().collect()).unwrap_or_default(),
-            decisions: s.map(|s| s.decisions.iter().cloned().collect()).unwrap_or_default(),
+            datapoints,
+            decisions,
         })
     }
 }

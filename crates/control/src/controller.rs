@@ -11,9 +11,12 @@ use wharf_proxy::Proxy;
 use wharf_runtime::{Driver, DriverEvent, ExitInfo, LogSink, OutputStream, TaskSpec};
 use wharf_store::{Db, EventRecord, Revision, StoreError};
 
+use crate::autoscaler::Autoscaler;
 use crate::clock::{Clock, SystemClock};
+use crate::component::BackgroundLoop;
 use crate::health::HealthMonitor;
 use crate::release::ReleaseStore;
+use crate::routes::RoutingPublisher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -88,11 +91,11 @@ pub struct Controller {
     pub(crate) start_backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
     pub(crate) gates: Mutex<HashMap<PauseScope, Arc<wharf_proxy::PauseGate>>>,
     pub(crate) wake: Notify,
-    pub(crate) routes_changed: Notify,
-    pub(crate) routes_lock: tokio::sync::Mutex<()>,
+    /// Builds and swaps the proxy's routing snapshot.
+    pub(crate) routing: Arc<RoutingPublisher>,
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
-    /// The autoscaler's datapoints and decisions per (app, service).
-    pub(crate) scalers: Mutex<HashMap<(String, String), crate::autoscaler::ServiceScaler>>,
+    /// Scales services by their CPU.
+    pub(crate) autoscaler: Arc<Autoscaler>,
     /// Apps being destroyed: nothing may change them, their deployment drivers let go.
     pub(crate) destroying: Mutex<HashSet<String>>,
     /// Deployments a driver is working on (app, id): one driver each.
@@ -125,7 +128,7 @@ impl Controller {
             None => server_path,
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        Arc::new(Controller {
+        Arc::new_cyclic(|me| Controller {
             db: cfg.db,
             logs: cfg.logs,
             driver: cfg.driver,
@@ -140,12 +143,11 @@ impl Controller {
             start_backoff: Mutex::default(),
             gates: Mutex::default(),
             wake: Notify::new(),
-            routes_changed: Notify::new(),
-            routes_lock: tokio::sync::Mutex::new(()),
+            routing: Arc::new(RoutingPublisher::new(me.clone())),
             deploy_lock: tokio::sync::Mutex::new(()),
             driving: Mutex::default(),
             destroying: Mutex::default(),
-            scalers: Mutex::default(),
+            autoscaler: Arc::new(Autoscaler::new(me.clone(), clock.clone())),
             task_path,
             task_user: cfg.task_user,
             data_dir: cfg.data_dir.clone(),
@@ -195,12 +197,12 @@ impl Controller {
         if let Err(e) = self.reconcile_once().await {
             tracing::warn!("first reconcile failed: {e}");
         }
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         tokio::spawn(self.clone().reconcile_loop());
-        tokio::spawn(self.clone().routes_loop());
+        self.routing.clone().start(self.stopping());
         tokio::spawn(self.clone().usage_loop());
         tokio::spawn(self.clone().store_watch_loop());
-        tokio::spawn(self.clone().autoscale_loop());
+        self.autoscaler.clone().start(self.stopping());
         self.start_scheduler(&report);
         self.resume_deployments().await?;
         self.resume_destroys(self.db.destroys().await?);

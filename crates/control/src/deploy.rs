@@ -13,6 +13,7 @@ use wharf_store::{
     ServiceRecord,
 };
 
+use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
 use crate::plan::JobChanges;
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
@@ -113,7 +114,7 @@ impl Controller {
         let report = self.record_deploy(&spec, &hash, &code, source, archive.len() as u64).await?;
         drop(_guard);
         self.wake.notify_one();
-        self.routes_changed.notify_one();
+        self.routing.wake();
         if report.state == DeploymentState::InProgress {
             self.spawn_deployment(&spec.app, report.deployment);
         }

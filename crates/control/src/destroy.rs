@@ -115,7 +115,7 @@ impl Controller {
                 if purge { "; its releases will be deleted" } else { "" }
             ),
         );
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         self.wake.notify_one();
         self.finish_destroy(&intent, running.map(|d| d.id), tasks).await
     }
@@ -198,7 +198,7 @@ impl Controller {
         let releases_kept = if r.purge { 0 } else { self.db.releases(app).await?.len() };
         drop(_guard);
         self.forget_app(app);
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         self.event_full(
             "app.destroyed",
             Level::Warn,
@@ -225,7 +225,7 @@ impl Controller {
     fn forget_app(&self, app: &str) {
         self.revisions.lock().unwrap().retain(|(a, _, _), _| a != app);
         self.start_backoff.lock().unwrap().retain(|(a, _), _| a != app);
-        self.scalers.lock().unwrap().retain(|(a, _), _| a != app);
+        self.autoscaler.forget_app(app);
         let gates: Vec<_> = {
             let mut gates = self.gates.lock().unwrap();
             let keys: Vec<_> = gates.keys().filter(|(a, _)| a == app).cloned().collect();

@@ -15,6 +15,7 @@ use wharf_runtime::TaskState;
 use wharf_spec::HealthCheck;
 
 use crate::clock::Clock;
+use crate::component::BackgroundLoop;
 use crate::controller::{fmt_duration, Controller};
 
 /// How often a task that has not passed yet is probed: briskly in its first
@@ -385,7 +386,7 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
                 if st.health != Health::Starting {
                     st.health = Health::Starting;
                     drop(st);
-                    ctl.routes_changed.notify_one();
+                    ctl.routing.wake();
                 }
             }
         }
@@ -461,7 +462,7 @@ pub(crate) fn set_health(
             }
         });
     }
-    ctl.routes_changed.notify_one();
+    ctl.routing.wake();
     ctl.wake.notify_one();
     match health {
         Health::Healthy => ctl.task_event("task.healthy", Level::Info, id, format!("task {id} is healthy")),

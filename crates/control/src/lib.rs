@@ -8,6 +8,7 @@
 mod access;
 mod autoscaler;
 mod clock;
+mod component;
 mod controller;
 mod deploy;
 mod destroy;

@@ -10,6 +10,7 @@ use wharf_logs::Level;
 use wharf_runtime::{TaskSpec, TaskState, TaskStatus, TaskUser};
 use wharf_store::{ServiceRecord, TaskRecord};
 
+use crate::component::BackgroundLoop;
 use crate::controller::{signal_number, ControlError, Controller};
 use crate::strategy::PoolLayout;
 
@@ -51,7 +52,7 @@ impl Controller {
         // New web services get their names and addresses before any task
         // is started with their URLs in its environment.
         if self.refresh_discovery(&services).await {
-            self.rebuild_routes().await;
+            self.routing.publish().await;
         }
         let mut observed: HashMap<(String, String), Vec<TaskStatus>> = HashMap::new();
         {
@@ -197,7 +198,7 @@ impl Controller {
             }
         }
         if !back.is_empty() {
-            self.rebuild_routes().await;
+            self.routing.publish().await;
         }
         back
     }
@@ -333,7 +334,7 @@ impl Controller {
             return;
         }
         self.task_event("task.stopping", Level::Info, id, format!("stopping task {id}: {why}"));
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         let this = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
@@ -393,7 +394,7 @@ impl Controller {
     async fn forget_gone_tasks(&self) -> Result<(), ControlError> {
         let live: std::collections::HashSet<String> = self.driver.tasks().into_iter().map(|t| t.spec.id).collect();
         if self.health.forget_all_but(&live) {
-            self.routes_changed.notify_one();
+            self.routing.wake();
         }
         let draining = self.draining.lock().unwrap().clone();
         for r in self.db.tasks().await? {

@@ -10,6 +10,7 @@ use wharf_logs::Level;
 use wharf_spec::Service;
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, Revision, ServiceChange};
 
+use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
 use crate::strategy;
 
@@ -235,7 +236,7 @@ impl Controller {
             format!("deployment {app}#{id}: {message}"),
         );
         self.wake.notify_one();
-        self.routes_changed.notify_one();
+        self.routing.wake();
         self.spawn_deployment(app, id);
         Ok(deployment)
     }

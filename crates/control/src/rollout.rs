@@ -358,7 +358,7 @@ impl Controller {
         }
         self.db.commit(batch).await?;
         self.wake.notify_one();
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         Ok(Next::Finish(DeploymentState::Succeeded, "the new revisions are healthy".into()))
     }
 
@@ -379,7 +379,7 @@ impl Controller {
         let mut batch = Batch::default();
         batch.put_service(&record);
         self.db.commit(batch).await?;
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         self.wake.notify_one();
         let kept = match standby {
             Some(r) => format!("; @{r} kept on standby for the bake"),
@@ -547,7 +547,7 @@ impl Controller {
                 batch.put_app(app);
             }
             self.finish_with(d, DeploymentState::Failed, reason, batch).await?;
-            self.rebuild_routes().await;
+            self.routing.publish().await;
             return Ok(());
         }
         let mut auto = true;
@@ -603,7 +603,7 @@ impl Controller {
         d.reason = Some(reason.clone());
         batch.put_deployment(d);
         self.db.commit(batch).await?;
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         self.wake.notify_one();
         self.deploy_event(d, Level::Warn, "deploy.rolling_back", format!("rolling back: {reason}"));
         Ok(())

@@ -1,11 +1,15 @@
-//! Builds the proxy's routing snapshot from the apps' routes and the tasks
-//! that are healthy and not draining.
+//! The routing publisher: builds the proxy's routing snapshot from the apps'
+//! routes and the tasks that are healthy and not draining, laid out by the
+//! deploy strategy, and swaps it in.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{watch, Notify};
 
 use wharf_proxy::{Backend, Balance, HostMatch, Pool, RouteLimits, RouteSpec, RoutingTable};
 
+use crate::component::BackgroundLoop;
 use crate::controller::Controller;
 use crate::health::Health;
 use crate::strategy::{Place, PoolLayout};
@@ -13,22 +17,51 @@ use crate::strategy::{Place, PoolLayout};
 /// A healthy task of a service: its revision and the proxy's view of it.
 type Member = (u64, Arc<Backend>);
 
-impl Controller {
-    pub(crate) async fn routes_loop(self: Arc<Self>) {
-        let mut stop = self.stopping();
-        loop {
-            self.rebuild_routes().await;
-            tokio::select! {
-                _ = self.routes_changed.notified() => {}
-                _ = stop.changed() => return,
+/// Owns the rebuilds of the routing snapshot: one at a time, now
+/// ([`RoutingPublisher::publish`]) or soon ([`BackgroundLoop::wake`]).
+pub(crate) struct RoutingPublisher {
+    /// What the snapshot is built from: the store, health, draining tasks.
+    ctl: Weak<Controller>,
+    /// Serialises rebuilds, so two racing can't leave an older view in place.
+    lock: tokio::sync::Mutex<()>,
+    changed: Notify,
+}
+
+impl BackgroundLoop for RoutingPublisher {
+    fn start(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                self.publish().await;
+                tokio::select! {
+                    _ = self.changed.notified() => {}
+                    _ = stop.changed() => return,
+                }
             }
-        }
+        });
     }
 
-    /// Builds and swaps in a new routing table. Serialised, so two rebuilds
-    /// racing can't leave an older view in place.
-    pub(crate) async fn rebuild_routes(&self) {
-        let _guard = self.routes_lock.lock().await;
+    fn wake(&self) {
+        self.changed.notify_one();
+    }
+}
+
+impl RoutingPublisher {
+    pub(crate) fn new(ctl: Weak<Controller>) -> RoutingPublisher {
+        RoutingPublisher { ctl, lock: tokio::sync::Mutex::new(()), changed: Notify::new() }
+    }
+
+    /// Builds and swaps in a new routing table now.
+    pub(crate) async fn publish(&self) {
+        let Some(ctl) = self.ctl.upgrade() else { return };
+        let _guard = self.lock.lock().await;
+        ctl.build_routes().await;
+    }
+}
+
+impl Controller {
+    /// One routing table from the store and observation, swapped into the
+    /// proxy; called only by the [`RoutingPublisher`], which serialises it.
+    async fn build_routes(&self) {
         let apps = match self.db.apps().await {
             Ok(apps) => apps,
             Err(e) => {

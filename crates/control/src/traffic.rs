@@ -108,7 +108,7 @@ impl Controller {
                 format!("{what} left maintenance mode"),
             );
         }
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         Ok(())
     }
 
@@ -124,7 +124,7 @@ impl Controller {
         };
         self.db.set_pause(&r).await?;
         self.install_gate(&r);
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         self.event_full(
             "pause.on",
             Level::Warn,
@@ -141,7 +141,7 @@ impl Controller {
         self.db.clear_pause(app, service).await?;
         let gate = self.gates.lock().unwrap().remove(&(app.to_string(), service.map(str::to_string)));
         // The new table first: released requests route again against it.
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         let held = gate.map(|g| {
             let n = g.waiting();
             g.release();
