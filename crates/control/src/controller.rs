@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use wharf_logs::{Level, LogStream, Record};
 use wharf_proxy::Proxy;
 use wharf_runtime::{Driver, DriverEvent, ExitInfo, LogSink, OutputStream, TaskSpec};
@@ -15,6 +15,7 @@ use crate::autoscaler::Autoscaler;
 use crate::clock::{Clock, SystemClock};
 use crate::component::BackgroundLoop;
 use crate::health::HealthMonitor;
+use crate::reconcile::Reconciler;
 use crate::release::ReleaseStore;
 use crate::routes::RoutingPublisher;
 
@@ -90,7 +91,8 @@ pub struct Controller {
     /// Per service: consecutive start failures and when to try again.
     pub(crate) start_backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
     pub(crate) gates: Mutex<HashMap<PauseScope, Arc<wharf_proxy::PauseGate>>>,
-    pub(crate) wake: Notify,
+    /// Brings tasks to the desired state.
+    pub(crate) reconciler: Arc<Reconciler>,
     /// Builds and swaps the proxy's routing snapshot.
     pub(crate) routing: Arc<RoutingPublisher>,
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
@@ -142,7 +144,7 @@ impl Controller {
             revisions: Mutex::default(),
             start_backoff: Mutex::default(),
             gates: Mutex::default(),
-            wake: Notify::new(),
+            reconciler: Arc::new(Reconciler::new(me.clone())),
             routing: Arc::new(RoutingPublisher::new(me.clone())),
             deploy_lock: tokio::sync::Mutex::new(()),
             driving: Mutex::default(),
@@ -198,7 +200,7 @@ impl Controller {
             tracing::warn!("first reconcile failed: {e}");
         }
         self.routing.publish().await;
-        tokio::spawn(self.clone().reconcile_loop());
+        self.reconciler.clone().start(self.stopping());
         self.routing.clone().start(self.stopping());
         tokio::spawn(self.clone().usage_loop());
         tokio::spawn(self.clone().store_watch_loop());
@@ -387,7 +389,7 @@ impl Controller {
                     );
                 }
             }
-            self.wake.notify_one();
+            self.reconciler.wake();
         }
     }
 

@@ -113,7 +113,7 @@ impl Controller {
         self.releases.commit(&spec.app, &staging, &hash, &archive)?;
         let report = self.record_deploy(&spec, &hash, &code, source, archive.len() as u64).await?;
         drop(_guard);
-        self.wake.notify_one();
+        self.reconciler.wake();
         self.routing.wake();
         if report.state == DeploymentState::InProgress {
             self.spawn_deployment(&spec.app, report.deployment);

@@ -11,6 +11,7 @@ use serde::Serialize;
 use wharf_logs::Level;
 use wharf_store::{Batch, DeploymentState, DestroyRecord};
 
+use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
 
 /// How long a destroy waits for a deployment driver to notice and let go.
@@ -116,7 +117,7 @@ impl Controller {
             ),
         );
         self.routing.publish().await;
-        self.wake.notify_one();
+        self.reconciler.wake();
         self.finish_destroy(&intent, running.map(|d| d.id), tasks).await
     }
 
@@ -179,7 +180,7 @@ impl Controller {
                     "{left} tasks of {app} are still stopping; the destroy goes on in the background"
                 )));
             }
-            self.wake.notify_one();
+            self.reconciler.wake();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if r.purge {

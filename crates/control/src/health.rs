@@ -463,7 +463,7 @@ pub(crate) fn set_health(
         });
     }
     ctl.routing.wake();
-    ctl.wake.notify_one();
+    ctl.reconciler.wake();
     match health {
         Health::Healthy => ctl.task_event("task.healthy", Level::Info, id, format!("task {id} is healthy")),
         Health::Unhealthy => ctl.task_event(

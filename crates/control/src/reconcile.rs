@@ -2,10 +2,11 @@
 //! tasks. Idempotent; runs on every change and once a second.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::sync::{watch, Notify};
 use wharf_logs::Level;
 use wharf_runtime::{TaskSpec, TaskState, TaskStatus, TaskUser};
 use wharf_store::{ServiceRecord, TaskRecord};
@@ -20,24 +21,46 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between retries of a service whose tasks fail to spawn.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
 
-impl Controller {
-    pub(crate) async fn reconcile_loop(self: Arc<Self>) {
-        let mut stop = self.stopping();
-        loop {
-            if *stop.borrow() {
-                return;
+/// The reconciler's loop: a pass whenever something it watches may have
+/// changed (woken) and at least once a second.
+pub(crate) struct Reconciler {
+    ctl: Weak<Controller>,
+    woken: Notify,
+}
+
+impl Reconciler {
+    pub(crate) fn new(ctl: Weak<Controller>) -> Reconciler {
+        Reconciler { ctl, woken: Notify::new() }
+    }
+}
+
+impl BackgroundLoop for Reconciler {
+    fn start(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                let Some(ctl) = self.ctl.upgrade() else { return };
+                if let Err(e) = ctl.reconcile_once().await {
+                    tracing::warn!("reconcile failed: {e}");
+                }
+                drop(ctl);
+                tokio::select! {
+                    _ = self.woken.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
             }
-            if let Err(e) = self.reconcile_once().await {
-                tracing::warn!("reconcile failed: {e}");
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return,
-            }
-        }
+        });
     }
 
+    fn wake(&self) {
+        self.woken.notify_one();
+    }
+}
+
+impl Controller {
     /// Whether a task counts as up: web tasks once healthy, workers once running.
     pub(crate) fn is_ready(&self, t: &TaskStatus, web: bool) -> bool {
         if web {
@@ -359,7 +382,7 @@ impl Controller {
                 draining.remove(&id);
                 this.signalled.lock().unwrap().remove(&id);
             }
-            this.wake.notify_one();
+            this.reconciler.wake();
         });
     }
 

@@ -235,7 +235,7 @@ impl Controller {
             None,
             format!("deployment {app}#{id}: {message}"),
         );
-        self.wake.notify_one();
+        self.reconciler.wake();
         self.routing.wake();
         self.spawn_deployment(app, id);
         Ok(deployment)

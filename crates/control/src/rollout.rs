@@ -13,6 +13,7 @@ use wharf_runtime::{TaskState, TaskStatus};
 use wharf_spec::DeployPolicy;
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord};
 
+use crate::component::BackgroundLoop;
 use crate::controller::{fmt_duration, ControlError, Controller};
 use crate::strategy::{self, Place, PoolLayout};
 
@@ -241,7 +242,7 @@ impl Controller {
         batch.put_deployment(d);
         self.db.commit(batch).await?;
         self.deploy_event(d, Level::Info, "deploy.step", "release done; rolling out".into());
-        self.wake.notify_one();
+        self.reconciler.wake();
         Ok(Next::Stay)
     }
 
@@ -357,7 +358,7 @@ impl Controller {
             }
         }
         self.db.commit(batch).await?;
-        self.wake.notify_one();
+        self.reconciler.wake();
         self.routing.publish().await;
         Ok(Next::Finish(DeploymentState::Succeeded, "the new revisions are healthy".into()))
     }
@@ -380,7 +381,7 @@ impl Controller {
         batch.put_service(&record);
         self.db.commit(batch).await?;
         self.routing.publish().await;
-        self.wake.notify_one();
+        self.reconciler.wake();
         let kept = match standby {
             Some(r) => format!("; @{r} kept on standby for the bake"),
             None => String::new(),
@@ -604,7 +605,7 @@ impl Controller {
         batch.put_deployment(d);
         self.db.commit(batch).await?;
         self.routing.publish().await;
-        self.wake.notify_one();
+        self.reconciler.wake();
         self.deploy_event(d, Level::Warn, "deploy.rolling_back", format!("rolling back: {reason}"));
         Ok(())
     }

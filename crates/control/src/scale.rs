@@ -6,6 +6,7 @@ use std::sync::Arc;
 use wharf_logs::Level;
 use wharf_store::{Batch, DeploymentState, ServiceRecord};
 
+use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
 
 /// Most replicas a service may have (as wharf.toml allows; see its doc for why).
@@ -63,7 +64,7 @@ impl Controller {
             None,
             format!("{service} scaled {from} → {replicas} ({why})"),
         );
-        self.wake.notify_one();
+        self.reconciler.wake();
         Ok(record)
     }
 }

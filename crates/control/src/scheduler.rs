@@ -28,6 +28,7 @@ use wharf_spec::{Concurrency, Job, Schedule};
 use wharf_store::{Db, JobCursor, JobRunRecord, RunState, RunTrigger};
 
 use crate::clock::{Clock, SystemClock};
+use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
 
 /// A scheduled time this late (server down, busy) still runs; older ones are missed.
@@ -80,7 +81,17 @@ pub(crate) struct Scheduler {
     recovered: Mutex<HashMap<String, Option<ExitInfo>>>,
     /// Parsed jobs per app, with the wharf.toml text they came from.
     specs: Mutex<HashMap<String, (String, AppJobs)>>,
-    pub(crate) wake: tokio::sync::Notify,
+    woken: tokio::sync::Notify,
+}
+
+impl BackgroundLoop for Scheduler {
+    fn start(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(self.run(stop));
+    }
+
+    fn wake(&self) {
+        self.woken.notify_one();
+    }
 }
 
 /// A job as `wharf jobs` shows it.
@@ -113,7 +124,7 @@ impl Scheduler {
             stopping: Arc::default(),
             recovered: Mutex::default(),
             specs: Mutex::default(),
-            wake: tokio::sync::Notify::new(),
+            woken: tokio::sync::Notify::new(),
         }
     }
 
@@ -179,7 +190,7 @@ impl Scheduler {
             tokio::select! {
                 _ = clock.sleep_until(until) => {}
                 _ = tokio::time::sleep(poll) => {}
-                _ = self.wake.notified() => {}
+                _ = self.woken.notified() => {}
                 _ = stop.changed() => return,
             }
         }
@@ -778,7 +789,7 @@ impl Controller {
         let scheduler = Arc::new(Scheduler::new(self.db.clone(), clock, runner));
         scheduler.note_recovered(&report.forgotten);
         if self.jobs.scheduler.set(scheduler.clone()).is_ok() {
-            tokio::spawn(scheduler.run(self.stopping()));
+            scheduler.start(self.stopping());
         }
     }
 
@@ -801,7 +812,7 @@ impl Controller {
     pub async fn trigger_job(&self, app: &str, job: &str) -> Result<JobRunRecord, ControlError> {
         let s = self.scheduler()?;
         let rec = s.trigger(app, job).await;
-        s.wake.notify_one();
+        s.wake();
         rec
     }
 
