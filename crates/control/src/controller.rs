@@ -17,6 +17,7 @@ use crate::component::BackgroundLoop;
 use crate::health::HealthMonitor;
 use crate::reconcile::Reconciler;
 use crate::release::ReleaseStore;
+use crate::rollout::Rollout;
 use crate::routes::RoutingPublisher;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,13 +96,12 @@ pub struct Controller {
     pub(crate) reconciler: Arc<Reconciler>,
     /// Builds and swaps the proxy's routing snapshot.
     pub(crate) routing: Arc<RoutingPublisher>,
-    pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+    /// Drives deployments; serialises changes to desired state.
+    pub(crate) rollout: Arc<Rollout>,
     /// Scales services by their CPU.
     pub(crate) autoscaler: Arc<Autoscaler>,
     /// Apps being destroyed: nothing may change them, their deployment drivers let go.
     pub(crate) destroying: Mutex<HashSet<String>>,
-    /// Deployments a driver is working on (app, id): one driver each.
-    pub(crate) driving: Mutex<HashSet<(String, u64)>>,
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
     pub(crate) task_path: String,
     pub(crate) task_user: Option<wharf_runtime::TaskUser>,
@@ -146,8 +146,7 @@ impl Controller {
             gates: Mutex::default(),
             reconciler: Arc::new(Reconciler::new(me.clone())),
             routing: Arc::new(RoutingPublisher::new(me.clone())),
-            deploy_lock: tokio::sync::Mutex::new(()),
-            driving: Mutex::default(),
+            rollout: Arc::default(),
             destroying: Mutex::default(),
             autoscaler: Arc::new(Autoscaler::new(me.clone(), clock.clone())),
             task_path,

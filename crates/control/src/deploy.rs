@@ -108,7 +108,7 @@ impl Controller {
         let code = tokio::task::spawn_blocking(move || code_hash(&a))
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))??;
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let source = std::fs::read_to_string(staging.join(wharf_spec::FILE_NAME)).unwrap_or_default();
         self.releases.commit(&spec.app, &staging, &hash, &archive)?;
         let report = self.record_deploy(&spec, &hash, &code, source, archive.len() as u64).await?;
@@ -116,7 +116,7 @@ impl Controller {
         self.reconciler.wake();
         self.routing.wake();
         if report.state == DeploymentState::InProgress {
-            self.spawn_deployment(&spec.app, report.deployment);
+            self.rollout.spawn_deployment(self, &spec.app, report.deployment);
         }
         let this = self.clone();
         let app = spec.app.clone();
@@ -302,7 +302,7 @@ impl Controller {
                         None,
                         format!("deployment {}#{} resumed after a server restart ({:?} step)", app.name, d.id, d.step),
                     );
-                    self.spawn_deployment(&app.name, d.id);
+                    self.rollout.spawn_deployment(self, &app.name, d.id);
                 }
             }
         }
@@ -312,7 +312,7 @@ impl Controller {
     /// Keeps the newest releases of an app; deletes older ones that no
     /// service and no task still uses.
     async fn collect_releases(&self, app: &str) -> Result<(), ControlError> {
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let mut releases = self.db.releases(app).await?;
         if releases.len() <= RELEASES_KEPT {
             return Ok(());

@@ -49,7 +49,7 @@ impl Controller {
                 "`{app}` is not an app name (lowercase letters, digits and '-', starting with a letter)"
             )));
         }
-        let guard = self.deploy_lock.lock().await;
+        let guard = self.rollout.lock().await;
         if let Some(r) = self.db.destroy(app).await? {
             // Already under way (asked twice, or resumed after a restart): wait for it.
             drop(guard);
@@ -75,9 +75,8 @@ impl Controller {
         // cannot write its services back behind the destroy.
         self.destroying.lock().unwrap().insert(app.to_string());
         if let Some(d) = &running {
-            let key = (app.to_string(), d.id);
             let until = self.clock.instant() + DRIVER_LET_GO;
-            while self.driving.lock().unwrap().contains(&key) && self.clock.instant() < until {
+            while self.rollout.is_driving(app, d.id) && self.clock.instant() < until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -188,7 +187,7 @@ impl Controller {
                 .delete_app(app)
                 .map_err(|e| ControlError::Unavailable(format!("cannot delete the releases of {app}: {e}")))?;
         }
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let mut batch = Batch::default();
         self.db.delete_app_history(&mut batch, app, r.purge).await?;
         for s in self.db.services(Some(app)).await? {

@@ -152,7 +152,7 @@ impl Controller {
         service: &str,
         to: Option<u64>,
     ) -> Result<DeploymentRecord, ControlError> {
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let svc = self.service_record(app, service).await?;
         if let Some(mut running) =
             self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress)
@@ -237,7 +237,7 @@ impl Controller {
         );
         self.reconciler.wake();
         self.routing.wake();
-        self.spawn_deployment(app, id);
+        self.rollout.spawn_deployment(self, app, id);
         Ok(deployment)
     }
 
@@ -264,8 +264,8 @@ impl Controller {
                 change.from.map_or_else(|| "nothing".to_string(), |f| f.to_string())
             ));
         }
-        self.roll_back(d, format!("rolled back by hand (`wharf rollback {service}`)")).await?;
-        self.spawn_deployment(&d.app.clone(), d.id);
+        self.rollout.roll_back(self, d, format!("rolled back by hand (`wharf rollback {service}`)")).await?;
+        self.rollout.spawn_deployment(self, &d.app.clone(), d.id);
         Ok(d.clone())
     }
 }

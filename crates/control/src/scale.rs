@@ -39,7 +39,7 @@ impl Controller {
                 wharf_spec::REPLICAS_WHY
             )));
         }
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let svc = self.service_record(app, service).await?;
         if let Some(d) = self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress) {
             return Err(ControlError::Busy(format!(

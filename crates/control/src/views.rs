@@ -103,7 +103,7 @@ impl Controller {
             let mut services = Vec::new();
             for s in self.db.services(Some(&app.name)).await? {
                 let web = self.revision(&app.name, &s.name, s.revision).await?.spec.is_web();
-                let p = self.service_progress(&s).await?;
+                let p = self.rollout.service_progress(self, &s).await?;
                 services.push(ServiceView {
                     name: s.name.clone(),
                     kind: if web { "web" } else { "worker" },
