@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use wharf_logs::{Level, LogStream, Record};
@@ -19,6 +19,7 @@ use crate::reconcile::Reconciler;
 use crate::release::ReleaseStore;
 use crate::rollout::Rollout;
 use crate::routes::RoutingPublisher;
+use crate::usage::UsageSampler;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -60,15 +61,6 @@ pub(crate) struct TaskMeta {
     pub revision: u64,
 }
 
-/// CPU time and memory seen at the last two samples, for a CPU percentage.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct UsageSample {
-    pub cpu_nanos: u64,
-    pub at: Instant,
-    pub cpu_percent: f64,
-    pub memory_bytes: u64,
-}
-
 /// (app, service), or (app, None) for the whole app.
 pub(crate) type PauseScope = (String, Option<String>);
 
@@ -86,11 +78,11 @@ pub struct Controller {
     /// Locked only while `draining` is held, so the two agree.
     pub(crate) signalled: Mutex<HashSet<String>>,
     pub(crate) meta: Mutex<HashMap<String, TaskMeta>>,
-    pub(crate) usage: Mutex<HashMap<String, UsageSample>>,
+    /// CPU and memory of every task.
+    pub(crate) usage: Arc<UsageSampler>,
     /// Revisions are immutable, so they are read from the store once.
     pub(crate) revisions: Mutex<HashMap<(String, String, u64), Arc<Revision>>>,
     /// Per service: consecutive start failures and when to try again.
-    pub(crate) start_backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
     pub(crate) gates: Mutex<HashMap<PauseScope, Arc<wharf_proxy::PauseGate>>>,
     /// Brings tasks to the desired state.
     pub(crate) reconciler: Arc<Reconciler>,
@@ -133,18 +125,17 @@ impl Controller {
         Arc::new_cyclic(|me| Controller {
             db: cfg.db,
             logs: cfg.logs,
-            driver: cfg.driver,
+            driver: cfg.driver.clone(),
             proxy: cfg.proxy,
             releases: ReleaseStore::new(cfg.data_dir.join("releases")),
             health: HealthMonitor::new(clock.clone()),
             draining: Mutex::default(),
             signalled: Mutex::default(),
             meta: Mutex::default(),
-            usage: Mutex::default(),
+            usage: Arc::new(UsageSampler::new(cfg.driver.clone(), clock.clone())),
             revisions: Mutex::default(),
-            start_backoff: Mutex::default(),
             gates: Mutex::default(),
-            reconciler: Arc::new(Reconciler::new(me.clone())),
+            reconciler: Arc::new(Reconciler::new(me.clone(), clock.clone())),
             routing: Arc::new(RoutingPublisher::new(me.clone())),
             rollout: Arc::default(),
             destroying: Mutex::default(),
@@ -201,7 +192,7 @@ impl Controller {
         self.routing.publish().await;
         self.reconciler.clone().start(self.stopping());
         self.routing.clone().start(self.stopping());
-        tokio::spawn(self.clone().usage_loop());
+        self.usage.clone().start(self.stopping());
         tokio::spawn(self.clone().store_watch_loop());
         self.autoscaler.clone().start(self.stopping());
         self.start_scheduler(&report);
@@ -389,35 +380,6 @@ impl Controller {
                 }
             }
             self.reconciler.wake();
-        }
-    }
-
-    /// Samples CPU and memory of every task every 2 s.
-    async fn usage_loop(self: Arc<Self>) {
-        let mut stop = self.stopping();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                _ = stop.changed() => return,
-            }
-            let tasks = self.driver.tasks();
-            let mut samples = self.usage.lock().unwrap();
-            samples.retain(|id, _| tasks.iter().any(|t| &t.spec.id == id));
-            for t in &tasks {
-                let Some(u) = self.driver.usage(&t.spec.id) else { continue };
-                let now = self.clock.instant();
-                let cpu_percent = match samples.get(&t.spec.id) {
-                    Some(prev) if u.cpu_nanos >= prev.cpu_nanos => {
-                        let wall = now.duration_since(prev.at).as_nanos().max(1) as f64;
-                        (u.cpu_nanos - prev.cpu_nanos) as f64 / wall * 100.0
-                    }
-                    _ => 0.0,
-                };
-                samples.insert(
-                    t.spec.id.clone(),
-                    UsageSample { cpu_nanos: u.cpu_nanos, at: now, cpu_percent, memory_bytes: u.memory_bytes },
-                );
-            }
         }
     }
 }

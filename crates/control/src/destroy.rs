@@ -224,7 +224,7 @@ impl Controller {
     /// the same name starts from scratch (its revision 1 is not the old one).
     fn forget_app(&self, app: &str) {
         self.revisions.lock().unwrap().retain(|(a, _, _), _| a != app);
-        self.start_backoff.lock().unwrap().retain(|(a, _), _| a != app);
+        self.reconciler.forget_app(app);
         self.autoscaler.forget_app(app);
         let gates: Vec<_> = {
             let mut gates = self.gates.lock().unwrap();

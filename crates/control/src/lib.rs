@@ -29,6 +29,7 @@ mod store_timing;
 mod strategy;
 mod top;
 mod traffic;
+mod usage;
 mod views;
 
 pub use access::{access_sink, AccessSink};

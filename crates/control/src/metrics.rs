@@ -142,7 +142,6 @@ impl Controller {
             registry.register("data_disk_free_bytes", "Free space on the data directory's disk, for the server", g);
         }
         {
-            let usage = self.usage.lock().unwrap();
             for t in self.driver.tasks() {
                 let (app, service) = (t.spec.app.clone(), t.spec.service.clone());
                 for (_, state) in STATES {
@@ -162,7 +161,7 @@ impl Controller {
                     health.get_or_create(&l).set(v);
                 }
                 task_restarts.get_or_create(&l).set(i64::from(t.restarts));
-                if let Some(u) = usage.get(&t.spec.id) {
+                if let Some(u) = self.usage.get(&t.spec.id) {
                     memory.get_or_create(&l).set(u.memory_bytes as i64);
                     cpu.get_or_create(&l).set(u.cpu_percent);
                     cpu_seconds.get_or_create(&l).inc_by(u.cpu_nanos as f64 / 1e9);

@@ -2,8 +2,9 @@
 //! tasks. Idempotent; runs on every change and once a second.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use std::time::Instant;
 
 use rand::Rng;
 use tokio::sync::{watch, Notify};
@@ -11,6 +12,7 @@ use wharf_logs::Level;
 use wharf_runtime::{TaskSpec, TaskState, TaskStatus, TaskUser};
 use wharf_store::{ServiceRecord, TaskRecord};
 
+use crate::clock::Clock;
 use crate::component::BackgroundLoop;
 use crate::controller::{signal_number, ControlError, Controller};
 use crate::strategy::PoolLayout;
@@ -25,12 +27,43 @@ const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
 /// changed (woken) and at least once a second.
 pub(crate) struct Reconciler {
     ctl: Weak<Controller>,
+    clock: Arc<dyn Clock>,
     woken: Notify,
+    /// Per service: consecutive start failures and when to try again.
+    backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
 }
 
 impl Reconciler {
-    pub(crate) fn new(ctl: Weak<Controller>) -> Reconciler {
-        Reconciler { ctl, woken: Notify::new() }
+    pub(crate) fn new(ctl: Weak<Controller>, clock: Arc<dyn Clock>) -> Reconciler {
+        Reconciler { ctl, clock, woken: Notify::new(), backoff: Mutex::default() }
+    }
+
+    /// A service may start a task: it is not backing off after failed starts.
+    fn start_allowed(&self, app: &str, service: &str) -> bool {
+        let now = self.clock.instant();
+        let backoff = self.backoff.lock().unwrap();
+        backoff.get(&(app.to_string(), service.to_string())).is_none_or(|(_, until)| now >= *until)
+    }
+
+    /// A start failed: the service backs off; returns for how long.
+    fn start_failed(&self, app: &str, service: &str) -> Duration {
+        let now = self.clock.instant();
+        let mut backoff = self.backoff.lock().unwrap();
+        let entry = backoff.entry((app.to_string(), service.to_string())).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let wait = start_backoff(entry.0);
+        entry.1 = wharf_runtime::deadline::instant_after(now, wait);
+        wait
+    }
+
+    /// A start succeeded: the service's failures are forgotten.
+    fn started(&self, app: &str, service: &str) {
+        self.backoff.lock().unwrap().remove(&(app.to_string(), service.to_string()));
+    }
+
+    /// Forgets an app's services (the app was destroyed).
+    pub(crate) fn forget_app(&self, app: &str) {
+        self.backoff.lock().unwrap().retain(|(a, _), _| a != app);
     }
 }
 
@@ -153,12 +186,12 @@ impl Controller {
                 (want + policy.max_surge as usize).saturating_sub(current.len() + old_ready.len())
             };
             for _ in 0..room.min(want - current.len()) {
-                if !self.start_allowed(svc) {
+                if !self.reconciler.start_allowed(&svc.app, &svc.name) {
                     break;
                 }
                 match self.start_task(svc, &rev).await {
                     Ok(()) => {
-                        self.start_backoff.lock().unwrap().remove(&(svc.app.clone(), svc.name.clone()));
+                        self.reconciler.started(&svc.app, &svc.name);
                     }
                     Err(e) => {
                         self.start_failed(svc, &e);
@@ -226,20 +259,8 @@ impl Controller {
         back
     }
 
-    fn start_allowed(&self, svc: &ServiceRecord) -> bool {
-        let backoff = self.start_backoff.lock().unwrap();
-        let now = self.clock.instant();
-        backoff.get(&(svc.app.clone(), svc.name.clone())).is_none_or(|(_, until)| now >= *until)
-    }
-
     fn start_failed(&self, svc: &ServiceRecord, e: &ControlError) {
-        let mut backoff = self.start_backoff.lock().unwrap();
-        let now = self.clock.instant();
-        let entry = backoff.entry((svc.app.clone(), svc.name.clone())).or_insert((0, now));
-        entry.0 = entry.0.saturating_add(1);
-        let wait = start_backoff(entry.0);
-        entry.1 = wharf_runtime::deadline::instant_after(now, wait);
-        drop(backoff);
+        let wait = self.reconciler.start_failed(&svc.app, &svc.name);
         self.event_full(
             "task.start_failed",
             Level::Error,
@@ -523,5 +544,27 @@ mod tests {
         let waits: Vec<u64> =
             [1, 2, 3, 4, 6, 7, 50, u32::MAX].iter().map(|n| start_backoff(*n).as_millis() as u64).collect();
         assert_eq!(waits, [500, 1_000, 2_000, 4_000, 16_000, 30_000, 30_000, 30_000]);
+    }
+
+    /// The backoff on the test clock: a service whose starts fail waits
+    /// longer each time, and a success clears it.
+    #[test]
+    fn a_service_whose_starts_fail_backs_off_on_the_clock() {
+        use crate::clock::TestClock;
+        let clock = Arc::new(TestClock::new(0));
+        let r = Reconciler::new(Weak::new(), clock.clone());
+        assert!(r.start_allowed("a", "web"));
+        assert_eq!(r.start_failed("a", "web"), Duration::from_millis(500));
+        assert!(!r.start_allowed("a", "web") && r.start_allowed("a", "worker"));
+        clock.advance(Duration::from_millis(499));
+        assert!(!r.start_allowed("a", "web"));
+        clock.advance(Duration::from_millis(1));
+        assert!(r.start_allowed("a", "web"));
+        assert_eq!(r.start_failed("a", "web"), Duration::from_secs(1), "twice as long");
+        r.started("a", "web");
+        assert!(r.start_allowed("a", "web"));
+        assert_eq!(r.start_failed("a", "web"), Duration::from_millis(500), "from the start again");
+        r.forget_app("a");
+        assert!(r.start_allowed("a", "web"));
     }
 }

@@ -58,9 +58,8 @@ impl Controller {
                 tasks.iter().filter(|t| t.spec.restart && t.spec.app == s.app && t.spec.service == s.name).collect();
             let (mut cpu_percent, mut memory_bytes) = (0.0, 0);
             {
-                let usage = self.usage.lock().unwrap();
                 for t in &mine {
-                    if let Some(u) = usage.get(&t.spec.id) {
+                    if let Some(u) = self.usage.get(&t.spec.id) {
                         cpu_percent += u.cpu_percent;
                         memory_bytes += u.memory_bytes;
                     }

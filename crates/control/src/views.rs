@@ -157,14 +157,13 @@ impl Controller {
 
     pub fn tasks_view(&self) -> Vec<TaskView> {
         let draining = self.draining.lock().unwrap();
-        let usage = self.usage.lock().unwrap();
         let mut out: Vec<TaskView> = self
             .driver
             .tasks()
             .into_iter()
             .map(|t| {
                 let h = self.health.view(&t.spec.id);
-                let u = usage.get(&t.spec.id);
+                let u = self.usage.get(&t.spec.id);
                 TaskView {
                     health: h.as_ref().map(|h| h.health),
                     draining: draining.contains(&t.spec.id),
