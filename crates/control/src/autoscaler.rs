@@ -221,7 +221,7 @@ impl Autoscaler {
     async fn once(&self, ctl: &Arc<Controller>) -> Result<(), ControlError> {
         let services = ctl.db.services(None).await?;
         let tasks = ctl.driver.tasks();
-        let draining = ctl.draining.lock().unwrap().clone();
+        let draining = ctl.reconciler.drains.snapshot();
         let mut alive = std::collections::HashSet::new();
         for svc in services {
             let rev = ctl.revision(&svc.app, &svc.name, svc.revision).await?;

@@ -72,11 +72,6 @@ pub struct Controller {
     pub(crate) releases: ReleaseStore,
     /// Task health checks, and the proxy's view of each web task.
     pub(crate) health: HealthMonitor,
-    /// Tasks taken out of the routing table and being stopped.
-    pub(crate) draining: Mutex<HashSet<String>>,
-    /// Draining tasks whose stop has begun: too late to take them back.
-    /// Locked only while `draining` is held, so the two agree.
-    pub(crate) signalled: Mutex<HashSet<String>>,
     pub(crate) meta: Mutex<HashMap<String, TaskMeta>>,
     /// CPU and memory of every task.
     pub(crate) usage: Arc<UsageSampler>,
@@ -129,8 +124,6 @@ impl Controller {
             proxy: cfg.proxy,
             releases: ReleaseStore::new(cfg.data_dir.join("releases")),
             health: HealthMonitor::new(clock.clone()),
-            draining: Mutex::default(),
-            signalled: Mutex::default(),
             meta: Mutex::default(),
             usage: Arc::new(UsageSampler::new(cfg.driver.clone(), clock.clone())),
             revisions: Mutex::default(),

@@ -1,7 +1,7 @@
 //! The reconciler: desired (service → revision, replicas) against observed
 //! tasks. Idempotent; runs on every change and once a second.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use std::time::Instant;
@@ -23,6 +23,54 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between retries of a service whose tasks fail to spawn.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Tasks taken out of the routing table and being stopped. A task that
+/// drains can still be taken back (a rollback wants its revision) until its
+/// stop is signalled; the two sets change under one lock so they agree.
+#[derive(Default)]
+pub(crate) struct Drains(Mutex<DrainSets>);
+
+#[derive(Default)]
+struct DrainSets {
+    draining: HashSet<String>,
+    /// Draining tasks whose stop has begun: too late to take them back.
+    signalled: HashSet<String>,
+}
+
+impl Drains {
+    /// Starts draining a task; false when it already drains.
+    fn begin(&self, id: &str) -> bool {
+        self.0.lock().unwrap().draining.insert(id.to_string())
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.0.lock().unwrap().draining.contains(id)
+    }
+
+    /// The tasks draining now.
+    pub(crate) fn snapshot(&self) -> HashSet<String> {
+        self.0.lock().unwrap().draining.clone()
+    }
+
+    /// Takes a draining task back into service, unless its stop has begun.
+    fn take_back(&self, id: &str) -> bool {
+        let mut sets = self.0.lock().unwrap();
+        !sets.signalled.contains(id) && sets.draining.remove(id)
+    }
+
+    /// Marks the stop of a draining task as begun; false when it was taken back.
+    fn signal(&self, id: &str) -> bool {
+        let mut sets = self.0.lock().unwrap();
+        sets.draining.contains(id) && sets.signalled.insert(id.to_string())
+    }
+
+    /// The task is stopped and gone.
+    fn end(&self, id: &str) {
+        let mut sets = self.0.lock().unwrap();
+        sets.draining.remove(id);
+        sets.signalled.remove(id);
+    }
+}
+
 /// The reconciler's loop: a pass whenever something it watches may have
 /// changed (woken) and at least once a second.
 pub(crate) struct Reconciler {
@@ -31,11 +79,13 @@ pub(crate) struct Reconciler {
     woken: Notify,
     /// Per service: consecutive start failures and when to try again.
     backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
+    /// Tasks out of the routing table on their way to a stop.
+    pub(crate) drains: Drains,
 }
 
 impl Reconciler {
     pub(crate) fn new(ctl: Weak<Controller>, clock: Arc<dyn Clock>) -> Reconciler {
-        Reconciler { ctl, clock, woken: Notify::new(), backoff: Mutex::default() }
+        Reconciler { ctl, clock, woken: Notify::new(), backoff: Mutex::default(), drains: Drains::default() }
     }
 
     /// A service may start a task: it is not backing off after failed starts.
@@ -112,7 +162,7 @@ impl Controller {
         }
         let mut observed: HashMap<(String, String), Vec<TaskStatus>> = HashMap::new();
         {
-            let draining = self.draining.lock().unwrap();
+            let draining = self.reconciler.drains.snapshot();
             for t in self.driver.tasks() {
                 // One-off tasks and tasks on their way out are not counted.
                 if !t.spec.restart || draining.contains(&t.spec.id) || t.state == TaskState::Stopping {
@@ -224,7 +274,7 @@ impl Controller {
     /// that are draining but not yet signalled: they rejoin the pool.
     async fn reclaim(self: &Arc<Self>, svc: &ServiceRecord, web: bool, n: usize) -> Vec<TaskStatus> {
         let candidates: Vec<TaskStatus> = {
-            let draining = self.draining.lock().unwrap();
+            let draining = self.reconciler.drains.snapshot();
             self.driver
                 .tasks()
                 .into_iter()
@@ -235,12 +285,7 @@ impl Controller {
         };
         let mut back = Vec::new();
         for t in candidates.into_iter().filter(|t| self.is_ready(t, web)).take(n) {
-            let taken = {
-                let mut draining = self.draining.lock().unwrap();
-                let signalled = self.signalled.lock().unwrap();
-                !signalled.contains(&t.spec.id) && draining.remove(&t.spec.id)
-            };
-            if taken {
+            if self.reconciler.drains.take_back(&t.spec.id) {
                 self.task_event(
                     "task.reclaimed",
                     Level::Info,
@@ -374,7 +419,7 @@ impl Controller {
     /// in the background. Always in that order, so no new request reaches a
     /// task that is going away.
     pub(crate) async fn drain_and_stop(self: &Arc<Self>, id: &str, why: &str, drain: Duration) {
-        if !self.draining.lock().unwrap().insert(id.to_string()) {
+        if !self.reconciler.drains.begin(id) {
             return;
         }
         self.task_event("task.stopping", Level::Info, id, format!("stopping task {id}: {why}"));
@@ -384,11 +429,7 @@ impl Controller {
         tokio::spawn(async move {
             this.wait_drained(&id, drain).await;
             // Taken back (a rollback to its revision) while it drained: it stays.
-            let go = {
-                let draining = this.draining.lock().unwrap();
-                draining.contains(&id) && this.signalled.lock().unwrap().insert(id.clone())
-            };
-            if !go {
+            if !this.reconciler.drains.signal(&id) {
                 return;
             }
             if let Err(e) = this.driver.stop(&id).await {
@@ -398,11 +439,7 @@ impl Controller {
             if let Err(e) = this.db.delete_task(&id).await {
                 tracing::warn!("cannot delete task record {id}: {e}");
             }
-            {
-                let mut draining = this.draining.lock().unwrap();
-                draining.remove(&id);
-                this.signalled.lock().unwrap().remove(&id);
-            }
+            this.reconciler.drains.end(&id);
             this.reconciler.wake();
         });
     }
@@ -414,7 +451,7 @@ impl Controller {
         let Some(backend) = backend else { return };
         let deadline = wharf_runtime::deadline::instant_after(self.clock.instant(), drain);
         while backend.in_flight() > 0 && self.clock.instant() < deadline {
-            if !self.draining.lock().unwrap().contains(id) {
+            if !self.reconciler.drains.contains(id) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -440,7 +477,7 @@ impl Controller {
         if self.health.forget_all_but(&live) {
             self.routing.wake();
         }
-        let draining = self.draining.lock().unwrap().clone();
+        let draining = self.reconciler.drains.snapshot();
         for r in self.db.tasks().await? {
             if !live.contains(&r.id) && !draining.contains(&r.id) {
                 self.db.delete_task(&r.id).await?;
@@ -566,5 +603,18 @@ mod tests {
         assert_eq!(r.start_failed("a", "web"), Duration::from_millis(500), "from the start again");
         r.forget_app("a");
         assert!(r.start_allowed("a", "web"));
+    }
+
+    #[test]
+    fn a_draining_task_can_be_taken_back_until_its_stop_is_signalled() {
+        let d = Drains::default();
+        assert!(d.begin("t1") && !d.begin("t1"), "drains once");
+        assert!(d.contains("t1") && d.snapshot().contains("t1"));
+        assert!(d.take_back("t1"), "not signalled yet: it serves again");
+        assert!(!d.contains("t1") && !d.signal("t1"), "taken back: its stop does not go ahead");
+        assert!(d.begin("t1") && d.signal("t1"));
+        assert!(!d.take_back("t1"), "too late once its stop began");
+        d.end("t1");
+        assert!(d.snapshot().is_empty() && d.begin("t1"), "gone: a new drain may begin");
     }
 }

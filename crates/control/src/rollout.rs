@@ -475,7 +475,7 @@ impl Rollout {
     /// How many new tasks are not ready and what their last health check
     /// (or exit) said, for a deadline's failure reason.
     fn not_ready(&self, ctl: &Arc<Controller>, s: &ServiceRecord, p: &ServiceProgress, web: bool) -> String {
-        let draining = ctl.draining.lock().unwrap().clone();
+        let draining = ctl.reconciler.drains.snapshot();
         let tasks: Vec<TaskStatus> = ctl
             .driver
             .tasks()
@@ -505,7 +505,7 @@ impl Rollout {
         d: &DeploymentRecord,
         w: &mut Watch,
     ) -> Result<Option<String>, ControlError> {
-        let draining = ctl.draining.lock().unwrap().clone();
+        let draining = ctl.reconciler.drains.snapshot();
         for t in ctl.driver.tasks() {
             if !t.spec.restart || draining.contains(&t.spec.id) || t.spec.app != d.app {
                 continue;
@@ -708,7 +708,7 @@ impl Rollout {
         s: &ServiceRecord,
     ) -> Result<ServiceProgress, ControlError> {
         let web = ctl.revision(&s.app, &s.name, s.revision).await?.spec.is_web();
-        let draining = ctl.draining.lock().unwrap().clone();
+        let draining = ctl.reconciler.drains.snapshot();
         let layout = PoolLayout::of(s);
         let mut p = ServiceProgress::default();
         for t in ctl.driver.tasks() {

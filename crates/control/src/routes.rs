@@ -83,7 +83,7 @@ impl Controller {
         let mut members: HashMap<(String, String), Vec<Member>> = HashMap::new();
         {
             let checked = self.health.backends();
-            let draining = self.draining.lock().unwrap();
+            let draining = self.reconciler.drains.snapshot();
             let meta = self.meta.lock().unwrap();
             for (id, health, backend) in checked {
                 if draining.contains(&id) || health != Health::Healthy {

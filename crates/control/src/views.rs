@@ -156,7 +156,7 @@ impl Controller {
     }
 
     pub fn tasks_view(&self) -> Vec<TaskView> {
-        let draining = self.draining.lock().unwrap();
+        let draining = self.reconciler.drains.snapshot();
         let mut out: Vec<TaskView> = self
             .driver
             .tasks()
