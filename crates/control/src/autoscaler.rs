@@ -4,16 +4,19 @@
 //! since the last action (see `decide`), so tests run many periods at once.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{watch, Notify};
 use wharf_api_types::{AutoscaleView, Datapoint, Decision};
 use wharf_logs::Level;
 use wharf_runtime::TaskState;
 use wharf_spec::{ScalePolicy, ScaleRule};
 use wharf_store::DeploymentState;
 
-use crate::controller::{fmt_duration, now_ms, ControlError, Controller};
+use crate::clock::Clock;
+use crate::component::BackgroundLoop;
+use crate::controller::{fmt_duration, ControlError, Controller};
 
 /// How often the autoscaler looks; periods are measured, not counted in ticks.
 const TICK: Duration = Duration::from_millis(250);
@@ -30,6 +33,45 @@ pub(crate) struct ServiceScaler {
     datapoints: VecDeque<Datapoint>,
     decisions: VecDeque<Decision>,
     last_action: Option<Instant>,
+}
+
+impl ServiceScaler {
+    /// Takes the CPU time counters of the service's tasks at `now` (clock;
+    /// `at_ms` the same moment in wall time). Once a period has passed since
+    /// the last datapoint, returns a new one (kept here too): the CPU the
+    /// tasks used over the period against what `cores` each reserve, counted
+    /// from when each task was first seen in the period.
+    pub(crate) fn sample(
+        &mut self,
+        usage: &[(String, u64)],
+        cores: f64,
+        period: Duration,
+        now: Instant,
+        at_ms: u64,
+    ) -> Option<Datapoint> {
+        let start = *self.period_start.get_or_insert(now);
+        for (id, cpu) in usage {
+            self.base.entry(id.clone()).or_insert((*cpu, now));
+        }
+        if now.saturating_duration_since(start) < period {
+            return None;
+        }
+        let (mut used, mut reserved) = (0u128, 0f64);
+        for (id, cpu) in usage {
+            if let Some((base, since)) = self.base.get(id) {
+                used = used.saturating_add(u128::from(cpu.saturating_sub(*base)));
+                reserved += now.saturating_duration_since(*since).as_nanos() as f64 * cores;
+            }
+        }
+        self.base = usage.iter().map(|(id, cpu)| (id.clone(), (*cpu, now))).collect();
+        self.period_start = Some(now);
+        if usage.is_empty() || reserved <= 0.0 {
+            return None;
+        }
+        let d = Datapoint { at: at_ms, cpu: used as f64 / reserved, tasks: usage.len() };
+        push(&mut self.datapoints, d.clone());
+        Some(d)
+    }
 }
 
 /// The replicas the policy asks for after the newest datapoint (`cpu`,
@@ -93,32 +135,71 @@ fn pct(f: f64) -> String {
     format!("{:.0}%", f * 100.0)
 }
 
-impl Controller {
-    pub(crate) async fn autoscale_loop(self: Arc<Self>) {
-        let mut stop = self.stopping();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
-                _ = stop.changed() => return,
+/// The autoscaler: owns each service's datapoints and decisions, samples
+/// CPU every tick and scales services whose policy asks for it.
+pub(crate) struct Autoscaler {
+    /// Where it reads services and tasks, and how it scales.
+    ctl: Weak<Controller>,
+    clock: Arc<dyn Clock>,
+    /// The datapoints and decisions per (app, service).
+    scalers: Mutex<HashMap<(String, String), ServiceScaler>>,
+    woken: Notify,
+}
+
+impl BackgroundLoop for Autoscaler {
+    fn start(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(TICK) => {}
+                    _ = self.woken.notified() => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(ctl) = self.ctl.upgrade() else { return };
+                if let Err(e) = self.once(&ctl).await {
+                    tracing::warn!("autoscaler: {e}");
+                }
             }
-            if let Err(e) = self.autoscale_once().await {
-                tracing::warn!("autoscaler: {e}");
-            }
-        }
+        });
     }
 
-    async fn autoscale_once(self: &Arc<Self>) -> Result<(), ControlError> {
-        let services = self.db.services(None).await?;
-        let tasks = self.driver.tasks();
-        let draining = self.draining.lock().unwrap().clone();
+    fn wake(&self) {
+        self.woken.notify_one();
+    }
+}
+
+impl Autoscaler {
+    pub(crate) fn new(ctl: Weak<Controller>, clock: Arc<dyn Clock>) -> Autoscaler {
+        Autoscaler { ctl, clock, scalers: Mutex::default(), woken: Notify::new() }
+    }
+
+    /// Recent datapoints and decisions of a service.
+    fn history(&self, app: &str, service: &str) -> (Vec<Datapoint>, Vec<Decision>) {
+        let scalers = self.scalers.lock().unwrap();
+        let s = scalers.get(&(app.to_string(), service.to_string()));
+        (
+            s.map(|s| s.datapoints.iter().cloned().collect()).unwrap_or_default(),
+            s.map(|s| s.decisions.iter().cloned().collect()).unwrap_or_default(),
+        )
+    }
+
+    /// Forgets an app's services (the app was destroyed).
+    pub(crate) fn forget_app(&self, app: &str) {
+        self.scalers.lock().unwrap().retain(|(a, _), _| a != app);
+    }
+
+    async fn once(&self, ctl: &Arc<Controller>) -> Result<(), ControlError> {
+        let services = ctl.db.services(None).await?;
+        let tasks = ctl.driver.tasks();
+        let draining = ctl.reconciler.drains.snapshot();
         let mut alive = std::collections::HashSet::new();
         for svc in services {
-            let rev = self.revision(&svc.app, &svc.name, svc.revision).await?;
+            let rev = ctl.revision(&svc.app, &svc.name, svc.revision).await?;
             let Some(policy) = rev.spec.scale.clone() else { continue };
             let key = (svc.app.clone(), svc.name.clone());
             alive.insert(key.clone());
             let cores = rev.spec.cpu.map_or(1.0, |u| f64::from(u) / 1024.0);
-            let now = Instant::now();
+            let now = self.clock.instant();
             // The tasks that count: the current revision's, running, in service.
             let usage: Vec<(String, u64)> = tasks
                 .iter()
@@ -130,42 +211,25 @@ impl Controller {
                         && t.state == TaskState::Running
                         && !draining.contains(&t.spec.id)
                 })
-                .filter_map(|t| Some((t.spec.id.clone(), self.driver.usage(&t.spec.id)?.cpu_nanos)))
+                .filter_map(|t| Some((t.spec.id.clone(), ctl.driver.usage(&t.spec.id)?.cpu_nanos)))
                 .collect();
             let datapoint = {
                 let mut scalers = self.scalers.lock().unwrap();
                 let s = scalers.entry(key.clone()).or_default();
-                let start = *s.period_start.get_or_insert(now);
-                for (id, cpu) in &usage {
-                    s.base.entry(id.clone()).or_insert((*cpu, now));
+                match s.sample(&usage, cores, policy.period, now, ctl.now_ms()) {
+                    Some(d) => d,
+                    None => continue,
                 }
-                if now.duration_since(start) < policy.period {
-                    continue;
-                }
-                let (mut used, mut reserved) = (0u128, 0f64);
-                for (id, cpu) in &usage {
-                    if let Some((base, since)) = s.base.get(id) {
-                        used += u128::from(cpu.saturating_sub(*base));
-                        reserved += now.duration_since(*since).as_nanos() as f64 * cores;
-                    }
-                }
-                s.base = usage.iter().map(|(id, cpu)| (id.clone(), (*cpu, now))).collect();
-                s.period_start = Some(now);
-                if usage.is_empty() || reserved <= 0.0 {
-                    continue;
-                }
-                let d = Datapoint { at: now_ms(), cpu: used as f64 / reserved, tasks: usage.len() };
-                push(&mut s.datapoints, d.clone());
-                d
             };
-            self.autoscale_decide(&svc.app, &svc.name, svc.replicas, &policy, &datapoint).await?;
+            self.decide(ctl, &svc.app, &svc.name, svc.replicas, &policy, &datapoint).await?;
         }
         self.scalers.lock().unwrap().retain(|k, _| alive.contains(k));
         Ok(())
     }
 
-    async fn autoscale_decide(
-        self: &Arc<Self>,
+    async fn decide(
+        &self,
+        ctl: &Arc<Controller>,
         app: &str,
         service: &str,
         current: u32,
@@ -177,14 +241,15 @@ impl Controller {
             let scalers = self.scalers.lock().unwrap();
             let Some(s) = scalers.get(&key) else { return Ok(()) };
             let cpu: Vec<f64> = s.datapoints.iter().map(|d| d.cpu).collect();
-            decide(policy, &cpu, current, s.last_action.map(|a| a.elapsed()))
+            let now = self.clock.instant();
+            decide(policy, &cpu, current, s.last_action.map(|a| now.saturating_duration_since(a)))
         };
         let Some((to, why)) = decision else { return Ok(()) };
-        let deploying = self.db.deployments(app).await?.last().is_some_and(|d| d.state == DeploymentState::InProgress);
+        let deploying = ctl.db.deployments(app).await?.last().is_some_and(|d| d.state == DeploymentState::InProgress);
         let direction = if to > current { "out" } else { "in" };
         let text = format!("{service} {current} → {to}: {why}");
         let applied = if deploying {
-            self.event_full(
+            ctl.event_full(
                 "autoscale.held",
                 Level::Info,
                 Some(app),
@@ -194,9 +259,9 @@ impl Controller {
             );
             false
         } else {
-            match self.scale(app, service, to, &format!("autoscaler, {why}")).await {
+            match ctl.scale(app, service, to, &format!("autoscaler, {why}")).await {
                 Ok(_) => {
-                    self.event_full(
+                    ctl.event_full(
                         &format!("autoscale.{direction}"),
                         Level::Info,
                         Some(app),
@@ -213,11 +278,11 @@ impl Controller {
         let mut scalers = self.scalers.lock().unwrap();
         if let Some(s) = scalers.get_mut(&key) {
             if applied {
-                s.last_action = Some(Instant::now());
+                s.last_action = Some(self.clock.instant());
                 // Datapoints from before the action say nothing about the new count.
                 s.datapoints.clear();
             }
-            let d = Decision { at: now_ms(), from: current, to, reason: why, applied };
+            let d = Decision { at: ctl.now_ms(), from: current, to, reason: why, applied };
             if s.decisions.len() >= KEPT {
                 s.decisions.pop_front();
             }
@@ -225,20 +290,21 @@ impl Controller {
         }
         Ok(())
     }
+}
 
+impl Controller {
     /// Recent datapoints and decisions of a service, for `wharf autoscale`.
     pub async fn autoscale_view(&self, app: &str, service: &str) -> Result<AutoscaleView, ControlError> {
         let svc = self.service_record(app, service).await?;
         let policy = self.revision(app, service, svc.revision).await?.spec.scale.clone();
-        let scalers = self.scalers.lock().unwrap();
-        let s = scalers.get(&(app.to_string(), service.to_string()));
+        let (datapoints, decisions) = self.autoscaler.history(app, service);
         Ok(AutoscaleView {
             app: app.to_string(),
             service: service.to_string(),
             replicas: svc.replicas,
             policy,
-            datapoints: s.map(|s| s.datapoints.iter().cloned().collect()).unwrap_or_default(),
-            decisions: s.map(|s| s.decisions.iter().cloned().collect()).unwrap_or_default(),
+            datapoints,
+            decisions,
         })
     }
 }
@@ -353,5 +419,67 @@ mod tests {
                 assert!((0.4..=0.6).contains(&per_task), "minute {minute}: {per_task:.2} per task with {current}");
             }
         }
+    }
+
+    /// The sampler and the decision on a test clock: two tasks each reserving
+    /// one core, their CPU counters moving as told, one sample per second.
+    #[test]
+    fn datapoints_from_cpu_counters_scale_out_then_cool_down_then_scale_in() {
+        use crate::clock::{Clock, TestClock};
+        let clock = TestClock::new(1_774_656_000_000);
+        let p = seed();
+        let mut s = ServiceScaler::default();
+        let mut counters = [0u64; 2];
+        let mut replicas = 1u32;
+        let mut history = Vec::new();
+        // Four minutes at 90 % of a core per task, then four at 10 %.
+        for second in 0..480u64 {
+            let load = if second < 240 { 0.9 } else { 0.1 };
+            let usage: Vec<(String, u64)> = counters.iter().enumerate().map(|(i, c)| (format!("t{i}"), *c)).collect();
+            if let Some(d) = s.sample(&usage, 1.0, p.period, clock.instant(), clock.now_ms()) {
+                assert_eq!((d.at, d.tasks), (clock.now_ms(), 2));
+                let cpu: Vec<f64> = s.datapoints.iter().map(|d| d.cpu).collect();
+                let since = s.last_action.map(|a| clock.instant().saturating_duration_since(a));
+                if let Some((to, why)) = decide(&p, &cpu, replicas, since) {
+                    history.push((second, replicas, to, why));
+                    replicas = to;
+                    s.last_action = Some(clock.instant());
+                    s.datapoints.clear();
+                }
+            }
+            clock.advance(Duration::from_secs(1));
+            for c in &mut counters {
+                *c += (load * 1e9) as u64;
+            }
+        }
+        let at: Vec<(u64, u32, u32)> = history.iter().map(|(s, from, to, _)| (*s, *from, *to)).collect();
+        // Datapoints at the end of minutes 1-3 (90 %) scale out; minute 4's
+        // is 90 % too, then minutes 5-7 at 10 % scale in.
+        assert_eq!(at, [(180, 1, 2), (420, 2, 1)], "{history:?}");
+        assert!(history[0].3.starts_with("3 datapoints at or above 60%: 90%, 90%, 90%"), "{}", history[0].3);
+        assert_eq!(s.datapoints.len(), 0);
+    }
+
+    #[test]
+    fn a_period_is_measured_on_the_clock_and_a_task_counts_from_when_it_was_first_seen() {
+        use crate::clock::{Clock, TestClock};
+        let clock = TestClock::new(0);
+        let mut s = ServiceScaler::default();
+        let period = Duration::from_secs(60);
+        let sample = |s: &mut ServiceScaler, usage: &[(String, u64)]| {
+            s.sample(usage, 0.5, period, clock.instant(), clock.now_ms())
+        };
+        assert!(sample(&mut s, &[("a".into(), 0)]).is_none(), "the period starts");
+        clock.advance(Duration::from_secs(30));
+        // A second task joins halfway with 10 s of CPU already used before.
+        assert!(sample(&mut s, &[("a".into(), 15_000_000_000), ("b".into(), 10_000_000_000)]).is_none());
+        clock.advance(Duration::from_secs(30));
+        let d = sample(&mut s, &[("a".into(), 30_000_000_000), ("b".into(), 17_500_000_000)]).expect("a period");
+        // a: 30 s of CPU over 60 s of half a core; b: 7.5 s over 30 s of half a core.
+        // (30 + 7.5) / (30 + 15) of the reservation.
+        assert!((d.cpu - 37.5 / 45.0).abs() < 1e-9, "{}", d.cpu);
+        assert_eq!(d.at, 60_000);
+        clock.advance(period);
+        assert!(sample(&mut s, &[]).is_none(), "no tasks: no datapoint");
     }
 }

@@ -1,18 +1,27 @@
-//! The clock seam of the scheduler: production uses the system clock; tests
-//! use a [`TestClock`] they advance by hand (a day of schedules in
-//! milliseconds), and end-to-end tests of the real binary can run a server on
-//! a [`ScaledClock`] (`wharf server --clock-scale N`, a hidden test flag) so a
-//! minute of schedule passes in a few real seconds.
+//! The clock seam of the controllers: production uses the system clock; tests
+//! use a [`TestClock`] they advance by hand (a day of schedules, a bake or a
+//! cooldown in milliseconds), and end-to-end tests of the real binary can run
+//! the scheduler on a [`ScaledClock`] (`wharf server --clock-scale N`, a hidden
+//! test flag) so a minute of schedule passes in a few real seconds.
+//!
+//! Wall time ([`Clock::now_ms`]) is for what is stored or shown; monotonic
+//! time ([`Clock::instant`]) for durations measured in memory (health grace,
+//! cooldowns, backoff), which a wall clock set back must not stretch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 
-/// Time for the scheduler, in Unix milliseconds.
+/// Time for the controllers.
 #[async_trait]
 pub trait Clock: Send + Sync + 'static {
+    /// Wall time, in Unix milliseconds.
     fn now_ms(&self) -> u64;
+    /// Monotonic time, for durations kept in memory.
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
     /// Returns once `now_ms() >= at_ms` (at once if it already is).
     async fn sleep_until(&self, at_ms: u64);
 }
@@ -64,6 +73,10 @@ impl Clock for ScaledClock {
         self.origin_ms + (self.origin.elapsed().as_secs_f64() * 1000.0 * self.scale) as u64
     }
 
+    fn instant(&self) -> Instant {
+        self.origin + self.origin.elapsed().mul_f64(self.scale)
+    }
+
     async fn sleep_until(&self, at_ms: u64) {
         let now = self.now_ms();
         if at_ms > now {
@@ -77,12 +90,15 @@ impl Clock for ScaledClock {
 #[derive(Debug)]
 pub struct TestClock {
     now: AtomicU64,
+    start_ms: u64,
+    /// The monotonic time at `start_ms`; [`Clock::instant`] moves with `now`.
+    origin: Instant,
     moved: tokio::sync::Notify,
 }
 
 impl TestClock {
     pub fn new(start_ms: u64) -> TestClock {
-        TestClock { now: AtomicU64::new(start_ms), moved: tokio::sync::Notify::new() }
+        TestClock { now: AtomicU64::new(start_ms), start_ms, origin: Instant::now(), moved: tokio::sync::Notify::new() }
     }
 
     pub fn advance(&self, by: Duration) {
@@ -100,6 +116,11 @@ impl TestClock {
 impl Clock for TestClock {
     fn now_ms(&self) -> u64 {
         self.now.load(Ordering::SeqCst)
+    }
+
+    /// Set back before its start, it stays at its start: monotonic.
+    fn instant(&self) -> Instant {
+        self.origin + Duration::from_millis(self.now_ms().saturating_sub(self.start_ms))
     }
 
     async fn sleep_until(&self, at_ms: u64) {
@@ -128,6 +149,16 @@ mod tests {
         clock.advance(Duration::from_secs(30));
         sleeper.await.unwrap();
         assert_eq!(clock.now_ms(), 61_000);
+    }
+
+    #[test]
+    fn a_test_clock_moves_its_monotonic_time_with_it() {
+        let clock = TestClock::new(1_000);
+        let start = clock.instant();
+        clock.advance(Duration::from_secs(90));
+        assert_eq!(clock.instant() - start, Duration::from_secs(90));
+        clock.set(0);
+        assert_eq!(clock.instant(), start, "never before its start");
     }
 
     #[tokio::test]

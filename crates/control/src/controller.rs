@@ -3,16 +3,23 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use wharf_logs::{Level, LogStream, Record};
 use wharf_proxy::Proxy;
 use wharf_runtime::{Driver, DriverEvent, ExitInfo, TaskSpec};
 use wharf_store::{Db, EventRecord, Revision, StoreError};
 
-use crate::health::{HealthClient, TaskHealth};
+use crate::autoscaler::Autoscaler;
+use crate::clock::{Clock, SystemClock};
+use crate::component::BackgroundLoop;
+use crate::health::HealthMonitor;
+use crate::reconcile::Reconciler;
 use crate::release::ReleaseStore;
+use crate::rollout::Rollout;
+use crate::routes::RoutingPublisher;
+use crate::usage::UsageSampler;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -55,15 +62,6 @@ pub(crate) struct TaskMeta {
     pub revision: u64,
 }
 
-/// CPU time and memory seen at the last two samples, for a CPU percentage.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct UsageSample {
-    pub cpu_nanos: u64,
-    pub at: Instant,
-    pub cpu_percent: f64,
-    pub memory_bytes: u64,
-}
-
 /// (app, service), or (app, None) for the whole app.
 pub(crate) type PauseScope = (String, Option<String>);
 
@@ -73,45 +71,41 @@ pub struct Controller {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) proxy: Arc<Proxy>,
     pub(crate) releases: ReleaseStore,
-    pub(crate) health: Mutex<HashMap<String, Arc<TaskHealth>>>,
-    /// Health kept in the store for tasks re-adopted at start, taken once
-    /// each when their checks begin.
-    pub(crate) known_health: Mutex<HashMap<String, wharf_store::TaskHealthRecord>>,
-    pub(crate) health_client: HealthClient,
-    /// Tasks taken out of the routing table and being stopped.
-    pub(crate) draining: Mutex<HashSet<String>>,
-    /// Draining tasks whose stop has begun: too late to take them back.
-    /// Locked only while `draining` is held, so the two agree.
-    pub(crate) signalled: Mutex<HashSet<String>>,
+    /// Task health checks, and the proxy's view of each web task.
+    pub(crate) health: HealthMonitor,
     pub(crate) meta: Mutex<HashMap<String, TaskMeta>>,
-    pub(crate) usage: Mutex<HashMap<String, UsageSample>>,
+    /// CPU and memory of every task.
+    pub(crate) usage: Arc<UsageSampler>,
     /// Revisions are immutable, so they are read from the store once.
     pub(crate) revisions: Mutex<HashMap<(String, String, u64), Arc<Revision>>>,
     /// Per service: consecutive start failures and when to try again.
-    pub(crate) start_backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
     pub(crate) gates: Mutex<HashMap<PauseScope, Arc<wharf_proxy::PauseGate>>>,
-    pub(crate) wake: Notify,
-    pub(crate) routes_changed: Notify,
-    pub(crate) routes_lock: tokio::sync::Mutex<()>,
-    pub(crate) deploy_lock: tokio::sync::Mutex<()>,
-    /// The autoscaler's datapoints and decisions per (app, service).
-    pub(crate) scalers: Mutex<HashMap<(String, String), crate::autoscaler::ServiceScaler>>,
+    /// Brings tasks to the desired state.
+    pub(crate) reconciler: Arc<Reconciler>,
+    /// Builds and swaps the proxy's routing snapshot.
+    pub(crate) routing: Arc<RoutingPublisher>,
+    /// Drives deployments; serialises changes to desired state.
+    pub(crate) rollout: Arc<Rollout>,
+    /// Scales services by their CPU.
+    pub(crate) autoscaler: Arc<Autoscaler>,
     /// Apps being destroyed: nothing may change them, their deployment drivers let go.
     pub(crate) destroying: Mutex<HashSet<String>>,
-    /// Deployments a driver is working on (app, id): one driver each.
-    pub(crate) driving: Mutex<HashSet<(String, u64)>>,
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
     pub(crate) task_path: String,
     pub(crate) task_user: Option<wharf_runtime::TaskUser>,
     /// The server's data directory (its disk is watched).
     pub(crate) data_dir: PathBuf,
     pub(crate) log_loss: crate::disk::LogLoss,
-    pub(crate) started: SystemTime,
+    /// When the server started, in Unix milliseconds by the clock.
+    pub(crate) started_ms: u64,
     pub(crate) metrics: Arc<crate::ServerMetrics>,
     /// Service discovery: internal routes, DNS data, `WHARF_*_URL`.
     pub(crate) discovery: crate::discovery::Discovery,
     /// The job scheduler and its clock.
     pub(crate) jobs: crate::scheduler::Jobs,
+    /// Time for the rollout, health checks, autoscaler and reconciler (the
+    /// scheduler keeps its own, which a test may speed up).
+    pub(crate) clock: Arc<dyn Clock>,
     stop: watch::Sender<bool>,
 }
 
@@ -123,37 +117,32 @@ impl Controller {
             Some(d) => format!("{}:{server_path}", d.display()),
             None => server_path,
         };
-        Arc::new(Controller {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Arc::new_cyclic(|me| Controller {
             db: cfg.db,
             logs: cfg.logs,
-            driver: cfg.driver,
+            driver: cfg.driver.clone(),
             proxy: cfg.proxy,
             releases: ReleaseStore::new(cfg.data_dir.join("releases")),
-            health: Mutex::default(),
-            known_health: Mutex::default(),
-            health_client: HealthClient::new(),
-            draining: Mutex::default(),
-            signalled: Mutex::default(),
+            health: HealthMonitor::new(clock.clone()),
             meta: Mutex::default(),
-            usage: Mutex::default(),
+            usage: Arc::new(UsageSampler::new(cfg.driver.clone(), clock.clone())),
             revisions: Mutex::default(),
-            start_backoff: Mutex::default(),
             gates: Mutex::default(),
-            wake: Notify::new(),
-            routes_changed: Notify::new(),
-            routes_lock: tokio::sync::Mutex::new(()),
-            deploy_lock: tokio::sync::Mutex::new(()),
-            driving: Mutex::default(),
+            reconciler: Arc::new(Reconciler::new(me.clone(), clock.clone())),
+            routing: Arc::new(RoutingPublisher::new(me.clone())),
+            rollout: Arc::default(),
             destroying: Mutex::default(),
-            scalers: Mutex::default(),
+            autoscaler: Arc::new(Autoscaler::new(me.clone(), clock.clone())),
             task_path,
             task_user: cfg.task_user,
             data_dir: cfg.data_dir.clone(),
             log_loss: Default::default(),
-            started: SystemTime::now(),
+            started_ms: clock.now_ms(),
             metrics: cfg.metrics,
             discovery: Default::default(),
             jobs: Default::default(),
+            clock,
             stop: watch::channel(false).0,
         })
     }
@@ -170,6 +159,11 @@ impl Controller {
         &self.metrics
     }
 
+    /// Wall time by the controller's clock, in Unix milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// Re-adopts running tasks, kills orphans, and starts the control loops.
     pub async fn start(self: &Arc<Self>) -> Result<(), ControlError> {
         self.releases.clean_staging();
@@ -181,7 +175,7 @@ impl Controller {
             self.remember(&t.spec);
         }
         let known = self.db.task_healths().await?;
-        *self.known_health.lock().unwrap() = known.into_iter().map(|h| (h.id.clone(), h)).collect();
+        self.health.restore(known);
         self.restore_pauses().await?;
         // One pass and a routing table before the proxy serves: a request
         // right after a restart finds its route (and re-adopted tasks that
@@ -189,12 +183,12 @@ impl Controller {
         if let Err(e) = self.reconcile_once().await {
             tracing::warn!("first reconcile failed: {e}");
         }
-        self.rebuild_routes().await;
-        tokio::spawn(self.clone().reconcile_loop());
-        tokio::spawn(self.clone().routes_loop());
-        tokio::spawn(self.clone().usage_loop());
+        self.routing.publish().await;
+        self.reconciler.clone().start(self.stopping());
+        self.routing.clone().start(self.stopping());
+        self.usage.clone().start(self.stopping());
         tokio::spawn(self.clone().store_watch_loop());
-        tokio::spawn(self.clone().autoscale_loop());
+        self.autoscaler.clone().start(self.stopping());
         self.start_scheduler(&report);
         self.resume_deployments().await?;
         self.resume_destroys(self.db.destroys().await?);
@@ -325,10 +319,7 @@ impl Controller {
                 }
                 DriverEvent::Exited { task, exit, restart_in, crashes } => {
                     // Out of the pool at once, not at its next health check.
-                    let health = self.health.lock().unwrap().get(&task).cloned();
-                    if let Some(th) = health {
-                        crate::health::set_health(&self, &task, &th, crate::health::Health::Starting, None, None);
-                    }
+                    self.health.exited(&self, &task);
                     let how = match self.driver.task(&task) {
                         Some(t) if t.oom_kills > 0 && exit == ExitInfo::Signal(libc::SIGKILL) => {
                             format!("was {}", describe_end(exit, true, t.spec.memory_bytes))
@@ -382,36 +373,7 @@ impl Controller {
                     );
                 }
             }
-            self.wake.notify_one();
-        }
-    }
-
-    /// Samples CPU and memory of every task every 2 s.
-    async fn usage_loop(self: Arc<Self>) {
-        let mut stop = self.stopping();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                _ = stop.changed() => return,
-            }
-            let tasks = self.driver.tasks();
-            let mut samples = self.usage.lock().unwrap();
-            samples.retain(|id, _| tasks.iter().any(|t| &t.spec.id == id));
-            for t in &tasks {
-                let Some(u) = self.driver.usage(&t.spec.id) else { continue };
-                let now = Instant::now();
-                let cpu_percent = match samples.get(&t.spec.id) {
-                    Some(prev) if u.cpu_nanos >= prev.cpu_nanos => {
-                        let wall = now.duration_since(prev.at).as_nanos().max(1) as f64;
-                        (u.cpu_nanos - prev.cpu_nanos) as f64 / wall * 100.0
-                    }
-                    _ => 0.0,
-                };
-                samples.insert(
-                    t.spec.id.clone(),
-                    UsageSample { cpu_nanos: u.cpu_nanos, at: now, cpu_percent, memory_bytes: u.memory_bytes },
-                );
-            }
+            self.reconciler.wake();
         }
     }
 }
@@ -490,10 +452,6 @@ const SIGNALS: [(&str, i32); 10] = [
 
 pub(crate) fn signal_number(name: &str) -> i32 {
     SIGNALS.iter().find(|(n, _)| *n == name).map_or(libc::SIGTERM, |(_, s)| *s)
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

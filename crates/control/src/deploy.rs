@@ -13,11 +13,12 @@ use wharf_store::{
     ServiceRecord,
 };
 
-use crate::controller::{now_ms, ControlError, Controller};
+use crate::component::BackgroundLoop;
+use crate::controller::{ControlError, Controller};
 use crate::plan::{describe_jobs, job_changes};
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
-use crate::rollout::moving_record;
 use crate::scale::deployed_replicas;
+use crate::strategy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -86,15 +87,15 @@ impl Controller {
         let code = tokio::task::spawn_blocking(move || code_hash(&a))
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))??;
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let source = std::fs::read_to_string(staging.join(wharf_spec::FILE_NAME)).unwrap_or_default();
         self.releases.commit(&spec.app, &staging, &hash, &archive)?;
         let report = self.record_deploy(&spec, &hash, &code, source, archive.len() as u64).await?;
         drop(_guard);
-        self.wake.notify_one();
-        self.routes_changed.notify_one();
+        self.reconciler.wake();
+        self.routing.wake();
         if report.state == wharf_api_types::DeploymentState::InProgress {
-            self.spawn_deployment(&spec.app, report.deployment);
+            self.rollout.spawn_deployment(self, &spec.app, report.deployment);
         }
         let this = self.clone();
         let app = spec.app.clone();
@@ -147,7 +148,7 @@ impl Controller {
                         release: hash.to_string(),
                         code: code.to_string(),
                         digest,
-                        created_at: now_ms(),
+                        created_at: self.now_ms(),
                     };
                     batch.put_revision(&rev);
                     release_first |= svc.release.is_some();
@@ -163,14 +164,8 @@ impl Controller {
             };
             scaled |= previous.is_some_and(|p| p.replicas != replicas);
             let mut record = match previous {
-                Some(p) => moving_record(p, number, replicas, svc.deploy.strategy),
-                None => ServiceRecord {
-                    app: app.clone(),
-                    name: name.clone(),
-                    revision: number,
-                    replicas: svc.replicas,
-                    ..Default::default()
-                },
+                Some(p) => strategy::moving(p, number, replicas, svc.deploy.strategy),
+                None => strategy::first_record(app, name, number, svc.replicas),
             };
             scaled |= previous.is_some_and(|p| p.declared_replicas != Some(svc.replicas));
             record.declared_replicas = Some(svc.replicas);
@@ -235,7 +230,7 @@ impl Controller {
         if !jobs.is_empty() {
             message = format!("{message}; {}", describe_jobs(&jobs));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let deployment = DeploymentRecord {
             app: app.clone(),
             id,
@@ -293,7 +288,7 @@ impl Controller {
                         None,
                         format!("deployment {}#{} resumed after a server restart ({:?} step)", app.name, d.id, d.step),
                     );
-                    self.spawn_deployment(&app.name, d.id);
+                    self.rollout.spawn_deployment(self, &app.name, d.id);
                 }
             }
         }
@@ -303,7 +298,7 @@ impl Controller {
     /// Keeps the newest releases of an app; deletes older ones that no
     /// service and no task still uses.
     async fn collect_releases(&self, app: &str) -> Result<(), ControlError> {
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let mut releases = self.db.releases(app).await?;
         if releases.len() <= RELEASES_KEPT {
             return Ok(());

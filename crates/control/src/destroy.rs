@@ -11,7 +11,8 @@ use wharf_api_types::DestroyReport;
 use wharf_logs::Level;
 use wharf_store::{Batch, DeploymentState, DestroyRecord};
 
-use crate::controller::{now_ms, ControlError, Controller};
+use crate::component::BackgroundLoop;
+use crate::controller::{ControlError, Controller};
 
 /// How long a destroy waits for a deployment driver to notice and let go.
 const DRIVER_LET_GO: Duration = Duration::from_secs(30);
@@ -34,7 +35,7 @@ impl Controller {
                 "`{app}` is not an app name (lowercase letters, digits and '-', starting with a letter)"
             )));
         }
-        let guard = self.deploy_lock.lock().await;
+        let guard = self.rollout.lock().await;
         if let Some(r) = self.db.destroy(app).await? {
             // Already under way (asked twice, or resumed after a restart): wait for it.
             drop(guard);
@@ -60,9 +61,8 @@ impl Controller {
         // cannot write its services back behind the destroy.
         self.destroying.lock().unwrap().insert(app.to_string());
         if let Some(d) = &running {
-            let key = (app.to_string(), d.id);
-            let until = tokio::time::Instant::now() + DRIVER_LET_GO;
-            while self.driving.lock().unwrap().contains(&key) && tokio::time::Instant::now() < until {
+            let until = self.clock.instant() + DRIVER_LET_GO;
+            while self.rollout.is_driving(app, d.id) && self.clock.instant() < until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -70,7 +70,7 @@ impl Controller {
         let intent = DestroyRecord {
             app: app.to_string(),
             purge,
-            started_at: now_ms(),
+            started_at: self.now_ms(),
             services: services.iter().map(|s| s.name.clone()).collect(),
         };
         let mut batch = Batch::default();
@@ -80,7 +80,7 @@ impl Controller {
         }
         if let Some(d) = running.as_mut() {
             d.state = DeploymentState::Failed;
-            d.finished_at = Some(now_ms());
+            d.finished_at = Some(self.now_ms());
             d.reason = Some("aborted: the app is being destroyed (`wharf destroy --force`)".into());
             batch.put_deployment(d);
         }
@@ -101,8 +101,8 @@ impl Controller {
                 if purge { "; its releases will be deleted" } else { "" }
             ),
         );
-        self.rebuild_routes().await;
-        self.wake.notify_one();
+        self.routing.publish().await;
+        self.reconciler.wake();
         self.finish_destroy(&intent, running.map(|d| d.id), tasks).await
     }
 
@@ -154,18 +154,18 @@ impl Controller {
         for t in self.driver.tasks().into_iter().filter(|t| t.spec.app == app && !t.spec.restart) {
             let _ = self.driver.stop(&t.spec.id).await;
         }
-        let until = tokio::time::Instant::now() + TASKS_GONE;
+        let until = self.clock.instant() + TASKS_GONE;
         loop {
             let left = self.driver.tasks().iter().filter(|t| t.spec.app == app).count();
             if left == 0 {
                 break;
             }
-            if tokio::time::Instant::now() >= until {
+            if self.clock.instant() >= until {
                 return Err(ControlError::Unavailable(format!(
                     "{left} tasks of {app} are still stopping; the destroy goes on in the background"
                 )));
             }
-            self.wake.notify_one();
+            self.reconciler.wake();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if r.purge {
@@ -173,7 +173,7 @@ impl Controller {
                 .delete_app(app)
                 .map_err(|e| ControlError::Unavailable(format!("cannot delete the releases of {app}: {e}")))?;
         }
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let mut batch = Batch::default();
         self.db.delete_app_history(&mut batch, app, r.purge).await?;
         for s in self.db.services(Some(app)).await? {
@@ -184,7 +184,7 @@ impl Controller {
         let releases_kept = if r.purge { 0 } else { self.db.releases(app).await?.len() };
         drop(_guard);
         self.forget_app(app);
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         self.event_full(
             "app.destroyed",
             Level::Warn,
@@ -210,8 +210,8 @@ impl Controller {
     /// the same name starts from scratch (its revision 1 is not the old one).
     fn forget_app(&self, app: &str) {
         self.revisions.lock().unwrap().retain(|(a, _, _), _| a != app);
-        self.start_backoff.lock().unwrap().retain(|(a, _), _| a != app);
-        self.scalers.lock().unwrap().retain(|(a, _), _| a != app);
+        self.reconciler.forget_app(app);
+        self.autoscaler.forget_app(app);
         let gates: Vec<_> = {
             let mut gates = self.gates.lock().unwrap();
             let keys: Vec<_> = gates.keys().filter(|(a, _)| a == app).cloned().collect();

@@ -1,5 +1,6 @@
 //! Health checks of web tasks: a task takes traffic only once it passes.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -12,6 +13,8 @@ use wharf_logs::Level;
 use wharf_runtime::TaskState;
 use wharf_spec::HealthCheck;
 
+use crate::clock::Clock;
+use crate::component::BackgroundLoop;
 use crate::controller::{fmt_duration, Controller};
 
 /// How often a task that has not passed yet is probed: briskly in its first
@@ -48,11 +51,79 @@ pub(crate) struct HealthState {
 }
 
 impl HealthState {
-    /// The last check's error, once checks have failed for [`REPORT_AFTER`].
-    pub fn lasting_error(&self) -> Option<&str> {
+    /// The last check's error, once checks have failed for [`REPORT_AFTER`] (`now`: clock).
+    pub fn lasting_error(&self, now: Instant) -> Option<&str> {
         let since = self.failing_since?;
-        (since.elapsed() >= REPORT_AFTER).then_some(self.last_error.as_deref()?)
+        (now.saturating_duration_since(since) >= REPORT_AFTER).then_some(self.last_error.as_deref()?)
     }
+
+    /// Takes one check's result (at `now`, by the clock) and says what the
+    /// task's health becomes: healthy after `healthy_threshold` passes in a
+    /// row, unhealthy after `unhealthy_threshold` failures in a row once
+    /// healthy. Failures within the grace period don't count toward that.
+    pub(crate) fn record(
+        &mut self,
+        result: &Result<(), String>,
+        in_grace: bool,
+        check: &HealthCheck,
+        now: Instant,
+    ) -> Health {
+        match result {
+            Ok(()) => {
+                self.ok_streak = self.ok_streak.saturating_add(1);
+                self.fail_streak = 0;
+                self.last_error = None;
+                self.failing_since = None;
+                self.reported = None;
+            }
+            Err(e) => {
+                self.ok_streak = 0;
+                if !in_grace {
+                    self.fail_streak = self.fail_streak.saturating_add(1);
+                }
+                self.last_error = Some(e.clone());
+                self.failing_since.get_or_insert(now);
+            }
+        }
+        match self.health {
+            Health::Starting | Health::Unhealthy if self.ok_streak >= check.healthy_threshold => Health::Healthy,
+            Health::Healthy if self.fail_streak >= check.unhealthy_threshold => Health::Unhealthy,
+            h => h,
+        }
+    }
+
+    /// The event text saying a task that has not passed yet keeps failing,
+    /// when one is due at `now`: when the error changes, and again while it
+    /// stays the same, every [`REPORT_EVERY`] backing off to [`REPORT_EVERY_MAX`].
+    pub(crate) fn waiting_report(&mut self, id: &str, now: Instant) -> Option<String> {
+        let error = self.lasting_error(now)?.to_string();
+        let repeats = match &self.reported {
+            Some((last, at, n)) if *last == error => {
+                let every = REPORT_EVERY.saturating_mul(1u32 << (*n).min(6)).min(REPORT_EVERY_MAX);
+                if now.saturating_duration_since(*at) < every {
+                    return None;
+                }
+                n.saturating_add(1)
+            }
+            _ => 0,
+        };
+        let failing = self.failing_since.map(|t| now.saturating_duration_since(t)).unwrap_or_default();
+        self.reported = Some((error.clone(), now, repeats));
+        Some(format!(
+            "task {id} is not healthy yet: {error} (checks failing for {})",
+            fmt_duration(Duration::from_secs(failing.as_secs()))
+        ))
+    }
+}
+
+/// How long a task's process has run, by the clock (`now_ms`), and whether
+/// that is still within the check's grace period.
+pub(crate) fn in_grace(started_at: Option<SystemTime>, now_ms: u64, grace: Duration) -> (Duration, bool) {
+    let started_ms = started_at
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let age = started_ms.map(|t| Duration::from_millis(now_ms.saturating_sub(t))).unwrap_or_default();
+    (age, age < grace)
 }
 
 /// The health of one web task, written by its checker, read by routing.
@@ -156,10 +227,101 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-impl Controller {
+/// The health monitor: checks web tasks and keeps what they showed. It owns
+/// each task's health, the health kept in the store for tasks re-adopted at
+/// start, the checks' HTTP client, and the proxy's view of each task (its
+/// [`wharf_proxy::Backend`], shared by every routing snapshot). Others ask it;
+/// nothing else holds its map.
+pub(crate) struct HealthMonitor {
+    tasks: Mutex<HashMap<String, Arc<TaskHealth>>>,
+    /// Health kept in the store for tasks re-adopted at start, taken once
+    /// each when their checks begin.
+    known: Mutex<HashMap<String, wharf_store::TaskHealthRecord>>,
+    client: HealthClient,
+    clock: Arc<dyn Clock>,
+}
+
+/// What the monitor knows of one task, for views and metrics.
+pub(crate) struct TaskHealthView {
+    pub health: Health,
+    pub last_error: Option<String>,
+    pub backend: Arc<wharf_proxy::Backend>,
+}
+
+impl HealthMonitor {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> HealthMonitor {
+        HealthMonitor { tasks: Mutex::default(), known: Mutex::default(), client: HealthClient::new(), clock }
+    }
+
+    /// The health the store kept, for tasks re-adopted after a restart.
+    pub(crate) fn restore(&self, known: Vec<wharf_store::TaskHealthRecord>) {
+        *self.known.lock().unwrap() = known.into_iter().map(|h| (h.id.clone(), h)).collect();
+    }
+
+    fn get(&self, task: &str) -> Option<Arc<TaskHealth>> {
+        self.tasks.lock().unwrap().get(task).cloned()
+    }
+
+    /// None: the task is not checked (a worker, or not yet watched).
+    pub(crate) fn health(&self, task: &str) -> Option<Health> {
+        self.get(task).map(|th| th.health())
+    }
+
+    pub(crate) fn is_healthy(&self, task: &str) -> bool {
+        self.health(task) == Some(Health::Healthy)
+    }
+
+    /// The proxy's view of a checked task.
+    pub(crate) fn backend(&self, task: &str) -> Option<Arc<wharf_proxy::Backend>> {
+        self.get(task).map(|th| th.backend.clone())
+    }
+
+    pub(crate) fn view(&self, task: &str) -> Option<TaskHealthView> {
+        let th = self.get(task)?;
+        let st = th.state.lock().unwrap();
+        Some(TaskHealthView { health: st.health, last_error: st.last_error.clone(), backend: th.backend.clone() })
+    }
+
+    /// The last check's error of a task that is not healthy and has failed
+    /// its checks for a while (not a booting app's first refusals).
+    pub(crate) fn failing(&self, task: &str) -> Option<String> {
+        let th = self.get(task)?;
+        let st = th.state.lock().unwrap();
+        if st.health == Health::Healthy {
+            return None;
+        }
+        st.lasting_error(self.clock.instant()).map(str::to_string)
+    }
+
+    /// Every checked task with its health and backend.
+    pub(crate) fn backends(&self) -> Vec<(String, Health, Arc<wharf_proxy::Backend>)> {
+        let tasks = self.tasks.lock().unwrap();
+        tasks.iter().map(|(id, th)| (id.clone(), th.health(), th.backend.clone())).collect()
+    }
+
+    /// Stops checking a task (its checker ends with its entry).
+    pub(crate) fn forget(&self, task: &str) {
+        self.tasks.lock().unwrap().remove(task);
+    }
+
+    /// Stops checking tasks not in `live`; true when there were any.
+    pub(crate) fn forget_all_but(&self, live: &HashSet<String>) -> bool {
+        let mut tasks = self.tasks.lock().unwrap();
+        let before = tasks.len();
+        tasks.retain(|id, _| live.contains(id));
+        tasks.len() != before
+    }
+
+    /// A task whose process exited: out of the pool at once, not at its next check.
+    pub(crate) fn exited(&self, ctl: &Controller, task: &str) {
+        if let Some(th) = self.get(task) {
+            set_health(ctl, task, &th, Health::Starting, None, None);
+        }
+    }
+
     /// Starts checking a web task unless it is checked already.
-    pub(crate) fn watch_health(self: &Arc<Self>, task: &str, port: u16, check: HealthCheck) {
-        let mut map = self.health.lock().unwrap();
+    pub(crate) fn watch(&self, ctl: &Arc<Controller>, task: &str, port: u16, check: HealthCheck) {
+        let mut map = self.tasks.lock().unwrap();
         if map.contains_key(task) {
             return;
         }
@@ -167,8 +329,8 @@ impl Controller {
         // A task re-adopted after a restart keeps the health it had, if it is
         // the same process: until its checks say otherwise it is ready, so
         // a resumed rollout does not take it for a task that never came up.
-        let known = self.known_health.lock().unwrap().remove(task);
-        let pid = self.driver.task(task).and_then(|t| t.pid);
+        let known = self.known.lock().unwrap().remove(task);
+        let pid = ctl.driver.task(task).and_then(|t| t.pid);
         let adopted_healthy = known.is_some_and(|k| k.healthy && Some(k.pid) == pid);
         let state = Mutex::new(HealthState {
             health: if adopted_healthy { Health::Healthy } else { Health::Starting },
@@ -181,7 +343,7 @@ impl Controller {
         });
         // The checker holds only a Weak so dropping the entry ends it.
         let (tx, rx) = tokio::sync::oneshot::channel::<std::sync::Weak<TaskHealth>>();
-        let ctl = Arc::downgrade(self);
+        let ctl = Arc::downgrade(ctl);
         let id = task.to_string();
         let join = tokio::spawn(async move {
             let Ok(th) = rx.await else { return };
@@ -217,39 +379,15 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
                 if st.health != Health::Starting {
                     st.health = Health::Starting;
                     drop(st);
-                    ctl.routes_changed.notify_one();
+                    ctl.routing.wake();
                 }
             }
         }
-        let result = ctl.health_client.probe(th.backend.addr, &check).await;
-        let age = status.started_at.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default();
-        let in_grace = age < check.grace;
+        let monitor = &ctl.health;
+        let result = monitor.client.probe(th.backend.addr, &check).await;
+        let (age, in_grace) = in_grace(status.started_at, monitor.clock.now_ms(), check.grace);
         let current = th.health();
-        let next = {
-            let mut st = th.state.lock().unwrap();
-            match &result {
-                Ok(()) => {
-                    st.ok_streak += 1;
-                    st.fail_streak = 0;
-                    st.last_error = None;
-                    st.failing_since = None;
-                    st.reported = None;
-                }
-                Err(e) => {
-                    st.ok_streak = 0;
-                    if !in_grace {
-                        st.fail_streak += 1;
-                    }
-                    st.last_error = Some(e.clone());
-                    st.failing_since.get_or_insert_with(Instant::now);
-                }
-            }
-            match current {
-                Health::Starting | Health::Unhealthy if st.ok_streak >= check.healthy_threshold => Health::Healthy,
-                Health::Healthy if st.fail_streak >= check.unhealthy_threshold => Health::Unhealthy,
-                h => h,
-            }
-        };
+        let next = th.state.lock().unwrap().record(&result, in_grace, &check, monitor.clock.instant());
         if next == Health::Starting {
             report_waiting(&ctl, &id, &th);
         }
@@ -267,30 +405,12 @@ async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthC
 }
 
 /// A task that has not passed yet and keeps failing its checks: an event
-/// with the last result when it changes, and again while it stays the same
-/// (every [`REPORT_EVERY`], backing off).
+/// with the last result when one is due.
 fn report_waiting(ctl: &Controller, id: &str, th: &TaskHealth) {
-    let text = {
-        let mut st = th.state.lock().unwrap();
-        let Some(error) = st.lasting_error().map(str::to_string) else { return };
-        let repeats = match &st.reported {
-            Some((last, at, n)) if *last == error => {
-                let every = REPORT_EVERY.saturating_mul(1u32 << (*n).min(6)).min(REPORT_EVERY_MAX);
-                if at.elapsed() < every {
-                    return;
-                }
-                n.saturating_add(1)
-            }
-            _ => 0,
-        };
-        let failing = st.failing_since.map(|t| t.elapsed()).unwrap_or_default();
-        st.reported = Some((error.clone(), Instant::now(), repeats));
-        format!(
-            "task {id} is not healthy yet: {error} (checks failing for {})",
-            fmt_duration(Duration::from_secs(failing.as_secs()))
-        )
-    };
-    ctl.task_event("task.health_failing", Level::Warn, id, text);
+    let text = th.state.lock().unwrap().waiting_report(id, ctl.health.clock.instant());
+    if let Some(text) = text {
+        ctl.task_event("task.health_failing", Level::Warn, id, text);
+    }
 }
 
 pub(crate) fn set_health(
@@ -326,7 +446,7 @@ pub(crate) fn set_health(
             id: id.to_string(),
             pid,
             healthy: health == Health::Healthy,
-            at: crate::controller::now_ms(),
+            at: ctl.now_ms(),
         };
         let db = ctl.db.clone();
         tokio::spawn(async move {
@@ -335,8 +455,8 @@ pub(crate) fn set_health(
             }
         });
     }
-    ctl.routes_changed.notify_one();
-    ctl.wake.notify_one();
+    ctl.routing.wake();
+    ctl.reconciler.wake();
     match health {
         Health::Healthy => ctl.task_event("task.healthy", Level::Info, id, format!("task {id} is healthy")),
         Health::Unhealthy => ctl.task_event(
@@ -346,5 +466,125 @@ pub(crate) fn set_health(
             format!("task {id} is unhealthy: {}", error.unwrap_or_else(|| "checks failed".into())),
         ),
         Health::Starting => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, TestClock};
+
+    const START: u64 = 1_774_656_000_000;
+
+    fn state() -> HealthState {
+        HealthState {
+            health: Health::Starting,
+            pid: Some(1),
+            ok_streak: 0,
+            fail_streak: 0,
+            last_error: None,
+            failing_since: None,
+            reported: None,
+        }
+    }
+
+    fn check() -> HealthCheck {
+        HealthCheck {
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            grace: Duration::from_secs(30),
+            ..Default::default()
+        }
+    }
+
+    /// Feeds results one check interval apart, applying each verdict as the
+    /// checker does; returns the health after each.
+    fn run(st: &mut HealthState, clock: &TestClock, results: &[bool], in_grace: bool) -> Vec<Health> {
+        results
+            .iter()
+            .map(|ok| {
+                clock.advance(Duration::from_secs(5));
+                let r = if *ok { Ok(()) } else { Err("connect 127.0.0.1:1: refused".to_string()) };
+                st.health = st.record(&r, in_grace, &check(), clock.instant());
+                st.health
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_task_is_healthy_after_its_threshold_of_passes_and_unhealthy_after_its_threshold_of_failures() {
+        use Health::*;
+        let clock = TestClock::new(START);
+        let mut st = state();
+        assert_eq!(run(&mut st, &clock, &[true, false, true, true], false), [Starting, Starting, Starting, Healthy]);
+        assert_eq!(run(&mut st, &clock, &[false, false, true], false), [Healthy, Healthy, Healthy], "a pass resets");
+        assert_eq!(run(&mut st, &clock, &[false, false, false], false), [Healthy, Healthy, Unhealthy]);
+        assert_eq!(run(&mut st, &clock, &[true, true], false), [Unhealthy, Healthy]);
+    }
+
+    #[test]
+    fn failures_within_the_grace_period_do_not_count() {
+        let clock = TestClock::new(START);
+        let started = Some(SystemTime::UNIX_EPOCH + Duration::from_millis(START));
+        let grace = check().grace;
+        assert_eq!(in_grace(started, clock.now_ms(), grace), (Duration::ZERO, true));
+        let mut st = state();
+        run(&mut st, &clock, &[true, true], true);
+        assert_eq!(st.health, Health::Healthy);
+        assert_eq!(run(&mut st, &clock, &[false; 5], true), [Health::Healthy; 5], "in grace: failures don't count");
+        clock.advance(grace);
+        let (age, grace_now) = in_grace(started, clock.now_ms(), grace);
+        assert!(!grace_now && age > grace, "{age:?}");
+        assert_eq!(run(&mut st, &clock, &[false; 3], grace_now).last(), Some(&Health::Unhealthy));
+        assert_eq!(in_grace(None, clock.now_ms(), grace), (Duration::ZERO, true), "not started: in grace");
+    }
+
+    #[test]
+    fn a_failing_new_task_is_reported_after_a_second_then_less_and_less_often() {
+        let clock = TestClock::new(START);
+        let mut st = state();
+        let fail = Err("GET /up answered 503".to_string());
+        st.record(&fail, false, &check(), clock.instant());
+        assert_eq!(st.waiting_report("t1", clock.instant()), None, "a booting app's first failures are not news");
+        clock.advance(REPORT_AFTER);
+        let text = st.waiting_report("t1", clock.instant()).expect("reported after a second");
+        assert_eq!(text, "task t1 is not healthy yet: GET /up answered 503 (checks failing for 1s)");
+        let mut reported_at = vec![];
+        for second in 1..=60 {
+            clock.advance(Duration::from_secs(1));
+            st.record(&fail, false, &check(), clock.instant());
+            if st.waiting_report("t1", clock.instant()).is_some() {
+                reported_at.push(second);
+            }
+        }
+        // Again after 5 s for the first repeat, then 10 s, 20 s, 40 s...
+        assert_eq!(reported_at, [5, 15, 35]);
+        st.record(&Ok(()), false, &check(), clock.instant());
+        assert_eq!(st.lasting_error(clock.instant()), None, "a pass ends it");
+    }
+
+    /// The monitor answers from its own map: a task not healthy is reported
+    /// as failing only once its checks have failed a while by the clock.
+    #[tokio::test]
+    async fn the_monitor_reports_a_task_failing_only_after_a_while_and_forgets_gone_tasks() {
+        let clock = Arc::new(TestClock::new(START));
+        let monitor = HealthMonitor::new(clock.clone());
+        for id in ["t1", "t2"] {
+            let checker = tokio::spawn(async {}).abort_handle();
+            let backend = Arc::new(wharf_proxy::Backend::new(id, ([127, 0, 0, 1], 1).into()));
+            let th = Arc::new(TaskHealth { backend, state: Mutex::new(state()), checker });
+            monitor.tasks.lock().unwrap().insert(id.to_string(), th);
+        }
+        let th = monitor.get("t1").unwrap();
+        th.state.lock().unwrap().record(&Err("refused".into()), false, &check(), clock.instant());
+        assert_eq!((monitor.health("t1"), monitor.failing("t1")), (Some(Health::Starting), None));
+        clock.advance(REPORT_AFTER);
+        assert_eq!(monitor.failing("t1").as_deref(), Some("refused"));
+        assert_eq!(monitor.view("t1").unwrap().last_error.as_deref(), Some("refused"));
+        assert!(!monitor.is_healthy("t1") && monitor.health("t3").is_none());
+        let live = HashSet::from(["t2".to_string()]);
+        assert!(monitor.forget_all_but(&live));
+        assert!(!monitor.forget_all_but(&live), "nothing more to forget");
+        assert_eq!(monitor.backends().iter().map(|(id, ..)| id.as_str()).collect::<Vec<_>>(), ["t2"]);
     }
 }

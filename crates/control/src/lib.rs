@@ -7,6 +7,7 @@
 
 mod autoscaler;
 mod clock;
+mod component;
 mod controller;
 mod deploy;
 mod destroy;
@@ -24,8 +25,10 @@ mod routes;
 mod scale;
 mod scheduler;
 mod store_health;
+mod strategy;
 mod top;
 mod traffic;
+mod usage;
 mod views;
 pub mod wire;
 

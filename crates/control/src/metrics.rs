@@ -136,8 +136,6 @@ impl Controller {
             registry.register("data_disk_free_bytes", "Free space on the data directory's disk, for the server", g);
         }
         {
-            let checks = self.health.lock().unwrap();
-            let usage = self.usage.lock().unwrap();
             for t in self.driver.tasks() {
                 let (app, service) = (t.spec.app.clone(), t.spec.service.clone());
                 for (_, state) in STATES {
@@ -148,8 +146,8 @@ impl Controller {
                 let state = STATES.iter().find(|(s, _)| *s == t.state).map_or("exited", |(_, n)| n);
                 tasks.get_or_create(&StateLabels { app: app.clone(), service: service.clone(), state }).inc();
                 let l = TaskLabels { app, service, task: t.spec.id.clone() };
-                if let Some(h) = checks.get(&t.spec.id) {
-                    let v = match h.health() {
+                if let Some(h) = self.health.health(&t.spec.id) {
+                    let v = match h {
                         Health::Healthy => 1,
                         Health::Starting => 0,
                         Health::Unhealthy => -1,
@@ -157,7 +155,7 @@ impl Controller {
                     health.get_or_create(&l).set(v);
                 }
                 task_restarts.get_or_create(&l).set(i64::from(t.restarts));
-                if let Some(u) = usage.get(&t.spec.id) {
+                if let Some(u) = self.usage.get(&t.spec.id) {
                     memory.get_or_create(&l).set(u.memory_bytes as i64);
                     cpu.get_or_create(&l).set(u.cpu_percent);
                     cpu_seconds.get_or_create(&l).inc_by(u.cpu_nanos as f64 / 1e9);

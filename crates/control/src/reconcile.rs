@@ -1,17 +1,21 @@
 //! The reconciler: desired (service → revision, replicas) against observed
 //! tasks. Idempotent; runs on every change and once a second.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use std::time::Instant;
 
 use rand::Rng;
+use tokio::sync::{watch, Notify};
 use wharf_logs::Level;
 use wharf_runtime::{TaskSpec, TaskState, TaskStatus, TaskUser};
 use wharf_store::{ServiceRecord, TaskRecord};
 
-use crate::controller::{now_ms, signal_number, ControlError, Controller};
-use crate::health::Health;
+use crate::clock::Clock;
+use crate::component::BackgroundLoop;
+use crate::controller::{signal_number, ControlError, Controller};
+use crate::strategy::PoolLayout;
 
 /// How long a task of a removed service may finish what it has (requests,
 /// WebSockets) before it is signalled; services set their own in `deploy`.
@@ -19,28 +23,131 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between retries of a service whose tasks fail to spawn.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
 
-impl Controller {
-    pub(crate) async fn reconcile_loop(self: Arc<Self>) {
-        let mut stop = self.stopping();
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            if let Err(e) = self.reconcile_once().await {
-                tracing::warn!("reconcile failed: {e}");
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return,
-            }
-        }
+/// Tasks taken out of the routing table and being stopped. A task that
+/// drains can still be taken back (a rollback wants its revision) until its
+/// stop is signalled; the two sets change under one lock so they agree.
+#[derive(Default)]
+pub(crate) struct Drains(Mutex<DrainSets>);
+
+#[derive(Default)]
+struct DrainSets {
+    draining: HashSet<String>,
+    /// Draining tasks whose stop has begun: too late to take them back.
+    signalled: HashSet<String>,
+}
+
+impl Drains {
+    /// Starts draining a task; false when it already drains.
+    fn begin(&self, id: &str) -> bool {
+        self.0.lock().unwrap().draining.insert(id.to_string())
     }
 
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.0.lock().unwrap().draining.contains(id)
+    }
+
+    /// The tasks draining now.
+    pub(crate) fn snapshot(&self) -> HashSet<String> {
+        self.0.lock().unwrap().draining.clone()
+    }
+
+    /// Takes a draining task back into service, unless its stop has begun.
+    fn take_back(&self, id: &str) -> bool {
+        let mut sets = self.0.lock().unwrap();
+        !sets.signalled.contains(id) && sets.draining.remove(id)
+    }
+
+    /// Marks the stop of a draining task as begun; false when it was taken back.
+    fn signal(&self, id: &str) -> bool {
+        let mut sets = self.0.lock().unwrap();
+        sets.draining.contains(id) && sets.signalled.insert(id.to_string())
+    }
+
+    /// The task is stopped and gone.
+    fn end(&self, id: &str) {
+        let mut sets = self.0.lock().unwrap();
+        sets.draining.remove(id);
+        sets.signalled.remove(id);
+    }
+}
+
+/// The reconciler's loop: a pass whenever something it watches may have
+/// changed (woken) and at least once a second.
+pub(crate) struct Reconciler {
+    ctl: Weak<Controller>,
+    clock: Arc<dyn Clock>,
+    woken: Notify,
+    /// Per service: consecutive start failures and when to try again.
+    backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
+    /// Tasks out of the routing table on their way to a stop.
+    pub(crate) drains: Drains,
+}
+
+impl Reconciler {
+    pub(crate) fn new(ctl: Weak<Controller>, clock: Arc<dyn Clock>) -> Reconciler {
+        Reconciler { ctl, clock, woken: Notify::new(), backoff: Mutex::default(), drains: Drains::default() }
+    }
+
+    /// A service may start a task: it is not backing off after failed starts.
+    fn start_allowed(&self, app: &str, service: &str) -> bool {
+        let now = self.clock.instant();
+        let backoff = self.backoff.lock().unwrap();
+        backoff.get(&(app.to_string(), service.to_string())).is_none_or(|(_, until)| now >= *until)
+    }
+
+    /// A start failed: the service backs off; returns for how long.
+    fn start_failed(&self, app: &str, service: &str) -> Duration {
+        let now = self.clock.instant();
+        let mut backoff = self.backoff.lock().unwrap();
+        let entry = backoff.entry((app.to_string(), service.to_string())).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let wait = start_backoff(entry.0);
+        entry.1 = wharf_runtime::deadline::instant_after(now, wait);
+        wait
+    }
+
+    /// A start succeeded: the service's failures are forgotten.
+    fn started(&self, app: &str, service: &str) {
+        self.backoff.lock().unwrap().remove(&(app.to_string(), service.to_string()));
+    }
+
+    /// Forgets an app's services (the app was destroyed).
+    pub(crate) fn forget_app(&self, app: &str) {
+        self.backoff.lock().unwrap().retain(|(a, _), _| a != app);
+    }
+}
+
+impl BackgroundLoop for Reconciler {
+    fn start(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                let Some(ctl) = self.ctl.upgrade() else { return };
+                if let Err(e) = ctl.reconcile_once().await {
+                    tracing::warn!("reconcile failed: {e}");
+                }
+                drop(ctl);
+                tokio::select! {
+                    _ = self.woken.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    fn wake(&self) {
+        self.woken.notify_one();
+    }
+}
+
+impl Controller {
     /// Whether a task counts as up: web tasks once healthy, workers once running.
     pub(crate) fn is_ready(&self, t: &TaskStatus, web: bool) -> bool {
         if web {
-            self.health.lock().unwrap().get(&t.spec.id).is_some_and(|h| h.health() == Health::Healthy)
+            self.health.is_healthy(&t.spec.id)
         } else {
             t.state == TaskState::Running
         }
@@ -51,11 +158,11 @@ impl Controller {
         // New web services get their names and addresses before any task
         // is started with their URLs in its environment.
         if self.refresh_discovery(&services).await {
-            self.rebuild_routes().await;
+            self.routing.publish().await;
         }
         let mut observed: HashMap<(String, String), Vec<TaskStatus>> = HashMap::new();
         {
-            let draining = self.draining.lock().unwrap();
+            let draining = self.reconciler.drains.snapshot();
             for t in self.driver.tasks() {
                 // One-off tasks and tasks on their way out are not counted.
                 if !t.spec.restart || draining.contains(&t.spec.id) || t.state == TaskState::Stopping {
@@ -97,7 +204,7 @@ impl Controller {
                             .and_then(|r| r.spec.health.clone())
                             .unwrap_or_else(|| check.clone())
                     };
-                    self.watch_health(&t.spec.id, port, check);
+                    self.health.watch(self, &t.spec.id, port, check);
                 }
             }
         }
@@ -107,9 +214,9 @@ impl Controller {
             // rather than being stopped while fresh ones start.
             current.extend(self.reclaim(svc, web, svc.replicas as usize - current.len()).await);
         }
-        // Blue-green keeps the set that has (or just had) the traffic; the rest leaves.
-        let kept = |t: &TaskStatus| Some(t.spec.revision) == svc.live || Some(t.spec.revision) == svc.standby;
-        let leaving: Vec<TaskStatus> = old.into_iter().filter(|t| !kept(t)).collect();
+        // The strategy keeps the sets that serve or stand by; the rest leaves.
+        let layout = PoolLayout::of(svc);
+        let leaving: Vec<TaskStatus> = old.into_iter().filter(|t| !layout.keeps(t.spec.revision)).collect();
         let policy = &rev.spec.deploy;
         let drain = policy.drain_timeout;
         let want = svc.replicas as usize;
@@ -123,18 +230,18 @@ impl Controller {
         if current.len() < want {
             // Rolling: at most max_surge tasks above the replicas at any time.
             // Blue-green (and moves between sets): the whole new set at once.
-            let room = if svc.live.is_some() || old_ready.is_empty() {
+            let room = if layout.starts_whole() || old_ready.is_empty() {
                 want - current.len()
             } else {
                 (want + policy.max_surge as usize).saturating_sub(current.len() + old_ready.len())
             };
             for _ in 0..room.min(want - current.len()) {
-                if !self.start_allowed(svc) {
+                if !self.reconciler.start_allowed(&svc.app, &svc.name) {
                     break;
                 }
                 match self.start_task(svc, &rev).await {
                     Ok(()) => {
-                        self.start_backoff.lock().unwrap().remove(&(svc.app.clone(), svc.name.clone()));
+                        self.reconciler.started(&svc.app, &svc.name);
                     }
                     Err(e) => {
                         self.start_failed(svc, &e);
@@ -167,7 +274,7 @@ impl Controller {
     /// that are draining but not yet signalled: they rejoin the pool.
     async fn reclaim(self: &Arc<Self>, svc: &ServiceRecord, web: bool, n: usize) -> Vec<TaskStatus> {
         let candidates: Vec<TaskStatus> = {
-            let draining = self.draining.lock().unwrap();
+            let draining = self.reconciler.drains.snapshot();
             self.driver
                 .tasks()
                 .into_iter()
@@ -178,12 +285,7 @@ impl Controller {
         };
         let mut back = Vec::new();
         for t in candidates.into_iter().filter(|t| self.is_ready(t, web)).take(n) {
-            let taken = {
-                let mut draining = self.draining.lock().unwrap();
-                let signalled = self.signalled.lock().unwrap();
-                !signalled.contains(&t.spec.id) && draining.remove(&t.spec.id)
-            };
-            if taken {
+            if self.reconciler.drains.take_back(&t.spec.id) {
                 self.task_event(
                     "task.reclaimed",
                     Level::Info,
@@ -197,23 +299,13 @@ impl Controller {
             }
         }
         if !back.is_empty() {
-            self.rebuild_routes().await;
+            self.routing.publish().await;
         }
         back
     }
 
-    fn start_allowed(&self, svc: &ServiceRecord) -> bool {
-        let backoff = self.start_backoff.lock().unwrap();
-        backoff.get(&(svc.app.clone(), svc.name.clone())).is_none_or(|(_, until)| Instant::now() >= *until)
-    }
-
     fn start_failed(&self, svc: &ServiceRecord, e: &ControlError) {
-        let mut backoff = self.start_backoff.lock().unwrap();
-        let entry = backoff.entry((svc.app.clone(), svc.name.clone())).or_insert((0, Instant::now()));
-        entry.0 += 1;
-        let wait = (Duration::from_millis(500) * 2u32.saturating_pow(entry.0 - 1)).min(MAX_START_BACKOFF);
-        entry.1 = wharf_runtime::deadline::instant_after(Instant::now(), wait);
-        drop(backoff);
+        let wait = self.reconciler.start_failed(&svc.app, &svc.name);
         self.event_full(
             "task.start_failed",
             Level::Error,
@@ -248,7 +340,7 @@ impl Controller {
             service: svc.name.clone(),
             revision: rev.number,
             port,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
         };
         self.db.put_task(&record).await?;
         self.remember(&spec);
@@ -257,7 +349,7 @@ impl Controller {
             return Err(e.into());
         }
         if let (Some(port), Some(check)) = (port, rev.spec.health.clone()) {
-            self.watch_health(&id, port, check);
+            self.health.watch(self, &id, port, check);
         }
         Ok(())
     }
@@ -327,47 +419,39 @@ impl Controller {
     /// in the background. Always in that order, so no new request reaches a
     /// task that is going away.
     pub(crate) async fn drain_and_stop(self: &Arc<Self>, id: &str, why: &str, drain: Duration) {
-        if !self.draining.lock().unwrap().insert(id.to_string()) {
+        if !self.reconciler.drains.begin(id) {
             return;
         }
         self.task_event("task.stopping", Level::Info, id, format!("stopping task {id}: {why}"));
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         let this = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
             this.wait_drained(&id, drain).await;
             // Taken back (a rollback to its revision) while it drained: it stays.
-            let go = {
-                let draining = this.draining.lock().unwrap();
-                draining.contains(&id) && this.signalled.lock().unwrap().insert(id.clone())
-            };
-            if !go {
+            if !this.reconciler.drains.signal(&id) {
                 return;
             }
             if let Err(e) = this.driver.stop(&id).await {
                 this.task_event("task.stop_failed", Level::Error, &id, format!("cannot stop task {id}: {e}"));
             }
-            this.health.lock().unwrap().remove(&id);
+            this.health.forget(&id);
             if let Err(e) = this.db.delete_task(&id).await {
                 tracing::warn!("cannot delete task record {id}: {e}");
             }
-            {
-                let mut draining = this.draining.lock().unwrap();
-                draining.remove(&id);
-                this.signalled.lock().unwrap().remove(&id);
-            }
-            this.wake.notify_one();
+            this.reconciler.drains.end(&id);
+            this.reconciler.wake();
         });
     }
 
     /// Waits until requests and upgraded connections that were already on
     /// the task have finished (it gets no new ones), or the drain timeout.
     async fn wait_drained(&self, id: &str, drain: Duration) {
-        let backend = self.health.lock().unwrap().get(id).map(|h| h.backend.clone());
+        let backend = self.health.backend(id);
         let Some(backend) = backend else { return };
-        let deadline = wharf_runtime::deadline::tokio_after(tokio::time::Instant::now(), drain);
-        while backend.in_flight() > 0 && tokio::time::Instant::now() < deadline {
-            if !self.draining.lock().unwrap().contains(id) {
+        let deadline = wharf_runtime::deadline::instant_after(self.clock.instant(), drain);
+        while backend.in_flight() > 0 && self.clock.instant() < deadline {
+            if !self.reconciler.drains.contains(id) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -390,18 +474,10 @@ impl Controller {
     /// Drops bookkeeping of tasks the driver no longer has.
     async fn forget_gone_tasks(&self) -> Result<(), ControlError> {
         let live: std::collections::HashSet<String> = self.driver.tasks().into_iter().map(|t| t.spec.id).collect();
-        let gone: Vec<String> = {
-            let mut health = self.health.lock().unwrap();
-            let gone: Vec<String> = health.keys().filter(|id| !live.contains(*id)).cloned().collect();
-            for id in &gone {
-                health.remove(id);
-            }
-            gone
-        };
-        if !gone.is_empty() {
-            self.routes_changed.notify_one();
+        if self.health.forget_all_but(&live) {
+            self.routing.wake();
         }
-        let draining = self.draining.lock().unwrap().clone();
+        let draining = self.reconciler.drains.snapshot();
         for r in self.db.tasks().await? {
             if !live.contains(&r.id) && !draining.contains(&r.id) {
                 self.db.delete_task(&r.id).await?;
@@ -409,6 +485,13 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// How long a service waits before its next start after `failures`
+/// consecutive failed ones: doubling from half a second, at most 30 s.
+fn start_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    Duration::from_millis(500).saturating_mul(1 << doublings).min(MAX_START_BACKOFF)
 }
 
 pub(crate) fn task_port(spec: &TaskSpec) -> Option<u16> {
@@ -491,5 +574,47 @@ mod tests {
             }
             assert!(taken.insert(port), "{port} was given twice");
         }
+    }
+
+    #[test]
+    fn failing_starts_back_off_doubling_up_to_thirty_seconds() {
+        let waits: Vec<u64> =
+            [1, 2, 3, 4, 6, 7, 50, u32::MAX].iter().map(|n| start_backoff(*n).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1_000, 2_000, 4_000, 16_000, 30_000, 30_000, 30_000]);
+    }
+
+    /// The backoff on the test clock: a service whose starts fail waits
+    /// longer each time, and a success clears it.
+    #[test]
+    fn a_service_whose_starts_fail_backs_off_on_the_clock() {
+        use crate::clock::TestClock;
+        let clock = Arc::new(TestClock::new(0));
+        let r = Reconciler::new(Weak::new(), clock.clone());
+        assert!(r.start_allowed("a", "web"));
+        assert_eq!(r.start_failed("a", "web"), Duration::from_millis(500));
+        assert!(!r.start_allowed("a", "web") && r.start_allowed("a", "worker"));
+        clock.advance(Duration::from_millis(499));
+        assert!(!r.start_allowed("a", "web"));
+        clock.advance(Duration::from_millis(1));
+        assert!(r.start_allowed("a", "web"));
+        assert_eq!(r.start_failed("a", "web"), Duration::from_secs(1), "twice as long");
+        r.started("a", "web");
+        assert!(r.start_allowed("a", "web"));
+        assert_eq!(r.start_failed("a", "web"), Duration::from_millis(500), "from the start again");
+        r.forget_app("a");
+        assert!(r.start_allowed("a", "web"));
+    }
+
+    #[test]
+    fn a_draining_task_can_be_taken_back_until_its_stop_is_signalled() {
+        let d = Drains::default();
+        assert!(d.begin("t1") && !d.begin("t1"), "drains once");
+        assert!(d.contains("t1") && d.snapshot().contains("t1"));
+        assert!(d.take_back("t1"), "not signalled yet: it serves again");
+        assert!(!d.contains("t1") && !d.signal("t1"), "taken back: its stop does not go ahead");
+        assert!(d.begin("t1") && d.signal("t1"));
+        assert!(!d.take_back("t1"), "too late once its stop began");
+        d.end("t1");
+        assert!(d.snapshot().is_empty() && d.begin("t1"), "gone: a new drain may begin");
     }
 }

@@ -10,8 +10,9 @@ use wharf_logs::Level;
 use wharf_spec::Service;
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, Revision, ServiceChange};
 
-use crate::controller::{now_ms, ControlError, Controller};
-use crate::rollout::moving_record;
+use crate::component::BackgroundLoop;
+use crate::controller::{ControlError, Controller};
+use crate::strategy;
 
 /// What the deployment history says about each revision of one service.
 #[derive(Default)]
@@ -126,7 +127,7 @@ impl Controller {
         service: &str,
         to: Option<u64>,
     ) -> Result<DeploymentRecord, ControlError> {
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let svc = self.service_record(app, service).await?;
         if let Some(mut running) =
             self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress)
@@ -176,7 +177,7 @@ impl Controller {
         }
         let id = self.db.deployments(app).await?.last().map_or(1, |d| d.id + 1);
         let message = format!("rollback of {service}: @{} → @{}", svc.revision, target.number);
-        let now = now_ms();
+        let now = self.now_ms();
         let deployment = DeploymentRecord {
             app: app.to_string(),
             id,
@@ -198,7 +199,7 @@ impl Controller {
         };
         let mut batch = Batch::default();
         let strategy = target.spec.deploy.strategy;
-        batch.put_service(&moving_record(&svc, target.number, svc.replicas, strategy)).put_deployment(&deployment);
+        batch.put_service(&strategy::moving(&svc, target.number, svc.replicas, strategy)).put_deployment(&deployment);
         self.db.commit(batch).await?;
         drop(_guard);
         self.event_full(
@@ -209,9 +210,9 @@ impl Controller {
             None,
             format!("deployment {app}#{id}: {message}"),
         );
-        self.wake.notify_one();
-        self.routes_changed.notify_one();
-        self.spawn_deployment(app, id);
+        self.reconciler.wake();
+        self.routing.wake();
+        self.rollout.spawn_deployment(self, app, id);
         Ok(deployment)
     }
 
@@ -238,8 +239,8 @@ impl Controller {
                 change.from.map_or_else(|| "nothing".to_string(), |f| f.to_string())
             ));
         }
-        self.roll_back(d, format!("rolled back by hand (`wharf rollback {service}`)")).await?;
-        self.spawn_deployment(&d.app.clone(), d.id);
+        self.rollout.roll_back(self, d, format!("rolled back by hand (`wharf rollback {service}`)")).await?;
+        self.rollout.spawn_deployment(self, &d.app.clone(), d.id);
         Ok(d.clone())
     }
 }

@@ -4,16 +4,18 @@
 //! moment resumes here from the store and what it observes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wharf_logs::Level;
 use wharf_proxy::OutcomeCounts;
 use wharf_runtime::{TaskState, TaskStatus};
-use wharf_spec::{DeployPolicy, Strategy};
+use wharf_spec::DeployPolicy;
 use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord};
 
-use crate::controller::{fmt_duration, now_ms, ControlError, Controller};
+use crate::component::BackgroundLoop;
+use crate::controller::{fmt_duration, ControlError, Controller};
+use crate::strategy::{self, Place, PoolLayout};
 
 /// How often a deployment looks at its tasks.
 const TICK: Duration = Duration::from_millis(100);
@@ -26,22 +28,6 @@ const RELEASE_OUTPUT_LINES: usize = 20;
 /// Longest a paused release may hold requests (the pause's own cap).
 const RELEASE_PAUSE_MAX: Duration = Duration::from_secs(600);
 
-/// The desired record of a service moving to revision `to`.
-///
-/// Back to the revision kept on standby (a blue-green bake): the pool switches
-/// back at once. Blue-green otherwise: the revision that has the traffic keeps
-/// it until the new set is ready. Rolling: every ready task takes traffic.
-pub(crate) fn moving_record(old: &ServiceRecord, to: u64, replicas: u32, strategy: Strategy) -> ServiceRecord {
-    let (live, standby) = if old.standby == Some(to) {
-        (Some(to), None)
-    } else if strategy == Strategy::BlueGreen && old.revision != to {
-        (Some(old.live.unwrap_or(old.revision)), None)
-    } else {
-        (None, None)
-    };
-    ServiceRecord { revision: to, replicas, live, standby, ..old.clone() }
-}
-
 /// What a driver remembers between ticks; rebuilt from observation after a restart.
 #[derive(Default)]
 struct Watch {
@@ -50,7 +36,7 @@ struct Watch {
     /// Answer counters of new tasks when the bake began.
     baseline: HashMap<String, OutcomeCounts>,
     /// The release task running now, and when it must end.
-    release: Option<(String, tokio::time::Instant)>,
+    release: Option<(String, std::time::Instant)>,
     /// Services whose release command has succeeded.
     released: HashSet<String>,
     /// Last progress line, to log changes only.
@@ -66,29 +52,49 @@ enum Next {
     Finish(DeploymentState, String),
 }
 
-impl Controller {
+/// The rollout: drives each deployment through its steps, one driver per
+/// deployment, and serialises the changes to desired state.
+#[derive(Default)]
+pub(crate) struct Rollout {
+    lock: tokio::sync::Mutex<()>,
+    /// Deployments a driver is working on (app, id): one driver each.
+    driving: Mutex<HashSet<(String, u64)>>,
+}
+
+impl Rollout {
     /// Starts driving a deployment unless a driver already does.
-    pub(crate) fn spawn_deployment(self: &Arc<Self>, app: &str, id: u64) {
+    pub(crate) fn spawn_deployment(self: &Arc<Self>, ctl: &Arc<Controller>, app: &str, id: u64) {
         if !self.driving.lock().unwrap().insert((app.to_string(), id)) {
             return;
         }
-        let this = self.clone();
+        let (this, ctl) = (self.clone(), ctl.clone());
         let app = app.to_string();
         tokio::spawn(async move {
-            this.drive(&app, id).await;
+            this.drive(&ctl, &app, id).await;
             this.driving.lock().unwrap().remove(&(app, id));
         });
     }
 
-    async fn drive(self: &Arc<Self>, app: &str, id: u64) {
-        let mut stop = self.stopping();
+    /// Whether a driver works on the deployment (app, id).
+    pub(crate) fn is_driving(&self, app: &str, id: u64) -> bool {
+        self.driving.lock().unwrap().contains(&(app.to_string(), id))
+    }
+
+    /// Held while desired state changes (deploy, rollback, scale, destroy),
+    /// so two of them never interleave.
+    pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    async fn drive(&self, ctl: &Arc<Controller>, app: &str, id: u64) {
+        let mut stop = ctl.stopping();
         let mut watch = Watch::default();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = stop.changed() => return,
             }
-            let d = match self.db.deployment(app, id).await {
+            let d = match ctl.db.deployment(app, id).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!("deployment {app}#{id}: store unavailable: {e}");
@@ -96,10 +102,10 @@ impl Controller {
                 }
             };
             let Some(mut d) = d else { return };
-            if d.state != DeploymentState::InProgress || self.destroying.lock().unwrap().contains(app) {
+            if d.state != DeploymentState::InProgress || ctl.destroying.lock().unwrap().contains(app) {
                 return;
             }
-            let next = match self.step(&mut d, &mut watch).await {
+            let next = match self.step(ctl, &mut d, &mut watch).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!("deployment {app}#{id}: {e}");
@@ -108,9 +114,9 @@ impl Controller {
             };
             let saved = match next {
                 Next::Stay => Ok(()),
-                Next::Save => self.db.put_deployment(&d).await.map_err(ControlError::from),
-                Next::Fail(reason) => self.fail(&mut d, &mut watch, reason).await,
-                Next::Finish(state, message) => self.finish(&mut d, state, message).await,
+                Next::Save => ctl.db.put_deployment(&d).await.map_err(ControlError::from),
+                Next::Fail(reason) => self.fail(ctl, &mut d, &mut watch, reason).await,
+                Next::Finish(state, message) => self.finish(ctl, &mut d, state, message).await,
             };
             if let Err(e) = saved {
                 tracing::warn!("deployment {app}#{id}: cannot record progress: {e}");
@@ -118,32 +124,37 @@ impl Controller {
         }
     }
 
-    async fn step(self: &Arc<Self>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
+    async fn step(&self, ctl: &Arc<Controller>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
         match d.step {
-            DeployStep::Release => self.step_release(d, w).await,
-            DeployStep::Rollout => self.step_rollout(d, w).await,
-            DeployStep::Bake => self.step_bake(d, w).await,
-            DeployStep::Rollback => self.step_rollback(d).await,
+            DeployStep::Release => self.step_release(ctl, d, w).await,
+            DeployStep::Rollout => self.step_rollout(ctl, d, w).await,
+            DeployStep::Bake => self.step_bake(ctl, d, w).await,
+            DeployStep::Rollback => self.step_rollback(ctl, d).await,
         }
     }
 
     /// Runs each changed service's release command, one at a time, as a
     /// one-off task of its new revision; then moves the services.
-    async fn step_release(self: &Arc<Self>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
+    async fn step_release(
+        &self,
+        ctl: &Arc<Controller>,
+        d: &mut DeploymentRecord,
+        w: &mut Watch,
+    ) -> Result<Next, ControlError> {
         let app = d.app.clone();
         if let Some((task, until)) = w.release.clone() {
-            let Some(status) = self.driver.task(&task) else {
+            let Some(status) = ctl.driver.task(&task) else {
                 return Ok(Next::Fail(format!("release task {task} disappeared")));
             };
             let service = d.changes.iter().find(|c| task.starts_with(&release_prefix(&app, c, d.id))).cloned();
             let Some(change) = service else { return Ok(Next::Fail(format!("release task {task} is unknown"))) };
             if status.state == TaskState::Exited {
-                let _ = self.driver.remove(&task).await;
+                let _ = ctl.driver.remove(&task).await;
                 w.release = None;
-                self.release_resume(d, &change.service).await;
+                self.release_resume(ctl, d, &change.service).await;
                 return Ok(match status.last_exit {
                     Some(e) if e.success() => {
-                        self.event_full(
+                        ctl.event_full(
                             "deploy.release_succeeded",
                             Level::Info,
                             Some(&app),
@@ -158,25 +169,25 @@ impl Controller {
                         "the release command of {} failed ({}); traffic never moved{}",
                         change.service,
                         crate::controller::exit_reason(&status),
-                        self.last_output(&task)
+                        self.last_output(ctl, &task)
                     )),
                 });
             }
-            if tokio::time::Instant::now() >= until {
-                let _ = self.driver.stop(&task).await;
+            if ctl.clock.instant() >= until {
+                let _ = ctl.driver.stop(&task).await;
                 w.release = None;
-                self.release_resume(d, &change.service).await;
+                self.release_resume(ctl, d, &change.service).await;
                 return Ok(Next::Fail(format!(
                     "the release command of {} did not finish in time; it was stopped and traffic never moved{}",
                     change.service,
-                    self.last_output(&task)
+                    self.last_output(ctl, &task)
                 )));
             }
             return Ok(Next::Stay);
         }
         // A release task from before a server restart: its outcome can't be
         // trusted to be seen whole, so it is stopped and the deploy fails.
-        let leftovers: Vec<TaskStatus> = self
+        let leftovers: Vec<TaskStatus> = ctl
             .driver
             .tasks()
             .into_iter()
@@ -184,10 +195,10 @@ impl Controller {
             .collect();
         if !leftovers.is_empty() {
             for t in &leftovers {
-                let _ = self.driver.stop(&t.spec.id).await;
+                let _ = ctl.driver.stop(&t.spec.id).await;
             }
             for c in &d.changes {
-                self.release_resume(d, &c.service).await;
+                self.release_resume(ctl, d, &c.service).await;
             }
             return Ok(Next::Fail(
                 "the server restarted while a release command ran; it was stopped and traffic never moved; \
@@ -200,27 +211,27 @@ impl Controller {
             if w.released.contains(&c.service) {
                 continue;
             }
-            let rev = self.revision(&app, &c.service, to).await?;
+            let rev = ctl.revision(&app, &c.service, to).await?;
             let Some(command) = rev.spec.release.clone() else { continue };
             let policy = &rev.spec.deploy;
             if policy.release_pause && c.from.is_some() {
-                self.pause(&app, Some(&c.service), RELEASE_PAUSE_MAX).await?;
+                ctl.pause(&app, Some(&c.service), RELEASE_PAUSE_MAX).await?;
             }
             let id = format!("{}{}", release_prefix(&app, &c, d.id), crate::reconcile::short_id());
-            let mut spec = match self.task_spec(&app, &c.service, &rev, &id, command, false) {
+            let mut spec = match ctl.task_spec(&app, &c.service, &rev, &id, command, false) {
                 Ok(spec) => spec,
                 Err(e) => {
-                    self.release_resume(d, &c.service).await;
+                    self.release_resume(ctl, d, &c.service).await;
                     return Ok(Next::Fail(format!("cannot start the release command of {}: {e}", c.service)));
                 }
             };
             spec.env.insert("WHARF_RELEASE_COMMAND".into(), "1".into());
-            self.remember(&spec);
-            if let Err(e) = self.driver.start(spec).await {
-                self.release_resume(d, &c.service).await;
+            ctl.remember(&spec);
+            if let Err(e) = ctl.driver.start(spec).await {
+                self.release_resume(ctl, d, &c.service).await;
                 return Ok(Next::Fail(format!("cannot start the release command of {}: {e}", c.service)));
             }
-            self.event_full(
+            ctl.event_full(
                 "deploy.release",
                 Level::Info,
                 Some(&app),
@@ -233,7 +244,7 @@ impl Controller {
                     if policy.release_pause && c.from.is_some() { " (requests held)" } else { "" }
                 ),
             );
-            let until = wharf_runtime::deadline::tokio_after(tokio::time::Instant::now(), policy.release_timeout);
+            let until = wharf_runtime::deadline::instant_after(ctl.clock.instant(), policy.release_timeout);
             w.release = Some((id, until));
             return Ok(Next::Stay);
         }
@@ -241,40 +252,34 @@ impl Controller {
         let mut batch = Batch::default();
         for c in &d.changes {
             let Some(to) = c.to else { continue };
-            let spec = self.revision(&app, &c.service, to).await?.spec.clone();
+            let spec = ctl.revision(&app, &c.service, to).await?.spec.clone();
             let strategy = spec.deploy.strategy;
-            let mut record = match self.db.service(&app, &c.service).await? {
-                Some(old) => moving_record(&old, to, c.replicas, strategy),
-                None => ServiceRecord {
-                    app: app.clone(),
-                    name: c.service.clone(),
-                    revision: to,
-                    replicas: c.replicas,
-                    ..Default::default()
-                },
+            let mut record = match ctl.db.service(&app, &c.service).await? {
+                Some(old) => strategy::moving(&old, to, c.replicas, strategy),
+                None => strategy::first_record(&app, &c.service, to, c.replicas),
             };
             // The revision is new with this deploy: its spec has what the file declared.
             record.declared_replicas = Some(spec.replicas);
             batch.put_service(&record);
         }
         d.step = DeployStep::Rollout;
-        d.step_started_at = now_ms();
+        d.step_started_at = ctl.now_ms();
         batch.put_deployment(d);
-        self.db.commit(batch).await?;
-        self.deploy_event(d, Level::Info, "deploy.step", "release done; rolling out".into());
-        self.wake.notify_one();
+        ctl.db.commit(batch).await?;
+        self.deploy_event(ctl, d, Level::Info, "deploy.step", "release done; rolling out".into());
+        ctl.reconciler.wake();
         Ok(Next::Stay)
     }
 
     /// The last lines a one-off task wrote, for a failure reason: an exit
     /// code alone rarely says why a migration failed.
-    fn last_output(&self, task: &str) -> String {
+    fn last_output(&self, ctl: &Arc<Controller>, task: &str) -> String {
         let filter = wharf_logs::Filter {
             task: Some(task.to_string()),
             sources: vec![wharf_logs::Source::Stdout, wharf_logs::Source::Stderr],
             ..Default::default()
         };
-        let lines = self.logs.query(&filter, RELEASE_OUTPUT_LINES);
+        let lines = ctl.logs.query(&filter, RELEASE_OUTPUT_LINES);
         if lines.is_empty() {
             return "; it wrote no output".into();
         }
@@ -282,10 +287,10 @@ impl Controller {
         format!("; its last output:\n{}", text.join("\n"))
     }
 
-    async fn release_resume(self: &Arc<Self>, d: &DeploymentRecord, service: &str) {
-        let paused = self.db.pauses().await.unwrap_or_default();
+    async fn release_resume(&self, ctl: &Arc<Controller>, d: &DeploymentRecord, service: &str) {
+        let paused = ctl.db.pauses().await.unwrap_or_default();
         if paused.iter().any(|p| p.app == d.app && p.service.as_deref() == Some(service)) {
-            if let Err(e) = self.resume(&d.app, Some(service)).await {
+            if let Err(e) = ctl.resume(&d.app, Some(service)).await {
                 tracing::warn!("cannot resume {}/{service} after its release: {e}", d.app);
             }
         }
@@ -294,27 +299,32 @@ impl Controller {
     /// New tasks start and become ready; blue-green services switch once
     /// their whole new set is ready. Fails on the deadline, a crash loop, or a
     /// new task that exits after it was ready.
-    async fn step_rollout(self: &Arc<Self>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
+    async fn step_rollout(
+        &self,
+        ctl: &Arc<Controller>,
+        d: &mut DeploymentRecord,
+        w: &mut Watch,
+    ) -> Result<Next, ControlError> {
         let app = d.app.clone();
-        if let Some(why) = self.new_tasks_failing(d, w).await? {
+        if let Some(why) = self.new_tasks_failing(ctl, d, w).await? {
             return Ok(Next::Fail(why));
         }
         let mut waiting = Vec::new();
         let mut switched = false;
-        for s in self.db.services(Some(&app)).await? {
-            let p = self.service_progress(&s).await?;
-            let policy = self.revision(&app, &s.name, s.revision).await?.spec.deploy.clone();
-            if self.switch_when_ready(d, &s, &p, true).await? {
+        for s in ctl.db.services(Some(&app)).await? {
+            let p = self.service_progress(ctl, &s).await?;
+            let policy = ctl.revision(&app, &s.name, s.revision).await?.spec.deploy.clone();
+            if self.switch_when_ready(ctl, d, &s, &p, true).await? {
                 switched = true;
                 continue;
             }
-            if !p.settled(&s) {
+            let verdict = rollout_verdict(&p, &s, d.step_started_at, policy.deadline, ctl.now_ms());
+            if verdict != RolloutVerdict::Settled {
                 waiting.push(p.describe(&s));
             }
-            let deadline = wharf_runtime::deadline::ms_after(d.step_started_at, policy.deadline);
-            if !p.settled(&s) && now_ms() >= deadline {
-                let web = self.revision(&app, &s.name, s.revision).await?.spec.is_web();
-                let why = if p.ready < s.replicas as usize { self.not_ready(&s, &p, web) } else { p.describe(&s) };
+            if verdict == RolloutVerdict::Late {
+                let web = ctl.revision(&app, &s.name, s.revision).await?.spec.is_web();
+                let why = if p.ready < s.replicas as usize { self.not_ready(ctl, &s, &p, web) } else { p.describe(&s) };
                 return Ok(Next::Fail(format!(
                     "not ready within the {} deadline: {why}",
                     fmt_duration(policy.deadline)
@@ -324,98 +334,95 @@ impl Controller {
         // Removed services are done once their tasks are gone.
         let removed: Vec<&ServiceChange> = d.changes.iter().filter(|c| c.to.is_none()).collect();
         for c in removed {
-            let left = self.driver.tasks().iter().filter(|t| t.spec.app == app && t.spec.service == c.service).count();
+            let left = ctl.driver.tasks().iter().filter(|t| t.spec.app == app && t.spec.service == c.service).count();
             if left > 0 {
                 waiting.push(format!("{}: {left} tasks stopping", c.service));
             }
         }
-        self.note_progress(d, w, &waiting);
+        note_progress(d, w, &waiting);
         if switched || !waiting.is_empty() {
             return Ok(Next::Stay);
         }
         // Everything switched: the bake watches the new revisions.
-        let bake = self.bake_time(d).await?;
-        let now = now_ms();
+        let bake = self.bake_time(ctl, d).await?;
+        let now = ctl.now_ms();
         d.step = DeployStep::Bake;
         d.step_started_at = now;
         d.switched_at = Some(now);
         d.bake_until = Some(wharf_runtime::deadline::ms_after(now, bake));
-        w.baseline = self.new_outcomes(d).into_iter().map(|(id, (_, c))| (id, c)).collect();
+        w.baseline = self.new_outcomes(ctl, d).into_iter().map(|(id, (_, c))| (id, c)).collect();
         let text = if bake.is_zero() {
             "all traffic on the new revisions".to_string()
         } else {
             format!("all traffic on the new revisions; baking for {}", fmt_duration(bake))
         };
-        self.deploy_event(d, Level::Info, "deploy.step", text);
+        self.deploy_event(ctl, d, Level::Info, "deploy.step", text);
         Ok(Next::Save)
     }
 
     /// The new revisions serve; the old blue-green sets wait on standby.
     /// Fails when a new task exits or crash-loops, or when the answers the
     /// proxy saw from the new revisions cross a threshold.
-    async fn step_bake(self: &Arc<Self>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
+    async fn step_bake(
+        &self,
+        ctl: &Arc<Controller>,
+        d: &mut DeploymentRecord,
+        w: &mut Watch,
+    ) -> Result<Next, ControlError> {
         let app = d.app.clone();
-        if let Some(why) = self.new_tasks_failing(d, w).await? {
+        if let Some(why) = self.new_tasks_failing(ctl, d, w).await? {
             return Ok(Next::Fail(why));
         }
-        let now_counts = self.new_outcomes(d);
+        let now_counts = self.new_outcomes(ctl, d);
         for c in &d.changes {
             let Some(to) = c.to else { continue };
-            let policy = self.revision(&app, &c.service, to).await?.spec.deploy.clone();
-            let mut window = OutcomeCounts::default();
-            for (task, (service, counts)) in &now_counts {
-                if *service != c.service {
-                    continue;
-                }
-                // Tasks that joined after the bake began count from zero.
-                let base = w.baseline.entry(task.clone()).or_default();
-                window.add(&counts.since(base));
-            }
+            let policy = ctl.revision(&app, &c.service, to).await?.spec.deploy.clone();
+            let window = bake_window(&c.service, &now_counts, &mut w.baseline);
             if let Some(why) = judge(&policy, &window) {
                 return Ok(Next::Fail(format!("{}@{to}: {why}", c.service)));
             }
         }
-        if now_ms() < d.bake_until.unwrap_or(0) {
+        if !bake_over(d, ctl.now_ms()) {
             return Ok(Next::Stay);
         }
-        // Good: the standby sets go. The pool stays on the live revision
-        // (live = revision), so a standby task never serves again on its way out.
+        // Good: the standby sets go.
         let mut batch = Batch::default();
-        for s in self.db.services(Some(&app)).await? {
-            if s.standby.is_some() {
-                let live = s.live.map(|_| s.revision);
-                batch.put_service(&ServiceRecord { live, standby: None, ..s });
+        for s in ctl.db.services(Some(&app)).await? {
+            if let Some(done) = strategy::baked(&s) {
+                batch.put_service(&done);
             }
         }
-        self.db.commit(batch).await?;
-        self.wake.notify_one();
-        self.rebuild_routes().await;
+        ctl.db.commit(batch).await?;
+        ctl.reconciler.wake();
+        ctl.routing.publish().await;
         Ok(Next::Finish(DeploymentState::Succeeded, "the new revisions are healthy".into()))
     }
 
     /// Blue-green: gives the desired revision all the traffic once all its
     /// tasks are ready; the revision that had it stays on standby for the bake.
     async fn switch_when_ready(
-        self: &Arc<Self>,
+        &self,
+        ctl: &Arc<Controller>,
         d: &DeploymentRecord,
         s: &ServiceRecord,
         p: &ServiceProgress,
         keep_standby: bool,
     ) -> Result<bool, ControlError> {
-        if s.live.is_none_or(|l| l == s.revision) || p.ready < s.replicas as usize {
+        if p.ready < s.replicas as usize {
             return Ok(false);
         }
-        let standby = if keep_standby { s.live } else { None };
+        let Some(record) = strategy::switched(s, keep_standby) else { return Ok(false) };
+        let standby = record.standby;
         let mut batch = Batch::default();
-        batch.put_service(&ServiceRecord { live: Some(s.revision), standby, ..s.clone() });
-        self.db.commit(batch).await?;
-        self.rebuild_routes().await;
-        self.wake.notify_one();
+        batch.put_service(&record);
+        ctl.db.commit(batch).await?;
+        ctl.routing.publish().await;
+        ctl.reconciler.wake();
         let kept = match standby {
             Some(r) => format!("; @{r} kept on standby for the bake"),
             None => String::new(),
         };
-        self.event_full(
+        ctl.event_full(
             "deploy.switched",
             Level::Info,
             Some(&d.app),
@@ -427,19 +434,19 @@ impl Controller {
     }
 
     /// Waits until the services run their previous revisions again.
-    async fn step_rollback(self: &Arc<Self>, d: &mut DeploymentRecord) -> Result<Next, ControlError> {
+    async fn step_rollback(&self, ctl: &Arc<Controller>, d: &mut DeploymentRecord) -> Result<Next, ControlError> {
         let app = d.app.clone();
         // A release command still running (a rollback asked for during the release) stops.
-        for t in self.driver.tasks() {
+        for t in ctl.driver.tasks() {
             if d.changes.iter().any(|c| t.spec.id.starts_with(&release_prefix(&app, c, d.id))) {
-                let _ = self.driver.stop(&t.spec.id).await;
-                self.release_resume(d, &t.spec.service).await;
+                let _ = ctl.driver.stop(&t.spec.id).await;
+                self.release_resume(ctl, d, &t.spec.service).await;
             }
         }
         let mut waiting = Vec::new();
-        for s in self.db.services(Some(&app)).await? {
-            let p = self.service_progress(&s).await?;
-            if self.switch_when_ready(d, &s, &p, false).await? {
+        for s in ctl.db.services(Some(&app)).await? {
+            let p = self.service_progress(ctl, &s).await?;
+            if self.switch_when_ready(ctl, d, &s, &p, false).await? {
                 waiting.push(format!("{}: switched", s.name));
                 continue;
             }
@@ -448,13 +455,13 @@ impl Controller {
             }
         }
         for c in d.changes.iter().filter(|c| c.from.is_none()) {
-            if self.driver.tasks().iter().any(|t| t.spec.app == app && t.spec.service == c.service && t.spec.restart) {
+            if ctl.driver.tasks().iter().any(|t| t.spec.app == app && t.spec.service == c.service && t.spec.restart) {
                 waiting.push(format!("{}: tasks stopping", c.service));
             }
         }
         if !waiting.is_empty() {
             let limit = d.step_started_at + 300_000;
-            if now_ms() >= limit {
+            if ctl.now_ms() >= limit {
                 return Ok(Next::Finish(
                     DeploymentState::Failed,
                     format!("the rollback did not finish within 5 minutes: {}", waiting.join("; ")),
@@ -467,23 +474,20 @@ impl Controller {
 
     /// How many new tasks are not ready and what their last health check
     /// (or exit) said, for a deadline's failure reason.
-    fn not_ready(&self, s: &ServiceRecord, p: &ServiceProgress, web: bool) -> String {
-        let draining = self.draining.lock().unwrap().clone();
-        let tasks: Vec<TaskStatus> = self
+    fn not_ready(&self, ctl: &Arc<Controller>, s: &ServiceRecord, p: &ServiceProgress, web: bool) -> String {
+        let draining = ctl.reconciler.drains.snapshot();
+        let tasks: Vec<TaskStatus> = ctl
             .driver
             .tasks()
             .into_iter()
             .filter(|t| t.spec.restart && t.spec.app == s.app && t.spec.service == s.name)
             .filter(|t| t.spec.revision == s.revision && !draining.contains(&t.spec.id))
-            .filter(|t| !self.is_ready(t, web))
+            .filter(|t| !ctl.is_ready(t, web))
             .collect();
         let word = if web { "healthy" } else { "running" };
         let missing = (s.replicas as usize).saturating_sub(p.ready);
         let mut out = format!("{}@{}: {missing} of {} new tasks not {word}", s.name, s.revision, s.replicas);
-        let checked = {
-            let health = self.health.lock().unwrap();
-            tasks.iter().find_map(|t| health.get(&t.spec.id).and_then(|h| h.state.lock().unwrap().last_error.clone()))
-        };
+        let checked = tasks.iter().find_map(|t| ctl.health.view(&t.spec.id)?.last_error);
         if let Some(e) = checked {
             out.push_str(&format!("; last health check: {e}"));
         } else if let Some(t) = tasks.iter().find(|t| t.last_exit.is_some()) {
@@ -495,9 +499,14 @@ impl Controller {
     }
 
     /// Why a new task counts as failed: crash-looping, or gone after it was ready.
-    async fn new_tasks_failing(&self, d: &DeploymentRecord, w: &mut Watch) -> Result<Option<String>, ControlError> {
-        let draining = self.draining.lock().unwrap().clone();
-        for t in self.driver.tasks() {
+    async fn new_tasks_failing(
+        &self,
+        ctl: &Arc<Controller>,
+        d: &DeploymentRecord,
+        w: &mut Watch,
+    ) -> Result<Option<String>, ControlError> {
+        let draining = ctl.reconciler.drains.snapshot();
+        for t in ctl.driver.tasks() {
             if !t.spec.restart || draining.contains(&t.spec.id) || t.spec.app != d.app {
                 continue;
             }
@@ -505,7 +514,7 @@ impl Controller {
             else {
                 continue;
             };
-            let web = self.revision(&d.app, &c.service, t.spec.revision).await?.spec.is_web();
+            let web = ctl.revision(&d.app, &c.service, t.spec.revision).await?.spec.is_web();
             let exit = if t.last_exit.is_some() {
                 format!(" (last: {})", crate::controller::exit_reason(&t))
             } else {
@@ -526,7 +535,7 @@ impl Controller {
                 }
                 Some(_) => {}
                 None => {
-                    if self.is_ready(&t, web) {
+                    if ctl.is_ready(&t, web) {
                         w.ready_seen.insert(t.spec.id.clone(), t.restarts);
                     }
                 }
@@ -537,27 +546,27 @@ impl Controller {
 
     /// Answer counters of every task of the deployment's new revisions, by
     /// task, with its service.
-    fn new_outcomes(&self, d: &DeploymentRecord) -> HashMap<String, (String, OutcomeCounts)> {
-        let health = self.health.lock().unwrap();
-        let meta = self.meta.lock().unwrap();
-        health
-            .iter()
-            .filter_map(|(id, h)| {
-                let m = meta.get(id)?;
+    fn new_outcomes(&self, ctl: &Arc<Controller>, d: &DeploymentRecord) -> HashMap<String, (String, OutcomeCounts)> {
+        let checked = ctl.health.backends();
+        let meta = ctl.meta.lock().unwrap();
+        checked
+            .into_iter()
+            .filter_map(|(id, _, backend)| {
+                let m = meta.get(&id)?;
                 let new =
                     m.app == d.app && d.changes.iter().any(|c| c.service == m.service && c.to == Some(m.revision));
-                new.then(|| (id.clone(), (m.service.clone(), h.backend.outcomes())))
+                new.then(|| (id, (m.service.clone(), backend.outcomes())))
             })
             .collect()
     }
 
     /// The longest bake of the new revisions; none when nothing ran before
     /// (there would be nothing to return to).
-    async fn bake_time(&self, d: &DeploymentRecord) -> Result<Duration, ControlError> {
+    async fn bake_time(&self, ctl: &Arc<Controller>, d: &DeploymentRecord) -> Result<Duration, ControlError> {
         let mut bake = Duration::ZERO;
         for c in &d.changes {
             if let (Some(to), Some(_)) = (c.to, c.from) {
-                bake = bake.max(self.revision(&d.app, &c.service, to).await?.spec.deploy.bake);
+                bake = bake.max(ctl.revision(&d.app, &c.service, to).await?.spec.deploy.bake);
             }
         }
         Ok(bake)
@@ -567,7 +576,8 @@ impl Controller {
     /// switch where the old set is on standby), or stops with Failed when
     /// there is nothing to return to or automatic rollback is off.
     async fn fail(
-        self: &Arc<Self>,
+        &self,
+        ctl: &Arc<Controller>,
         d: &mut DeploymentRecord,
         w: &mut Watch,
         reason: String,
@@ -579,20 +589,20 @@ impl Controller {
             if let Some(app) = &d.previous_app {
                 batch.put_app(app);
             }
-            self.finish_with(d, DeploymentState::Failed, reason, batch).await?;
-            self.rebuild_routes().await;
+            self.finish_with(ctl, d, DeploymentState::Failed, reason, batch).await?;
+            ctl.routing.publish().await;
             return Ok(());
         }
         let mut auto = true;
         for c in &d.changes {
             if let Some(to) = c.to {
-                auto &= self.revision(&d.app, &c.service, to).await?.spec.deploy.auto_rollback;
+                auto &= ctl.revision(&d.app, &c.service, to).await?.spec.deploy.auto_rollback;
             }
         }
         let anything_before = d.changes.iter().any(|c| c.from.is_some());
         if d.changes.is_empty() {
             // Scaling only: no revision to return to; the replicas stay asked for.
-            return self.finish(d, DeploymentState::Failed, reason).await;
+            return self.finish(ctl, d, DeploymentState::Failed, reason).await;
         }
         if !auto || !anything_before {
             let why = if anything_before {
@@ -600,32 +610,31 @@ impl Controller {
             } else {
                 format!("{reason}; there is no previous revision to roll back to")
             };
-            return self.finish(d, DeploymentState::Failed, why).await;
+            return self.finish(ctl, d, DeploymentState::Failed, why).await;
         }
-        self.roll_back(d, reason).await?;
+        self.roll_back(ctl, d, reason).await?;
         w.ready_seen.clear();
         Ok(())
     }
 
     /// Writes the previous revisions back as desired state and moves the
     /// deployment to its rollback step, in one write.
-    pub(crate) async fn roll_back(&self, d: &mut DeploymentRecord, reason: String) -> Result<(), ControlError> {
+    pub(crate) async fn roll_back(
+        &self,
+        ctl: &Arc<Controller>,
+        d: &mut DeploymentRecord,
+        reason: String,
+    ) -> Result<(), ControlError> {
         let mut batch = Batch::default();
         for c in &d.changes {
-            let current = self.db.service(&d.app, &c.service).await?;
+            let current = ctl.db.service(&d.app, &c.service).await?;
             match (c.from, current) {
                 (Some(from), Some(cur)) => {
-                    let strategy = self.revision(&d.app, &c.service, from).await?.spec.deploy.strategy;
-                    batch.put_service(&moving_record(&cur, from, c.from_replicas, strategy));
+                    let strategy = ctl.revision(&d.app, &c.service, from).await?.spec.deploy.strategy;
+                    batch.put_service(&strategy::moving(&cur, from, c.from_replicas, strategy));
                 }
                 (Some(from), None) => {
-                    batch.put_service(&ServiceRecord {
-                        app: d.app.clone(),
-                        name: c.service.clone(),
-                        revision: from,
-                        replicas: c.from_replicas,
-                        ..Default::default()
-                    });
+                    batch.put_service(&strategy::first_record(&d.app, &c.service, from, c.from_replicas));
                 }
                 (None, Some(_)) => {
                     batch.delete_service(&d.app, &c.service);
@@ -638,35 +647,37 @@ impl Controller {
             batch.put_app(app);
         }
         d.step = DeployStep::Rollback;
-        d.step_started_at = now_ms();
+        d.step_started_at = ctl.now_ms();
         d.reason = Some(reason.clone());
         batch.put_deployment(d);
-        self.db.commit(batch).await?;
-        self.rebuild_routes().await;
-        self.wake.notify_one();
-        self.deploy_event(d, Level::Warn, "deploy.rolling_back", format!("rolling back: {reason}"));
+        ctl.db.commit(batch).await?;
+        ctl.routing.publish().await;
+        ctl.reconciler.wake();
+        self.deploy_event(ctl, d, Level::Warn, "deploy.rolling_back", format!("rolling back: {reason}"));
         Ok(())
     }
 
     async fn finish(
         &self,
+        ctl: &Arc<Controller>,
         d: &mut DeploymentRecord,
         state: DeploymentState,
         message: String,
     ) -> Result<(), ControlError> {
-        self.finish_with(d, state, message, Batch::default()).await
+        self.finish_with(ctl, d, state, message, Batch::default()).await
     }
 
     /// Ends the deployment, writing `batch` with it.
     async fn finish_with(
         &self,
+        ctl: &Arc<Controller>,
         d: &mut DeploymentRecord,
         state: DeploymentState,
         message: String,
         mut batch: Batch,
     ) -> Result<(), ControlError> {
         d.state = state;
-        d.finished_at = Some(now_ms());
+        d.finished_at = Some(ctl.now_ms());
         if state != DeploymentState::Succeeded {
             let why = match d.reason.take() {
                 Some(r) if state == DeploymentState::RolledBack => r,
@@ -676,34 +687,31 @@ impl Controller {
             d.reason = Some(why);
         }
         batch.put_deployment(d);
-        self.db.commit(batch).await?;
+        ctl.db.commit(batch).await?;
         let level = if state == DeploymentState::Succeeded { Level::Info } else { Level::Warn };
         let text = match &d.reason {
             Some(r) => format!("{}: {r}", state.as_str()),
             None => format!("{}: {message}", state.as_str()),
         };
-        self.deploy_event(d, level, &format!("deploy.{}", state.as_str()), text);
+        self.deploy_event(ctl, d, level, &format!("deploy.{}", state.as_str()), text);
         Ok(())
     }
 
-    fn deploy_event(&self, d: &DeploymentRecord, level: Level, kind: &str, text: String) {
-        self.event_full(kind, level, Some(&d.app), None, None, format!("deployment {}#{}: {text}", d.app, d.id));
-    }
-
-    fn note_progress(&self, d: &DeploymentRecord, w: &mut Watch, waiting: &[String]) {
-        let line = waiting.join("; ");
-        if line != w.last_progress && !line.is_empty() {
-            tracing::debug!("deployment {}#{}: {line}", d.app, d.id);
-        }
-        w.last_progress = line;
+    fn deploy_event(&self, ctl: &Arc<Controller>, d: &DeploymentRecord, level: Level, kind: &str, text: String) {
+        ctl.event_full(kind, level, Some(&d.app), None, None, format!("deployment {}#{}: {text}", d.app, d.id));
     }
 
     /// Where a service's tasks are against its desired record.
-    pub(crate) async fn service_progress(&self, s: &ServiceRecord) -> Result<ServiceProgress, ControlError> {
-        let web = self.revision(&s.app, &s.name, s.revision).await?.spec.is_web();
-        let draining = self.draining.lock().unwrap().clone();
+    pub(crate) async fn service_progress(
+        &self,
+        ctl: &Arc<Controller>,
+        s: &ServiceRecord,
+    ) -> Result<ServiceProgress, ControlError> {
+        let web = ctl.revision(&s.app, &s.name, s.revision).await?.spec.is_web();
+        let draining = ctl.reconciler.drains.snapshot();
+        let layout = PoolLayout::of(s);
         let mut p = ServiceProgress::default();
-        for t in self.driver.tasks() {
+        for t in ctl.driver.tasks() {
             if !t.spec.restart || t.spec.app != s.app || t.spec.service != s.name {
                 continue;
             }
@@ -711,10 +719,10 @@ impl Controller {
                 p.draining += 1;
             } else if t.spec.revision == s.revision {
                 p.running += 1;
-                if self.is_ready(&t, web) {
+                if ctl.is_ready(&t, web) {
                     p.ready += 1;
                 }
-            } else if Some(t.spec.revision) == s.standby {
+            } else if layout.place(t.spec.revision) == Place::Standby {
                 p.standby += 1;
             } else {
                 p.old += 1;
@@ -722,6 +730,15 @@ impl Controller {
         }
         Ok(p)
     }
+}
+
+/// Logs a deployment's progress line when it changes.
+fn note_progress(d: &DeploymentRecord, w: &mut Watch, waiting: &[String]) {
+    let line = waiting.join("; ");
+    if line != w.last_progress && !line.is_empty() {
+        tracing::debug!("deployment {}#{}: {line}", d.app, d.id);
+    }
+    w.last_progress = line;
 }
 
 /// Counts of one service's tasks.
@@ -746,7 +763,7 @@ impl ServiceProgress {
             && self.running == s.replicas as usize
             && self.old == 0
             && self.draining == 0
-            && s.live.is_none_or(|l| l == s.revision)
+            && PoolLayout::of(s).switched()
     }
 
     fn describe(&self, s: &ServiceRecord) -> String {
@@ -759,6 +776,54 @@ impl ServiceProgress {
         }
         out
     }
+}
+
+/// Where one service stands in the rollout step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RolloutVerdict {
+    Settled,
+    Waiting,
+    /// Not settled when the deadline passed: the deployment fails.
+    Late,
+}
+
+/// The rollout's decision for one service, at `now` (clock ms): settled,
+/// still within the deadline counted from the step's start, or late.
+fn rollout_verdict(
+    p: &ServiceProgress,
+    s: &ServiceRecord,
+    step_started_at: u64,
+    deadline: Duration,
+    now: u64,
+) -> RolloutVerdict {
+    if p.settled(s) {
+        RolloutVerdict::Settled
+    } else if now >= wharf_runtime::deadline::ms_after(step_started_at, deadline) {
+        RolloutVerdict::Late
+    } else {
+        RolloutVerdict::Waiting
+    }
+}
+
+/// The bake has lasted its time (clock ms) without crossing a threshold.
+fn bake_over(d: &DeploymentRecord, now: u64) -> bool {
+    now >= d.bake_until.unwrap_or(0)
+}
+
+/// The answers a service's new tasks gave since the bake began (`now`
+/// against `baseline`, by task); tasks that joined later count from zero.
+fn bake_window(
+    service: &str,
+    now: &HashMap<String, (String, OutcomeCounts)>,
+    baseline: &mut HashMap<String, OutcomeCounts>,
+) -> OutcomeCounts {
+    let mut window = OutcomeCounts::default();
+    for (task, (s, counts)) in now {
+        if s == service {
+            window.add(&counts.since(baseline.entry(task.clone()).or_default()));
+        }
+    }
+    window
 }
 
 /// Why a bake window fails its thresholds, if it does.
@@ -798,36 +863,6 @@ fn release_prefix(app: &str, c: &ServiceChange, deployment: u64) -> String {
 mod tests {
     use super::*;
 
-    fn rec(revision: u64, live: Option<u64>, standby: Option<u64>) -> ServiceRecord {
-        ServiceRecord {
-            app: "a".into(),
-            name: "web".into(),
-            revision,
-            replicas: 2,
-            live,
-            standby,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn blue_green_keeps_traffic_on_the_running_revision_until_the_switch() {
-        let r = moving_record(&rec(3, None, None), 4, 2, Strategy::BlueGreen);
-        assert_eq!((r.revision, r.live, r.standby), (4, Some(3), None));
-    }
-
-    #[test]
-    fn back_to_the_standby_revision_is_an_instant_switch() {
-        let r = moving_record(&rec(4, Some(4), Some(3)), 3, 2, Strategy::Rolling);
-        assert_eq!((r.revision, r.live, r.standby), (3, Some(3), None));
-    }
-
-    #[test]
-    fn rolling_lets_every_ready_task_serve() {
-        let r = moving_record(&rec(3, None, None), 4, 3, Strategy::Rolling);
-        assert_eq!((r.revision, r.replicas, r.live, r.standby), (4, 3, None, None));
-    }
-
     #[test]
     fn a_bake_judges_only_with_enough_answers() {
         let policy = DeployPolicy::default();
@@ -852,5 +887,75 @@ mod tests {
         assert!(judge(&strict, &slow).unwrap().contains("p99 latency"), "{:?}", judge(&strict, &slow));
         let loose = DeployPolicy { max_p99: Some(Duration::from_secs(2)), ..Default::default() };
         assert_eq!(judge(&loose, &slow), None);
+    }
+
+    fn service(replicas: u32, live: Option<u64>) -> ServiceRecord {
+        ServiceRecord { live, ..crate::strategy::first_record("a", "web", 4, replicas) }
+    }
+
+    /// A new task that never gets healthy: the rollout waits until the
+    /// deadline (on the clock, from the step's start), then fails.
+    #[test]
+    fn a_rollout_fails_when_a_new_task_is_not_ready_by_the_deadline() {
+        use crate::clock::{Clock, TestClock};
+        let clock = TestClock::new(1_774_656_000_000);
+        let started = clock.now_ms();
+        let deadline = Duration::from_secs(120);
+        let s = service(2, None);
+        let one_missing = ServiceProgress { running: 2, ready: 1, ..Default::default() };
+        let verdict = |p: &ServiceProgress| rollout_verdict(p, &s, started, deadline, clock.now_ms());
+        assert_eq!(verdict(&one_missing), RolloutVerdict::Waiting);
+        clock.advance(deadline - Duration::from_millis(1));
+        assert_eq!(verdict(&one_missing), RolloutVerdict::Waiting);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(verdict(&one_missing), RolloutVerdict::Late);
+        let all = ServiceProgress { running: 2, ready: 2, ..Default::default() };
+        assert_eq!(verdict(&all), RolloutVerdict::Settled, "ready is ready, however late");
+        let leftovers = ServiceProgress { old: 1, ..all };
+        assert_eq!(verdict(&leftovers), RolloutVerdict::Late, "old tasks still running");
+        let not_switched = service(2, Some(3));
+        assert_eq!(
+            rollout_verdict(&all, &not_switched, started, deadline, started),
+            RolloutVerdict::Waiting,
+            "blue-green: settled only once the traffic switched"
+        );
+    }
+
+    /// The bake guard: answers counted from the bake's start, judged each
+    /// tick, and the bake over once its time has passed on the clock.
+    #[test]
+    fn a_bake_rolls_back_on_a_5xx_ratio_counted_from_its_start() {
+        use crate::clock::{Clock, TestClock};
+        let clock = TestClock::new(1_774_656_000_000);
+        let policy = DeployPolicy { bake: Duration::from_secs(60), ..Default::default() };
+        let d = DeploymentRecord {
+            bake_until: Some(wharf_runtime::deadline::ms_after(clock.now_ms(), policy.bake)),
+            ..Default::default()
+        };
+        let counts = |total, errors| OutcomeCounts { total, errors, ..Default::default() };
+        let tasks = |a: OutcomeCounts, b: Option<OutcomeCounts>| {
+            let mut m = HashMap::from([("t1".to_string(), ("web".to_string(), a))]);
+            m.insert("w1".into(), ("worker".into(), counts(1000, 1000)));
+            if let Some(b) = b {
+                m.insert("t2".into(), ("web".into(), b));
+            }
+            m
+        };
+        // t1 answered 50 errors before the bake began: they don't count.
+        let mut baseline: HashMap<String, OutcomeCounts> =
+            tasks(counts(100, 50), None).into_iter().map(|(id, (_, c))| (id, c)).collect();
+        clock.advance(Duration::from_secs(20));
+        let w = bake_window("web", &tasks(counts(160, 52), None), &mut baseline);
+        assert_eq!((w.total, w.errors), (60, 2));
+        assert_eq!(judge(&policy, &w), None);
+        assert!(!bake_over(&d, clock.now_ms()));
+        // t2 joins during the bake and fails: 2 + 5 of 60 + 40 is over 5 %.
+        clock.advance(Duration::from_secs(20));
+        let w = bake_window("web", &tasks(counts(160, 52), Some(counts(40, 5))), &mut baseline);
+        assert_eq!((w.total, w.errors), (100, 7));
+        let why = judge(&policy, &w).expect("the guard rolls back");
+        assert!(why.starts_with("7 of 100 answers were 5xx"), "{why}");
+        clock.advance(Duration::from_secs(20));
+        assert!(bake_over(&d, clock.now_ms()), "over on the clock");
     }
 }

@@ -1,30 +1,67 @@
-//! Builds the proxy's routing snapshot from the apps' routes and the tasks
-//! that are healthy and not draining.
+//! The routing publisher: builds the proxy's routing snapshot from the apps'
+//! routes and the tasks that are healthy and not draining, laid out by the
+//! deploy strategy, and swaps it in.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use wharf_proxy::{Backend, Balance, HostMatch, Pool, RouteLimits, RouteSpec, RoutingTable};
+use tokio::sync::{watch, Notify};
 
+use wharf_proxy::{Backend, BackendSet, Balance, HostMatch, Pool, RouteLimits, RouteSpec, RoutingTable};
+
+use crate::component::BackgroundLoop;
 use crate::controller::Controller;
 use crate::health::Health;
+use crate::strategy::{Place, PoolLayout, Side};
 
-impl Controller {
-    pub(crate) async fn routes_loop(self: Arc<Self>) {
-        let mut stop = self.stopping();
-        loop {
-            self.rebuild_routes().await;
-            tokio::select! {
-                _ = self.routes_changed.notified() => {}
-                _ = stop.changed() => return,
+/// A healthy task of a service: its revision and the proxy's view of it.
+type Member = (u64, Arc<Backend>);
+
+/// Owns the rebuilds of the routing snapshot: one at a time, now
+/// ([`RoutingPublisher::publish`]) or soon ([`BackgroundLoop::wake`]).
+pub(crate) struct RoutingPublisher {
+    /// What the snapshot is built from: the store, health, draining tasks.
+    ctl: Weak<Controller>,
+    /// Serialises rebuilds, so two racing can't leave an older view in place.
+    lock: tokio::sync::Mutex<()>,
+    changed: Notify,
+}
+
+impl BackgroundLoop for RoutingPublisher {
+    fn start(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                self.publish().await;
+                tokio::select! {
+                    _ = self.changed.notified() => {}
+                    _ = stop.changed() => return,
+                }
             }
-        }
+        });
     }
 
-    /// Builds and swaps in a new routing table. Serialised, so two rebuilds
-    /// racing can't leave an older view in place.
-    pub(crate) async fn rebuild_routes(&self) {
-        let _guard = self.routes_lock.lock().await;
+    fn wake(&self) {
+        self.changed.notify_one();
+    }
+}
+
+impl RoutingPublisher {
+    pub(crate) fn new(ctl: Weak<Controller>) -> RoutingPublisher {
+        RoutingPublisher { ctl, lock: tokio::sync::Mutex::new(()), changed: Notify::new() }
+    }
+
+    /// Builds and swaps in a new routing table now.
+    pub(crate) async fn publish(&self) {
+        let Some(ctl) = self.ctl.upgrade() else { return };
+        let _guard = self.lock.lock().await;
+        ctl.build_routes().await;
+    }
+}
+
+impl Controller {
+    /// One routing table from the store and observation, swapped into the
+    /// proxy; called only by the [`RoutingPublisher`], which serialises it.
+    async fn build_routes(&self) {
         let apps = match self.db.apps().await {
             Ok(apps) => apps,
             Err(e) => {
@@ -40,27 +77,21 @@ impl Controller {
             }
         };
         self.refresh_discovery(&records).await;
-        // Blue-green: only the live revision serves; the standby set is the fallback.
-        let services: HashMap<(String, String), (Option<u64>, Option<u64>)> =
-            records.into_iter().map(|s| ((s.app, s.name), (s.live, s.standby))).collect();
-        let mut backends: HashMap<(String, String), Vec<Arc<Backend>>> = HashMap::new();
-        let mut fallbacks: HashMap<(String, String), Vec<Arc<Backend>>> = HashMap::new();
+        let layouts: HashMap<(String, String), PoolLayout> =
+            records.iter().map(|s| ((s.app.clone(), s.name.clone()), PoolLayout::of(s))).collect();
+        // Healthy tasks that are not draining, by service, with their revision.
+        let mut members: HashMap<(String, String), Vec<Member>> = HashMap::new();
         {
-            let health = self.health.lock().unwrap();
-            let draining = self.draining.lock().unwrap();
+            let checked = self.health.backends();
+            let draining = self.reconciler.drains.snapshot();
             let meta = self.meta.lock().unwrap();
-            for (id, th) in health.iter() {
-                if draining.contains(id) || th.health() != Health::Healthy {
+            for (id, health, backend) in checked {
+                if draining.contains(&id) || health != Health::Healthy {
                     continue;
                 }
-                let Some(m) = meta.get(id) else { continue };
+                let Some(m) = meta.get(&id) else { continue };
                 let key = (m.app.clone(), m.service.clone());
-                let (live, standby) = services.get(&key).copied().unwrap_or_default();
-                if live.is_none_or(|l| l == m.revision) {
-                    backends.entry(key).or_default().push(th.backend.clone());
-                } else if standby == Some(m.revision) {
-                    fallbacks.entry(key).or_default().push(th.backend.clone());
-                }
+                members.entry(key).or_default().push((m.revision, backend));
             }
         }
         let maintenance = match self.db.maintenance().await {
@@ -80,11 +111,18 @@ impl Controller {
                 continue;
             }
             let (app, service) = (&key.0, &key.1);
-            let mut b = backends.remove(&key).unwrap_or_default();
-            b.sort_by(|x, y| x.task.cmp(&y.task));
-            let mut pool = Pool::new(format!("{app}/{service}"), b);
-            pool.fallback = fallbacks.remove(&key).unwrap_or_default();
-            pool.fallback.sort_by(|x, y| x.task.cmp(&y.task));
+            let tasks = members.remove(&key).unwrap_or_default();
+            let name = format!("{app}/{service}");
+            let mut pool = match layouts.get(&key) {
+                Some(layout) => {
+                    let (sets, fallback) = pool_sets(layout, tasks);
+                    let mut pool = Pool::with_sets(name, sets);
+                    pool.fallback = fallback;
+                    pool
+                }
+                // Not in the store (yet): every healthy task serves.
+                None => Pool::new(name, tasks.into_iter().map(|(_, b)| b).collect()),
+            };
             let (pause, maintenance) = self.traffic_for(app, service, &maintenance);
             pool.pause = pause;
             pool.maintenance = maintenance;
@@ -124,5 +162,82 @@ impl Controller {
     async fn current_spec(&self, app: &str, service: &str) -> Option<wharf_spec::Service> {
         let svc = self.db.service(app, service).await.ok()??;
         Some(self.revision(app, service, svc.revision).await.ok()?.spec.clone())
+    }
+}
+
+/// A service's pool layout as the proxy's pool: each side with a weight is
+/// one weighted set of its tasks (keyed by [`Side::key`]), the standby set is
+/// the fallback (for when no serving task can answer). Sorted by side and
+/// task, so equal inputs give equal tables.
+fn pool_sets(layout: &PoolLayout, tasks: Vec<Member>) -> (Vec<BackendSet>, Vec<Arc<Backend>>) {
+    let mut sides: Vec<(Side, Vec<Arc<Backend>>)> = Vec::new();
+    let mut fallback = Vec::new();
+    for (revision, backend) in tasks {
+        match layout.place(revision) {
+            Place::Serving(side) if side.weight > 0 => match sides.iter_mut().find(|(s, _)| *s == side) {
+                Some((_, set)) => set.push(backend),
+                None => sides.push((side, vec![backend])),
+            },
+            Place::Standby => fallback.push(backend),
+            Place::Serving(_) | Place::Out => {}
+        }
+    }
+    sides.sort_by_key(|(side, _)| side.key());
+    let sets = sides
+        .into_iter()
+        .map(|(side, mut backends)| {
+            backends.sort_by(|x, y| x.task.cmp(&y.task));
+            BackendSet::new(side.key(), side.weight, backends)
+        })
+        .collect();
+    fallback.sort_by(|x, y| x.task.cmp(&y.task));
+    (sets, fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::FULL_WEIGHT;
+
+    fn task(name: &str, revision: u64) -> Member {
+        (revision, Arc::new(Backend::new(name, ([127, 0, 0, 1], 1).into())))
+    }
+
+    fn names(b: &[Arc<Backend>]) -> Vec<&str> {
+        b.iter().map(|b| &*b.task).collect()
+    }
+
+    /// (key, weight, tasks) of each set.
+    fn sets(s: &[BackendSet]) -> Vec<(u64, u32, Vec<&str>)> {
+        s.iter().map(|s| (s.key, s.weight, names(&s.backends))).collect()
+    }
+
+    #[test]
+    fn serving_sides_become_sets_and_the_standby_set_the_fallback() {
+        let layout =
+            PoolLayout { desired: 4, serving: vec![Side { revision: Some(4), weight: FULL_WEIGHT }], standby: Some(3) };
+        let tasks = vec![task("t4b", 4), task("t3", 3), task("t2", 2), task("t4a", 4)];
+        let (serving, fallback) = pool_sets(&layout, tasks);
+        assert_eq!((sets(&serving), names(&fallback)), (vec![(4, FULL_WEIGHT, vec!["t4a", "t4b"])], vec!["t3"]));
+    }
+
+    #[test]
+    fn weighted_sides_become_weighted_sets_keyed_by_revision() {
+        let sides = vec![Side { revision: Some(5), weight: 10 }, Side { revision: None, weight: 90 }];
+        let layout = PoolLayout { desired: 5, serving: sides, standby: None };
+        let tasks = vec![task("new", 5), task("old-b", 4), task("old-a", 3)];
+        let (serving, fallback) = pool_sets(&layout, tasks);
+        assert_eq!(sets(&serving), vec![(0, 90, vec!["old-a", "old-b"]), (5, 10, vec!["new"])]);
+        assert!(fallback.is_empty());
+    }
+
+    #[test]
+    fn rolling_serves_every_revision_and_a_side_without_weight_serves_nothing() {
+        let rolling =
+            PoolLayout { desired: 4, serving: vec![Side { revision: None, weight: FULL_WEIGHT }], standby: None };
+        let (serving, fallback) = pool_sets(&rolling, vec![task("b", 3), task("a", 4)]);
+        assert_eq!((sets(&serving), fallback.len()), (vec![(0, FULL_WEIGHT, vec!["a", "b"])], 0));
+        let idle = PoolLayout { desired: 4, serving: vec![Side { revision: Some(4), weight: 0 }], standby: None };
+        assert!(pool_sets(&idle, vec![task("a", 4)]).0.is_empty());
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use wharf_logs::Level;
 use wharf_store::{Batch, DeploymentState, ServiceRecord};
 
+use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
 
 /// Most replicas a service may have (as wharf.toml allows; see its doc for why).
@@ -38,7 +39,7 @@ impl Controller {
                 wharf_spec::REPLICAS_WHY
             )));
         }
-        let _guard = self.deploy_lock.lock().await;
+        let _guard = self.rollout.lock().await;
         let svc = self.service_record(app, service).await?;
         if let Some(d) = self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress) {
             return Err(ControlError::Busy(format!(
@@ -63,7 +64,7 @@ impl Controller {
             None,
             format!("{service} scaled {from} → {replicas} ({why})"),
         );
-        self.wake.notify_one();
+        self.reconciler.wake();
         Ok(record)
     }
 }

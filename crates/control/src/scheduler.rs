@@ -28,6 +28,7 @@ use wharf_spec::{Concurrency, Job, Schedule};
 use wharf_store::{Db, JobCursor, JobRunRecord, RunState, RunTrigger};
 
 use crate::clock::{Clock, SystemClock};
+use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
 
 /// A scheduled time this late (server down, busy) still runs; older ones are missed.
@@ -80,7 +81,17 @@ pub(crate) struct Scheduler {
     recovered: Mutex<HashMap<String, Option<ExitInfo>>>,
     /// Parsed jobs per app, with the wharf.toml text they came from.
     specs: Mutex<HashMap<String, (String, AppJobs)>>,
-    pub(crate) wake: tokio::sync::Notify,
+    woken: tokio::sync::Notify,
+}
+
+impl BackgroundLoop for Scheduler {
+    fn start(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(self.run(stop));
+    }
+
+    fn wake(&self) {
+        self.woken.notify_one();
+    }
 }
 
 impl Scheduler {
@@ -93,7 +104,7 @@ impl Scheduler {
             stopping: Arc::default(),
             recovered: Mutex::default(),
             specs: Mutex::default(),
-            wake: tokio::sync::Notify::new(),
+            woken: tokio::sync::Notify::new(),
         }
     }
 
@@ -159,7 +170,7 @@ impl Scheduler {
             tokio::select! {
                 _ = clock.sleep_until(until) => {}
                 _ = tokio::time::sleep(poll) => {}
-                _ = self.wake.notified() => {}
+                _ = self.woken.notified() => {}
                 _ = stop.changed() => return,
             }
         }
@@ -704,7 +715,7 @@ impl Runner for DriverRunner {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("service {} of app {app} is not deployed", job.service))?;
         // The revision that has the traffic (during a blue-green deploy, the old one until the switch).
-        let number = svc.live.unwrap_or(svc.revision);
+        let number = crate::strategy::PoolLayout::of(&svc).serving_revision();
         let rev = ctl.revision(app, &job.service, number).await.map_err(|e| e.to_string())?;
         let mut spec =
             ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false).map_err(|e| e.to_string())?;
@@ -758,7 +769,7 @@ impl Controller {
         let scheduler = Arc::new(Scheduler::new(self.db.clone(), clock, runner));
         scheduler.note_recovered(&report.forgotten);
         if self.jobs.scheduler.set(scheduler.clone()).is_ok() {
-            tokio::spawn(scheduler.run(self.stopping()));
+            scheduler.start(self.stopping());
         }
     }
 
@@ -781,13 +792,13 @@ impl Controller {
     pub async fn trigger_job(&self, app: &str, job: &str) -> Result<JobRunRecord, ControlError> {
         let s = self.scheduler()?;
         let rec = s.trigger(app, job).await;
-        s.wake.notify_one();
+        s.wake();
         rec
     }
 
     /// The scheduler's time (Unix ms): the system clock in production.
     pub fn scheduler_now_ms(&self) -> u64 {
-        self.jobs.scheduler.get().map_or_else(crate::controller::now_ms, |s| s.now_ms())
+        self.jobs.scheduler.get().map_or_else(|| self.now_ms(), |s| s.now_ms())
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wharf_api_types::{TopService, TopView};
 
-use crate::controller::{now_ms, ControlError, Controller};
+use crate::controller::{ControlError, Controller};
 
 /// What the proxy counted for one pool, from its Prometheus text.
 #[derive(Debug, Default, PartialEq)]
@@ -28,9 +28,8 @@ impl Controller {
                 tasks.iter().filter(|t| t.spec.restart && t.spec.app == s.app && t.spec.service == s.name).collect();
             let (mut cpu_percent, mut memory_bytes) = (0.0, 0);
             {
-                let usage = self.usage.lock().unwrap();
                 for t in &mine {
-                    if let Some(u) = usage.get(&t.spec.id) {
+                    if let Some(u) = self.usage.get(&t.spec.id) {
                         cpu_percent += u.cpu_percent;
                         memory_bytes += u.memory_bytes;
                     }
@@ -52,7 +51,7 @@ impl Controller {
             });
         }
         services.sort_by(|a, b| (&a.app, &a.service).cmp(&(&b.app, &b.service)));
-        Ok(TopView { time_ms: now_ms(), services })
+        Ok(TopView { time_ms: self.now_ms(), services })
     }
 }
 

@@ -8,7 +8,7 @@ use wharf_logs::Level;
 use wharf_proxy::{Maintenance, PauseGate};
 use wharf_store::{MaintenanceRecord, PauseRecord};
 
-use crate::controller::{now_ms, ControlError, Controller};
+use crate::controller::{ControlError, Controller};
 
 /// Requests held per paused service before new ones get 503.
 const MAX_HELD: usize = 10_000;
@@ -86,7 +86,7 @@ impl Controller {
                 service: service.map(str::to_string),
                 message,
                 page,
-                since: now_ms(),
+                since: self.now_ms(),
             };
             self.db.set_maintenance(&r).await?;
             self.event_full(
@@ -108,14 +108,14 @@ impl Controller {
                 format!("{what} left maintenance mode"),
             );
         }
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         Ok(())
     }
 
     /// Holds new requests for `app` (or one service) until resumed or `max` passes.
     pub async fn pause(self: &Arc<Self>, app: &str, service: Option<&str>, max: Duration) -> Result<(), ControlError> {
         self.check_scope(app, service).await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let r = PauseRecord {
             app: app.into(),
             service: service.map(str::to_string),
@@ -124,7 +124,7 @@ impl Controller {
         };
         self.db.set_pause(&r).await?;
         self.install_gate(&r);
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         self.event_full(
             "pause.on",
             Level::Warn,
@@ -141,7 +141,7 @@ impl Controller {
         self.db.clear_pause(app, service).await?;
         let gate = self.gates.lock().unwrap().remove(&(app.to_string(), service.map(str::to_string)));
         // The new table first: released requests route again against it.
-        self.rebuild_routes().await;
+        self.routing.publish().await;
         let held = gate.map(|g| {
             let n = g.waiting();
             g.release();
@@ -159,7 +159,7 @@ impl Controller {
     }
 
     fn install_gate(&self, r: &PauseRecord) {
-        let left = Duration::from_millis(r.until.saturating_sub(now_ms()));
+        let left = Duration::from_millis(r.until.saturating_sub(self.now_ms()));
         let gate = Arc::new(PauseGate::new(MAX_HELD, left));
         self.gates.lock().unwrap().insert((r.app.clone(), r.service.clone()), gate);
     }

@@ -8,7 +8,6 @@ use wharf_api_types::{AppView, RouteView, ServiceView, StatusView, TaskView};
 use wharf_runtime::ExitInfo;
 
 use crate::controller::{describe_exit, ControlError, Controller};
-use crate::health::Health;
 use crate::reconcile::task_port;
 
 impl Controller {
@@ -21,7 +20,7 @@ impl Controller {
             let mut services = Vec::new();
             for s in self.db.services(Some(&app.name)).await? {
                 let web = self.revision(&app.name, &s.name, s.revision).await?.spec.is_web();
-                let p = self.service_progress(&s).await?;
+                let p = self.rollout.service_progress(self, &s).await?;
                 services.push(ServiceView {
                     name: s.name.clone(),
                     kind: if web { "web" } else { "worker" }.into(),
@@ -32,7 +31,7 @@ impl Controller {
                     old: p.old,
                     standby: p.standby,
                     draining: p.draining,
-                    live: s.live,
+                    live: crate::strategy::PoolLayout::of(&s).live(),
                     maintenance: maintenance.iter().any(|m| covers(&app.name, &s.name, &m.app, m.service.as_deref())),
                     paused: pauses.iter().any(|p| covers(&app.name, &s.name, &p.app, p.service.as_deref())),
                     health_failing: self.health_failing(&s),
@@ -53,7 +52,7 @@ impl Controller {
         }
         Ok(StatusView {
             version: env!("CARGO_PKG_VERSION").into(),
-            uptime_secs: self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            uptime_secs: self.now_ms().saturating_sub(self.started_ms) / 1000,
             limits: describe_limits(&self.driver.limits()),
             problems: self.problems(),
             apps,
@@ -61,43 +60,33 @@ impl Controller {
     }
 
     fn health_failing(&self, s: &wharf_store::ServiceRecord) -> Vec<String> {
-        let health = self.health.lock().unwrap();
         let mut out: Vec<String> = self
             .driver
             .tasks()
             .into_iter()
             .filter(|t| t.spec.restart && t.spec.app == s.app && t.spec.service == s.name)
             .filter(|t| t.spec.revision == s.revision)
-            .filter_map(|t| {
-                let h = health.get(&t.spec.id)?;
-                let st = h.state.lock().unwrap();
-                if st.health == Health::Healthy {
-                    return None;
-                }
-                Some(format!("{}: {}", t.spec.id, st.lasting_error()?))
-            })
+            .filter_map(|t| Some(format!("{}: {}", t.spec.id, self.health.failing(&t.spec.id)?)))
             .collect();
         out.sort();
         out
     }
 
     pub fn tasks_view(&self) -> Vec<TaskView> {
-        let health = self.health.lock().unwrap();
-        let draining = self.draining.lock().unwrap();
-        let usage = self.usage.lock().unwrap();
+        let draining = self.reconciler.drains.snapshot();
         let mut out: Vec<TaskView> = self
             .driver
             .tasks()
             .into_iter()
             .map(|t| {
-                let h = health.get(&t.spec.id);
-                let u = usage.get(&t.spec.id);
+                let h = self.health.view(&t.spec.id);
+                let u = self.usage.get(&t.spec.id);
                 TaskView {
-                    health: h.map(|h| h.health()),
-                    health_error: h.and_then(|h| h.state.lock().unwrap().last_error.clone()),
+                    health: h.as_ref().map(|h| h.health),
                     draining: draining.contains(&t.spec.id),
-                    ejected: h.is_some_and(|h| h.backend.ejected()),
-                    in_flight: h.map_or(0, |h| h.backend.in_flight()),
+                    ejected: h.as_ref().is_some_and(|h| h.backend.ejected()),
+                    in_flight: h.as_ref().map_or(0, |h| h.backend.in_flight()),
+                    health_error: h.and_then(|h| h.last_error),
                     port: task_port(&t.spec),
                     state: crate::wire::task_state(t.state),
                     pid: t.pid,
