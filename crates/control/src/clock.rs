@@ -7,6 +7,11 @@
 //! Wall time ([`Clock::now_ms`]) is for what is stored or shown; monotonic
 //! time ([`Clock::instant`]) for durations measured in memory (health grace,
 //! cooldowns, backoff), which a wall clock set back must not stretch.
+//!
+//! The only module of this crate that reads the system's time
+//! (`crates/control/clippy.toml` refuses it elsewhere).
+
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use wharf_logs::Level;
 
@@ -19,6 +19,7 @@ const REPEAT_EVERY: Duration = Duration::from_secs(60);
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Free and total bytes on the file system of `path`, for an unprivileged writer.
+#[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
 pub(crate) fn space(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
@@ -47,19 +48,20 @@ pub(crate) struct LogLoss {
 const LOG_LOSS_SHOWN: Duration = Duration::from_secs(60);
 
 impl LogLoss {
-    /// Notes the stream's lifetime count of unstored records.
-    fn observe(&self, unstored: u64) {
+    /// Notes the stream's lifetime count of unstored records, seen at `now`.
+    fn observe(&self, unstored: u64, now: Instant) {
         let mut s = self.state.lock().unwrap();
         if unstored > s.0 {
-            let recent = if s.1.is_some_and(|t| t.elapsed() < LOG_LOSS_SHOWN) { s.2 } else { 0 };
-            *s = (unstored, Some(Instant::now()), recent + (unstored - s.0));
+            let shown = |t: Instant| now.saturating_duration_since(t) < LOG_LOSS_SHOWN;
+            let recent = if s.1.is_some_and(shown) { s.2 } else { 0 };
+            *s = (unstored, Some(now), recent + (unstored - s.0));
         }
     }
 
-    /// Records lost in the current spell, if the last loss is recent.
-    fn recent(&self) -> Option<u64> {
+    /// Records lost in the current spell, if the last loss is recent at `now`.
+    fn recent(&self, now: Instant) -> Option<u64> {
         let s = self.state.lock().unwrap();
-        s.1.filter(|t| t.elapsed() < LOG_LOSS_SHOWN).map(|_| s.2)
+        s.1.filter(|t| now.saturating_duration_since(*t) < LOG_LOSS_SHOWN).map(|_| s.2)
     }
 }
 
@@ -70,7 +72,7 @@ impl Controller {
         let mut out = Vec::new();
         let store = self.metrics.store_health.snapshot();
         if let Some(since) = store.failing_since {
-            let ago = since.elapsed().unwrap_or_default();
+            let ago = self.wall_clock().duration_since(since).unwrap_or_default();
             out.push(format!(
                 "store writes are failing for {} ({} failed operations): {}; changes (deploys, scaling) are refused until a write succeeds",
                 fmt_duration(ago),
@@ -84,8 +86,9 @@ impl Controller {
                 out.push(format!("the data directory's disk ({}) has {} free", self.data_dir.display(), bytes(free)));
             }
         }
-        self.log_loss.observe(self.logs.stats().unstored);
-        if let Some(n) = self.log_loss.recent() {
+        let now = self.clock.instant();
+        self.log_loss.observe(self.logs.stats().unstored, now);
+        if let Some(n) = self.log_loss.recent(now) {
             out.push(format!("{n} log records could not be written to disk lately (kept in memory only)"));
         }
         out
@@ -96,18 +99,19 @@ impl Controller {
     pub(crate) async fn store_watch_loop(self: Arc<Self>) {
         let mut stop = self.stopping();
         let mut reported: Option<Instant> = None;
-        let mut last_probe = Instant::now();
+        let mut last_probe = self.clock.instant();
         loop {
-            self.log_loss.observe(self.logs.stats().unstored);
+            let now = self.clock.instant();
+            self.log_loss.observe(self.logs.stats().unstored, now);
             let s = self.metrics.store_health.snapshot();
             match (s.failing_since, reported) {
                 (Some(_), None) => {
                     let msg = format!("store writes fail: {}", s.last_error.clone().unwrap_or_default());
                     self.event("store.failing", Level::Error, msg);
-                    reported = Some(Instant::now());
+                    reported = Some(now);
                 }
-                (Some(since), Some(at)) if at.elapsed() >= REPEAT_EVERY => {
-                    let ago = since.elapsed().unwrap_or_default();
+                (Some(since), Some(at)) if now.saturating_duration_since(at) >= REPEAT_EVERY => {
+                    let ago = self.wall_clock().duration_since(since).unwrap_or_default();
                     let msg = format!(
                         "store writes still fail after {} ({} failed operations): {}",
                         fmt_duration(ago),
@@ -115,7 +119,7 @@ impl Controller {
                         s.last_error.clone().unwrap_or_default()
                     );
                     self.event("store.failing", Level::Error, msg);
-                    reported = Some(Instant::now());
+                    reported = Some(now);
                 }
                 (None, Some(_)) => {
                     self.event("store.recovered", Level::Info, "store writes succeed again");
@@ -123,8 +127,8 @@ impl Controller {
                 }
                 _ => {}
             }
-            if s.failing_since.is_some() && last_probe.elapsed() >= PROBE_EVERY {
-                last_probe = Instant::now();
+            if s.failing_since.is_some() && now.saturating_duration_since(last_probe) >= PROBE_EVERY {
+                last_probe = now;
                 let _ = self.db.probe().await;
             }
             tokio::select! {
@@ -132,6 +136,14 @@ impl Controller {
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+impl Controller {
+    /// The controller's clock as wall time, to measure from times the store's
+    /// health stamps.
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.now_ms())
     }
 }
 

@@ -200,6 +200,7 @@ impl HealthClient {
 
 /// A TCP check only needs the connect: closing with a reset (SO_LINGER 0)
 /// leaves no TIME_WAIT socket per check, as load balancers' checks do.
+#[allow(unsafe_code)] // a socket option std does not set; see the SAFETY note inside
 fn close_without_time_wait(stream: &tokio::net::TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };

@@ -80,7 +80,10 @@ impl StoreHealth {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Notes one operation: how long it took and how it ended.
+    /// Notes one operation: how long it took and how it ended. The outage's
+    /// start is stamped with wall time: it is shown ("failing for 3m"), and
+    /// the store wrapper that calls this has no controller clock.
+    #[allow(clippy::disallowed_methods)]
     pub fn observe<T>(&self, op: StoreOp, took: Duration, r: &Result<T, StoreError>) {
         self.latency.get_or_create(&OpLabels { op: op.label() }).observe(took.as_secs_f64());
         match r {
