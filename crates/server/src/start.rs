@@ -210,8 +210,8 @@ fn lock_data_dir(data: &Path) -> Result<std::fs::File, ServerError> {
             return Err(e).with_context(|| format!("cannot lock {}", path.display()));
         }
         Err(std::fs::TryLockError::WouldBlock) => {
-        let pid = std::fs::read_to_string(data.join("server.pid")).unwrap_or_default();
-        return Err(ServerError::Refused(format!(
+            let pid = std::fs::read_to_string(data.join("server.pid")).unwrap_or_default();
+            return Err(ServerError::Refused(format!(
             "another wharf server is already running with data directory {} (pid {})\n  hint: stop it first, or use another --data directory",
             data.display(),
             pid.trim()
