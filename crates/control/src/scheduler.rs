@@ -25,7 +25,7 @@ use wharf_api_types::JobView;
 use wharf_logs::Level;
 use wharf_runtime::{ExitInfo, TaskState};
 use wharf_spec::{Concurrency, Job, Schedule};
-use wharf_store::{Db, JobCursor, JobRunRecord, RunState, RunTrigger};
+use wharf_store::{Db, JobCursor, JobRecord, JobRunRecord, RunState, RunTrigger};
 
 use crate::clock::{Clock, SystemClock};
 use crate::component::BackgroundLoop;
@@ -79,8 +79,8 @@ pub(crate) struct Scheduler {
     /// Exits of one-off tasks the driver forgot at recovery (they ended while
     /// no server watched).
     recovered: Mutex<HashMap<String, Option<ExitInfo>>>,
-    /// Parsed jobs per app, with the wharf.toml text they came from.
-    specs: Mutex<HashMap<String, (String, AppJobs)>>,
+    /// Jobs per app with their parsed schedules, and the records they came from.
+    specs: Mutex<HashMap<String, (Vec<JobRecord>, AppJobs)>>,
     woken: tokio::sync::Notify,
 }
 
@@ -115,34 +115,28 @@ impl Scheduler {
         }
     }
 
-    /// Jobs of every deployed app, parsed from the wharf.toml it was deployed with.
+    /// Jobs of every deployed app, from the typed records its deploy wrote.
     async fn jobs(&self) -> Result<Vec<(String, AppJobs)>, ControlError> {
         let apps = self.db.apps().await?;
         let mut specs = self.specs.lock().unwrap();
         specs.retain(|app, _| apps.iter().any(|a| &a.name == app));
         let mut out = Vec::new();
         for a in apps {
-            if let Some((source, jobs)) = specs.get(&a.name) {
-                if *source == a.source {
+            if let Some((records, jobs)) = specs.get(&a.name) {
+                if records.as_slice() == a.jobs() {
                     out.push((a.name.clone(), jobs.clone()));
                     continue;
                 }
             }
-            // The text was validated when it was deployed; a failure here means
-            // nothing to schedule rather than a crash.
-            let jobs: BTreeMap<String, (Job, Schedule)> = match wharf_spec::parse(&a.source, wharf_spec::FILE_NAME) {
-                Ok(spec) => spec
-                    .jobs
-                    .into_values()
-                    .filter_map(|j| j.parsed_schedule().ok().map(|s| (j.name.clone(), (j, s))))
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!("app {}: stored wharf.toml does not parse: {e}", a.name);
-                    BTreeMap::new()
-                }
-            };
+            // Schedules were validated when deployed; one that no longer
+            // parses means nothing to schedule rather than a crash.
+            let jobs: BTreeMap<String, (Job, Schedule)> = a
+                .jobs()
+                .iter()
+                .filter_map(|r| r.job.parsed_schedule().ok().map(|s| (r.job.name.clone(), (r.job.clone(), s))))
+                .collect();
             let jobs = Arc::new(jobs);
-            specs.insert(a.name.clone(), (a.source.clone(), jobs.clone()));
+            specs.insert(a.name.clone(), (a.jobs().to_vec(), jobs.clone()));
             out.push((a.name, jobs));
         }
         Ok(out)
