@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use wharf_logs::Level;
-use wharf_runtime::ExitInfo;
+use wharf_runtime::{DriverError, ExitInfo};
 use wharf_spec::Job;
 use wharf_store::{AppRecord, Batch, Db, JobRecord, JobRunRecord, MemStore, RunState, RunTrigger};
 
-use super::{Observed, Runner, Scheduler};
+use super::{Observed, Runner, Scheduler, StartError};
 use crate::clock::{Clock, TestClock};
 use crate::controller::ControlError;
 
@@ -41,14 +41,22 @@ struct FakeRunner {
 #[async_trait]
 impl Runner for FakeRunner {
     /// `command = ["run", SECONDS, CODE]`, `["forever"]` or `["unstartable"]`.
-    async fn start(&self, _app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, String> {
+    async fn start(&self, _app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, StartError> {
         let end = match job.command[0].as_str() {
             "run" => Some((
                 self.clock.now_ms() + job.command[1].parse::<u64>().unwrap() * 1000,
                 job.command[2].parse().unwrap(),
             )),
             "forever" => None,
-            _ => return Err("no such program".into()),
+            program => {
+                return Err(StartError::from(DriverError::Spawn {
+                    task: task.to_string(),
+                    program: program.to_string(),
+                    workdir: ".".into(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such program"),
+                    hint: String::new(),
+                }))
+            }
         };
         self.fake.tasks.lock().unwrap().insert(task.to_string(), end);
         self.fake.starts.lock().unwrap().push((job.name.clone(), run.scheduled_at, run.trigger, run.attempt));
@@ -408,4 +416,25 @@ async fn the_scheduler_reads_the_typed_jobs_not_the_text() {
     w.run(&[&s], Duration::from_secs(3600), Duration::from_secs(60)).await;
     assert_eq!(w.scheduled_starts("typed"), [SAT]);
     assert!(w.scheduled_starts("text").is_empty());
+}
+
+#[test]
+fn a_start_error_says_what_failed_in_the_words_of_what_failed() {
+    let not_found = StartError::from(DriverError::NotFound("t1".into()));
+    assert!(matches!(not_found, StartError::Driver(_)), "{not_found:?}");
+    assert_eq!(not_found.to_string(), "no task `t1`");
+    let spawn = StartError::from(DriverError::Spawn {
+        task: "t1".into(),
+        program: "nope".into(),
+        workdir: "/srv".into(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found"),
+        hint: String::new(),
+    });
+    assert!(matches!(spawn, StartError::Command(_)), "{spawn:?}");
+    assert_eq!(spawn.to_string(), "cannot start `nope` (task `t1`, workdir /srv): not found");
+    let store = StartError::from(wharf_store::StoreError::Backend("disk gone".into()));
+    assert_eq!(store.to_string(), "store backend error: disk gone");
+    let missing = StartError::NotDeployed { app: "shop".into(), service: "web".into() };
+    assert_eq!(missing.to_string(), "service web of app shop is not deployed");
+    assert_eq!(StartError::Stopping.to_string(), "the server is stopping");
 }
