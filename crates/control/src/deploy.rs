@@ -9,7 +9,7 @@ use wharf_api_types::{DeployReport, ServiceReport};
 use wharf_logs::Level;
 use wharf_spec::{Service, Spec, SpecError};
 use wharf_store::{
-    AppRecord, Batch, DeployStep, DeploymentRecord, DeploymentState, ReleaseRecord, Revision, ServiceChange,
+    AppRecord, Batch, DeployStep, DeploymentRecord, DeploymentState, JobRecord, ReleaseRecord, Revision, ServiceChange,
     ServiceRecord,
 };
 
@@ -200,7 +200,7 @@ impl Controller {
             }
         }
         let routes_changed = old_app.as_ref().is_none_or(|a| a.routes != spec.routes);
-        let jobs = job_changes(old_app.as_ref().map(|a| a.source.as_str()), &spec.jobs);
+        let jobs = job_changes(old_app.as_ref().map_or(&[], |a| a.jobs()), &spec.jobs);
         let state = if changes.is_empty() && !scaled && !routes_changed && jobs.is_empty() {
             DeploymentState::Unchanged
         } else {
@@ -252,6 +252,12 @@ impl Controller {
                 routes: spec.routes.clone(),
                 source,
                 deployed_at: now,
+                jobs: Some(
+                    spec.jobs
+                        .values()
+                        .map(|job| JobRecord { job: job.clone(), release: hash.to_string(), deployment: Some(id) })
+                        .collect(),
+                ),
             })
             .put_release(&ReleaseRecord { app: app.clone(), hash: hash.to_string(), size, created_at: now })
             .put_deployment(&deployment);

@@ -6,24 +6,25 @@ use std::sync::Arc;
 
 use wharf_api_types::{JobChanges, Plan, ServicePlan};
 use wharf_spec::Route;
+use wharf_store::JobRecord;
 
 use crate::controller::{ControlError, Controller};
 use crate::deploy::{parse_release, revision_digest, DeployError};
 use crate::release::code_hash;
 use crate::rollback::spec_changes;
 
-/// Scheduled jobs a deploy adds, changes or removes: between the jobs of the
-/// wharf.toml the app runs now (`old_source`, empty for a new app) and the
-/// new spec's.
-pub(crate) fn job_changes(old_source: Option<&str>, new: &BTreeMap<String, wharf_spec::Job>) -> JobChanges {
-    let old = old_source
-        .and_then(|src| wharf_spec::parse(src, wharf_spec::FILE_NAME).ok())
-        .map(|s| s.jobs)
-        .unwrap_or_default();
+/// Scheduled jobs a deploy adds, changes or removes: between the jobs the
+/// app runs now (`old`, empty for a new app) and the new spec's.
+pub(crate) fn job_changes(old: &[JobRecord], new: &BTreeMap<String, wharf_spec::Job>) -> JobChanges {
+    let old: BTreeMap<&str, &wharf_spec::Job> = old.iter().map(|r| (r.job.name.as_str(), &r.job)).collect();
     JobChanges {
-        added: new.keys().filter(|k| !old.contains_key(*k)).cloned().collect(),
-        changed: new.iter().filter(|(k, j)| old.get(*k).is_some_and(|o| o != *j)).map(|(k, _)| k.clone()).collect(),
-        removed: old.keys().filter(|k| !new.contains_key(*k)).cloned().collect(),
+        added: new.keys().filter(|k| !old.contains_key(k.as_str())).cloned().collect(),
+        changed: new
+            .iter()
+            .filter(|(k, j)| old.get(k.as_str()).is_some_and(|o| *o != *j))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        removed: old.keys().filter(|k| !new.contains_key(**k)).map(|k| k.to_string()).collect(),
     }
 }
 
@@ -112,7 +113,7 @@ impl Controller {
             }
         }
         let old_app = self.db.app(app).await?;
-        let jobs = job_changes(old_app.as_ref().map(|a| a.source.as_str()), &spec.jobs);
+        let jobs = job_changes(old_app.as_ref().map_or(&[], |a| a.jobs()), &spec.jobs);
         let old_routes: Vec<String> = old_app.map(|a| a.routes.iter().map(route_text).collect()).unwrap_or_default();
         let new_routes: Vec<String> = spec.routes.iter().map(route_text).collect();
         let routes_added: Vec<String> = new_routes.iter().filter(|r| !old_routes.contains(r)).cloned().collect();

@@ -23,9 +23,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use wharf_api_types::JobView;
 use wharf_logs::Level;
-use wharf_runtime::{ExitInfo, TaskState};
+use wharf_runtime::{DriverError, ExitInfo, TaskState};
 use wharf_spec::{Concurrency, Job, Schedule};
-use wharf_store::{Db, JobCursor, JobRunRecord, RunState, RunTrigger};
+use wharf_store::{Db, JobCursor, JobRecord, JobRunRecord, RunState, RunTrigger, StoreError};
 
 use crate::clock::{Clock, SystemClock};
 use crate::component::BackgroundLoop;
@@ -50,12 +50,46 @@ pub(crate) enum Observed {
     Gone,
 }
 
+/// Why a run's task could not be started. Its text goes into the run's
+/// message ("failed to start: ...") and the event, so each variant's text
+/// is the text of what failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// The controller the runner belongs to is gone.
+    #[error("the server is stopping")]
+    Stopping,
+    /// The job names a service the app does not run (any more).
+    #[error("service {service} of app {app} is not deployed")]
+    NotDeployed { app: String, service: String },
+    /// Reading the service or its revision from the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Building the task from the revision (its revision, its user).
+    #[error(transparent)]
+    Task(#[from] ControlError),
+    /// The job's command could not be executed (not found, not executable).
+    #[error(transparent)]
+    Command(DriverError),
+    /// The driver refused the task for another reason.
+    #[error(transparent)]
+    Driver(DriverError),
+}
+
+impl From<DriverError> for StartError {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::Spawn { .. } => StartError::Command(e),
+            e => StartError::Driver(e),
+        }
+    }
+}
+
 /// How runs are carried out: by the controller's driver in production, by
 /// a fake in tests.
 #[async_trait]
 pub(crate) trait Runner: Send + Sync + 'static {
     /// Starts the task `task` for a run of `job`; returns the revision used.
-    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, String>;
+    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, StartError>;
     fn observe(&self, task: &str) -> Observed;
     /// Stops a task (graceful, then SIGKILL); returns how it ended.
     async fn stop(&self, task: &str) -> ExitInfo;
@@ -79,8 +113,8 @@ pub(crate) struct Scheduler {
     /// Exits of one-off tasks the driver forgot at recovery (they ended while
     /// no server watched).
     recovered: Mutex<HashMap<String, Option<ExitInfo>>>,
-    /// Parsed jobs per app, with the wharf.toml text they came from.
-    specs: Mutex<HashMap<String, (String, AppJobs)>>,
+    /// Jobs per app with their parsed schedules, and the records they came from.
+    specs: Mutex<HashMap<String, (Vec<JobRecord>, AppJobs)>>,
     woken: tokio::sync::Notify,
 }
 
@@ -115,34 +149,28 @@ impl Scheduler {
         }
     }
 
-    /// Jobs of every deployed app, parsed from the wharf.toml it was deployed with.
+    /// Jobs of every deployed app, from the typed records its deploy wrote.
     async fn jobs(&self) -> Result<Vec<(String, AppJobs)>, ControlError> {
         let apps = self.db.apps().await?;
         let mut specs = self.specs.lock().unwrap();
         specs.retain(|app, _| apps.iter().any(|a| &a.name == app));
         let mut out = Vec::new();
         for a in apps {
-            if let Some((source, jobs)) = specs.get(&a.name) {
-                if *source == a.source {
+            if let Some((records, jobs)) = specs.get(&a.name) {
+                if records.as_slice() == a.jobs() {
                     out.push((a.name.clone(), jobs.clone()));
                     continue;
                 }
             }
-            // The text was validated when it was deployed; a failure here means
-            // nothing to schedule rather than a crash.
-            let jobs: BTreeMap<String, (Job, Schedule)> = match wharf_spec::parse(&a.source, wharf_spec::FILE_NAME) {
-                Ok(spec) => spec
-                    .jobs
-                    .into_values()
-                    .filter_map(|j| j.parsed_schedule().ok().map(|s| (j.name.clone(), (j, s))))
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!("app {}: stored wharf.toml does not parse: {e}", a.name);
-                    BTreeMap::new()
-                }
-            };
+            // Schedules were validated when deployed; one that no longer
+            // parses means nothing to schedule rather than a crash.
+            let jobs: BTreeMap<String, (Job, Schedule)> = a
+                .jobs()
+                .iter()
+                .filter_map(|r| r.job.parsed_schedule().ok().map(|s| (r.job.name.clone(), (r.job.clone(), s))))
+                .collect();
             let jobs = Arc::new(jobs);
-            specs.insert(a.name.clone(), (a.source.clone(), jobs.clone()));
+            specs.insert(a.name.clone(), (a.jobs().to_vec(), jobs.clone()));
             out.push((a.name, jobs));
         }
         Ok(out)
@@ -699,30 +727,28 @@ struct DriverRunner {
 }
 
 impl DriverRunner {
-    fn ctl(&self) -> Result<Arc<Controller>, String> {
-        self.ctl.upgrade().ok_or_else(|| "the server is stopping".to_string())
+    fn ctl(&self) -> Result<Arc<Controller>, StartError> {
+        self.ctl.upgrade().ok_or(StartError::Stopping)
     }
 }
 
 #[async_trait]
 impl Runner for DriverRunner {
-    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, String> {
+    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, StartError> {
         let ctl = self.ctl()?;
         let svc = ctl
             .db
             .service(app, &job.service)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("service {} of app {app} is not deployed", job.service))?;
+            .await?
+            .ok_or_else(|| StartError::NotDeployed { app: app.to_string(), service: job.service.clone() })?;
         // The revision that has the traffic (during a blue-green deploy, the old one until the switch).
         let number = crate::strategy::PoolLayout::of(&svc).serving_revision();
-        let rev = ctl.revision(app, &job.service, number).await.map_err(|e| e.to_string())?;
-        let mut spec =
-            ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false).map_err(|e| e.to_string())?;
+        let rev = ctl.revision(app, &job.service, number).await?;
+        let mut spec = ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false)?;
         spec.env.insert("WHARF_JOB".into(), job.name.clone());
         spec.env.insert("WHARF_JOB_RUN".into(), run.id.clone());
         ctl.remember(&spec);
-        ctl.driver.start(spec).await.map_err(|e| e.to_string())?;
+        ctl.driver.start(spec).await?;
         Ok(number)
     }
 

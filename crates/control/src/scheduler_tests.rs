@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use wharf_logs::Level;
-use wharf_runtime::ExitInfo;
+use wharf_runtime::{DriverError, ExitInfo};
 use wharf_spec::Job;
-use wharf_store::{AppRecord, Batch, Db, JobRunRecord, MemStore, RunState, RunTrigger};
+use wharf_store::{AppRecord, Batch, Db, JobRecord, JobRunRecord, MemStore, RunState, RunTrigger};
 
-use super::{Observed, Runner, Scheduler};
+use super::{Observed, Runner, Scheduler, StartError};
 use crate::clock::{Clock, TestClock};
 use crate::controller::ControlError;
 
@@ -41,14 +41,22 @@ struct FakeRunner {
 #[async_trait]
 impl Runner for FakeRunner {
     /// `command = ["run", SECONDS, CODE]`, `["forever"]` or `["unstartable"]`.
-    async fn start(&self, _app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, String> {
+    async fn start(&self, _app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, StartError> {
         let end = match job.command[0].as_str() {
             "run" => Some((
                 self.clock.now_ms() + job.command[1].parse::<u64>().unwrap() * 1000,
                 job.command[2].parse().unwrap(),
             )),
             "forever" => None,
-            _ => return Err("no such program".into()),
+            program => {
+                return Err(StartError::from(DriverError::Spawn {
+                    task: task.to_string(),
+                    program: program.to_string(),
+                    workdir: ".".into(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such program"),
+                    hint: String::new(),
+                }))
+            }
         };
         self.fake.tasks.lock().unwrap().insert(task.to_string(), end);
         self.fake.starts.lock().unwrap().push((job.name.clone(), run.scheduled_at, run.trigger, run.attempt));
@@ -95,12 +103,29 @@ impl World {
         Scheduler::new(self.db.clone(), self.clock.clone(), runner)
     }
 
-    /// Deploys an app whose wharf.toml has these `[job]` tables.
+    /// Deploys an app whose wharf.toml has these `[job]` tables, recording
+    /// its typed jobs as a deploy does.
     async fn deploy(&self, jobs: &str) {
+        self.deploy_with(jobs, true).await
+    }
+
+    /// `typed` false: the app record as written before jobs were recorded,
+    /// with only the wharf.toml text.
+    async fn deploy_with(&self, jobs: &str, typed: bool) {
         let source = format!("app = \"shop\"\n[service.web]\ncommand = \"web\"\n{jobs}");
-        wharf_spec::parse(&source, "wharf.toml").unwrap_or_else(|e| panic!("{e}"));
+        let spec = wharf_spec::parse(&source, "wharf.toml").unwrap_or_else(|e| panic!("{e}"));
+        let jobs = typed.then(|| {
+            spec.jobs.into_values().map(|job| JobRecord { job, release: "r".into(), deployment: Some(1) }).collect()
+        });
         let mut b = Batch::default();
-        b.put_app(&AppRecord { name: "shop".into(), release: "r".into(), routes: vec![], source, deployed_at: 0 });
+        b.put_app(&AppRecord {
+            name: "shop".into(),
+            release: "r".into(),
+            routes: vec![],
+            source,
+            deployed_at: 0,
+            jobs,
+        });
         self.db.commit(b).await.unwrap();
     }
 
@@ -347,4 +372,69 @@ async fn a_run_that_cannot_start_is_recorded() {
     assert_eq!(runs[0].state, RunState::FailedToStart);
     assert!(runs[0].message.contains("no such program"), "{}", runs[0].message);
     assert!(w.clock.now_ms() > SAT);
+}
+
+#[tokio::test]
+async fn jobs_of_an_app_recorded_before_jobs_were_typed_run_once_per_time() {
+    let w = World::new(SAT - 5_000);
+    w.deploy_with(&job("sweep", "*/15 * * * *", "run 5 0", ""), false).await;
+    // Two schedulers side by side: both read the old record, one migrates it.
+    let (a, b) = (w.scheduler(), w.scheduler());
+    a.tick().await.unwrap();
+    b.tick().await.unwrap();
+    w.run(&[&a, &b], Duration::from_secs(3600), Duration::from_secs(30)).await;
+    let expected: Vec<u64> = (0..4).map(|i| SAT + i * 15 * MIN).collect();
+    assert_eq!(w.scheduled_starts("sweep"), expected);
+    let app = w.db.app("shop").await.unwrap().unwrap();
+    let names: Vec<(&str, Option<u64>)> = app.jobs().iter().map(|r| (r.job.name.as_str(), r.deployment)).collect();
+    assert_eq!(names, [("sweep", None)], "the typed jobs were written back");
+}
+
+#[tokio::test]
+async fn the_scheduler_reads_the_typed_jobs_not_the_text() {
+    let w = World::new(SAT - 5_000);
+    let typed = wharf_spec::parse(
+        &format!("app = \"shop\"\n[service.web]\ncommand = \"web\"\n{}", job("typed", "0 * * * *", "run 1 0", "")),
+        "wharf.toml",
+    )
+    .unwrap();
+    let jobs = typed.jobs.into_values().map(|job| JobRecord { job, release: "r".into(), deployment: Some(1) });
+    let source =
+        format!("app = \"shop\"\n[service.web]\ncommand = \"web\"\n{}", job("text", "0 * * * *", "run 1 0", ""));
+    let mut b = Batch::default();
+    b.put_app(&AppRecord {
+        name: "shop".into(),
+        release: "r".into(),
+        routes: vec![],
+        source,
+        deployed_at: 0,
+        jobs: Some(jobs.collect()),
+    });
+    w.db.commit(b).await.unwrap();
+    let s = w.scheduler();
+    s.tick().await.unwrap();
+    w.run(&[&s], Duration::from_secs(3600), Duration::from_secs(60)).await;
+    assert_eq!(w.scheduled_starts("typed"), [SAT]);
+    assert!(w.scheduled_starts("text").is_empty());
+}
+
+#[test]
+fn a_start_error_says_what_failed_in_the_words_of_what_failed() {
+    let not_found = StartError::from(DriverError::NotFound("t1".into()));
+    assert!(matches!(not_found, StartError::Driver(_)), "{not_found:?}");
+    assert_eq!(not_found.to_string(), "no task `t1`");
+    let spawn = StartError::from(DriverError::Spawn {
+        task: "t1".into(),
+        program: "nope".into(),
+        workdir: "/srv".into(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found"),
+        hint: String::new(),
+    });
+    assert!(matches!(spawn, StartError::Command(_)), "{spawn:?}");
+    assert_eq!(spawn.to_string(), "cannot start `nope` (task `t1`, workdir /srv): not found");
+    let store = StartError::from(wharf_store::StoreError::Backend("disk gone".into()));
+    assert_eq!(store.to_string(), "store backend error: disk gone");
+    let missing = StartError::NotDeployed { app: "shop".into(), service: "web".into() };
+    assert_eq!(missing.to_string(), "service web of app shop is not deployed");
+    assert_eq!(StartError::Stopping.to_string(), "the server is stopping");
 }

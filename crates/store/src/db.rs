@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::records::*;
-use crate::{Op, Store, StoreError};
+use crate::{JobRecord, Op, Store, StoreError};
 
 /// How many events the store keeps; older ones are trimmed.
 const EVENTS_KEPT: usize = 5000;
@@ -115,10 +115,36 @@ impl Db {
     }
 
     pub async fn app(&self, app: &str) -> Result<Option<AppRecord>, StoreError> {
-        self.get(&app_key(app)).await
+        let key = app_key(app);
+        match self.store.get(&key).await? {
+            None => Ok(None),
+            Some(bytes) => self.read_app(&key, bytes).await.map(Some),
+        }
     }
     pub async fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
-        self.list("apps/").await
+        let mut out = Vec::new();
+        for (key, bytes) in self.store.list("apps/").await? {
+            out.push(self.read_app(&key, bytes).await?);
+        }
+        Ok(out)
+    }
+
+    /// Decodes an app record. One written before jobs were recorded gets
+    /// its jobs from its wharf.toml text, written back so that the text is
+    /// parsed once, not on every read.
+    async fn read_app(&self, key: &str, bytes: Vec<u8>) -> Result<AppRecord, StoreError> {
+        let mut app: AppRecord = decode(key, &bytes)?;
+        if app.jobs.is_none() {
+            app.jobs = Some(JobRecord::from_source(&app.source, &app.release));
+            // Only over the record as read: a concurrent write of the app wins.
+            // A failed write (full disk) leaves the next read to parse again.
+            let ops = vec![
+                Op::Expect { key: key.to_string(), value: Some(bytes) },
+                Op::Put { key: key.to_string(), value: encode(&app) },
+            ];
+            let _ = self.store.apply(ops).await;
+        }
+        Ok(app)
     }
 
     pub async fn service(&self, app: &str, svc: &str) -> Result<Option<ServiceRecord>, StoreError> {

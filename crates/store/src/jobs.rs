@@ -1,13 +1,41 @@
-//! Scheduled jobs in the store: one record per run (attempt) of a job, keyed
-//! by job and time so the scheduler can claim a scheduled time exactly once,
-//! and a cursor per job (the last scheduled time it has dealt with).
-//!
-//! Job definitions themselves are not stored here: they are part of the
-//! app's `wharf.toml`, kept in its [`AppRecord`](crate::AppRecord).
+//! Scheduled jobs in the store: each job's typed definition ([`JobRecord`],
+//! kept in its app's [`AppRecord`](crate::AppRecord) so it changes and rolls
+//! back with the app in one write), one record per run (attempt) of a job,
+//! keyed by job and time so the scheduler can claim a scheduled time exactly
+//! once, and a cursor per job (the last scheduled time it has dealt with).
 
 use serde::{Deserialize, Serialize};
+use wharf_spec::Job;
 
 use crate::{Db, Op, StoreError};
+
+/// One `[job.NAME]` of an app as it was deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job: Job,
+    /// The release whose wharf.toml declared it.
+    pub release: String,
+    /// The deployment that recorded it; None when it was read from the
+    /// wharf.toml text of a record written before jobs were recorded.
+    #[serde(default)]
+    pub deployment: Option<u64>,
+}
+
+impl JobRecord {
+    /// The jobs of a wharf.toml text as stored before jobs were recorded.
+    /// The text was validated when it was deployed; one that no longer
+    /// parses gives no jobs (nothing to schedule) rather than an error.
+    pub fn from_source(source: &str, release: &str) -> Vec<JobRecord> {
+        wharf_spec::parse(source, wharf_spec::FILE_NAME)
+            .map(|spec| {
+                spec.jobs
+                    .into_values()
+                    .map(|job| JobRecord { job, release: release.to_string(), deployment: None })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
 
 /// Why a run happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

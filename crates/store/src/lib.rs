@@ -18,7 +18,7 @@ mod records;
 mod redb_store;
 
 pub use db::{Batch, Db};
-pub use jobs::{JobCursor, JobRunRecord, RunState, RunTrigger};
+pub use jobs::{JobCursor, JobRecord, JobRunRecord, RunState, RunTrigger};
 pub use mem_store::MemStore;
 pub use records::*;
 pub use redb_store::{id_file, verify_file, RedbStore, StoreDigest};

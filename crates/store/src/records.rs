@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use wharf_spec::{Route, Service};
 
+use crate::JobRecord;
+
 /// The last accepted deploy of an app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppRecord {
@@ -13,6 +15,19 @@ pub struct AppRecord {
     /// The wharf.toml text of that release, for `status` and diffing.
     pub source: String,
     pub deployed_at: u64,
+    /// The jobs that release declares, by name, so that no reader has to
+    /// parse `source` again. None only in records written before jobs were
+    /// recorded: [`Db::app`](crate::Db::app) and [`Db::apps`](crate::Db::apps)
+    /// fill them in from `source` (and write them back) on first read.
+    #[serde(default)]
+    pub jobs: Option<Vec<JobRecord>>,
+}
+
+impl AppRecord {
+    /// The app's jobs, by name; empty when none were recorded.
+    pub fn jobs(&self) -> &[JobRecord] {
+        self.jobs.as_deref().unwrap_or_default()
+    }
 }
 
 /// The desired state of one service: which revision, how many tasks, and

@@ -42,6 +42,7 @@ async fn typed_records_round_trip() {
         routes: vec![],
         source: "app = \"shop\"".into(),
         deployed_at: 1,
+        jobs: Some(vec![]),
     };
     let svc = ServiceRecord { app: "shop".into(), name: "web".into(), revision: 3, replicas: 2, ..Default::default() };
     let other =
