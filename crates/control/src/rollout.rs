@@ -311,9 +311,23 @@ impl Rollout {
         }
         let mut waiting = Vec::new();
         let mut switched = false;
+        let mut save = false;
         for s in ctl.db.services(Some(&app)).await? {
             let p = self.service_progress(ctl, &s).await?;
             let policy = ctl.revision(&app, &s.name, s.revision).await?.spec.deploy.clone();
+            if let Some(c) = s.canary {
+                let promoted = match self.canary_step(ctl, d, w, &s, &p, &policy).await? {
+                    Next::Fail(why) => return Ok(Next::Fail(why)),
+                    next => matches!(next, Next::Save),
+                };
+                save |= promoted;
+                // While the new set starts, the rollout's deadline applies;
+                // then the steps have their own timing.
+                if promoted || c.step > 0 {
+                    waiting.push(p.describe(&s));
+                    continue;
+                }
+            }
             if self.switch_when_ready(ctl, d, &s, &p, true).await? {
                 switched = true;
                 continue;
@@ -341,7 +355,7 @@ impl Rollout {
         }
         note_progress(d, w, &waiting);
         if switched || !waiting.is_empty() {
-            return Ok(Next::Stay);
+            return Ok(if save { Next::Save } else { Next::Stay });
         }
         // Everything switched: the bake watches the new revisions.
         let bake = self.bake_time(ctl, d).await?;
@@ -396,6 +410,82 @@ impl Rollout {
         ctl.reconciler.wake();
         ctl.routing.publish().await;
         Ok(Next::Finish(DeploymentState::Succeeded, "the new revisions are healthy".into()))
+    }
+
+    /// A canary's step: the new set's answers are judged by the bake's guard
+    /// from the step's start; the first step begins once the whole new set is
+    /// ready, each next one when the step is over, and after the last the
+    /// canary is promoted (the rollout's deadline then counts again, for the
+    /// old tasks to leave: `Save`).
+    async fn canary_step(
+        &self,
+        ctl: &Arc<Controller>,
+        d: &mut DeploymentRecord,
+        w: &mut Watch,
+        s: &ServiceRecord,
+        p: &ServiceProgress,
+        policy: &DeployPolicy,
+    ) -> Result<Next, ControlError> {
+        let Some(c) = s.canary else { return Ok(Next::Stay) };
+        let now = ctl.now_ms();
+        if c.step > 0 {
+            let window = bake_window(&s.name, &self.new_outcomes(ctl, d), &mut w.baseline);
+            if let Some(why) = judge(policy, &window) {
+                return Ok(Next::Fail(format!("{}@{} at {}% of the requests: {why}", s.name, s.revision, c.weight)));
+            }
+        }
+        let due = if c.step == 0 { p.ready >= s.replicas as usize } else { strategy::canary_due(s, now) };
+        if !due {
+            return Ok(Next::Stay);
+        }
+        let Some(next) = strategy::canary_next(s, &policy.steps, policy.step_interval, now) else {
+            return Ok(Next::Stay);
+        };
+        if c.step == 0 {
+            // The guard counts the new tasks' answers from the first step on.
+            for (id, (service, counts)) in self.new_outcomes(ctl, d) {
+                if service == s.name {
+                    w.baseline.insert(id, counts);
+                }
+            }
+        }
+        let promoted = next.canary.is_none();
+        self.canary_moved(ctl, d, &next, policy.steps.len()).await?;
+        if promoted {
+            d.step_started_at = now;
+            return Ok(Next::Save);
+        }
+        Ok(Next::Stay)
+    }
+
+    /// Writes a canary's next record (a step or the promotion), routes it, says so.
+    pub(crate) async fn canary_moved(
+        &self,
+        ctl: &Arc<Controller>,
+        d: &DeploymentRecord,
+        next: &ServiceRecord,
+        steps: usize,
+    ) -> Result<(), ControlError> {
+        let mut batch = Batch::default();
+        batch.put_service(next);
+        ctl.db.commit(batch).await?;
+        ctl.routing.publish().await;
+        ctl.reconciler.wake();
+        let (svc, rev) = (&next.name, next.revision);
+        let text = match next.canary {
+            Some(c) => format!("{svc}@{rev} takes {}% of the requests (step {}/{steps})", c.weight, c.step),
+            None => format!("{svc}@{rev} promoted: it takes all the requests; the old tasks leave"),
+        };
+        let kind = if next.canary.is_some() { "deploy.canary_step" } else { "deploy.canary_promoted" };
+        ctl.event_full(
+            kind,
+            Level::Info,
+            Some(&d.app),
+            Some(svc),
+            None,
+            format!("deployment {}#{}: {text}", d.app, d.id),
+        );
+        Ok(())
     }
 
     /// Blue-green: gives the desired revision all the traffic once all its

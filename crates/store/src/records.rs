@@ -35,6 +35,23 @@ pub struct ServiceRecord {
     /// differs when scaled by hand or by the autoscaler since.
     #[serde(default)]
     pub declared_replicas: Option<u32>,
+    /// A canary under way: its step and the new revision's share, kept so a
+    /// restarted server resumes at the same weights.
+    #[serde(default)]
+    pub canary: Option<CanaryRecord>,
+}
+
+/// Where a canary deploy stands; `revision` of its service is the new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryRecord {
+    /// The revision that had the traffic; it keeps the rest of the requests.
+    pub from: u64,
+    /// 0 while the new set starts (no share yet); then 1 to the number of steps.
+    pub step: u32,
+    /// The new revision's share of the requests, in percent.
+    pub weight: u32,
+    /// When the step ends (Unix ms): the next step, or the promotion after the last.
+    pub until: u64,
 }
 
 /// An immutable, numbered snapshot of a service's spec and release (`api@7`).
