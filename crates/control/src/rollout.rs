@@ -11,7 +11,9 @@ use wharf_logs::Level;
 use wharf_proxy::OutcomeCounts;
 use wharf_runtime::{TaskState, TaskStatus};
 use wharf_spec::DeployPolicy;
-use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord};
+use wharf_store::{
+    Batch, CanaryStepRecord, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord,
+};
 
 use crate::component::BackgroundLoop;
 use crate::controller::{fmt_duration, ControlError, Controller};
@@ -311,19 +313,16 @@ impl Rollout {
         }
         let mut waiting = Vec::new();
         let mut switched = false;
-        let mut save = false;
         for s in ctl.db.services(Some(&app)).await? {
             let p = self.service_progress(ctl, &s).await?;
             let policy = ctl.revision(&app, &s.name, s.revision).await?.spec.deploy.clone();
             if let Some(c) = s.canary {
-                let promoted = match self.canary_step(ctl, d, w, &s, &p, &policy).await? {
-                    Next::Fail(why) => return Ok(Next::Fail(why)),
-                    next => matches!(next, Next::Save),
-                };
-                save |= promoted;
+                if let Some(why) = self.canary_step(ctl, d, w, &s, &p, &policy).await? {
+                    return Ok(Next::Fail(why));
+                }
                 // While the new set starts, the rollout's deadline applies;
                 // then the steps have their own timing.
-                if promoted || c.step > 0 {
+                if c.step > 0 {
                     waiting.push(p.describe(&s));
                     continue;
                 }
@@ -355,7 +354,7 @@ impl Rollout {
         }
         note_progress(d, w, &waiting);
         if switched || !waiting.is_empty() {
-            return Ok(if save { Next::Save } else { Next::Stay });
+            return Ok(Next::Stay);
         }
         // Everything switched: the bake watches the new revisions.
         let bake = self.bake_time(ctl, d).await?;
@@ -416,7 +415,7 @@ impl Rollout {
     /// from the step's start; the first step begins once the whole new set is
     /// ready, each next one when the step is over, and after the last the
     /// canary is promoted (the rollout's deadline then counts again, for the
-    /// old tasks to leave: `Save`).
+    /// old tasks to leave). Some: why the canary fails.
     async fn canary_step(
         &self,
         ctl: &Arc<Controller>,
@@ -425,21 +424,21 @@ impl Rollout {
         s: &ServiceRecord,
         p: &ServiceProgress,
         policy: &DeployPolicy,
-    ) -> Result<Next, ControlError> {
-        let Some(c) = s.canary else { return Ok(Next::Stay) };
+    ) -> Result<Option<String>, ControlError> {
+        let Some(c) = s.canary else { return Ok(None) };
         let now = ctl.now_ms();
         if c.step > 0 {
             let window = bake_window(&s.name, &self.new_outcomes(ctl, d), &mut w.baseline);
             if let Some(why) = judge(policy, &window) {
-                return Ok(Next::Fail(format!("{}@{} at {}% of the requests: {why}", s.name, s.revision, c.weight)));
+                return Ok(Some(format!("{}@{} at {}% of the requests: {why}", s.name, s.revision, c.weight)));
             }
         }
         let due = if c.step == 0 { p.ready >= s.replicas as usize } else { strategy::canary_due(s, now) };
         if !due {
-            return Ok(Next::Stay);
+            return Ok(None);
         }
         let Some(next) = strategy::canary_next(s, &policy.steps, policy.step_interval, now) else {
-            return Ok(Next::Stay);
+            return Ok(None);
         };
         if c.step == 0 {
             // The guard counts the new tasks' answers from the first step on.
@@ -449,25 +448,28 @@ impl Rollout {
                 }
             }
         }
-        let promoted = next.canary.is_none();
-        self.canary_moved(ctl, d, &next, policy.steps.len()).await?;
-        if promoted {
+        if next.canary.is_none() {
             d.step_started_at = now;
-            return Ok(Next::Save);
         }
-        Ok(Next::Stay)
+        self.canary_moved(ctl, d, &next, policy.steps.len()).await?;
+        Ok(None)
     }
 
-    /// Writes a canary's next record (a step or the promotion), routes it, says so.
+    /// Writes a canary's next record (a step or the promotion) with the
+    /// deployment that records the move, in one write; routes it, says so.
     pub(crate) async fn canary_moved(
         &self,
         ctl: &Arc<Controller>,
-        d: &DeploymentRecord,
+        d: &mut DeploymentRecord,
         next: &ServiceRecord,
         steps: usize,
     ) -> Result<(), ControlError> {
+        let (step, weight) = next.canary.map_or((0, strategy::FULL_WEIGHT), |c| (c.step, c.weight));
+        let at = ctl.now_ms();
+        let moved = CanaryStepRecord { service: next.name.clone(), revision: next.revision, step, weight, at };
+        d.canary_steps.push(moved);
         let mut batch = Batch::default();
-        batch.put_service(next);
+        batch.put_service(next).put_deployment(d);
         ctl.db.commit(batch).await?;
         ctl.routing.publish().await;
         ctl.reconciler.wake();

@@ -195,6 +195,21 @@ pub struct DeploymentRecord {
     /// deployment rolls back. None for a first deploy or a manual rollback.
     #[serde(default)]
     pub previous_app: Option<AppRecord>,
+    /// A canary's moves, in order, for `wharf deployments`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_steps: Vec<CanaryStepRecord>,
+}
+
+/// One move of a canary: a step's share, or (weight 100) its promotion.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryStepRecord {
+    pub service: String,
+    pub revision: u64,
+    /// 1 to the number of steps; 0 for the promotion.
+    pub step: u32,
+    /// The new revision's share of the requests, in percent.
+    pub weight: u32,
+    pub at: u64,
 }
 
 impl DeploymentRecord {
