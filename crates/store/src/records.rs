@@ -267,3 +267,27 @@ pub struct DestroyRecord {
     #[serde(default)]
     pub services: Vec<String>,
 }
+
+#[cfg(test)]
+mod canary_tests {
+    use super::*;
+
+    /// Records written before canaries load, with no canary under way; a
+    /// record without one is written as before.
+    #[test]
+    fn records_from_before_canaries_load_without_one() {
+        let old = r#"{"app":"a","name":"web","revision":3,"replicas":2,"live":null,"standby":null}"#;
+        let s: ServiceRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((s.revision, s.canary), (3, None));
+        let d: DeploymentRecord = serde_json::from_str(
+            r#"{"app":"a","id":1,"release":"r","changes":[],"state":"succeeded","message":"m","started_at":1,"finished_at":2}"#,
+        )
+        .unwrap();
+        assert!(d.canary_steps.is_empty());
+        assert!(!serde_json::to_string(&d).unwrap().contains("canary"));
+        let c = CanaryRecord { from: 3, step: 1, weight: 10, until: 99 };
+        let with = ServiceRecord { canary: Some(c), ..s };
+        let back: ServiceRecord = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back.canary, Some(c), "a restarted server reads the same step and weights");
+    }
+}
