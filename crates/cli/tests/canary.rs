@@ -123,12 +123,17 @@ fn a_canary_takes_its_share_and_a_sticky_cookie_keeps_a_client_on_one_side() {
     let mut s = s;
     s.kill9();
     s.spawn();
+    // The re-adopted tasks are checked again before they take requests.
+    let addr = s.proxy_addr();
+    wait_for("the new revision to serve again", Duration::from_secs(30), || {
+        (get_version(&addr, "").1 == "2").then_some(())
+    });
     let share = share_of(&s, "2", 4_000);
     eprintln!("after a restart: {share:.2}% of 4000 requests on the new revision");
     assert!((7.0..=13.0).contains(&share), "after a restart the new revision took {share:.2}%, not 10%");
-    let addr = s.proxy_addr();
     // The status shows the split; a promotion by hand skips the remaining step.
     let status = s.ok(&["status"]);
+    eprintln!("{status}");
     assert!(status.contains("canary api@2 10% (step 1/2"), "{status}");
     let json = s.json(&["status", "--json"]);
     let text = json.to_string();
