@@ -256,7 +256,7 @@ pub(crate) struct DeployTable {
 #[serde(untagged)]
 pub(crate) enum StickySpec {
     Cookie(bool),
-    Header(#[schemars(pattern("^header:[A-Za-z0-9-]+$"), example = &"header:X-User-Id")] String),
+    Header(#[schemars(pattern("^header:[A-Za-z0-9_-]{1,64}$"), example = &"header:X-User-Id")] String),
 }
 
 /// A share: a fraction or a percentage.
