@@ -448,6 +448,13 @@ impl Rollout {
                 }
             }
         }
+        // A promotion or an abort by hand holds the lock and may have moved
+        // the service (and the deployment) since they were read: then the
+        // next tick starts over from the store.
+        let _guard = self.lock().await;
+        if ctl.db.service(&s.app, &s.name).await?.as_ref() != Some(s) {
+            return Ok(None);
+        }
         if next.canary.is_none() {
             d.step_started_at = now;
         }
