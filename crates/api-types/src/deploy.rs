@@ -59,6 +59,20 @@ pub struct Deployment {
     /// itself); the key stays so the JSON is what it always was.
     #[serde(default)]
     pub previous_app: Option<serde_json::Value>,
+    /// A canary's moves, in order (absent without a canary).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_steps: Vec<CanaryStep>,
+}
+
+/// One move of a canary: a step's share, or (weight 100, step 0) its promotion.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryStep {
+    pub service: String,
+    pub revision: u64,
+    pub step: u32,
+    /// The new revision's share of the requests, in percent.
+    pub weight: u32,
+    pub at: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

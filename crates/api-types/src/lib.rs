@@ -15,7 +15,7 @@ mod requests;
 mod status;
 
 pub use deploy::{
-    DeployReport, DeployStep, Deployment, DeploymentState, DestroyReport, JobChanges, Plan, RevisionView,
+    CanaryStep, DeployReport, DeployStep, Deployment, DeploymentState, DestroyReport, JobChanges, Plan, RevisionView,
     ServiceChange, ServicePlan, ServiceReport,
 };
 pub use error::{ErrorBody, ErrorDetail};
@@ -25,10 +25,10 @@ pub use ops::{
     StoppedRun, TopService, TopView,
 };
 pub use requests::{
-    AppQuery, DestroyQuery, EventQuery, JobRunsQuery, LogQuery, MaintenanceRequest, PauseRequest, RollbackRequest,
-    RunRequest, ScaleRequest, ServiceQuery, TriggerRequest,
+    AppQuery, DestroyQuery, EventQuery, JobRunsQuery, LogQuery, MaintenanceRequest, PauseRequest, PromoteRequest,
+    RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, TriggerRequest,
 };
-pub use status::{AppView, Health, RouteView, ServiceView, StatusView, TaskState, TaskView};
+pub use status::{AppView, CanaryView, Health, RouteView, ServiceView, StatusView, TaskState, TaskView};
 /// Where an invalid wharf.toml is wrong, in error answers.
 pub use wharf_spec::Diagnostic;
 

@@ -108,6 +108,16 @@ pub struct RollbackRequest {
     pub revision: Option<u64>,
 }
 
+/// `POST /v1/promote`: a canary takes all the requests now, skipping its
+/// remaining steps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    pub app: Option<String>,
+    /// Default: every service of the app's running canary.
+    pub service: Option<String>,
+}
+
 /// `POST /v1/scale`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

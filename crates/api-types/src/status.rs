@@ -59,6 +59,22 @@ pub struct ServiceView {
     /// Tasks of the current revision that keep failing their health checks
     /// (for a second or more), each as "TASK: last check's error".
     pub health_failing: Vec<String>,
+    /// A canary deploy under way: how the requests are split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryView>,
+}
+
+/// A canary's split: the new revision (the service's `revision`) takes
+/// `weight` percent of the requests, `from` the rest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CanaryView {
+    pub from: u64,
+    /// 0 while the new set starts; then 1 to `steps`.
+    pub step: u32,
+    pub steps: u32,
+    pub weight: u32,
+    /// Seconds until the next step (or the promotion after the last); None while the new set starts.
+    pub next_in_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

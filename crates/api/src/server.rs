@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use wharf_api_types::{
     AppQuery, DestroyQuery, EventQuery, LogQuery, MaintenanceRequest, MaintenanceState, PauseRequest, PauseState,
-    RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, StoppedRun,
+    PromoteRequest, RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, StoppedRun,
 };
 use wharf_control::{wire, Controller, DeployError};
 use wharf_logs::{Filter, Record, Source};
@@ -45,6 +45,7 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .route("/v1/resume", post(resume))
         .route("/v1/revisions", get(revisions))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/promote", post(promote))
         .route("/v1/apps/{app}", delete(destroy))
         .route("/v1/scale", post(scale))
         .route("/v1/autoscale", get(autoscale))
@@ -383,6 +384,12 @@ impl Scoped for RollbackRequest {
     }
 }
 
+impl Scoped for PromoteRequest {
+    fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+}
+
 impl Scoped for ScaleRequest {
     fn app(&self) -> Option<&str> {
         self.app.as_deref()
@@ -439,6 +446,17 @@ async fn rollback(State(st): State<ApiState>, body: JsonBody<RollbackRequest>) -
         Err(resp) => return resp,
     };
     match st.ctl.rollback(&app, &req.service, req.revision).await {
+        Ok(d) => Json(wire::deployment(d)).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+async fn promote(State(st): State<ApiState>, body: JsonBody<PromoteRequest>) -> Response {
+    let (req, app) = match scoped(&st, body).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    match st.ctl.promote(&app, req.service.as_deref()).await {
         Ok(d) => Json(wire::deployment(d)).into_response(),
         Err(e) => control_error(e),
     }

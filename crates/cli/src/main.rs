@@ -108,13 +108,21 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Pack DIR, upload it as a new release and roll it out.
+    /// Pack DIR, upload it as a new release and roll it out; with --promote,
+    /// give a running canary all the requests now: `wharf deploy --promote [SERVICE]`.
     Deploy {
+        /// The app's directory; with --promote, the service (default: every canary of the app).
         #[arg(default_value = ".")]
         dir: PathBuf,
         /// Return once the server accepted the release, without waiting for the rollout.
         #[arg(long)]
         detach: bool,
+        /// Promote the running canary deploy, skipping its remaining steps.
+        #[arg(long)]
+        promote: bool,
+        /// The app whose canary to promote.
+        #[arg(long, requires = "promote")]
+        app: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -509,7 +517,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { dir, http, api, quiet } => commands::up::up(dir, g.data, http, api, quiet).await,
-        Command::Deploy { dir, detach, json } => {
+        Command::Deploy { dir, promote: true, app, detach, json } => {
+            let service = Some(dir.to_string_lossy().into_owned()).filter(|d| d != ".");
+            commands::deploy::promote(&client::connect(&g)?, app, service, detach, json).await
+        }
+        Command::Deploy { dir, detach, json, .. } => {
             commands::deploy::deploy(&client::connect(&g)?, &dir, detach, json).await
         }
         Command::Status { json } => commands::status::status(&client::connect(&g)?, json).await,

@@ -208,6 +208,11 @@ impl ApiClient {
         self.post_json("/v1/rollback", req).await
     }
 
+    /// `POST /v1/promote`.
+    pub async fn promote(&self, req: &api::PromoteRequest) -> Result<api::Deployment, ClientError> {
+        self.post_json("/v1/promote", req).await
+    }
+
     /// `DELETE /v1/apps/{app}`.
     pub async fn destroy(&self, app: &str, q: &api::DestroyQuery) -> Result<api::DestroyReport, ClientError> {
         self.delete(&format!("/v1/apps/{}?purge={}&force={}", segment(app), q.purge, q.force)).await

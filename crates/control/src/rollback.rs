@@ -216,6 +216,40 @@ impl Controller {
         Ok(deployment)
     }
 
+    /// `wharf deploy --promote`: the running deployment's canaries (or the
+    /// one of `service`) take all the requests now, skipping their remaining
+    /// steps; the deployment then finishes like after its last step.
+    pub async fn promote(self: &Arc<Self>, app: &str, service: Option<&str>) -> Result<DeploymentRecord, ControlError> {
+        let _guard = self.rollout.lock().await;
+        let running = self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress);
+        let Some(mut d) = running else {
+            return Err(ControlError::Invalid(format!("{app} has no deployment in progress: no canary to promote")));
+        };
+        if let Some(name) = service {
+            self.service_record(app, name).await?;
+        }
+        let mut promoted = false;
+        for s in self.db.services(Some(app)).await? {
+            let Some(c) = s.canary.filter(|_| service.is_none_or(|n| n == s.name)) else { continue };
+            if c.step == 0 {
+                return Err(ControlError::Busy(format!(
+                    "{}@{} is still starting its new tasks; promote it once it takes a share of the requests",
+                    s.name, s.revision
+                )));
+            }
+            let Some(next) = crate::strategy::promoted(&s) else { continue };
+            // The rollout's deadline counts again from here, for the old tasks to leave.
+            d.step_started_at = self.now_ms();
+            self.rollout.canary_moved(self, &mut d, &next, 0).await?;
+            promoted = true;
+        }
+        if !promoted {
+            let what = service.map_or_else(|| "no canary".to_string(), |n| format!("no canary of {n}"));
+            return Err(ControlError::Invalid(format!("deployment {app}#{} has {what} to promote", d.id)));
+        }
+        Ok(d)
+    }
+
     /// `wharf rollback` while a deployment runs: it is rolled back.
     async fn abort(
         self: &Arc<Self>,

@@ -11,7 +11,9 @@ use wharf_logs::Level;
 use wharf_proxy::OutcomeCounts;
 use wharf_runtime::{TaskState, TaskStatus};
 use wharf_spec::DeployPolicy;
-use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord};
+use wharf_store::{
+    Batch, CanaryStepRecord, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord,
+};
 
 use crate::component::BackgroundLoop;
 use crate::controller::{fmt_duration, ControlError, Controller};
@@ -314,6 +316,17 @@ impl Rollout {
         for s in ctl.db.services(Some(&app)).await? {
             let p = self.service_progress(ctl, &s).await?;
             let policy = ctl.revision(&app, &s.name, s.revision).await?.spec.deploy.clone();
+            if let Some(c) = s.canary {
+                if let Some(why) = self.canary_step(ctl, d, w, &s, &p, &policy).await? {
+                    return Ok(Next::Fail(why));
+                }
+                // While the new set starts, the rollout's deadline applies;
+                // then the steps have their own timing.
+                if c.step > 0 {
+                    waiting.push(p.describe(&s));
+                    continue;
+                }
+            }
             if self.switch_when_ready(ctl, d, &s, &p, true).await? {
                 switched = true;
                 continue;
@@ -396,6 +409,92 @@ impl Rollout {
         ctl.reconciler.wake();
         ctl.routing.publish().await;
         Ok(Next::Finish(DeploymentState::Succeeded, "the new revisions are healthy".into()))
+    }
+
+    /// A canary's step: the new set's answers are judged by the bake's guard
+    /// from the step's start; the first step begins once the whole new set is
+    /// ready, each next one when the step is over, and after the last the
+    /// canary is promoted (the rollout's deadline then counts again, for the
+    /// old tasks to leave). Some: why the canary fails.
+    async fn canary_step(
+        &self,
+        ctl: &Arc<Controller>,
+        d: &mut DeploymentRecord,
+        w: &mut Watch,
+        s: &ServiceRecord,
+        p: &ServiceProgress,
+        policy: &DeployPolicy,
+    ) -> Result<Option<String>, ControlError> {
+        let Some(c) = s.canary else { return Ok(None) };
+        let now = ctl.now_ms();
+        if c.step > 0 {
+            let window = bake_window(&s.name, &self.new_outcomes(ctl, d), &mut w.baseline);
+            if let Some(why) = judge(policy, &window) {
+                return Ok(Some(format!("{}@{} at {}% of the requests: {why}", s.name, s.revision, c.weight)));
+            }
+        }
+        let due = if c.step == 0 { p.ready >= s.replicas as usize } else { strategy::canary_due(s, now) };
+        if !due {
+            return Ok(None);
+        }
+        let Some(next) = strategy::canary_next(s, &policy.steps, policy.step_interval, now) else {
+            return Ok(None);
+        };
+        if c.step == 0 {
+            // The guard counts the new tasks' answers from the first step on.
+            for (id, (service, counts)) in self.new_outcomes(ctl, d) {
+                if service == s.name {
+                    w.baseline.insert(id, counts);
+                }
+            }
+        }
+        // A promotion or an abort by hand holds the lock and may have moved
+        // the service (and the deployment) since they were read: then the
+        // next tick starts over from the store.
+        let _guard = self.lock().await;
+        if ctl.db.service(&s.app, &s.name).await?.as_ref() != Some(s) {
+            return Ok(None);
+        }
+        if next.canary.is_none() {
+            d.step_started_at = now;
+        }
+        self.canary_moved(ctl, d, &next, policy.steps.len()).await?;
+        Ok(None)
+    }
+
+    /// Writes a canary's next record (a step or the promotion) with the
+    /// deployment that records the move, in one write; routes it, says so.
+    pub(crate) async fn canary_moved(
+        &self,
+        ctl: &Arc<Controller>,
+        d: &mut DeploymentRecord,
+        next: &ServiceRecord,
+        steps: usize,
+    ) -> Result<(), ControlError> {
+        let (step, weight) = next.canary.map_or((0, strategy::FULL_WEIGHT), |c| (c.step, c.weight));
+        let at = ctl.now_ms();
+        let moved = CanaryStepRecord { service: next.name.clone(), revision: next.revision, step, weight, at };
+        d.canary_steps.push(moved);
+        let mut batch = Batch::default();
+        batch.put_service(next).put_deployment(d);
+        ctl.db.commit(batch).await?;
+        ctl.routing.publish().await;
+        ctl.reconciler.wake();
+        let (svc, rev) = (&next.name, next.revision);
+        let text = match next.canary {
+            Some(c) => format!("{svc}@{rev} takes {}% of the requests (step {}/{steps})", c.weight, c.step),
+            None => format!("{svc}@{rev} promoted: it takes all the requests; the old tasks leave"),
+        };
+        let kind = if next.canary.is_some() { "deploy.canary_step" } else { "deploy.canary_promoted" };
+        ctl.event_full(
+            kind,
+            Level::Info,
+            Some(&d.app),
+            Some(svc),
+            None,
+            format!("deployment {}#{}: {text}", d.app, d.id),
+        );
+        Ok(())
     }
 
     /// Blue-green: gives the desired revision all the traffic once all its

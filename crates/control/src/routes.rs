@@ -128,6 +128,7 @@ impl Controller {
             pool.maintenance = maintenance;
             if let Some(spec) = self.current_spec(app, service).await {
                 pool.health_path = spec.health.as_ref().and_then(|h| h.path.clone());
+                pool.sticky = layouts.get(&key).and_then(|l| l.sticky(service, &spec.deploy));
                 pool.balance = match spec.balance {
                     wharf_spec::Balance::LeastOutstanding => Balance::LeastOutstanding,
                     wharf_spec::Balance::RoundRobin => Balance::RoundRobin,

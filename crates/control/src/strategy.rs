@@ -5,11 +5,14 @@
 //! proxy's fallback), and which old tasks keep running.
 //!
 //! Only this module writes a [`ServiceRecord`]'s `live` and `standby`; the
-//! reconciler, the routing publisher, the rollout and rollback ask it. A new
-//! strategy (a weighted canary) is a new layout here, not a new rule in each.
+//! reconciler, the routing publisher, the rollout and rollback ask it. A
+//! weighted canary is one more layout here: the old and the new revision each
+//! serve as a side with its share of the requests.
 
-use wharf_spec::Strategy;
-use wharf_store::ServiceRecord;
+use std::time::Duration;
+
+use wharf_spec::{DeployPolicy, StickyBy, Strategy};
+use wharf_store::{CanaryRecord, ServiceRecord};
 
 /// The weight of a side that takes all of its service's requests.
 pub(crate) const FULL_WEIGHT: u32 = 100;
@@ -57,6 +60,14 @@ pub(crate) struct PoolLayout {
 impl PoolLayout {
     /// The layout a stored record describes.
     pub(crate) fn of(s: &ServiceRecord) -> PoolLayout {
+        if let Some(c) = s.canary {
+            let new = c.weight.min(FULL_WEIGHT);
+            let serving = vec![
+                Side { revision: Some(c.from), weight: FULL_WEIGHT - new },
+                Side { revision: Some(s.revision), weight: new },
+            ];
+            return PoolLayout { desired: s.revision, serving, standby: s.standby };
+        }
         let side = Side { revision: s.live, weight: FULL_WEIGHT };
         PoolLayout { desired: s.revision, serving: vec![side], standby: s.standby }
     }
@@ -98,6 +109,21 @@ impl PoolLayout {
         self.serving.iter().filter(|s| s.weight > 0).find_map(|s| s.revision).unwrap_or(self.desired)
     }
 
+    /// How the proxy keeps a client on one side while a canary shares the
+    /// requests: a cookie named after the service, or a hash of a header.
+    /// None with one side, so no cookie outlives the canary.
+    pub(crate) fn sticky(&self, service: &str, policy: &DeployPolicy) -> Option<wharf_proxy::Sticky> {
+        if policy.strategy != Strategy::Canary || self.serving.len() < 2 {
+            return None;
+        }
+        match policy.sticky.as_ref()? {
+            StickyBy::Cookie => Some(wharf_proxy::Sticky::Cookie(format!("wharf-canary-{service}"))),
+            StickyBy::Header(name) => {
+                http::HeaderName::from_bytes(name.as_bytes()).ok().map(wharf_proxy::Sticky::Header)
+            }
+        }
+    }
+
     /// The one revision that has the traffic, when the pool is held to one
     /// (what `wharf status` shows as `live`); None: every ready task.
     pub(crate) fn live(&self) -> Option<u64> {
@@ -116,18 +142,49 @@ pub(crate) fn first_record(app: &str, service: &str, revision: u64, replicas: u3
 /// The desired record of a service moving to revision `to` (a deploy, a
 /// rollback, or a failed deployment going back).
 ///
-/// Back to the revision kept on standby (a blue-green bake): the pool switches
-/// back at once. Blue-green otherwise: the revision that has the traffic keeps
-/// it until the new set is ready. Rolling: every ready task takes traffic.
+/// Back to the revision kept on standby (a blue-green bake) or to the one a
+/// canary started from: the pool switches back at once. Blue-green otherwise:
+/// the revision that has the traffic keeps it until the new set is ready.
+/// Canary: it keeps all of it until the new set is ready, then the steps
+/// give the new set its share ([`canary_next`]). Rolling: every ready task
+/// takes traffic.
 pub(crate) fn moving(old: &ServiceRecord, to: u64, replicas: u32, strategy: Strategy) -> ServiceRecord {
-    let (live, standby) = if old.standby == Some(to) {
-        (Some(to), None)
+    let serving = PoolLayout::of(old).serving_revision();
+    let (live, standby, canary) = if old.standby == Some(to) || old.canary.is_some_and(|c| c.from == to) {
+        (Some(to), None, None)
+    } else if strategy == Strategy::Canary && old.revision != to {
+        (None, None, Some(CanaryRecord { from: serving, ..Default::default() }))
     } else if strategy == Strategy::BlueGreen && old.revision != to {
-        (Some(PoolLayout::of(old).serving_revision()), None)
+        (Some(serving), None, None)
     } else {
-        (None, None)
+        (None, None, None)
     };
-    ServiceRecord { revision: to, replicas, live, standby, ..old.clone() }
+    ServiceRecord { revision: to, replicas, live, standby, canary, ..old.clone() }
+}
+
+/// The record at a canary's next step, at `now` (clock ms): the first
+/// step's share once the new set is ready, the next one when a step is
+/// over, and after the last the promotion ([`promoted`]). `steps` are the
+/// shares in percent. None: no canary.
+pub(crate) fn canary_next(s: &ServiceRecord, steps: &[u32], interval: Duration, now: u64) -> Option<ServiceRecord> {
+    let c = s.canary?;
+    let step = c.step.saturating_add(1);
+    let Some(&weight) = steps.get(step as usize - 1) else { return promoted(s) };
+    let until = wharf_runtime::deadline::ms_after(now, interval);
+    Some(ServiceRecord { canary: Some(CanaryRecord { step, weight, until, ..c }), ..s.clone() })
+}
+
+/// A canary's step is over on the clock: time for [`canary_next`]. The
+/// first step waits for the new set instead (the rollout's readiness).
+pub(crate) fn canary_due(s: &ServiceRecord, now: u64) -> bool {
+    s.canary.is_some_and(|c| c.step > 0 && now >= c.until)
+}
+
+/// The record of a promoted canary: the new revision has all the requests
+/// and the old tasks leave (drained). None: no canary.
+pub(crate) fn promoted(s: &ServiceRecord) -> Option<ServiceRecord> {
+    s.canary?;
+    Some(ServiceRecord { live: Some(s.revision), standby: None, canary: None, ..s.clone() })
 }
 
 /// The record once the desired revision's set is ready and takes all the
@@ -135,7 +192,8 @@ pub(crate) fn moving(old: &ServiceRecord, to: u64, replicas: u32, strategy: Stra
 /// None: nothing to switch.
 pub(crate) fn switched(s: &ServiceRecord, keep_standby: bool) -> Option<ServiceRecord> {
     let layout = PoolLayout::of(s);
-    if layout.switched() {
+    // A canary moves by its steps, not at once.
+    if layout.switched() || s.canary.is_some() {
         return None;
     }
     let standby = if keep_standby { layout.live() } else { None };
@@ -210,6 +268,68 @@ mod tests {
     fn a_switch_back_during_a_rollback_keeps_nothing_on_standby() {
         let back = switched(&rec(3, Some(4), None), false).unwrap();
         assert_eq!((back.live, back.standby), (Some(3), None));
+    }
+
+    fn side(revision: u64, weight: u32) -> Place {
+        Place::Serving(Side { revision: Some(revision), weight })
+    }
+
+    #[test]
+    fn a_canary_keeps_all_traffic_on_the_old_set_until_the_new_set_is_ready() {
+        let r = moving(&rec(3, None, None), 4, 2, Strategy::Canary);
+        assert_eq!(r.canary, Some(CanaryRecord { from: 3, step: 0, weight: 0, until: 0 }));
+        let l = PoolLayout::of(&r);
+        assert_eq!((l.place(3), l.place(4), l.place(2)), (side(3, 100), side(4, 0), Place::Out));
+        assert!(l.keeps(3) && !l.keeps(2) && l.starts_whole() && !l.switched());
+        assert_eq!((l.serving_revision(), l.live()), (3, None));
+        assert_eq!(switched(&r, true), None, "a canary never switches at once");
+        assert!(!canary_due(&r, u64::MAX), "the first step waits for the new set, not the clock");
+    }
+
+    #[test]
+    fn a_canary_steps_through_its_shares_on_the_clock_then_is_promoted() {
+        use crate::clock::{Clock, TestClock};
+        let clock = TestClock::new(1_774_656_000_000);
+        let (steps, interval) = ([10, 50], Duration::from_secs(60));
+        let start = moving(&rec(3, None, None), 4, 2, Strategy::Canary);
+        let one = canary_next(&start, &steps, interval, clock.now_ms()).expect("a canary");
+        let l = PoolLayout::of(&one);
+        assert_eq!((l.place(3), l.place(4)), (side(3, 90), side(4, 10)));
+        assert_eq!(one.canary.map(|c| (c.step, c.weight)), Some((1, 10)));
+        clock.advance(interval - Duration::from_millis(1));
+        assert!(!canary_due(&one, clock.now_ms()));
+        clock.advance(Duration::from_millis(1));
+        assert!(canary_due(&one, clock.now_ms()), "due once the interval passed");
+        let two = canary_next(&one, &steps, interval, clock.now_ms()).unwrap();
+        assert_eq!((PoolLayout::of(&two).place(3), PoolLayout::of(&two).place(4)), (side(3, 50), side(4, 50)));
+        assert!(!canary_due(&two, clock.now_ms()), "a new step starts its own interval");
+        clock.advance(interval);
+        let done = canary_next(&two, &steps, interval, clock.now_ms()).expect("promoted after the last step");
+        assert_eq!((done.live, done.standby, done.canary), (Some(4), None, None));
+        let l = PoolLayout::of(&done);
+        assert_eq!((l.place(4), l.place(3)), (serving(Some(4)), Place::Out), "the old set leaves");
+        assert!(l.switched() && !l.keeps(3));
+        assert_eq!((canary_next(&done, &steps, interval, 0), promoted(&done)), (None, None));
+    }
+
+    #[test]
+    fn a_canary_rolled_back_switches_all_traffic_back_at_once() {
+        let start = moving(&rec(3, None, None), 4, 2, Strategy::Canary);
+        let one = canary_next(&start, &[10, 50], Duration::from_secs(60), 0).unwrap();
+        // A rollback moves with the strategy of the revision it returns to.
+        let back = moving(&one, 3, 2, Strategy::Rolling);
+        assert_eq!((back.revision, back.live, back.standby, back.canary), (3, Some(3), None, None));
+        let l = PoolLayout::of(&back);
+        assert_eq!((l.place(3), l.place(4)), (serving(Some(3)), Place::Out), "new tasks stop");
+        assert!(l.switched());
+    }
+
+    #[test]
+    fn a_canary_promoted_by_hand_skips_the_remaining_steps() {
+        let start = moving(&rec(3, None, None), 4, 2, Strategy::Canary);
+        let one = canary_next(&start, &[10, 50], Duration::from_secs(60), 0).unwrap();
+        let done = promoted(&one).unwrap();
+        assert_eq!((done.revision, done.live, done.canary), (4, Some(4), None));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use wharf_api_types::{AppView, RouteView, ServiceView, StatusView, TaskView};
+use wharf_api_types::{AppView, CanaryView, RouteView, ServiceView, StatusView, TaskView};
 use wharf_runtime::ExitInfo;
 
 use crate::controller::{describe_exit, ControlError, Controller};
@@ -19,7 +19,8 @@ impl Controller {
         for app in self.db.apps().await? {
             let mut services = Vec::new();
             for s in self.db.services(Some(&app.name)).await? {
-                let web = self.revision(&app.name, &s.name, s.revision).await?.spec.is_web();
+                let spec = &self.revision(&app.name, &s.name, s.revision).await?.spec;
+                let (web, policy) = (spec.is_web(), spec.deploy.clone());
                 let p = self.rollout.service_progress(self, &s).await?;
                 services.push(ServiceView {
                     name: s.name.clone(),
@@ -35,6 +36,13 @@ impl Controller {
                     maintenance: maintenance.iter().any(|m| covers(&app.name, &s.name, &m.app, m.service.as_deref())),
                     paused: pauses.iter().any(|p| covers(&app.name, &s.name, &p.app, p.service.as_deref())),
                     health_failing: self.health_failing(&s),
+                    canary: s.canary.map(|c| CanaryView {
+                        from: c.from,
+                        step: c.step,
+                        steps: policy.steps.len() as u32,
+                        weight: c.weight,
+                        next_in_secs: (c.step > 0).then(|| c.until.saturating_sub(self.now_ms()).div_ceil(1000)),
+                    }),
                 });
             }
             apps.push(AppView {

@@ -39,6 +39,17 @@ pub fn deployment(d: DeploymentRecord) -> api::Deployment {
         reason: d.reason,
         manual: d.manual,
         previous_app: None,
+        canary_steps: d
+            .canary_steps
+            .into_iter()
+            .map(|c| api::CanaryStep {
+                service: c.service,
+                revision: c.revision,
+                step: c.step,
+                weight: c.weight,
+                at: c.at,
+            })
+            .collect(),
     }
 }
 

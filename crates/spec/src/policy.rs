@@ -9,7 +9,7 @@ use crate::schema::Table;
 use crate::values::{did_you_mean, MAX_LONG_DURATION, MAX_SHORT_DURATION};
 use crate::{DeployPolicy, Rate, Strategy};
 
-const STRATEGIES: [&str; 2] = ["rolling", "blue-green"];
+const STRATEGIES: [&str; 3] = ["rolling", "blue-green", "canary"];
 
 /// `location` is "[service.NAME]"; `web` and `release` say whether the
 /// service has a port and a release command, which some keys need.
@@ -28,7 +28,7 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
 
     let strategy = get(t, "strategy");
     if let Some((_, v)) = strategy {
-        match expect_str(r, v, "deploy.strategy", "\"rolling\" or \"blue-green\"") {
+        match expect_str(r, v, "deploy.strategy", "\"rolling\", \"blue-green\" or \"canary\"") {
             Some("rolling") => p.strategy = Strategy::Rolling,
             Some("blue-green") if !web => r.error(
                 v.span(),
@@ -36,10 +36,16 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
                 Some("use strategy = \"rolling\" for a worker (new tasks start before old ones stop)".into()),
             ),
             Some("blue-green") => p.strategy = Strategy::BlueGreen,
+            Some("canary") if !web => r.error(
+                v.span(),
+                "a canary deploy shares traffic, and a service without a port gets none".into(),
+                Some("use strategy = \"rolling\" for a worker (new tasks start before old ones stop)".into()),
+            ),
+            Some("canary") => p.strategy = Strategy::Canary,
             Some(other) => {
                 let hint = match did_you_mean(other, STRATEGIES) {
                     Some(m) => format!("did you mean `{m}`?"),
-                    None => "use \"rolling\" (default) or \"blue-green\"".into(),
+                    None => "use \"rolling\" (default), \"blue-green\" or \"canary\"".into(),
                 };
                 r.error(v.span(), format!("unknown deploy `strategy` `{other}`"), Some(hint));
             }
@@ -58,12 +64,13 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
             p.max_unavailable = n as u32;
         }
     }
-    if p.strategy == Strategy::BlueGreen {
+    if p.strategy != Strategy::Rolling {
+        let name = if p.strategy == Strategy::Canary { "canary" } else { "blue-green" };
         for (key, entry) in [("max_surge", surge), ("max_unavailable", unavailable)] {
             if let Some((k, _)) = entry {
                 r.error(
                     k.span(),
-                    format!("`{key}` applies to rolling deploys; a blue-green deploy starts the whole new set at once"),
+                    format!("`{key}` applies to rolling deploys; a {name} deploy starts the whole new set at once"),
                     Some(format!("remove `{key}`, or use strategy = \"rolling\"")),
                 );
             }
@@ -98,6 +105,9 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
     if let Some(d) = duration("release_timeout", true) {
         p.release_timeout = d;
     }
+    if let Some(d) = duration("step_interval", true) {
+        p.step_interval = d;
+    }
     p.max_p99 = duration("max_p99", true);
     if let Some((_, v)) = get(t, "auto_rollback") {
         if let Some(b) = expect_bool(r, v, "deploy.auto_rollback") {
@@ -128,6 +138,7 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
             );
         }
     }
+    canary(r, t, &mut p);
     if !web {
         for key in ["max_error_rate", "max_p99"] {
             if let Some((k, _)) = get(t, key) {
@@ -140,6 +151,83 @@ pub(crate) fn deploy(r: &mut Report, v: &Value, location: &str, web: bool, relea
         }
     }
     p
+}
+
+/// The canary keys `steps` and `sticky`, checked whatever the strategy
+/// (like every key); only a canary deploy uses them.
+fn canary(r: &mut Report, t: &toml::de::DeTable, p: &mut DeployPolicy) {
+    const HINT: &str = "write steps = [\"10%\", \"50%\"]: shares from 1% to 99%, each larger than the one before";
+    if let Some((_, v)) = get(t, "steps") {
+        match v.get_ref() {
+            DeValue::Array(items) if items.is_empty() || items.len() > DeployPolicy::MAX_STEPS => r.error(
+                v.span(),
+                format!("`steps` must have 1 to {} steps, found {}", DeployPolicy::MAX_STEPS, items.len()),
+                Some(HINT.into()),
+            ),
+            DeValue::Array(items) => {
+                let mut steps = Vec::with_capacity(items.len());
+                for item in items.iter() {
+                    let Some(share) = step(r, item) else { return };
+                    if let Some(before) = steps.last().filter(|b| **b >= share) {
+                        r.error(
+                            item.span(),
+                            format!("canary step {share}% must be larger than the step before it ({before}%)"),
+                            Some(HINT.into()),
+                        );
+                        return;
+                    }
+                    steps.push(share);
+                }
+                p.steps = steps;
+            }
+            other => r.error(v.span(), format!("`steps` must be an array, found {}", found(other)), Some(HINT.into())),
+        }
+    }
+    if let Some((_, v)) = get(t, "sticky") {
+        const STICKY: &str = "write sticky = true (a cookie) or sticky = \"header:X-User-Id\"";
+        match v.get_ref() {
+            DeValue::Boolean(b) => p.sticky = b.then_some(crate::StickyBy::Cookie),
+            DeValue::String(s) => match s.strip_prefix("header:").map(str::trim) {
+                Some(name) if http_header_name(name) => p.sticky = Some(crate::StickyBy::Header(name.to_string())),
+                Some(name) => {
+                    r.error(v.span(), format!("`sticky` header `{name}` is not a header name"), Some(STICKY.into()))
+                }
+                None => {
+                    r.error(v.span(), format!("`sticky` `{s}` is not true or \"header:NAME\""), Some(STICKY.into()))
+                }
+            },
+            other => r.error(
+                v.span(),
+                format!("`sticky` must be true or \"header:NAME\", found {}", found(other)),
+                Some(STICKY.into()),
+            ),
+        }
+    }
+}
+
+/// One canary step: "10%", within 1% and 99%.
+fn step(r: &mut Report, v: &Value) -> Option<u32> {
+    const HINT: &str = "a step is a whole percentage from \"1%\" to \"99%\"";
+    let share = match v.get_ref() {
+        DeValue::String(s) => s.trim().strip_suffix('%').and_then(|n| n.trim().parse::<u32>().ok()),
+        _ => None,
+    };
+    match share {
+        Some(n) if (1..=99).contains(&n) => Some(n),
+        _ => {
+            r.error(
+                v.span(),
+                format!("canary step `{}` is not a share from 1% to 99%", r.slice(v.span())),
+                Some(HINT.into()),
+            );
+            None
+        }
+    }
+}
+
+/// A header name of at most 64 token characters.
+fn http_header_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A share of answers: 0.05, or "5%".

@@ -201,8 +201,9 @@ pub(crate) struct ScaleTable {
 pub(crate) struct DeployTable {
     /// "rolling" replaces tasks a few at a time; "blue-green" starts the
     /// whole new set, switches traffic at once, and keeps the old set running
-    /// during the bake for an instant switch back.
-    #[schemars(extend("enum" = ["rolling", "blue-green"], "default" = DeployPolicy::default().strategy))]
+    /// during the bake for an instant switch back; "canary" starts the whole
+    /// new set and gives it a growing share of the requests (`steps`).
+    #[schemars(extend("enum" = ["rolling", "blue-green", "canary"], "default" = DeployPolicy::default().strategy))]
     pub strategy: Option<String>,
     /// Rolling: tasks started above `replicas` while old ones still run. Default 1.
     #[schemars(range(min = 0, max = MAX_REPLICAS), extend("default" = DeployPolicy::default().max_surge))]
@@ -235,6 +236,27 @@ pub(crate) struct DeployTable {
     /// Hold the service's requests while the release command runs. Default false.
     #[schemars(extend("default" = DeployPolicy::default().release_pause))]
     pub release_pause: Option<bool>,
+    /// Canary: the new revision's share of the requests at each step
+    /// ("10%"), strictly increasing from 1% to 99%, at most 10 steps; each
+    /// step is watched like the bake, and after the last the new revision
+    /// gets all the requests. Default ["10%", "50%"].
+    #[schemars(length(min = 1, max = 10), extend("default" = ["10%", "50%"]))]
+    pub steps: Option<Vec<String>>,
+    /// Canary: how long each step lasts. At most 1 day. Default "1m".
+    #[schemars(extend("default" = duration(DeployPolicy::default().step_interval)))]
+    pub step_interval: Option<String>,
+    /// Canary: keep a client on the side it first got: true (a cookie) or
+    /// "header:NAME" (a consistent hash of that request header). Default: by
+    /// weight alone.
+    pub sticky: Option<StickySpec>,
+}
+
+/// A canary's stickiness: true, or "header:NAME".
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum StickySpec {
+    Cookie(bool),
+    Header(#[schemars(pattern("^header:[A-Za-z0-9_-]{1,64}$"), example = &"header:X-User-Id")] String),
 }
 
 /// A share: a fraction or a percentage.

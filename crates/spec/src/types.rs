@@ -125,6 +125,26 @@ pub struct DeployPolicy {
     pub release_timeout: Duration,
     /// Hold the service's requests (pause) while the release command runs.
     pub release_pause: bool,
+    /// Canary: the new revision's share of the requests at each step, in
+    /// percent, strictly increasing within 1..=99; promoted after the last.
+    #[serde(default)]
+    pub steps: Vec<u32>,
+    /// Canary: how long each step is watched before the next.
+    #[serde(default)]
+    pub step_interval: Duration,
+    /// Canary: how a client is kept on one side; None: each request by weight.
+    #[serde(default)]
+    pub sticky: Option<StickyBy>,
+}
+
+/// How a canary keeps a client on the side (old or new tasks) it first got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StickyBy {
+    /// A cookie the proxy sets on the first answer.
+    Cookie,
+    /// A consistent hash of this request header's value (a user id).
+    Header(String),
 }
 
 impl Default for DeployPolicy {
@@ -141,8 +161,17 @@ impl Default for DeployPolicy {
             drain_timeout: Duration::from_secs(30),
             release_timeout: Duration::from_secs(600),
             release_pause: false,
+            steps: DeployPolicy::DEFAULT_STEPS.to_vec(),
+            step_interval: Duration::from_secs(60),
+            sticky: None,
         }
     }
+}
+
+impl DeployPolicy {
+    pub const DEFAULT_STEPS: [u32; 2] = [10, 50];
+    /// At most this many canary steps.
+    pub const MAX_STEPS: usize = 10;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -153,6 +182,9 @@ pub enum Strategy {
     Rolling,
     /// Start the whole new set, switch the pool at once, keep the old set for the bake.
     BlueGreen,
+    /// Start the whole new set, give it a growing share of the requests step
+    /// by step, each step watched like the bake; then all of them.
+    Canary,
 }
 
 /// A share, kept in parts per million so specs stay comparable (`Eq`).

@@ -76,3 +76,21 @@ fn scale_policies_parse_with_defaults() {
     assert_eq!(spec.services["w"].replicas, 3);
     assert_eq!(spec.services["w"].port, None, "workers autoscale too");
 }
+
+#[test]
+fn canary_deploys_parse_with_defaults() {
+    let seed = "app = \"a\"\n[service.web]\ncommand = [\"x\"]\nport = 1\n";
+    let parse = |deploy: &str| wharf_spec::parse(&format!("{seed}deploy = {deploy}\n"), "wharf.toml").unwrap();
+    let d = parse("{ strategy = \"canary\" }").services["web"].deploy.clone();
+    assert_eq!(d.strategy, wharf_spec::Strategy::Canary);
+    assert_eq!((d.steps, d.step_interval, d.sticky), (vec![10, 50], Duration::from_secs(60), None));
+    let d =
+        parse("{ strategy = \"canary\", steps = [\"5%\", \" 25 %\", \"99%\"], step_interval = \"2s\", sticky = true }")
+            .services["web"]
+            .deploy
+            .clone();
+    assert_eq!((d.steps, d.step_interval), (vec![5, 25, 99], Duration::from_secs(2)));
+    assert_eq!(d.sticky, Some(wharf_spec::StickyBy::Cookie));
+    let d = parse("{ strategy = \"canary\", sticky = \"header:X-User-Id\" }").services["web"].deploy.clone();
+    assert_eq!(d.sticky, Some(wharf_spec::StickyBy::Header("X-User-Id".into())));
+}

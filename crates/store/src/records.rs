@@ -50,6 +50,23 @@ pub struct ServiceRecord {
     /// differs when scaled by hand or by the autoscaler since.
     #[serde(default)]
     pub declared_replicas: Option<u32>,
+    /// A canary under way: its step and the new revision's share, kept so a
+    /// restarted server resumes at the same weights.
+    #[serde(default)]
+    pub canary: Option<CanaryRecord>,
+}
+
+/// Where a canary deploy stands; `revision` of its service is the new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryRecord {
+    /// The revision that had the traffic; it keeps the rest of the requests.
+    pub from: u64,
+    /// 0 while the new set starts (no share yet); then 1 to the number of steps.
+    pub step: u32,
+    /// The new revision's share of the requests, in percent.
+    pub weight: u32,
+    /// When the step ends (Unix ms): the next step, or the promotion after the last.
+    pub until: u64,
 }
 
 /// An immutable, numbered snapshot of a service's spec and release (`api@7`).
@@ -193,6 +210,21 @@ pub struct DeploymentRecord {
     /// deployment rolls back. None for a first deploy or a manual rollback.
     #[serde(default)]
     pub previous_app: Option<AppRecord>,
+    /// A canary's moves, in order, for `wharf deployments`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_steps: Vec<CanaryStepRecord>,
+}
+
+/// One move of a canary: a step's share, or (weight 100) its promotion.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryStepRecord {
+    pub service: String,
+    pub revision: u64,
+    /// 1 to the number of steps; 0 for the promotion.
+    pub step: u32,
+    /// The new revision's share of the requests, in percent.
+    pub weight: u32,
+    pub at: u64,
 }
 
 impl DeploymentRecord {
@@ -249,4 +281,28 @@ pub struct DestroyRecord {
     /// The services it had, for the report.
     #[serde(default)]
     pub services: Vec<String>,
+}
+
+#[cfg(test)]
+mod canary_tests {
+    use super::*;
+
+    /// Records written before canaries load, with no canary under way; a
+    /// record without one is written as before.
+    #[test]
+    fn records_from_before_canaries_load_without_one() {
+        let old = r#"{"app":"a","name":"web","revision":3,"replicas":2,"live":null,"standby":null}"#;
+        let s: ServiceRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((s.revision, s.canary), (3, None));
+        let d: DeploymentRecord = serde_json::from_str(
+            r#"{"app":"a","id":1,"release":"r","changes":[],"state":"succeeded","message":"m","started_at":1,"finished_at":2}"#,
+        )
+        .unwrap();
+        assert!(d.canary_steps.is_empty());
+        assert!(!serde_json::to_string(&d).unwrap().contains("canary"));
+        let c = CanaryRecord { from: 3, step: 1, weight: 10, until: 99 };
+        let with = ServiceRecord { canary: Some(c), ..s };
+        let back: ServiceRecord = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back.canary, Some(c), "a restarted server reads the same step and weights");
+    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use wharf_api_types::{DeploymentState, ServiceView};
+use wharf_api_types::{DeploymentState, PromoteRequest, ServiceView};
 use wharf_client::{ApiClient, Upload};
 
 use crate::print::{api_error, json as print_json};
@@ -45,6 +45,28 @@ const HEALTH_REPEAT: Duration = Duration::from_secs(10);
 
 /// Follows a deployment until it ends, printing each step and the tasks'
 /// progress as they change. Exit status 0 only when it succeeded.
+/// `wharf deploy --promote`: a running canary takes all the requests now;
+/// then follows the deployment to its end like a deploy.
+pub async fn promote(
+    client: &ApiClient,
+    app: Option<String>,
+    service: Option<String>,
+    detach: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let d = client.promote(&PromoteRequest { app, service }).await.map_err(api_error)?;
+    if !json {
+        eprintln!("deployment {}#{}: promoted; the new revisions take all the requests", d.app, d.id);
+    }
+    if detach {
+        if json {
+            print_json(&d)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(client, &d.app, d.id, json).await
+}
+
 pub async fn follow(client: &ApiClient, app: &str, id: u64, json: bool) -> Result<ExitCode> {
     let mut last_step = String::new();
     let mut last_line = String::new();

@@ -22,10 +22,21 @@ pub async fn deployments(client: &ApiClient, app: Option<String>, json: bool) ->
                 Some(b) => format!("{:.1}s", b.saturating_sub(d.started_at) as f64 / 1000.0),
                 None => "-".into(),
             };
-            let what = match d.reason.as_deref() {
-                Some(r) if !r.is_empty() => format!("{} — {r}", d.message),
-                _ => d.message.clone(),
-            };
+            let mut what = d.message.clone();
+            if !d.canary_steps.is_empty() {
+                let steps: Vec<String> = d
+                    .canary_steps
+                    .iter()
+                    .map(|c| match c.step {
+                        0 => format!("{}@{} promoted", c.service, c.revision),
+                        n => format!("{}@{} {}% (step {n})", c.service, c.revision, c.weight),
+                    })
+                    .collect();
+                what = format!("{what}; canary: {}", steps.join(" → "));
+            }
+            if let Some(r) = d.reason.as_deref().filter(|r| !r.is_empty()) {
+                what = format!("{what} — {r}");
+            }
             let outcome = d.state.as_str().replace('_', " ");
             vec![format!("#{}", d.id), when(Some(d.started_at)), took, outcome, what]
         })

@@ -52,6 +52,23 @@ pub async fn status(client: &ApiClient, json: bool) -> Result<ExitCode> {
             })
             .collect();
         table(&["SERVICE", "KIND", "REVISION", "READY", "OLD", "ROUTES", "TRAFFIC"], rows);
+        for sv in &a.services {
+            if let Some(c) = &sv.canary {
+                let next = match c.next_in_secs {
+                    Some(s) if c.step >= c.steps => format!(", promoted in {s}s"),
+                    Some(s) => format!(", next in {s}s"),
+                    None => ", new tasks starting".into(),
+                };
+                let (name, rev, from) = (&sv.name, sv.revision, c.from);
+                println!(
+                    "canary {name}@{rev} {}% (step {}/{}{next}); {name}@{from} {}%",
+                    c.weight,
+                    c.step,
+                    c.steps,
+                    100 - c.weight.min(100)
+                );
+            }
+        }
         if let Some(d) = &a.deployment {
             println!("last deployment #{}: {} ({})", d.id, d.state.as_str(), d.message);
         }
