@@ -193,7 +193,7 @@ impl Controller {
         let web = rev.spec.is_web();
         if let Some(check) = &rev.spec.health {
             for t in &tasks {
-                if let Some(port) = task_port(&t.spec) {
+                if let Some(port) = t.spec.port {
                     // Old revisions' tasks keep their own check settings.
                     let check = if t.spec.revision == rev.number {
                         check.clone()
@@ -323,15 +323,13 @@ impl Controller {
     ) -> Result<(), ControlError> {
         let id = format!("{}-{}-{}-{}", svc.app, svc.name, rev.number, short_id());
         let port = if rev.spec.is_web() {
-            let taken = self.driver.tasks().iter().filter_map(|t| task_port(&t.spec)).collect();
+            let taken = self.driver.tasks().iter().filter_map(|t| t.spec.port).collect();
             Some(free_port(&taken)?)
         } else {
             None
         };
         let mut spec = self.task_spec(&svc.app, &svc.name, rev, &id, rev.spec.command.clone(), true)?;
-        if let Some(p) = port {
-            spec.env.insert("PORT".into(), p.to_string());
-        }
+        spec.port = port;
         // Intent first: a crash between these two lines leaves a record
         // without a task, which forget_gone_tasks() cleans up.
         let record = TaskRecord {
@@ -339,7 +337,6 @@ impl Controller {
             app: svc.app.clone(),
             service: svc.name.clone(),
             revision: rev.number,
-            port,
             created_at: self.now_ms(),
         };
         self.db.put_task(&record).await?;
@@ -374,6 +371,7 @@ impl Controller {
             command,
             workdir: self.releases.path(app, &rev.release).join(&rev.spec.workdir),
             env: self.task_env(app, service, rev, id),
+            port: None,
             cpu_units: rev.spec.cpu,
             memory_bytes: rev.spec.memory,
             stop_signal: signal_number(&rev.spec.stop_signal),
@@ -492,10 +490,6 @@ impl Controller {
 fn start_backoff(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     Duration::from_millis(500).saturating_mul(1 << doublings).min(MAX_START_BACKOFF)
-}
-
-pub(crate) fn task_port(spec: &TaskSpec) -> Option<u16> {
-    spec.env.get("PORT").and_then(|p| p.parse().ok())
 }
 
 pub(crate) fn short_id() -> String {

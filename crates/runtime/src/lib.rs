@@ -50,6 +50,11 @@ pub struct TaskSpec {
     /// and `WHARF_DRIVER` itself (they cannot be overridden).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The port the task listens on, chosen once when the task is made so it
+    /// survives restarts and re-adoption; the driver sets `$PORT` to it
+    /// (over any `PORT` in `env`). None: the task takes no traffic.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// 1024 = one core: CFS quota of `units * 100ms / 1024` per 100 ms period,
     /// plus a proportional weight (v1 `cpu.shares`, v2 `cpu.weight`).
     pub cpu_units: Option<u32>,
@@ -135,6 +140,7 @@ impl TaskSpec {
             command,
             workdir: workdir.into(),
             env: BTreeMap::new(),
+            port: None,
             cpu_units: None,
             memory_bytes: None,
             stop_signal: libc::SIGTERM,
@@ -176,6 +182,9 @@ impl TaskSpec {
             if v.contains('\0') {
                 return Err(invalid(format!("the value of environment variable `{k}` contains a NUL byte")));
             }
+        }
+        if self.port == Some(0) {
+            return Err(invalid("port 0 cannot be listened on (give a port from 1 to 65535)".into()));
         }
         if !(1..=64).contains(&self.stop_signal) {
             return Err(invalid(format!("stop_signal {} is not a signal number (1-64)", self.stop_signal)));
@@ -447,9 +456,14 @@ mod tests {
         let mut s = ok.clone();
         s.stop_signal = 0;
         assert!(s.validate().is_err());
-        let mut s = ok;
+        let mut s = ok.clone();
         s.env.insert("A=B".into(), "x".into());
         assert!(s.validate().is_err());
+        let mut s = ok;
+        s.port = Some(0);
+        assert!(s.validate().unwrap_err().to_string().contains("port 0"));
+        s.port = Some(8080);
+        s.validate().unwrap();
     }
 
     #[test]

@@ -91,8 +91,8 @@ impl ProcessDriverOptions {
 ///
 /// Every process is spawned in a new process group (pgid = pid), with stdin
 /// from /dev/null, an environment built from PATH, HOME, USER, LANG, LC_ALL,
-/// LC_CTYPE, TZ, TMPDIR of the server, then `spec.env`, then `WHARF_TASK` and
-/// `WHARF_DRIVER`, and (when cgroups work) in its own cgroup before it execs.
+/// LC_CTYPE, TZ, TMPDIR of the server, then `spec.env`, then `PORT` (from
+/// `spec.port`), `WHARF_TASK` and `WHARF_DRIVER`, and (when cgroups work) in its own cgroup before it execs.
 /// When a task's main process exits, whatever is left of its process group
 /// and cgroup is SIGKILLed before the task restarts or is marked exited.
 ///
