@@ -15,6 +15,7 @@ use wharf_store::{ServiceRecord, TaskRecord};
 use crate::clock::Clock;
 use crate::component::BackgroundLoop;
 use crate::controller::{signal_number, ControlError, Controller};
+use crate::error::{Invalid, Unavailable};
 use crate::strategy::PoolLayout;
 
 /// How long a task of a removed service may finish what it has (requests,
@@ -389,15 +390,8 @@ impl Controller {
         spec: &wharf_spec::Service,
     ) -> Result<Option<TaskUser>, ControlError> {
         let Some(name) = &spec.user else { return Ok(self.task_user.clone()) };
-        TaskUser::resolve(name).map_err(|e| {
-            let hint = match e {
-                wharf_runtime::TaskUserError::NoSuchUser(_) => {
-                    format!("create it (useradd --system {name}) or remove `user`")
-                }
-                wharf_runtime::TaskUserError::NeedsRoot(_) => "remove `user`, or run the server as root".to_string(),
-            };
-            ControlError::Invalid(format!("service {service}: {e}\n  hint: {hint}"))
-        })
+        TaskUser::resolve(name)
+            .map_err(|source| Invalid::TaskUser { service: service.to_string(), user: name.clone(), source }.into())
     }
 
     /// What every task of a revision finds in its environment.
@@ -532,9 +526,8 @@ fn free_port(taken: &std::collections::HashSet<u16>) -> Result<u16, ControlError
         }
     }
     // Crowded: let the kernel choose.
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(|e| ControlError::Unavailable(format!("no free port for a task: {e}")))?;
-    Ok(l.local_addr().map_err(|e| ControlError::Unavailable(e.to_string()))?.port())
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Unavailable::NoFreePort)?;
+    Ok(l.local_addr().map_err(Unavailable::NoFreePort)?.port())
 }
 
 #[cfg(test)]
