@@ -46,6 +46,9 @@ pub enum NotFound {
     RunningOneOff { task: String },
     #[error("no one-off task {task}")]
     OneOff { task: String },
+    /// A job's service, not (or no longer) deployed.
+    #[error("service {service} of app {app} is not deployed")]
+    Undeployed { app: String, service: String },
     /// `known` are the app's jobs.
     #[error("{}", no_such_job(app, job, known))]
     Job { app: String, job: String, known: Vec<String> },
@@ -69,6 +72,8 @@ pub enum Unavailable {
     RunNotRecorded,
     #[error("the scheduler is not running yet")]
     SchedulerNotStarted,
+    #[error("the server is stopping")]
+    Stopping,
 }
 
 /// What is wrong with the request; nothing was changed.
@@ -242,6 +247,10 @@ mod tests {
                 .into(),
                 "deployment shop#7 is in progress (rolling out web@4): `wharf rollback web` without a revision \
                  aborts it (back to @nothing); a rollback to another revision can follow once it has ended",
+            ),
+            (
+                NotFound::Undeployed { app: "shop".into(), service: "web".into() }.into(),
+                "service web of app shop is not deployed",
             ),
             (
                 Unavailable::StillStopping { app: "shop".into(), left: 2 }.into(),

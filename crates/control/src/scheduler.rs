@@ -56,7 +56,7 @@ pub(crate) enum Observed {
 #[async_trait]
 pub(crate) trait Runner: Send + Sync + 'static {
     /// Starts the task `task` for a run of `job`; returns the revision used.
-    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, String>;
+    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, ControlError>;
     fn observe(&self, task: &str) -> Observed;
     /// Stops a task (graceful, then SIGKILL); returns how it ended.
     async fn stop(&self, task: &str) -> ExitInfo;
@@ -694,30 +694,28 @@ struct DriverRunner {
 }
 
 impl DriverRunner {
-    fn ctl(&self) -> Result<Arc<Controller>, String> {
-        self.ctl.upgrade().ok_or_else(|| "the server is stopping".to_string())
+    fn ctl(&self) -> Result<Arc<Controller>, ControlError> {
+        self.ctl.upgrade().ok_or_else(|| Unavailable::Stopping.into())
     }
 }
 
 #[async_trait]
 impl Runner for DriverRunner {
-    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, String> {
+    async fn start(&self, app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, ControlError> {
         let ctl = self.ctl()?;
         let svc = ctl
             .db
             .service(app, &job.service)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("service {} of app {app} is not deployed", job.service))?;
+            .await?
+            .ok_or_else(|| NotFound::Undeployed { app: app.to_string(), service: job.service.clone() })?;
         // The revision that has the traffic (during a blue-green deploy, the old one until the switch).
         let number = crate::strategy::PoolLayout::of(&svc).serving_revision();
-        let rev = ctl.revision(app, &job.service, number).await.map_err(|e| e.to_string())?;
-        let mut spec =
-            ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false).map_err(|e| e.to_string())?;
+        let rev = ctl.revision(app, &job.service, number).await?;
+        let mut spec = ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false)?;
         spec.env.insert("WHARF_JOB".into(), job.name.clone());
         spec.env.insert("WHARF_JOB_RUN".into(), run.id.clone());
         ctl.remember(&spec);
-        ctl.driver.start(spec).await.map_err(|e| e.to_string())?;
+        ctl.driver.start(spec).await?;
         Ok(number)
     }
 

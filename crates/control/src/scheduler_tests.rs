@@ -41,14 +41,17 @@ struct FakeRunner {
 #[async_trait]
 impl Runner for FakeRunner {
     /// `command = ["run", SECONDS, CODE]`, `["forever"]` or `["unstartable"]`.
-    async fn start(&self, _app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, String> {
+    async fn start(&self, _app: &str, job: &Job, run: &JobRunRecord, task: &str) -> Result<u64, ControlError> {
         let end = match job.command[0].as_str() {
             "run" => Some((
                 self.clock.now_ms() + job.command[1].parse::<u64>().unwrap() * 1000,
                 job.command[2].parse().unwrap(),
             )),
             "forever" => None,
-            _ => return Err("no such program".into()),
+            _ => {
+                let reason = "no such program".to_string();
+                return Err(wharf_runtime::DriverError::InvalidSpec { task: task.to_string(), reason }.into());
+            }
         };
         self.fake.tasks.lock().unwrap().insert(task.to_string(), end);
         self.fake.starts.lock().unwrap().push((job.name.clone(), run.scheduled_at, run.trigger, run.attempt));
