@@ -113,8 +113,8 @@ pub enum Invalid {
     #[error("{task} is a service task, not a one-off")]
     NotOneOff { task: String },
     /// The account a service's tasks should run as cannot be used.
-    #[error("service {service}: {source}\n  hint: {}", user_hint(source, user))]
-    TaskUser { service: String, user: String, source: wharf_runtime::TaskUserError },
+    #[error("service {service}: {source}\n  hint: {}", user_hint(source))]
+    TaskUser { service: String, source: wharf_runtime::TaskUserError },
 }
 
 /// The deployment in progress that blocks an operation.
@@ -190,10 +190,12 @@ fn no_such_job(app: &str, job: &str, known: &[String]) -> String {
     }
 }
 
-fn user_hint(e: &wharf_runtime::TaskUserError, user: &str) -> String {
+fn user_hint(e: &wharf_runtime::TaskUserError) -> String {
     match e {
-        wharf_runtime::TaskUserError::NoSuchUser(_) => format!("create it (useradd --system {user}) or remove `user`"),
-        wharf_runtime::TaskUserError::NeedsRoot(_) => "remove `user`, or run the server as root".to_string(),
+        wharf_runtime::TaskUserError::NoSuchUser { user } => {
+            format!("create it (useradd --system {user}) or remove `user`")
+        }
+        wharf_runtime::TaskUserError::NeedsRoot { .. } => "remove `user`, or run the server as root".to_string(),
     }
 }
 
@@ -247,6 +249,15 @@ mod tests {
                 .into(),
                 "deployment shop#7 is in progress (rolling out web@4): `wharf rollback web` without a revision \
                  aborts it (back to @nothing); a rollback to another revision can follow once it has ended",
+            ),
+            (
+                Invalid::TaskUser {
+                    service: "web".into(),
+                    source: wharf_runtime::TaskUserError::NoSuchUser { user: "app".into() },
+                }
+                .into(),
+                "service web: user `app` does not exist on this server\n  \
+                 hint: create it (useradd --system app) or remove `user`",
             ),
             (
                 NotFound::Undeployed { app: "shop".into(), service: "web".into() }.into(),

@@ -390,8 +390,7 @@ impl Controller {
         spec: &wharf_spec::Service,
     ) -> Result<Option<TaskUser>, ControlError> {
         let Some(name) = &spec.user else { return Ok(self.task_user.clone()) };
-        TaskUser::resolve(name)
-            .map_err(|source| Invalid::TaskUser { service: service.to_string(), user: name.clone(), source }.into())
+        TaskUser::resolve(name).map_err(|source| Invalid::TaskUser { service: service.to_string(), source }.into())
     }
 
     /// What every task of a revision finds in its environment.

@@ -83,10 +83,10 @@ pub struct TaskUser {
 /// Why a task cannot run as the account it names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TaskUserError {
-    #[error("user `{0}` does not exist on this server")]
-    NoSuchUser(String),
-    #[error("running tasks as `{0}` needs a server running as root (this one runs every task as its own user)")]
-    NeedsRoot(String),
+    #[error("user `{user}` does not exist on this server")]
+    NoSuchUser { user: String },
+    #[error("running tasks as `{user}` needs a server running as root (this one runs every task as its own user)")]
+    NeedsRoot { user: String },
 }
 
 /// Whether this process runs as root (and so may run tasks as other users).
@@ -99,14 +99,14 @@ impl TaskUser {
     /// The account tasks naming `name` run as, for this server: None runs
     /// them as the server's own user (root, or the server's account itself).
     pub fn resolve(name: &str) -> Result<Option<TaskUser>, TaskUserError> {
-        let u = TaskUser::lookup(name).ok_or_else(|| TaskUserError::NoSuchUser(name.to_string()))?;
+        let u = TaskUser::lookup(name).ok_or_else(|| TaskUserError::NoSuchUser { user: name.to_string() })?;
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         match u.uid {
             0 => Ok(None),
             uid if uid == me => Ok(None),
             _ if me == 0 => Ok(Some(u)),
-            _ => Err(TaskUserError::NeedsRoot(name.to_string())),
+            _ => Err(TaskUserError::NeedsRoot { user: name.to_string() }),
         }
     }
 

@@ -142,9 +142,9 @@ async fn duplicate_and_unknown_ids() {
         |e| matches!(e, DriverEvent::Started { task, pid: p, attempt: 1 } if task == "dup" && *p == pid),
     )
     .await;
-    assert!(matches!(d.start(spec("dup", vec!["true".into()])).await.unwrap_err(), DriverError::AlreadyExists(_)));
-    assert!(matches!(d.stop("nope").await.unwrap_err(), DriverError::NotFound(_)));
-    assert!(matches!(d.remove("dup").await.unwrap_err(), DriverError::NotExited(_)));
+    assert!(matches!(d.start(spec("dup", vec!["true".into()])).await.unwrap_err(), DriverError::AlreadyExists { .. }));
+    assert!(matches!(d.stop("nope").await.unwrap_err(), DriverError::NotFound { .. }));
+    assert!(matches!(d.remove("dup").await.unwrap_err(), DriverError::NotExited { .. }));
     assert!(d.task("dup").unwrap().pid == Some(pid));
     d.stop("dup").await.unwrap();
     assert!(d.task("dup").is_none());
