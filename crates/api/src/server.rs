@@ -262,9 +262,9 @@ async fn deployments(State(st): State<ApiState>, q: QueryOf<AppQuery>) -> Respon
 pub(crate) fn control_error(e: wharf_control::ControlError) -> Response {
     use wharf_control::{ControlError, StoreError};
     match e {
-        ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
-        ControlError::Invalid(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
-        ControlError::Busy(m) => error(StatusCode::CONFLICT, "busy", m),
+        ControlError::NotFound(e) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        ControlError::Invalid(e) => error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+        ControlError::Busy(e) => error(StatusCode::CONFLICT, "busy", e.to_string()),
         ControlError::Store(e @ StoreError::DiskFull(_)) => {
             error(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
         }

@@ -14,6 +14,7 @@ use wharf_store::{Db, EventRecord, Revision, StoreError};
 use crate::autoscaler::Autoscaler;
 use crate::clock::{Clock, SystemClock};
 use crate::component::BackgroundLoop;
+use crate::error::NotFound;
 use crate::health::HealthMonitor;
 use crate::reconcile::Reconciler;
 use crate::release::ReleaseStore;
@@ -21,23 +22,7 @@ use crate::rollout::Rollout;
 use crate::routes::RoutingPublisher;
 use crate::usage::UsageSampler;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Driver(#[from] wharf_runtime::DriverError),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Unavailable(String),
-    /// The request itself is wrong (e.g. ambiguous); nothing was changed.
-    #[error("{0}")]
-    Invalid(String),
-    /// Another operation holds what this one needs (a deployment in progress).
-    #[error("{0}")]
-    Busy(String),
-}
+pub use crate::error::ControlError;
 
 /// What the controller needs from the server that owns it.
 pub struct ControlConfig {
@@ -274,7 +259,7 @@ impl Controller {
         self.db
             .service(app, service)
             .await?
-            .ok_or_else(|| ControlError::NotFound(format!("app `{app}` has no service `{service}`")))
+            .ok_or_else(|| NotFound::Service { app: app.to_string(), service: service.to_string() }.into())
     }
 
     pub(crate) async fn revision(&self, app: &str, svc: &str, n: u64) -> Result<Arc<Revision>, ControlError> {
@@ -283,7 +268,7 @@ impl Controller {
             return Ok(r.clone());
         }
         let rev = self.db.revision(app, svc, n).await?.ok_or_else(|| {
-            ControlError::NotFound(format!("revision {svc}@{n} of app {app} is missing from the store"))
+            ControlError::from(NotFound::StoredRevision { app: app.to_string(), service: svc.to_string(), number: n })
         })?;
         let rev = Arc::new(rev);
         self.revisions.lock().unwrap().insert(key, rev.clone());

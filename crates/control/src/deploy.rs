@@ -15,6 +15,7 @@ use wharf_store::{
 
 use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
+use crate::error::{Busy, InProgress, Unavailable};
 use crate::plan::{describe_jobs, job_changes};
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
 use crate::scale::deployed_replicas;
@@ -56,7 +57,7 @@ impl Controller {
         let a = archive.clone();
         let (staging, hash) = tokio::task::spawn_blocking(move || releases.stage(&a))
             .await
-            .map_err(|e| ControlError::Unavailable(e.to_string()))??;
+            .map_err(|e| ControlError::from(Unavailable::from(e)))??;
         let parsed = parse_release(&staging);
         let spec = match parsed {
             Ok(spec) => spec,
@@ -86,7 +87,7 @@ impl Controller {
         let a = archive.clone();
         let code = tokio::task::spawn_blocking(move || code_hash(&a))
             .await
-            .map_err(|e| ControlError::Unavailable(e.to_string()))??;
+            .map_err(|e| ControlError::from(Unavailable::from(e)))??;
         let _guard = self.rollout.lock().await;
         let source = std::fs::read_to_string(staging.join(wharf_spec::FILE_NAME)).unwrap_or_default();
         self.releases.commit(&spec.app, &staging, &hash, &archive)?;
@@ -209,12 +210,7 @@ impl Controller {
         let history = self.db.deployments(app).await?;
         if let Some(running) = history.last().filter(|d| d.state == DeploymentState::InProgress) {
             if state != DeploymentState::Unchanged {
-                return Err(ControlError::Busy(format!(
-                    "deployment {app}#{} is still in progress ({}); wait for it to finish, \
-                     or abort it with `wharf rollback SERVICE`; nothing was changed",
-                    running.id, running.message
-                ))
-                .into());
+                return Err(ControlError::from(Busy::Deploy(InProgress::of(running))).into());
             }
         }
         // With a release command, services move only once it has succeeded.

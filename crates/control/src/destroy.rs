@@ -13,6 +13,7 @@ use wharf_store::{Batch, DeploymentState, DestroyRecord};
 
 use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
+use crate::error::{Busy, InProgress, Invalid, NotFound, Unavailable};
 
 /// How long a destroy waits for a deployment driver to notice and let go.
 const DRIVER_LET_GO: Duration = Duration::from_secs(30);
@@ -31,9 +32,7 @@ impl Controller {
             && app.starts_with(|c: char| c.is_ascii_lowercase())
             && app.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !valid {
-            return Err(ControlError::Invalid(format!(
-                "`{app}` is not an app name (lowercase letters, digits and '-', starting with a letter)"
-            )));
+            return Err(Invalid::AppName { app: app.to_string() }.into());
         }
         let guard = self.rollout.lock().await;
         if let Some(r) = self.db.destroy(app).await? {
@@ -45,16 +44,12 @@ impl Controller {
         let record = self.db.app(app).await?;
         let services = self.db.services(Some(app)).await?;
         if record.is_none() && services.is_empty() {
-            return Err(ControlError::NotFound(format!("no app `{app}` is deployed")));
+            return Err(NotFound::App { app: app.to_string() }.into());
         }
         let mut running = self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress);
         if let Some(d) = &running {
             if !force {
-                return Err(ControlError::Busy(format!(
-                    "deployment {app}#{} is in progress ({}); nothing was changed\n  \
-                     hint: wait for it to end, or pass --force to abort it and destroy the app anyway",
-                    d.id, d.message
-                )));
+                return Err(Busy::Destroy(InProgress::of(d)).into());
             }
         }
         // The deployment's driver lets go before anything is written, so it
@@ -141,7 +136,7 @@ impl Controller {
         let r = r.clone();
         tokio::spawn(async move { this.finish_destroy_now(r, aborted, tasks).await })
             .await
-            .map_err(|e| ControlError::Unavailable(format!("the destroy stopped: {e}")))?
+            .map_err(Unavailable::DestroyStopped)?
     }
 
     async fn finish_destroy_now(
@@ -161,9 +156,7 @@ impl Controller {
                 break;
             }
             if self.clock.instant() >= until {
-                return Err(ControlError::Unavailable(format!(
-                    "{left} tasks of {app} are still stopping; the destroy goes on in the background"
-                )));
+                return Err(Unavailable::StillStopping { app: app.to_string(), left }.into());
             }
             self.reconciler.wake();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -171,7 +164,7 @@ impl Controller {
         if r.purge {
             self.releases
                 .delete_app(app)
-                .map_err(|e| ControlError::Unavailable(format!("cannot delete the releases of {app}: {e}")))?;
+                .map_err(|source| Unavailable::DeleteReleases { app: app.to_string(), source })?;
         }
         let _guard = self.rollout.lock().await;
         let mut batch = Batch::default();
@@ -226,9 +219,7 @@ impl Controller {
     /// Refuses to change an app that is being destroyed.
     pub(crate) async fn check_not_destroying(&self, app: &str) -> Result<(), ControlError> {
         if self.destroying.lock().unwrap().contains(app) || self.db.destroy(app).await?.is_some() {
-            return Err(ControlError::Busy(format!(
-                "app `{app}` is being destroyed; nothing was changed\n  hint: deploy it again once `wharf status` no longer lists it"
-            )));
+            return Err(Busy::Destroying { app: app.to_string() }.into());
         }
         Ok(())
     }

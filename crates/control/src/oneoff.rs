@@ -9,6 +9,7 @@ use wharf_logs::Level;
 use wharf_runtime::ExitInfo;
 
 use crate::controller::{ControlError, Controller};
+use crate::error::{Invalid, NotFound};
 use crate::reconcile::short_id;
 
 impl Controller {
@@ -19,11 +20,11 @@ impl Controller {
         command: Vec<String>,
     ) -> Result<RunStarted, ControlError> {
         if command.is_empty() || command[0].is_empty() {
-            return Err(ControlError::Invalid("give the command to run after `--`".into()));
+            return Err(Invalid::NoCommand.into());
         }
         // The client's mistake, said as such (not as a driver failure).
         if let Some(i) = command.iter().position(|a| a.contains('\0')) {
-            return Err(ControlError::Invalid(format!("argument {i} of the command contains a NUL byte")));
+            return Err(Invalid::NulInArgument { index: i }.into());
         }
         let svc = self.service_record(app, service).await?;
         let rev = self.revision(app, service, svc.revision).await?;
@@ -46,8 +47,8 @@ impl Controller {
     pub async fn wait_run(&self, task: &str) -> Result<RunEnded, ControlError> {
         match self.driver.task(task) {
             Some(t) if !t.spec.restart => {}
-            Some(_) => return Err(ControlError::Invalid(format!("{task} is a service task, not a one-off"))),
-            None => return Err(ControlError::NotFound(format!("no one-off task {task} (it may have ended already)"))),
+            Some(_) => return Err(Invalid::NotOneOff { task: task.to_string() }.into()),
+            None => return Err(NotFound::RunningOneOff { task: task.to_string() }.into()),
         }
         let exit = self.driver.wait(task).await?;
         let _ = self.driver.remove(task).await;
@@ -67,7 +68,7 @@ impl Controller {
                 self.driver.stop(task).await?;
                 Ok(())
             }
-            _ => Err(ControlError::NotFound(format!("no one-off task {task}"))),
+            _ => Err(NotFound::OneOff { task: task.to_string() }.into()),
         }
     }
 }

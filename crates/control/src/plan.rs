@@ -10,6 +10,7 @@ use wharf_store::JobRecord;
 
 use crate::controller::{ControlError, Controller};
 use crate::deploy::{parse_release, revision_digest, DeployError};
+use crate::error::Unavailable;
 use crate::release::code_hash;
 use crate::rollback::spec_changes;
 
@@ -52,14 +53,14 @@ impl Controller {
         let a = archive.clone();
         let (staging, _hash) = tokio::task::spawn_blocking(move || releases.stage(&a))
             .await
-            .map_err(|e| ControlError::Unavailable(e.to_string()))??;
+            .map_err(|e| ControlError::from(Unavailable::from(e)))??;
         let parsed = parse_release(&staging);
         self.releases.discard(&staging);
         let spec = parsed.map_err(DeployError::Invalid)?;
         let a = archive.clone();
         let code = tokio::task::spawn_blocking(move || code_hash(&a))
             .await
-            .map_err(|e| ControlError::Unavailable(e.to_string()))??;
+            .map_err(|e| ControlError::from(Unavailable::from(e)))??;
         let app = &spec.app;
         let old: BTreeMap<String, wharf_store::ServiceRecord> =
             self.db.services(Some(app)).await?.into_iter().map(|s| (s.name.clone(), s)).collect();

@@ -15,6 +15,7 @@ use wharf_store::{ServiceRecord, TaskRecord};
 use crate::clock::Clock;
 use crate::component::BackgroundLoop;
 use crate::controller::{signal_number, ControlError, Controller};
+use crate::error::{Invalid, Unavailable};
 use crate::strategy::PoolLayout;
 
 /// How long a task of a removed service may finish what it has (requests,
@@ -193,7 +194,7 @@ impl Controller {
         let web = rev.spec.is_web();
         if let Some(check) = &rev.spec.health {
             for t in &tasks {
-                if let Some(port) = task_port(&t.spec) {
+                if let Some(port) = t.spec.port {
                     // Old revisions' tasks keep their own check settings.
                     let check = if t.spec.revision == rev.number {
                         check.clone()
@@ -323,15 +324,13 @@ impl Controller {
     ) -> Result<(), ControlError> {
         let id = format!("{}-{}-{}-{}", svc.app, svc.name, rev.number, short_id());
         let port = if rev.spec.is_web() {
-            let taken = self.driver.tasks().iter().filter_map(|t| task_port(&t.spec)).collect();
+            let taken = self.driver.tasks().iter().filter_map(|t| t.spec.port).collect();
             Some(free_port(&taken)?)
         } else {
             None
         };
         let mut spec = self.task_spec(&svc.app, &svc.name, rev, &id, rev.spec.command.clone(), true)?;
-        if let Some(p) = port {
-            spec.env.insert("PORT".into(), p.to_string());
-        }
+        spec.port = port;
         // Intent first: a crash between these two lines leaves a record
         // without a task, which forget_gone_tasks() cleans up.
         let record = TaskRecord {
@@ -339,7 +338,6 @@ impl Controller {
             app: svc.app.clone(),
             service: svc.name.clone(),
             revision: rev.number,
-            port,
             created_at: self.now_ms(),
         };
         self.db.put_task(&record).await?;
@@ -374,6 +372,7 @@ impl Controller {
             command,
             workdir: self.releases.path(app, &rev.release).join(&rev.spec.workdir),
             env: self.task_env(app, service, rev, id),
+            port: None,
             cpu_units: rev.spec.cpu,
             memory_bytes: rev.spec.memory,
             stop_signal: signal_number(&rev.spec.stop_signal),
@@ -391,15 +390,7 @@ impl Controller {
         spec: &wharf_spec::Service,
     ) -> Result<Option<TaskUser>, ControlError> {
         let Some(name) = &spec.user else { return Ok(self.task_user.clone()) };
-        TaskUser::resolve(name).map_err(|e| {
-            let hint = match e {
-                wharf_runtime::TaskUserError::NoSuchUser(_) => {
-                    format!("create it (useradd --system {name}) or remove `user`")
-                }
-                wharf_runtime::TaskUserError::NeedsRoot(_) => "remove `user`, or run the server as root".to_string(),
-            };
-            ControlError::Invalid(format!("service {service}: {e}\n  hint: {hint}"))
-        })
+        TaskUser::resolve(name).map_err(|source| Invalid::TaskUser { service: service.to_string(), source }.into())
     }
 
     /// What every task of a revision finds in its environment.
@@ -494,10 +485,6 @@ fn start_backoff(failures: u32) -> Duration {
     Duration::from_millis(500).saturating_mul(1 << doublings).min(MAX_START_BACKOFF)
 }
 
-pub(crate) fn task_port(spec: &TaskSpec) -> Option<u16> {
-    spec.env.get("PORT").and_then(|p| p.parse().ok())
-}
-
 pub(crate) fn short_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -538,9 +525,8 @@ fn free_port(taken: &std::collections::HashSet<u16>) -> Result<u16, ControlError
         }
     }
     // Crowded: let the kernel choose.
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(|e| ControlError::Unavailable(format!("no free port for a task: {e}")))?;
-    Ok(l.local_addr().map_err(|e| ControlError::Unavailable(e.to_string()))?.port())
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Unavailable::NoFreePort)?;
+    Ok(l.local_addr().map_err(Unavailable::NoFreePort)?.port())
 }
 
 #[cfg(test)]

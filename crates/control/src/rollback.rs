@@ -12,6 +12,7 @@ use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, Revision
 
 use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
+use crate::error::{Busy, InProgress, Invalid, NoAbort, NotFound};
 use crate::strategy;
 
 /// What the deployment history says about each revision of one service.
@@ -82,7 +83,7 @@ impl Controller {
         let current = self.db.service(app, service).await?.map(|s| s.revision);
         let revisions = self.db.revisions(app, service).await?;
         if revisions.is_empty() {
-            return Err(ControlError::NotFound(format!("app `{app}` has no service `{service}`")));
+            return Err(NotFound::Service { app: app.to_string(), service: service.to_string() }.into());
         }
         let history = History::of(&self.db.deployments(app).await?, service);
         let mut out = Vec::new();
@@ -137,17 +138,14 @@ impl Controller {
         let revisions = self.db.revisions(app, service).await?;
         let target = match to {
             Some(n) => revisions.iter().find(|r| r.number == n).ok_or_else(|| {
-                let known: Vec<String> = revisions.iter().map(|r| r.number.to_string()).collect();
-                ControlError::NotFound(format!("{service} has no revision {n} (it has {})", known.join(", ")))
+                let known = revisions.iter().map(|r| r.number).collect();
+                ControlError::from(NotFound::Revision { service: service.to_string(), number: n, known })
             })?,
             None => {
                 let history = History::of(&self.db.deployments(app).await?, service);
                 let earlier: Vec<&Revision> = revisions.iter().rev().filter(|r| r.number < svc.revision).collect();
                 if earlier.is_empty() {
-                    return Err(ControlError::Invalid(format!(
-                        "{service}@{} is its first revision: there is nothing to roll back to",
-                        svc.revision
-                    )));
+                    return Err(Invalid::FirstRevision { service: service.to_string(), number: svc.revision }.into());
                 }
                 let Some(good) = earlier.iter().copied().find(|r| history.healthy(r.number)) else {
                     let skipped: Vec<String> = earlier
@@ -157,23 +155,16 @@ impl Controller {
                             format!("@{} {how}", r.number)
                         })
                         .collect();
-                    return Err(ControlError::Invalid(format!(
-                        "no earlier revision of {service} was live and healthy ({})\n  \
-                         hint: name one to roll back to anyway: `wharf rollback {service} REV`",
-                        skipped.join(", ")
-                    )));
+                    return Err(Invalid::NoHealthyEarlier { service: service.to_string(), skipped }.into());
                 };
                 good
             }
         };
         if target.number == svc.revision {
-            return Err(ControlError::Invalid(format!("{service} already runs revision {}", target.number)));
+            return Err(Invalid::AlreadyRuns { service: service.to_string(), number: target.number }.into());
         }
         if !self.releases.path(app, &target.release).exists() {
-            return Err(ControlError::Invalid(format!(
-                "the release of {service}@{} is no longer stored (only the last 10 releases are kept)",
-                target.number
-            )));
+            return Err(Invalid::ReleaseGone { service: service.to_string(), number: target.number }.into());
         }
         let id = self.db.deployments(app).await?.last().map_or(1, |d| d.id + 1);
         let message = format!("rollback of {service}: @{} → @{}", svc.revision, target.number);
@@ -223,7 +214,7 @@ impl Controller {
         let _guard = self.rollout.lock().await;
         let running = self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress);
         let Some(mut d) = running else {
-            return Err(ControlError::Invalid(format!("{app} has no deployment in progress: no canary to promote")));
+            return Err(Invalid::NoCanaryRunning { app: app.to_string() }.into());
         };
         if let Some(name) = service {
             self.service_record(app, name).await?;
@@ -232,10 +223,7 @@ impl Controller {
         for s in self.db.services(Some(app)).await? {
             let Some(c) = s.canary.filter(|_| service.is_none_or(|n| n == s.name)) else { continue };
             if c.step == 0 {
-                return Err(ControlError::Busy(format!(
-                    "{}@{} is still starting its new tasks; promote it once it takes a share of the requests",
-                    s.name, s.revision
-                )));
+                return Err(Busy::CanaryStarting { service: s.name.clone(), revision: s.revision }.into());
             }
             let Some(next) = crate::strategy::promoted(&s) else { continue };
             // The rollout's deadline counts again from here, for the old tasks to leave.
@@ -244,8 +232,9 @@ impl Controller {
             promoted = true;
         }
         if !promoted {
-            let what = service.map_or_else(|| "no canary".to_string(), |n| format!("no canary of {n}"));
-            return Err(ControlError::Invalid(format!("deployment {app}#{} has {what} to promote", d.id)));
+            return Err(
+                Invalid::NoCanary { app: app.to_string(), id: d.id, service: service.map(str::to_string) }.into()
+            );
         }
         Ok(d)
     }
@@ -257,21 +246,15 @@ impl Controller {
         service: &str,
         to: Option<u64>,
     ) -> Result<DeploymentRecord, ControlError> {
-        let busy = |why: String| {
-            Err(ControlError::Busy(format!("deployment {}#{} is in progress ({}): {why}", d.app, d.id, d.message)))
-        };
+        let busy = |why: NoAbort| Err(Busy::Rollback { deployment: InProgress::of(d), why }.into());
         let Some(change) = d.changes.iter().find(|c| c.service == service) else {
-            return busy(format!("it does not change {service}; wait for it to finish"));
+            return busy(NoAbort::OtherService { service: service.to_string() });
         };
         if d.step == DeployStep::Rollback {
-            return busy("it is already rolling back".into());
+            return busy(NoAbort::RollingBack);
         }
         if to.is_some() && to != change.from {
-            return busy(format!(
-                "`wharf rollback {service}` without a revision aborts it (back to @{}); \
-                 a rollback to another revision can follow once it has ended",
-                change.from.map_or_else(|| "nothing".to_string(), |f| f.to_string())
-            ));
+            return busy(NoAbort::OtherRevision { service: service.to_string(), from: change.from });
         }
         self.rollout.roll_back(self, d, format!("rolled back by hand (`wharf rollback {service}`)")).await?;
         self.rollout.spawn_deployment(self, &d.app.clone(), d.id);

@@ -8,6 +8,7 @@ use wharf_store::{Batch, DeploymentState, ServiceRecord};
 
 use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
+use crate::error::{Busy, InProgress, Invalid};
 
 /// Most replicas a service may have (as wharf.toml allows; see its doc for why).
 pub const MAX_REPLICAS: u32 = wharf_spec::MAX_REPLICAS;
@@ -34,18 +35,12 @@ impl Controller {
         why: &str,
     ) -> Result<ServiceRecord, ControlError> {
         if replicas > MAX_REPLICAS {
-            return Err(ControlError::Invalid(format!(
-                "{service}={replicas}: at most {MAX_REPLICAS} replicas per service ({})",
-                wharf_spec::REPLICAS_WHY
-            )));
+            return Err(Invalid::Replicas { service: service.to_string(), replicas, max: MAX_REPLICAS }.into());
         }
         let _guard = self.rollout.lock().await;
         let svc = self.service_record(app, service).await?;
         if let Some(d) = self.db.deployments(app).await?.pop().filter(|d| d.state == DeploymentState::InProgress) {
-            return Err(ControlError::Busy(format!(
-                "deployment {app}#{} is in progress ({}); scale once it has ended",
-                d.id, d.message
-            )));
+            return Err(Busy::Scale(InProgress::of(&d)).into());
         }
         if svc.replicas == replicas {
             return Ok(svc);

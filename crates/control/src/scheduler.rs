@@ -30,6 +30,7 @@ use wharf_store::{Db, JobCursor, JobRecord, JobRunRecord, RunState, RunTrigger, 
 use crate::clock::{Clock, SystemClock};
 use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
+use crate::error::{Busy, NotFound, Unavailable};
 
 /// A scheduled time this late (server down, busy) still runs; older ones are missed.
 pub const GRACE: Duration = Duration::from_secs(60);
@@ -551,16 +552,15 @@ impl Scheduler {
             .iter()
             .find(|(a, _)| a == app)
             .and_then(|(_, js)| js.get(job_name).map(|(j, _)| j.clone()))
-            .ok_or_else(|| ControlError::NotFound(no_such_job(app, job_name, &jobs)))?;
-        let rec = self
-            .start_run(app, &job, RunTrigger::Manual, None, None)
-            .await?
-            .ok_or_else(|| ControlError::Unavailable("the run could not be recorded".into()))?;
+            .ok_or_else(|| no_such_job(app, job_name, &jobs))?;
+        let rec =
+            self.start_run(app, &job, RunTrigger::Manual, None, None).await?.ok_or(Unavailable::RunNotRecorded)?;
         if rec.state == RunState::Skipped {
-            return Err(ControlError::Busy(format!(
-                "job {job_name} was not run: {} (concurrency \"forbid\"); see `wharf job runs {job_name}`",
-                rec.message.trim_start_matches("skipped: ")
-            )));
+            return Err(Busy::JobRunning {
+                job: job_name.to_string(),
+                reason: rec.message.trim_start_matches("skipped: ").to_string(),
+            }
+            .into());
         }
         Ok(rec)
     }
@@ -598,7 +598,7 @@ impl Scheduler {
             let jobs = self.jobs().await?;
             let known = jobs.iter().any(|(a, js)| a == app && js.contains_key(job));
             if !known {
-                return Err(ControlError::NotFound(no_such_job(app, job, &jobs)));
+                return Err(no_such_job(app, job, &jobs).into());
             }
         }
         Ok(runs)
@@ -609,14 +609,9 @@ impl Scheduler {
     }
 }
 
-fn no_such_job(app: &str, job: &str, jobs: &[(String, AppJobs)]) -> String {
-    let names: Vec<&str> =
-        jobs.iter().filter(|(a, _)| a == app).flat_map(|(_, js)| js.keys().map(String::as_str)).collect();
-    if names.is_empty() {
-        format!("app {app} has no job `{job}` (it declares no [job.NAME] tables)")
-    } else {
-        format!("app {app} has no job `{job}`; its jobs: {}", names.join(", "))
-    }
+fn no_such_job(app: &str, job: &str, jobs: &[(String, AppJobs)]) -> NotFound {
+    let known = jobs.iter().filter(|(a, _)| a == app).flat_map(|(_, js)| js.keys().cloned()).collect();
+    NotFound::Job { app: app.to_string(), job: job.to_string(), known }
 }
 
 /// The next attempt of a failed run: waiting out its backoff, with nothing
@@ -800,7 +795,7 @@ impl Controller {
     }
 
     fn scheduler(&self) -> Result<&Arc<Scheduler>, ControlError> {
-        self.jobs.scheduler.get().ok_or_else(|| ControlError::Unavailable("the scheduler is not running yet".into()))
+        self.jobs.scheduler.get().ok_or_else(|| Unavailable::SchedulerNotStarted.into())
     }
 
     /// Every job of an app, with its next and last run.

@@ -9,6 +9,7 @@ use wharf_proxy::{Maintenance, PauseGate};
 use wharf_store::{MaintenanceRecord, PauseRecord};
 
 use crate::controller::{ControlError, Controller};
+use crate::error::{Invalid, NotFound};
 
 /// Requests held per paused service before new ones get 503.
 const MAX_HELD: usize = 10_000;
@@ -36,22 +37,19 @@ impl Controller {
         let apps = self.db.apps().await?;
         match apps.as_slice() {
             [one] => Ok(one.name.clone()),
-            [] => Err(ControlError::NotFound("no app is deployed yet".into())),
-            many => Err(ControlError::Invalid(format!(
-                "several apps are deployed ({}): say which with --app",
-                many.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
-            ))),
+            [] => Err(NotFound::AnyApp.into()),
+            many => Err(Invalid::WhichApp { apps: many.iter().map(|a| a.name.clone()).collect() }.into()),
         }
     }
 
     /// Fails with a clear message unless `app` (and `service`) exist.
     async fn check_scope(&self, app: &str, service: Option<&str>) -> Result<(), ControlError> {
         if self.db.app(app).await?.is_none() {
-            return Err(ControlError::NotFound(format!("no app `{app}` is deployed")));
+            return Err(NotFound::App { app: app.to_string() }.into());
         }
         if let Some(s) = service {
             if self.db.service(app, s).await?.is_none() {
-                return Err(ControlError::NotFound(format!("app `{app}` has no service `{s}`")));
+                return Err(NotFound::Service { app: app.to_string(), service: s.to_string() }.into());
             }
         }
         Ok(())
@@ -67,16 +65,10 @@ impl Controller {
     ) -> Result<(), ControlError> {
         // Both are stored and served on every maintenance answer: bounded.
         if page.as_ref().is_some_and(|p| p.len() > MAX_PAGE) {
-            return Err(ControlError::Invalid(format!(
-                "the maintenance page is over {} KiB\n  hint: keep it to one HTML file; link larger assets from another host",
-                MAX_PAGE >> 10
-            )));
+            return Err(Invalid::MaintenancePage { max_bytes: MAX_PAGE }.into());
         }
         if message.as_ref().is_some_and(|m| m.len() > MAX_MESSAGE) {
-            return Err(ControlError::Invalid(format!(
-                "the maintenance message is over {} KiB\n  hint: use --page for a longer text",
-                MAX_MESSAGE >> 10
-            )));
+            return Err(Invalid::MaintenanceMessage { max_bytes: MAX_MESSAGE }.into());
         }
         self.check_scope(app, service).await?;
         let what = scope(app, service);

@@ -8,7 +8,6 @@ use wharf_api_types::{AppView, CanaryView, RouteView, ServiceView, StatusView, T
 use wharf_runtime::ExitInfo;
 
 use crate::controller::{describe_exit, ControlError, Controller};
-use crate::reconcile::task_port;
 
 impl Controller {
     pub async fn status(self: &Arc<Self>) -> Result<StatusView, ControlError> {
@@ -95,7 +94,7 @@ impl Controller {
                     ejected: h.as_ref().is_some_and(|h| h.backend.ejected()),
                     in_flight: h.as_ref().map_or(0, |h| h.backend.in_flight()),
                     health_error: h.and_then(|h| h.last_error),
-                    port: task_port(&t.spec),
+                    port: t.spec.port,
                     state: crate::wire::task_state(t.state),
                     pid: t.pid,
                     restarts: t.restarts,

@@ -6,14 +6,14 @@ pub enum DriverError {
     #[error("invalid task `{task}`: {reason}")]
     InvalidSpec { task: String, reason: String },
 
-    #[error("task `{0}` already exists")]
-    AlreadyExists(String),
+    #[error("task `{task}` already exists")]
+    AlreadyExists { task: String },
 
-    #[error("no task `{0}`")]
-    NotFound(String),
+    #[error("no task `{task}`")]
+    NotFound { task: String },
 
-    #[error("task `{0}` has not exited: stop it instead")]
-    NotExited(String),
+    #[error("task `{task}` has not exited: stop it instead")]
+    NotExited { task: String },
 
     /// The program could not be executed.
     #[error("cannot start `{program}` (task `{task}`, workdir {workdir}): {source}{hint}")]

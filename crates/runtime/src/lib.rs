@@ -50,6 +50,11 @@ pub struct TaskSpec {
     /// and `WHARF_DRIVER` itself (they cannot be overridden).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The port the task listens on, chosen once when the task is made so it
+    /// survives restarts and re-adoption; the driver sets `$PORT` to it
+    /// (over any `PORT` in `env`). None: the task takes no traffic.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// 1024 = one core: CFS quota of `units * 100ms / 1024` per 100 ms period,
     /// plus a proportional weight (v1 `cpu.shares`, v2 `cpu.weight`).
     pub cpu_units: Option<u32>,
@@ -78,10 +83,10 @@ pub struct TaskUser {
 /// Why a task cannot run as the account it names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TaskUserError {
-    #[error("user `{0}` does not exist on this server")]
-    NoSuchUser(String),
-    #[error("running tasks as `{0}` needs a server running as root (this one runs every task as its own user)")]
-    NeedsRoot(String),
+    #[error("user `{user}` does not exist on this server")]
+    NoSuchUser { user: String },
+    #[error("running tasks as `{user}` needs a server running as root (this one runs every task as its own user)")]
+    NeedsRoot { user: String },
 }
 
 /// Whether this process runs as root (and so may run tasks as other users).
@@ -96,14 +101,14 @@ impl TaskUser {
     /// them as the server's own user (root, or the server's account itself).
     #[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
     pub fn resolve(name: &str) -> Result<Option<TaskUser>, TaskUserError> {
-        let u = TaskUser::lookup(name).ok_or_else(|| TaskUserError::NoSuchUser(name.to_string()))?;
+        let u = TaskUser::lookup(name).ok_or_else(|| TaskUserError::NoSuchUser { user: name.to_string() })?;
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         match u.uid {
             0 => Ok(None),
             uid if uid == me => Ok(None),
             _ if me == 0 => Ok(Some(u)),
-            _ => Err(TaskUserError::NeedsRoot(name.to_string())),
+            _ => Err(TaskUserError::NeedsRoot { user: name.to_string() }),
         }
     }
 
@@ -138,6 +143,7 @@ impl TaskSpec {
             command,
             workdir: workdir.into(),
             env: BTreeMap::new(),
+            port: None,
             cpu_units: None,
             memory_bytes: None,
             stop_signal: libc::SIGTERM,
@@ -179,6 +185,9 @@ impl TaskSpec {
             if v.contains('\0') {
                 return Err(invalid(format!("the value of environment variable `{k}` contains a NUL byte")));
             }
+        }
+        if self.port == Some(0) {
+            return Err(invalid("port 0 cannot be listened on (give a port from 1 to 65535)".into()));
         }
         if !(1..=64).contains(&self.stop_signal) {
             return Err(invalid(format!("stop_signal {} is not a signal number (1-64)", self.stop_signal)));
@@ -450,9 +459,14 @@ mod tests {
         let mut s = ok.clone();
         s.stop_signal = 0;
         assert!(s.validate().is_err());
-        let mut s = ok;
+        let mut s = ok.clone();
         s.env.insert("A=B".into(), "x".into());
         assert!(s.validate().is_err());
+        let mut s = ok;
+        s.port = Some(0);
+        assert!(s.validate().unwrap_err().to_string().contains("port 0"));
+        s.port = Some(8080);
+        s.validate().unwrap();
     }
 
     #[test]

@@ -89,6 +89,21 @@ async fn environment_is_clean_and_path_from_the_spec_is_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_comes_from_the_spec_in_env_and_arguments() {
+    let h = Harness::new();
+    let d = h.driver();
+    let mut s =
+        one_off("port-task", sh("echo \"env=$PORT arg=$1\"").into_iter().chain(["x".into(), "$PORT".into()]).collect());
+    s.port = Some(21_987);
+    // The typed port wins over a stale text one.
+    s.env.insert("PORT".into(), "1".into());
+    d.start(s).await.unwrap();
+    assert_eq!(d.wait("port-task").await.unwrap(), ExitInfo::Code(0));
+    assert_eq!(h.sink.text("port-task", OutputStream::Stdout), vec!["env=21987 arg=21987".to_string()]);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_binary_is_a_clear_error() {
     let h = Harness::new();
     let d = h.driver();
@@ -127,9 +142,9 @@ async fn duplicate_and_unknown_ids() {
         |e| matches!(e, DriverEvent::Started { task, pid: p, attempt: 1 } if task == "dup" && *p == pid),
     )
     .await;
-    assert!(matches!(d.start(spec("dup", vec!["true".into()])).await.unwrap_err(), DriverError::AlreadyExists(_)));
-    assert!(matches!(d.stop("nope").await.unwrap_err(), DriverError::NotFound(_)));
-    assert!(matches!(d.remove("dup").await.unwrap_err(), DriverError::NotExited(_)));
+    assert!(matches!(d.start(spec("dup", vec!["true".into()])).await.unwrap_err(), DriverError::AlreadyExists { .. }));
+    assert!(matches!(d.stop("nope").await.unwrap_err(), DriverError::NotFound { .. }));
+    assert!(matches!(d.remove("dup").await.unwrap_err(), DriverError::NotExited { .. }));
     assert!(d.task("dup").unwrap().pid == Some(pid));
     d.stop("dup").await.unwrap();
     assert!(d.task("dup").is_none());

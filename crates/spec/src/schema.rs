@@ -102,8 +102,11 @@ pub(crate) struct ServiceTable {
     #[schemars(extend("default" = Service::DEFAULT_WORKDIR))]
     pub workdir: Option<String>,
 
-    /// The port the service listens on (wharf sets $PORT to it). Having a port
-    /// makes this a web service: it is health-checked and can be routed to.
+    /// Having a port makes this a web service: it is health-checked and can be
+    /// routed to. It is the port the app listens on inside a container (a
+    /// container driver publishes it); a process task gets a free port of its
+    /// own in $PORT instead and must listen there, so tasks and revisions run
+    /// side by side. Unique per app.
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
 

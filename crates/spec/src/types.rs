@@ -31,7 +31,8 @@ pub struct Service {
     pub workdir: String,
     pub env: BTreeMap<String, String>,
     /// `Some(port)` makes this a web service (routed, health-checked over HTTP/TCP);
-    /// `None` makes it a worker.
+    /// `None` makes it a worker. The number is the app's port inside a container;
+    /// a process task listens on the port chosen for it (`TaskSpec.port`, `$PORT`).
     pub port: Option<u16>,
     /// Desired number of tasks (default 1; 0 is allowed and means "stopped").
     pub replicas: u32,

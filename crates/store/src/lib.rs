@@ -47,6 +47,9 @@ pub enum Op {
 pub enum StoreError {
     #[error("store backend error: {0}")]
     Backend(String),
+    /// The blocking thread that ran the backend's call did not come back.
+    #[error("store backend error: {0}")]
+    Blocking(#[source] tokio::task::JoinError),
     #[error("conflict: `{key}` changed concurrently; retry the operation")]
     Conflict { key: String },
     #[error("corrupt record at `{key}`: {reason}")]
@@ -71,4 +74,17 @@ pub trait Store: Send + Sync + 'static {
     /// Applies every op or none. Fails with [`StoreError::Conflict`] when an
     /// `Expect` does not hold.
     async fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[tokio::test]
+    async fn a_blocking_call_that_panicked_is_a_backend_error_with_its_cause() {
+        let join = tokio::task::spawn_blocking(|| panic!("boom")).await.unwrap_err();
+        let e = StoreError::Blocking(join);
+        assert!(e.to_string().starts_with("store backend error: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
 }

@@ -97,13 +97,14 @@ pub struct ReleaseRecord {
 
 /// A task wharf decided to run. What is actually running is observed from
 /// the driver; this record is the intent, kept until the task is stopped.
+/// Its port lives in the driver's task spec, the one place it is chosen
+/// (records written with a `port` field still load; it is ignored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub id: String,
     pub app: String,
     pub service: String,
     pub revision: u64,
-    pub port: Option<u16>,
     pub created_at: u64,
 }
 
@@ -304,5 +305,17 @@ mod canary_tests {
         let with = ServiceRecord { canary: Some(c), ..s };
         let back: ServiceRecord = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
         assert_eq!(back.canary, Some(c), "a restarted server reads the same step and weights");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_record_with_the_old_port_field_still_loads() {
+        let old = r#"{"id":"t","app":"a","service":"web","revision":3,"port":21000,"created_at":7}"#;
+        let r: TaskRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((r.id.as_str(), r.revision, r.created_at), ("t", 3, 7));
     }
 }

@@ -453,22 +453,16 @@ fn sync_dir(path: &Path) {
 impl Store for RedbStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (this, key) = (self.clone(), key.to_string());
-        tokio::task::spawn_blocking(move || this.get_sync(&key))
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?
+        tokio::task::spawn_blocking(move || this.get_sync(&key)).await.map_err(StoreError::Blocking)?
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let (this, prefix) = (self.clone(), prefix.to_string());
-        tokio::task::spawn_blocking(move || this.list_sync(&prefix))
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?
+        tokio::task::spawn_blocking(move || this.list_sync(&prefix)).await.map_err(StoreError::Blocking)?
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.apply_sync(&ops))
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?
+        tokio::task::spawn_blocking(move || this.apply_sync(&ops)).await.map_err(StoreError::Blocking)?
     }
 }

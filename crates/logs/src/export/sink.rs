@@ -20,8 +20,12 @@ use super::ExportError;
 pub enum ShipError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// `0`: the whole cause chain of the client's error, in one line.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The request could not even be built (a header the URL check let by).
+    #[error("cannot connect: {0}")]
+    Request(#[from] http::Error),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("answered {status}: {body}")]
@@ -158,8 +162,7 @@ impl HttpSink {
         let mut req = Request::post(self.uri.clone())
             .header(header::CONTENT_TYPE, "application/x-ndjson")
             .header(header::USER_AGENT, concat!("wharf/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body))
-            .map_err(|e| ShipError::Connect(e.to_string()))?;
+            .body(Full::new(body))?;
         req.headers_mut().extend(self.headers.clone());
         let resp = self.client.request(req).await.map_err(|e| ShipError::Connect(error_chain(&e)))?;
         let status = resp.status();
@@ -203,6 +206,10 @@ mod tests {
         assert!(!st(400).retryable());
         assert!(!st(413).retryable());
         assert!(ShipError::Connect("refused".into()).retryable());
+        let bad_header = http::Request::post("http://h/").header("a b", "x").body(()).unwrap_err();
+        let e = ShipError::from(bad_header);
+        assert!(e.retryable());
+        assert!(e.to_string().starts_with("cannot connect: "), "{e}");
     }
 
     #[test]

@@ -91,8 +91,8 @@ impl ProcessDriverOptions {
 ///
 /// Every process is spawned in a new process group (pgid = pid), with stdin
 /// from /dev/null, an environment built from PATH, HOME, USER, LANG, LC_ALL,
-/// LC_CTYPE, TZ, TMPDIR of the server, then `spec.env`, then `WHARF_TASK` and
-/// `WHARF_DRIVER`, and (when cgroups work) in its own cgroup before it execs.
+/// LC_CTYPE, TZ, TMPDIR of the server, then `spec.env`, then `PORT` (from
+/// `spec.port`), `WHARF_TASK` and `WHARF_DRIVER`, and (when cgroups work) in its own cgroup before it execs.
 /// When a task's main process exits, whatever is left of its process group
 /// and cgroup is SIGKILLed before the task restarts or is marked exited.
 ///
@@ -270,7 +270,7 @@ impl Inner {
     }
 
     fn get(&self, id: &str) -> Result<Arc<Task>, DriverError> {
-        lock(&self.tasks).get(id).cloned().ok_or_else(|| DriverError::NotFound(id.to_string()))
+        lock(&self.tasks).get(id).cloned().ok_or_else(|| DriverError::NotFound { task: id.to_string() })
     }
 
     fn emit(&self, ev: DriverEvent) {
@@ -360,9 +360,9 @@ impl Inner {
     async fn stop(&self, id: &str) -> Result<ExitInfo, DriverError> {
         let task = self.get(id)?;
         let (tx, rx) = oneshot::channel();
-        task.ctl.send(Control::Stop(tx)).map_err(|_| DriverError::NotFound(id.to_string()))?;
+        task.ctl.send(Control::Stop(tx)).map_err(|_| DriverError::NotFound { task: id.to_string() })?;
         drop(task);
-        rx.await.unwrap_or_else(|_| Err(DriverError::NotFound(id.to_string())))
+        rx.await.unwrap_or_else(|_| Err(DriverError::NotFound { task: id.to_string() }))
     }
 
     /// Adopt a live task recorded by a previous server. None if the process
@@ -569,7 +569,7 @@ impl Supervisor {
                             return;
                         }
                         Some(Control::Remove(r)) => {
-                            let _ = r.send(Err(DriverError::NotExited(self.id().to_string())));
+                            let _ = r.send(Err(DriverError::NotExited { task: self.id().to_string() }));
                         }
                         None => return,
                     }
@@ -593,7 +593,7 @@ impl Supervisor {
                 c = self.ctl.recv() => match c {
                     Some(c @ Control::Stop(_)) => return Watched::Stop(c),
                     Some(Control::Remove(r)) => {
-                        let _ = r.send(Err(DriverError::NotExited(self.id().to_string())));
+                        let _ = r.send(Err(DriverError::NotExited { task: self.id().to_string() }));
                     }
                     None => return Watched::Exited(proc.wait().await),
                 },
@@ -802,7 +802,7 @@ impl Driver for ProcessDriver {
         let id = spec.id.clone();
         let dir = inner.task_dir(&id);
         if dir.exists() {
-            return Err(DriverError::AlreadyExists(id));
+            return Err(DriverError::AlreadyExists { task: id });
         }
         let cleanup = |dir: &Path| {
             let _ = fs::remove_dir_all(dir);
@@ -869,12 +869,12 @@ impl Driver for ProcessDriver {
     async fn remove(&self, task_id: &str) -> Result<(), DriverError> {
         let task = self.inner.get(task_id)?;
         if task.status.borrow().state != TaskState::Exited {
-            return Err(DriverError::NotExited(task_id.to_string()));
+            return Err(DriverError::NotExited { task: task_id.to_string() });
         }
         let (tx, rx) = oneshot::channel();
-        task.ctl.send(Control::Remove(tx)).map_err(|_| DriverError::NotFound(task_id.to_string()))?;
+        task.ctl.send(Control::Remove(tx)).map_err(|_| DriverError::NotFound { task: task_id.to_string() })?;
         drop(task);
-        rx.await.unwrap_or_else(|_| Err(DriverError::NotFound(task_id.to_string())))
+        rx.await.unwrap_or_else(|_| Err(DriverError::NotFound { task: task_id.to_string() }))
     }
 
     async fn wait(&self, task_id: &str) -> Result<ExitInfo, DriverError> {
@@ -1082,7 +1082,7 @@ impl<'a> Reservation<'a> {
         let tasks = lock(&inner.tasks);
         let mut reserved = lock(&inner.reserved);
         if tasks.contains_key(id) || !reserved.insert(id.to_string()) {
-            return Err(DriverError::AlreadyExists(id.to_string()));
+            return Err(DriverError::AlreadyExists { task: id.to_string() });
         }
         Ok(Reservation { inner, id: id.to_string() })
     }

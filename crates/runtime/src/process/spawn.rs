@@ -59,6 +59,9 @@ pub fn spawn(
     for (k, v) in &spec.env {
         env.insert(k.into(), v.into());
     }
+    if let Some(port) = spec.port {
+        env.insert("PORT".into(), port.to_string().into());
+    }
     if let Some(u) = &spec.user {
         // The account's own identity, not the server's.
         env.insert("HOME".into(), u.home.as_str().into());

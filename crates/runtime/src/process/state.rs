@@ -39,7 +39,18 @@ pub struct TaskRecord {
 
 pub fn load_record(task_dir: &Path) -> io::Result<TaskRecord> {
     let raw = fs::read(task_dir.join(TASK_FILE))?;
-    serde_json::from_slice(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let mut rec: TaskRecord =
+        serde_json::from_slice(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    migrate_port(&mut rec.spec);
+    Ok(rec)
+}
+
+/// State files written before `TaskSpec.port` existed kept the port only as
+/// text in `env["PORT"]`: a re-adopted task keeps listening there.
+fn migrate_port(spec: &mut TaskSpec) {
+    if spec.port.is_none() {
+        spec.port = spec.env.get("PORT").and_then(|p| p.parse().ok()).filter(|p| *p != 0);
+    }
 }
 
 pub fn save_record(task_dir: &Path, rec: &TaskRecord) -> io::Result<()> {
@@ -118,5 +129,53 @@ pub fn lock(state_dir: &Path) -> Result<File, DriverError> {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(DriverError::Locked { dir: state_dir.display().to_string() }),
         Err(std::fs::TryLockError::Error(e)) => Err(DriverError::io(format!("locking {}", path.display()), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(spec: TaskSpec) -> TaskRecord {
+        TaskRecord {
+            spec,
+            pid: None,
+            start_time: None,
+            started_at: None,
+            restarts: 0,
+            crashes: 0,
+            oom_kills: 0,
+            cgroup: None,
+            exited: None,
+        }
+    }
+
+    #[test]
+    fn the_port_survives_a_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = TaskSpec::new("t", vec!["x".into()], "/tmp");
+        spec.port = Some(21_234);
+        save_record(dir.path(), &record(spec)).unwrap();
+        assert_eq!(load_record(dir.path()).unwrap().spec.port, Some(21_234));
+    }
+
+    #[test]
+    fn an_old_state_file_gets_its_port_from_env_port_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = TaskSpec::new("t", vec!["x".into()], "/tmp");
+        spec.env.insert("PORT".into(), "23456".into());
+        let mut json = serde_json::to_value(record(spec)).unwrap();
+        json["spec"].as_object_mut().unwrap().remove("port").expect("the field is written");
+        std::fs::write(dir.path().join(TASK_FILE), serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(load_record(dir.path()).unwrap().spec.port, Some(23_456));
+
+        // A worker without PORT stays without a port; a typed port wins over the text.
+        let mut spec = TaskSpec::new("t", vec!["x".into()], "/tmp");
+        save_record(dir.path(), &record(spec.clone())).unwrap();
+        assert_eq!(load_record(dir.path()).unwrap().spec.port, None);
+        spec.port = Some(21_000);
+        spec.env.insert("PORT".into(), "23456".into());
+        save_record(dir.path(), &record(spec)).unwrap();
+        assert_eq!(load_record(dir.path()).unwrap().spec.port, Some(21_000));
     }
 }
