@@ -24,7 +24,7 @@ use self::cgroup::{Cgroups, TaskCgroup};
 use self::procfs::{PidWaiter, ENV_DRIVER, ENV_TASK};
 use self::spawn::Spawned;
 use self::spool::Spool;
-use self::state::{TaskRecord, STDERR_FILE, STDOUT_FILE};
+use self::state::{SavedTask, STDERR_FILE, STDOUT_FILE};
 use crate::{
     Driver, DriverError, DriverEvent, ExitInfo, ForgottenTask, LimitsSupport, LogSink, OrphanKill, OutputStream,
     RecoverReport, TaskSpec, TaskState, TaskStatus, Usage,
@@ -167,9 +167,9 @@ enum Control {
 }
 
 impl Task {
-    fn record(&self) -> TaskRecord {
+    fn record(&self) -> SavedTask {
         let s = self.status.borrow();
-        TaskRecord {
+        SavedTask {
             spec: self.spec.clone(),
             pid: s.pid,
             start_time: *lock(&self.start_time),
@@ -367,7 +367,7 @@ impl Inner {
 
     /// Adopt a live task recorded by a previous server. None if the process
     /// turns out to be gone.
-    fn adopt(self: &Arc<Self>, rec: &TaskRecord) -> Option<u32> {
+    fn adopt(self: &Arc<Self>, rec: &SavedTask) -> Option<u32> {
         let (pid, start_time) = (rec.pid?, rec.start_time?);
         let waiter = PidWaiter::new(pid);
         // The pidfd pins the process: check again that it is ours.
@@ -398,7 +398,7 @@ impl Inner {
     }
 
     /// A restart=true task whose process died while no server watched it.
-    fn restart_lost(self: &Arc<Self>, rec: TaskRecord) {
+    fn restart_lost(self: &Arc<Self>, rec: SavedTask) {
         let exit = match (rec.pid, rec.start_time) {
             (Some(p), Some(t)) => procfs::zombie_exit(p, t).unwrap_or(ExitInfo::Unknown),
             _ => ExitInfo::Unknown,
@@ -933,7 +933,7 @@ impl Driver for ProcessDriver {
 
         let entries = fs::read_dir(&inner.state_dir)
             .map_err(|e| DriverError::io(format!("reading {}", inner.state_dir.display()), e))?;
-        let mut found: Vec<(TaskRecord, bool)> = Vec::new();
+        let mut found: Vec<(SavedTask, bool)> = Vec::new();
         for entry in entries.flatten() {
             if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;

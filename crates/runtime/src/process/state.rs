@@ -19,7 +19,7 @@ const LOCK_FILE: &str = "lock";
 
 /// `DIR/ID/task.json`: what a later server needs to re-adopt the task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskRecord {
+pub struct SavedTask {
     pub spec: TaskSpec,
     /// The current process (also its process group); None between processes.
     pub pid: Option<u32>,
@@ -37,10 +37,9 @@ pub struct TaskRecord {
     pub exited: Option<ExitInfo>,
 }
 
-pub fn load_record(task_dir: &Path) -> io::Result<TaskRecord> {
+pub fn load_record(task_dir: &Path) -> io::Result<SavedTask> {
     let raw = fs::read(task_dir.join(TASK_FILE))?;
-    let mut rec: TaskRecord =
-        serde_json::from_slice(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut rec: SavedTask = serde_json::from_slice(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     migrate_port(&mut rec.spec);
     Ok(rec)
 }
@@ -53,7 +52,7 @@ fn migrate_port(spec: &mut TaskSpec) {
     }
 }
 
-pub fn save_record(task_dir: &Path, rec: &TaskRecord) -> io::Result<()> {
+pub fn save_record(task_dir: &Path, rec: &SavedTask) -> io::Result<()> {
     let raw = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
     write_atomic(&task_dir.join(TASK_FILE), &raw)
 }
@@ -136,8 +135,8 @@ pub fn lock(state_dir: &Path) -> Result<File, DriverError> {
 mod tests {
     use super::*;
 
-    fn record(spec: TaskSpec) -> TaskRecord {
-        TaskRecord {
+    fn record(spec: TaskSpec) -> SavedTask {
+        SavedTask {
             spec,
             pid: None,
             start_time: None,
