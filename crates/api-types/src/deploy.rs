@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The answer to an accepted upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeployReport {
+pub struct DeploymentReport {
     pub app: String,
     /// The deployment's id, to follow it in `/v1/status`.
     pub deployment: u64,
@@ -40,7 +40,7 @@ pub struct Deployment {
     pub started_at: u64,
     pub finished_at: Option<u64>,
     #[serde(default)]
-    pub step: DeployStep,
+    pub step: DeploymentStep,
     /// When the current step began.
     #[serde(default)]
     pub step_started_at: u64,
@@ -104,9 +104,10 @@ impl DeploymentState {
 /// Where an in-progress deployment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DeployStep {
+pub enum DeploymentStep {
     /// Release commands run; nothing has moved yet.
-    Release,
+    #[serde(rename = "release")]
+    ReleaseCommand,
     /// New tasks start and take over, or wait to be switched to.
     #[default]
     Rollout,
@@ -116,14 +117,14 @@ pub enum DeployStep {
     Rollback,
 }
 
-impl DeployStep {
+impl DeploymentStep {
     /// The wire name, e.g. "bake".
     pub fn as_str(self) -> &'static str {
         match self {
-            DeployStep::Release => "release",
-            DeployStep::Rollout => "rollout",
-            DeployStep::Bake => "bake",
-            DeployStep::Rollback => "rollback",
+            DeploymentStep::ReleaseCommand => "release",
+            DeploymentStep::Rollout => "rollout",
+            DeploymentStep::Bake => "bake",
+            DeploymentStep::Rollback => "rollback",
         }
     }
 }

@@ -15,8 +15,8 @@ mod requests;
 mod status;
 
 pub use deploy::{
-    CanaryStep, DeployReport, DeployStep, Deployment, DeploymentState, DestroyReport, JobChanges, Plan, RevisionView,
-    ServiceChange, ServicePlan, ServiceReport,
+    CanaryStep, Deployment, DeploymentReport, DeploymentState, DeploymentStep, DestroyReport, JobChanges, Plan,
+    RevisionView, ServiceChange, ServicePlan, ServiceReport,
 };
 pub use error::{ErrorBody, ErrorDetail};
 pub use jobs::{JobList, JobRun, JobView, RunState, RunTrigger};

@@ -158,7 +158,7 @@ impl ApiClient {
     }
 
     /// `POST /v1/deploy`: uploads a release and starts its rollout.
-    pub async fn deploy(&self, upload: Upload) -> Result<api::DeployReport, ClientError> {
+    pub async fn deploy(&self, upload: Upload) -> Result<api::DeploymentReport, ClientError> {
         self.post_archive("/v1/deploy", upload.into_bytes()).await
     }
 

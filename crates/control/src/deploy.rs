@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wharf_api_types::{DeployReport, ServiceReport};
+use wharf_api_types::{DeploymentReport, ServiceReport};
 use wharf_logs::Level;
 use wharf_spec::{Service, Spec, SpecError};
 use wharf_store::{
-    AppRecord, Batch, DeployStep, DeploymentRecord, DeploymentState, JobRecord, ReleaseRecord, Revision, ServiceChange,
-    ServiceRecord,
+    AppRecord, Batch, DeploymentRecord, DeploymentState, DeploymentStep, JobRecord, ReleaseRecord, Revision,
+    ServiceChange, ServiceRecord,
 };
 
 use crate::component::BackgroundLoop;
@@ -51,7 +51,7 @@ pub(crate) fn revision_digest(spec: &Service, code: &str) -> String {
 impl Controller {
     /// Accepts a release archive. Everything is validated before anything
     /// changes; a rejected deploy leaves the running app untouched.
-    pub async fn deploy(self: &Arc<Self>, archive: Vec<u8>) -> Result<DeployReport, DeployError> {
+    pub async fn deploy(self: &Arc<Self>, archive: Vec<u8>) -> Result<DeploymentReport, DeployError> {
         let archive = Arc::new(archive);
         let releases = self.releases.clone();
         let a = archive.clone();
@@ -115,7 +115,7 @@ impl Controller {
         code: &str,
         source: String,
         size: u64,
-    ) -> Result<DeployReport, DeployError> {
+    ) -> Result<DeploymentReport, DeployError> {
         let app = &spec.app;
         self.check_not_destroying(app).await?;
         let old_app = self.db.app(app).await?;
@@ -152,7 +152,7 @@ impl Controller {
                         created_at: self.now_ms(),
                     };
                     batch.put_revision(&rev);
-                    release_first |= svc.release.is_some();
+                    release_first |= svc.release_command.is_some();
                     changes.push(ServiceChange {
                         service: name.clone(),
                         from: previous.map(|p| p.revision),
@@ -214,10 +214,10 @@ impl Controller {
             }
         }
         // With a release command, services move only once it has succeeded.
-        let step = if release_first { DeployStep::Release } else { DeployStep::Rollout };
+        let step = if release_first { DeploymentStep::ReleaseCommand } else { DeploymentStep::Rollout };
         for r in &records {
             let moved = changes.iter().any(|c| c.service == r.name && c.to.is_some());
-            if step == DeployStep::Rollout || !moved {
+            if step == DeploymentStep::Rollout || !moved {
                 batch.put_service(r);
             }
         }
@@ -266,7 +266,7 @@ impl Controller {
             None,
             format!("deployment {app}#{id}: {message}"),
         );
-        Ok(DeployReport {
+        Ok(DeploymentReport {
             app: app.clone(),
             deployment: id,
             release: hash.to_string(),

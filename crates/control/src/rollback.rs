@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wharf_api_types::RevisionView;
 use wharf_logs::Level;
 use wharf_spec::Service;
-use wharf_store::{Batch, DeployStep, DeploymentRecord, DeploymentState, Revision, ServiceChange};
+use wharf_store::{Batch, DeploymentRecord, DeploymentState, DeploymentStep, Revision, ServiceChange};
 
 use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
@@ -65,7 +65,7 @@ pub(crate) fn spec_changes(before: &Service, after: &Service) -> Vec<String> {
     check("stop_signal", before.stop_signal != after.stop_signal);
     check("stop_timeout", before.stop_timeout != after.stop_timeout);
     check("balance", before.balance != after.balance);
-    check("release", before.release != after.release);
+    check("release", before.release_command != after.release_command);
     check("deploy", before.deploy != after.deploy);
     check("scale", before.scale != after.scale);
     let keys: std::collections::BTreeSet<&String> = before.env.keys().chain(after.env.keys()).collect();
@@ -183,7 +183,7 @@ impl Controller {
             state: DeploymentState::InProgress,
             message: message.clone(),
             started_at: now,
-            step: DeployStep::Rollout,
+            step: DeploymentStep::Rollout,
             step_started_at: now,
             manual: true,
             ..Default::default()
@@ -250,7 +250,7 @@ impl Controller {
         let Some(change) = d.changes.iter().find(|c| c.service == service) else {
             return busy(NoAbort::OtherService { service: service.to_string() });
         };
-        if d.step == DeployStep::Rollback {
+        if d.step == DeploymentStep::Rollback {
             return busy(NoAbort::RollingBack);
         }
         if to.is_some() && to != change.from {

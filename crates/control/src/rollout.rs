@@ -12,7 +12,7 @@ use wharf_proxy::OutcomeCounts;
 use wharf_runtime::{TaskState, TaskStatus};
 use wharf_spec::DeployPolicy;
 use wharf_store::{
-    Batch, CanaryStepRecord, DeployStep, DeploymentRecord, DeploymentState, ServiceChange, ServiceRecord,
+    Batch, CanaryStepRecord, DeploymentRecord, DeploymentState, DeploymentStep, ServiceChange, ServiceRecord,
 };
 
 use crate::component::BackgroundLoop;
@@ -128,10 +128,10 @@ impl Rollout {
 
     async fn step(&self, ctl: &Arc<Controller>, d: &mut DeploymentRecord, w: &mut Watch) -> Result<Next, ControlError> {
         match d.step {
-            DeployStep::Release => self.step_release(ctl, d, w).await,
-            DeployStep::Rollout => self.step_rollout(ctl, d, w).await,
-            DeployStep::Bake => self.step_bake(ctl, d, w).await,
-            DeployStep::Rollback => self.step_rollback(ctl, d).await,
+            DeploymentStep::ReleaseCommand => self.step_release(ctl, d, w).await,
+            DeploymentStep::Rollout => self.step_rollout(ctl, d, w).await,
+            DeploymentStep::Bake => self.step_bake(ctl, d, w).await,
+            DeploymentStep::Rollback => self.step_rollback(ctl, d).await,
         }
     }
 
@@ -214,7 +214,7 @@ impl Rollout {
                 continue;
             }
             let rev = ctl.revision(&app, &c.service, to).await?;
-            let Some(command) = rev.spec.release.clone() else { continue };
+            let Some(command) = rev.spec.release_command.clone() else { continue };
             let policy = &rev.spec.deploy;
             if policy.release_pause && c.from.is_some() {
                 ctl.pause(&app, Some(&c.service), RELEASE_PAUSE_MAX).await?;
@@ -264,7 +264,7 @@ impl Rollout {
             record.declared_replicas = Some(spec.replicas);
             batch.put_service(&record);
         }
-        d.step = DeployStep::Rollout;
+        d.step = DeploymentStep::Rollout;
         d.step_started_at = ctl.now_ms();
         batch.put_deployment(d);
         ctl.db.commit(batch).await?;
@@ -359,7 +359,7 @@ impl Rollout {
         // Everything switched: the bake watches the new revisions.
         let bake = self.bake_time(ctl, d).await?;
         let now = ctl.now_ms();
-        d.step = DeployStep::Bake;
+        d.step = DeploymentStep::Bake;
         d.step_started_at = now;
         d.switched_at = Some(now);
         d.bake_until = Some(wharf_runtime::deadline::ms_after(now, bake));
@@ -681,7 +681,7 @@ impl Rollout {
         w: &mut Watch,
         reason: String,
     ) -> Result<(), ControlError> {
-        if d.step == DeployStep::Release {
+        if d.step == DeploymentStep::ReleaseCommand {
             // Nothing moved; the routes and jobs that came with it go back,
             // in the same write that ends the deployment.
             let mut batch = Batch::default();
@@ -745,7 +745,7 @@ impl Rollout {
         if let Some(app) = &d.previous_app {
             batch.put_app(app);
         }
-        d.step = DeployStep::Rollback;
+        d.step = DeploymentStep::Rollback;
         d.step_started_at = ctl.now_ms();
         d.reason = Some(reason.clone());
         batch.put_deployment(d);

@@ -4,7 +4,7 @@
 //! conversions are the one place the two meet.
 
 use wharf_api_types as api;
-use wharf_store::{DeployStep, DeploymentRecord, DeploymentState, EventRecord, JobRunRecord, RunState, RunTrigger};
+use wharf_store::{DeploymentRecord, DeploymentState, DeploymentStep, EventRecord, JobRunRecord, RunState, RunTrigger};
 
 /// A deployment as the API shows it: without the copy of the previous app.
 pub fn deployment(d: DeploymentRecord) -> api::Deployment {
@@ -28,10 +28,10 @@ pub fn deployment(d: DeploymentRecord) -> api::Deployment {
         started_at: d.started_at,
         finished_at: d.finished_at,
         step: match d.step {
-            DeployStep::Release => api::DeployStep::Release,
-            DeployStep::Rollout => api::DeployStep::Rollout,
-            DeployStep::Bake => api::DeployStep::Bake,
-            DeployStep::Rollback => api::DeployStep::Rollback,
+            DeploymentStep::ReleaseCommand => api::DeploymentStep::ReleaseCommand,
+            DeploymentStep::Rollout => api::DeploymentStep::Rollout,
+            DeploymentStep::Bake => api::DeploymentStep::Bake,
+            DeploymentStep::Rollback => api::DeploymentStep::Rollback,
         },
         step_started_at: d.step_started_at,
         switched_at: d.switched_at,
@@ -150,7 +150,7 @@ mod tests {
                 replicas: 0,
             }],
             state: DeploymentState::RolledBack,
-            step: DeployStep::Bake,
+            step: DeploymentStep::Bake,
             reason: Some("p99".into()),
             ..Default::default()
         };

@@ -373,7 +373,7 @@ fn service(
         stop_timeout,
         user,
         balance,
-        release,
+        release_command: release,
         deploy,
         scale,
     };

@@ -53,8 +53,9 @@ pub struct Service {
     pub balance: Balance,
     /// Run once per deploy, as a one-off task of the new revision, before any
     /// new task takes traffic (database migrations). argv, like `command`.
-    #[serde(default)]
-    pub release: Option<Vec<String>>,
+    /// The key is `release` in wharf.toml and in stored revisions.
+    #[serde(default, rename = "release")]
+    pub release_command: Option<Vec<String>>,
     /// How a new revision replaces the running one.
     #[serde(default)]
     pub deploy: DeployPolicy,

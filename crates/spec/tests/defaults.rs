@@ -23,7 +23,7 @@ fn deploy_settings_parse_and_default() {
     assert_eq!(d.strategy, wharf_spec::Strategy::Rolling);
     assert_eq!((d.max_surge, d.max_unavailable), (1, 0));
     assert!(d.auto_rollback);
-    assert_eq!(spec.services["web"].release, None);
+    assert_eq!(spec.services["web"].release_command, None);
 
     let text = r#"app = "a"
 [service.web]
@@ -42,7 +42,7 @@ drain_timeout = "5s"
 "#;
     let spec = wharf_spec::parse(text, "wharf.toml").unwrap();
     let s = &spec.services["web"];
-    assert_eq!(s.release.as_deref(), Some(&["python".to_string(), "manage.py".into(), "migrate".into()][..]));
+    assert_eq!(s.release_command.as_deref(), Some(&["python".to_string(), "manage.py".into(), "migrate".into()][..]));
     let d = &s.deploy;
     assert_eq!(d.strategy, wharf_spec::Strategy::BlueGreen);
     assert_eq!(d.bake, Duration::from_secs(3));

@@ -154,9 +154,10 @@ impl DeploymentState {
 /// after a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DeployStep {
+pub enum DeploymentStep {
     /// Release commands run; nothing has moved yet.
-    Release,
+    #[serde(rename = "release")]
+    ReleaseCommand,
     /// New tasks start and take over (rolling), or wait to be switched to (blue-green).
     #[default]
     Rollout,
@@ -192,7 +193,7 @@ pub struct DeploymentRecord {
     pub started_at: u64,
     pub finished_at: Option<u64>,
     #[serde(default)]
-    pub step: DeployStep,
+    pub step: DeploymentStep,
     /// When the current step began (its deadline counts from here).
     #[serde(default)]
     pub step_started_at: u64,
