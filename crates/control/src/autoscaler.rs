@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use wharf_api_types::{AutoscaleView, Datapoint, Decision};
 use wharf_logs::Level;
-use wharf_runtime::TaskState;
+use wharf_runtime::{Driver, TaskState};
 use wharf_spec::{ScalePolicy, ScaleRule};
-use wharf_store::DeploymentState;
+use wharf_store::{Db, DeploymentState};
 
+use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::component::BackgroundLoop;
 use crate::controller::{fmt_duration, ControlError, Controller};
+use crate::events::EventLog;
+use crate::reconcile::Drains;
 
 /// How often the autoscaler looks; periods are measured, not counted in ticks.
 const TICK: Duration = Duration::from_millis(250);
@@ -135,11 +138,36 @@ fn pct(f: f64) -> String {
     format!("{:.0}%", f * 100.0)
 }
 
+/// How the autoscaler changes a service's replica count: the path `wharf
+/// scale` takes (refused while a deployment runs).
+#[async_trait::async_trait]
+pub(crate) trait Scale: Send + Sync {
+    async fn scale_to(&self, app: &str, service: &str, replicas: u32, why: &str) -> Result<(), ControlError>;
+}
+
+#[async_trait::async_trait]
+impl Scale for Weak<Controller> {
+    async fn scale_to(&self, app: &str, service: &str, replicas: u32, why: &str) -> Result<(), ControlError> {
+        let Some(ctl) = self.upgrade() else { return Ok(()) };
+        ctl.scale(app, service, replicas, why).await.map(drop)
+    }
+}
+
+/// What the autoscaler reads: services and deployments in the store, tasks
+/// and their CPU from the driver, which tasks drain, the revisions' policies.
+pub(crate) struct AutoscalerInputs {
+    pub db: Db,
+    pub driver: Arc<dyn Driver>,
+    pub drains: Arc<Drains>,
+    pub catalog: Arc<Catalog>,
+    pub events: Arc<EventLog>,
+    pub scaler: Box<dyn Scale>,
+}
+
 /// The autoscaler: owns each service's datapoints and decisions, samples
 /// CPU every tick and scales services whose policy asks for it.
 pub(crate) struct Autoscaler {
-    /// Where it reads services and tasks, and how it scales.
-    ctl: Weak<Controller>,
+    inputs: AutoscalerInputs,
     clock: Arc<dyn Clock>,
     /// The datapoints and decisions per (app, service).
     scalers: Mutex<HashMap<(String, String), ServiceScaler>>,
@@ -155,8 +183,7 @@ impl BackgroundLoop for Autoscaler {
                     _ = self.woken.notified() => {}
                     _ = stop.changed() => return,
                 }
-                let Some(ctl) = self.ctl.upgrade() else { return };
-                if let Err(e) = self.once(&ctl).await {
+                if let Err(e) = self.once().await {
                     tracing::warn!("autoscaler: {e}");
                 }
             }
@@ -169,8 +196,8 @@ impl BackgroundLoop for Autoscaler {
 }
 
 impl Autoscaler {
-    pub(crate) fn new(ctl: Weak<Controller>, clock: Arc<dyn Clock>) -> Autoscaler {
-        Autoscaler { ctl, clock, scalers: Mutex::default(), woken: Notify::new() }
+    pub(crate) fn new(inputs: AutoscalerInputs, clock: Arc<dyn Clock>) -> Autoscaler {
+        Autoscaler { inputs, clock, scalers: Mutex::default(), woken: Notify::new() }
     }
 
     /// Recent datapoints and decisions of a service.
@@ -188,13 +215,14 @@ impl Autoscaler {
         self.scalers.lock().unwrap().retain(|(a, _), _| a != app);
     }
 
-    async fn once(&self, ctl: &Arc<Controller>) -> Result<(), ControlError> {
+    async fn once(&self) -> Result<(), ControlError> {
+        let ctl = &self.inputs;
         let services = ctl.db.services(None).await?;
         let tasks = ctl.driver.tasks();
-        let draining = ctl.reconciler.drains.snapshot();
+        let draining = ctl.drains.snapshot();
         let mut alive = std::collections::HashSet::new();
         for svc in services {
-            let rev = ctl.revision(&svc.app, &svc.name, svc.revision).await?;
+            let rev = ctl.catalog.revision(&svc.app, &svc.name, svc.revision).await?;
             let Some(policy) = rev.spec.scale.clone() else { continue };
             let key = (svc.app.clone(), svc.name.clone());
             alive.insert(key.clone());
@@ -216,12 +244,12 @@ impl Autoscaler {
             let datapoint = {
                 let mut scalers = self.scalers.lock().unwrap();
                 let s = scalers.entry(key.clone()).or_default();
-                match s.sample(&usage, cores, policy.period, now, ctl.now_ms()) {
+                match s.sample(&usage, cores, policy.period, now, self.clock.now_ms()) {
                     Some(d) => d,
                     None => continue,
                 }
             };
-            self.decide(ctl, &svc.app, &svc.name, svc.replicas, &policy, &datapoint).await?;
+            self.decide(&svc.app, &svc.name, svc.replicas, &policy, &datapoint).await?;
         }
         self.scalers.lock().unwrap().retain(|k, _| alive.contains(k));
         Ok(())
@@ -229,7 +257,6 @@ impl Autoscaler {
 
     async fn decide(
         &self,
-        ctl: &Arc<Controller>,
         app: &str,
         service: &str,
         current: u32,
@@ -245,11 +272,12 @@ impl Autoscaler {
             decide(policy, &cpu, current, s.last_action.map(|a| now.saturating_duration_since(a)))
         };
         let Some((to, why)) = decision else { return Ok(()) };
+        let ctl = &self.inputs;
         let deploying = ctl.db.deployments(app).await?.last().is_some_and(|d| d.state == DeploymentState::InProgress);
         let direction = if to > current { "out" } else { "in" };
         let text = format!("{service} {current} → {to}: {why}");
         let applied = if deploying {
-            ctl.event_full(
+            ctl.events.event_full(
                 "autoscale.held",
                 Level::Info,
                 Some(app),
@@ -259,9 +287,9 @@ impl Autoscaler {
             );
             false
         } else {
-            match ctl.scale(app, service, to, &format!("autoscaler, {why}")).await {
-                Ok(_) => {
-                    ctl.event_full(
+            match ctl.scaler.scale_to(app, service, to, &format!("autoscaler, {why}")).await {
+                Ok(()) => {
+                    ctl.events.event_full(
                         &format!("autoscale.{direction}"),
                         Level::Info,
                         Some(app),
@@ -282,7 +310,7 @@ impl Autoscaler {
                 // Datapoints from before the action say nothing about the new count.
                 s.datapoints.clear();
             }
-            let d = Decision { at: ctl.now_ms(), from: current, to, reason: why, applied };
+            let d = Decision { at: self.clock.now_ms(), from: current, to, reason: why, applied };
             if s.decisions.len() >= KEPT {
                 s.decisions.pop_front();
             }

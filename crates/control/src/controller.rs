@@ -1,25 +1,29 @@
 //! The controller: shared state and the loops that run for the server's life.
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-use wharf_logs::{Level, LogStream, Record};
+use tokio::sync::{mpsc, watch};
+use wharf_logs::{Level, LogStream};
 use wharf_proxy::Proxy;
 use wharf_runtime::{Driver, DriverEvent, ExitInfo, TaskSpec};
-use wharf_store::{Db, EventRecord, Revision, StoreError};
+use wharf_store::{Db, Revision};
 
-use crate::autoscaler::Autoscaler;
+use crate::autoscaler::{Autoscaler, AutoscalerInputs};
+use crate::catalog::Catalog;
 use crate::clock::{Clock, SystemClock};
 use crate::component::BackgroundLoop;
+use crate::destroy::Destroying;
+use crate::discovery::Discovery;
 use crate::error::NotFound;
-use crate::health::HealthMonitor;
-use crate::reconcile::Reconciler;
+use crate::events::EventLog;
+use crate::health::{Health, HealthMonitor, HealthNote};
+use crate::reconcile::{Drains, Reconciler};
 use crate::release::ReleaseStore;
 use crate::rollout::Rollout;
-use crate::routes::RoutingPublisher;
+use crate::routes::{RoutingInputs, RoutingPublisher};
+use crate::traffic::Pauses;
 use crate::usage::UsageSampler;
 
 pub use crate::error::ControlError;
@@ -38,33 +42,26 @@ pub struct ControlConfig {
     pub task_user: Option<wharf_runtime::TaskUser>,
 }
 
-/// The app, service and revision a task belongs to, remembered so events
-/// about a task that is already gone can still say whose it was.
-#[derive(Debug, Clone)]
-pub(crate) struct TaskMeta {
-    pub app: String,
-    pub service: String,
-    pub revision: u64,
-}
-
-/// (app, service), or (app, None) for the whole app.
-pub(crate) type PauseScope = (String, Option<String>);
-
+/// The server's control plane: the components below, each owning its state,
+/// and the operations the API calls, which go through them.
 pub struct Controller {
     pub(crate) db: Db,
     pub(crate) logs: LogStream,
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) proxy: Arc<Proxy>,
     pub(crate) releases: ReleaseStore,
+    /// Whose each task is; the revisions tasks run.
+    pub(crate) catalog: Arc<Catalog>,
+    /// Events, in the log stream and the store.
+    pub(crate) events: Arc<EventLog>,
     /// Task health checks, and the proxy's view of each web task.
-    pub(crate) health: HealthMonitor,
-    pub(crate) meta: Mutex<HashMap<String, TaskMeta>>,
+    pub(crate) health: Arc<HealthMonitor>,
+    /// What the health monitor tells, until [`Controller::start`] listens.
+    health_notes: Mutex<Option<mpsc::UnboundedReceiver<HealthNote>>>,
     /// CPU and memory of every task.
     pub(crate) usage: Arc<UsageSampler>,
-    /// Revisions are immutable, so they are read from the store once.
-    pub(crate) revisions: Mutex<HashMap<(String, String, u64), Arc<Revision>>>,
-    /// Per service: consecutive start failures and when to try again.
-    pub(crate) gates: Mutex<HashMap<PauseScope, Arc<wharf_proxy::PauseGate>>>,
+    /// Pause gates in force.
+    pub(crate) pauses: Arc<Pauses>,
     /// Brings tasks to the desired state.
     pub(crate) reconciler: Arc<Reconciler>,
     /// Builds and swaps the proxy's routing snapshot.
@@ -74,18 +71,19 @@ pub struct Controller {
     /// Scales services by their CPU.
     pub(crate) autoscaler: Arc<Autoscaler>,
     /// Apps being destroyed: nothing may change them, their deployment drivers let go.
-    pub(crate) destroying: Mutex<HashSet<String>>,
+    pub(crate) destroying: Destroying,
     /// PATH given to tasks: the server's, with the wharf binary's directory first.
     pub(crate) task_path: String,
     pub(crate) task_user: Option<wharf_runtime::TaskUser>,
     /// The server's data directory (its disk is watched).
     pub(crate) data_dir: PathBuf,
+    /// Log lines the stream could not keep, for the disk watch to report.
     pub(crate) log_loss: crate::disk::LogLoss,
     /// When the server started, in Unix milliseconds by the clock.
     pub(crate) started_ms: u64,
     pub(crate) metrics: Arc<crate::ServerMetrics>,
     /// Service discovery: internal routes, DNS data, `WHARF_*_URL`.
-    pub(crate) discovery: crate::discovery::Discovery,
+    pub(crate) discovery: Arc<Discovery>,
     /// The job scheduler and its clock.
     pub(crate) jobs: crate::scheduler::Jobs,
     /// Time for the rollout, health checks, autoscaler and reconciler (the
@@ -103,32 +101,63 @@ impl Controller {
             None => server_path,
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        Arc::new_cyclic(|me| Controller {
-            db: cfg.db,
-            logs: cfg.logs,
-            driver: cfg.driver.clone(),
-            proxy: cfg.proxy,
-            releases: ReleaseStore::new(cfg.data_dir.join("releases")),
-            health: HealthMonitor::new(clock.clone()),
-            meta: Mutex::default(),
-            usage: Arc::new(UsageSampler::new(cfg.driver.clone(), clock.clone())),
-            revisions: Mutex::default(),
-            gates: Mutex::default(),
-            reconciler: Arc::new(Reconciler::new(me.clone(), clock.clone())),
-            routing: Arc::new(RoutingPublisher::new(me.clone())),
-            rollout: Arc::default(),
-            destroying: Mutex::default(),
-            autoscaler: Arc::new(Autoscaler::new(me.clone(), clock.clone())),
-            task_path,
-            task_user: cfg.task_user,
-            data_dir: cfg.data_dir.clone(),
-            log_loss: Default::default(),
-            started_ms: clock.now_ms(),
-            metrics: cfg.metrics,
-            discovery: Default::default(),
-            jobs: Default::default(),
-            clock,
-            stop: watch::channel(false).0,
+        let catalog = Arc::new(Catalog::new(cfg.db.clone()));
+        let events = Arc::new(EventLog::new(cfg.logs.clone(), cfg.db.clone(), catalog.clone()));
+        let (health, health_notes) = HealthMonitor::new(clock.clone());
+        let health = Arc::new(health);
+        let drains = Arc::new(Drains::default());
+        let pauses = Arc::new(Pauses::default());
+        let discovery = Arc::new(Discovery::default());
+        let routing = Arc::new(RoutingPublisher::new(RoutingInputs {
+            db: cfg.db.clone(),
+            catalog: catalog.clone(),
+            health: health.clone(),
+            drains: drains.clone(),
+            pauses: pauses.clone(),
+            discovery: discovery.clone(),
+            events: events.clone(),
+            proxy: cfg.proxy.clone(),
+        }));
+        Arc::new_cyclic(|me| {
+            let autoscaler = Arc::new(Autoscaler::new(
+                AutoscalerInputs {
+                    db: cfg.db.clone(),
+                    driver: cfg.driver.clone(),
+                    drains: drains.clone(),
+                    catalog: catalog.clone(),
+                    events: events.clone(),
+                    scaler: Box::new(me.clone()),
+                },
+                clock.clone(),
+            ));
+            Controller {
+                db: cfg.db,
+                logs: cfg.logs,
+                driver: cfg.driver.clone(),
+                proxy: cfg.proxy,
+                releases: ReleaseStore::new(cfg.data_dir.join("releases")),
+                catalog,
+                events,
+                health,
+                health_notes: Mutex::new(Some(health_notes)),
+                usage: Arc::new(UsageSampler::new(cfg.driver.clone(), clock.clone())),
+                pauses,
+                reconciler: Arc::new(Reconciler::new(me.clone(), clock.clone(), drains)),
+                routing,
+                rollout: Arc::default(),
+                destroying: Destroying::default(),
+                autoscaler,
+                task_path,
+                task_user: cfg.task_user,
+                data_dir: cfg.data_dir.clone(),
+                log_loss: Default::default(),
+                started_ms: clock.now_ms(),
+                metrics: cfg.metrics,
+                discovery,
+                jobs: Default::default(),
+                clock,
+                stop: watch::channel(false).0,
+            }
         })
     }
 
@@ -154,6 +183,10 @@ impl Controller {
         self.releases.clean_staging();
         let events = self.driver.subscribe();
         tokio::spawn(self.clone().driver_events(events));
+        if let Some(notes) = self.health_notes.lock().unwrap().take() {
+            tokio::spawn(self.clone().health_notes(notes));
+        }
+        self.health.clone().start(self.stopping());
         let report = self.driver.recover().await?;
         tracing::info!("recovered tasks: {report:?}");
         for t in self.driver.tasks() {
@@ -194,7 +227,7 @@ impl Controller {
 
     /// Records a server-wide event in the log stream and in the store's history.
     pub(crate) fn event(&self, kind: &str, level: Level, message: impl Into<String>) {
-        self.event_full(kind, level, None, None, None, message);
+        self.events.event(kind, level, message);
     }
 
     pub(crate) fn event_full(
@@ -206,48 +239,15 @@ impl Controller {
         task: Option<&str>,
         message: impl Into<String>,
     ) {
-        let message = message.into();
-        let mut r = Record::event(kind, level, message.clone());
-        r.app = app.map(str::to_string);
-        r.service = service.map(str::to_string);
-        r.task = task.map(str::to_string);
-        let time = r.time / 1_000_000;
-        self.logs.append(r);
-        let e = EventRecord {
-            time,
-            app: app.map(str::to_string),
-            service: service.map(str::to_string),
-            task: task.map(str::to_string),
-            kind: kind.to_string(),
-            message,
-        };
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            match db.add_event(&e).await {
-                // A failing store is reported once by its watch, not per event.
-                Err(StoreError::DiskFull(_) | StoreError::Io(_)) | Ok(()) => {}
-                Err(err) => tracing::warn!("cannot store event: {err}"),
-            }
-        });
+        self.events.event_full(kind, level, app, service, task, message);
     }
 
     pub(crate) fn task_event(&self, kind: &str, level: Level, task: &str, message: impl Into<String>) {
-        let meta = self.meta.lock().unwrap().get(task).cloned();
-        self.event_full(
-            kind,
-            level,
-            meta.as_ref().map(|m| m.app.as_str()),
-            meta.as_ref().map(|m| m.service.as_str()),
-            Some(task),
-            message,
-        );
+        self.events.task_event(kind, level, task, message);
     }
 
     pub(crate) fn remember(&self, spec: &TaskSpec) {
-        self.meta.lock().unwrap().insert(
-            spec.id.clone(),
-            TaskMeta { app: spec.app.clone(), service: spec.service.clone(), revision: spec.revision },
-        );
+        self.catalog.remember(spec);
     }
 
     /// A service's record, or a NotFound that says which.
@@ -263,16 +263,48 @@ impl Controller {
     }
 
     pub(crate) async fn revision(&self, app: &str, svc: &str, n: u64) -> Result<Arc<Revision>, ControlError> {
-        let key = (app.to_string(), svc.to_string(), n);
-        if let Some(r) = self.revisions.lock().unwrap().get(&key) {
-            return Ok(r.clone());
+        self.catalog.revision(app, svc, n).await
+    }
+
+    /// Acts on what the health monitor tells: a verdict on a known process
+    /// is kept in the store (a restarted server trusts it for that process
+    /// only) and is an event; any change has routing and the reconciler look again.
+    async fn health_notes(self: Arc<Self>, mut notes: mpsc::UnboundedReceiver<HealthNote>) {
+        while let Some(note) = notes.recv().await {
+            match note {
+                HealthNote::Waiting { task, text } => self.task_event("task.health_failing", Level::Warn, &task, text),
+                HealthNote::Changed { task, health, pid, error } => {
+                    if let (Some(pid), Health::Healthy | Health::Unhealthy) = (pid, health) {
+                        let r = wharf_store::TaskHealthRecord {
+                            id: task.clone(),
+                            pid,
+                            healthy: health == Health::Healthy,
+                            at: self.now_ms(),
+                        };
+                        let db = self.db.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = db.put_task_health(&r).await {
+                                tracing::debug!("cannot keep the health of task {}: {e}", r.id);
+                            }
+                        });
+                    }
+                    self.routing.wake();
+                    self.reconciler.wake();
+                    match health {
+                        Health::Healthy => {
+                            self.task_event("task.healthy", Level::Info, &task, format!("task {task} is healthy"))
+                        }
+                        Health::Unhealthy => self.task_event(
+                            "task.unhealthy",
+                            Level::Warn,
+                            &task,
+                            format!("task {task} is unhealthy: {}", error.unwrap_or_else(|| "checks failed".into())),
+                        ),
+                        Health::Starting => {}
+                    }
+                }
+            }
         }
-        let rev = self.db.revision(app, svc, n).await?.ok_or_else(|| {
-            ControlError::from(NotFound::StoredRevision { app: app.to_string(), service: svc.to_string(), number: n })
-        })?;
-        let rev = Arc::new(rev);
-        self.revisions.lock().unwrap().insert(key, rev.clone());
-        Ok(rev)
     }
 
     /// Turns driver events into stream events and wakes the reconciler.
@@ -304,7 +336,7 @@ impl Controller {
                 }
                 DriverEvent::Exited { task, exit, restart_in, crashes } => {
                     // Out of the pool at once, not at its next health check.
-                    self.health.exited(&self, &task);
+                    self.health.exited(&task);
                     let how = match self.driver.task(&task) {
                         Some(t) if t.oom_kills > 0 && exit == ExitInfo::Signal(libc::SIGKILL) => {
                             format!("was {}", describe_end(exit, true, t.spec.memory_bytes))

@@ -4,7 +4,8 @@
 //! removed service, and a server killed in the middle finishes the job after
 //! its restart. The history (revisions, deployments, job runs...) goes last.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wharf_api_types::DestroyReport;
@@ -20,6 +21,25 @@ const DRIVER_LET_GO: Duration = Duration::from_secs(30);
 /// How long a destroy waits for the app's tasks to drain and stop before it
 /// reports them still stopping (it carries on in the background).
 const TASKS_GONE: Duration = Duration::from_secs(600);
+
+/// Apps being destroyed now: nothing may change them, their deployment
+/// drivers let go. The store keeps the destroy itself, for a restart.
+#[derive(Default)]
+pub(crate) struct Destroying(Mutex<HashSet<String>>);
+
+impl Destroying {
+    fn begin(&self, app: &str) {
+        self.0.lock().unwrap().insert(app.to_string());
+    }
+
+    fn end(&self, app: &str) {
+        self.0.lock().unwrap().remove(app);
+    }
+
+    pub(crate) fn contains(&self, app: &str) -> bool {
+        self.0.lock().unwrap().contains(app)
+    }
+}
 
 impl Controller {
     /// Removes `app`: stops its tasks (draining them), removes its routes,
@@ -38,7 +58,7 @@ impl Controller {
         if let Some(r) = self.db.destroy(app).await? {
             // Already under way (asked twice, or resumed after a restart): wait for it.
             drop(guard);
-            self.destroying.lock().unwrap().insert(app.to_string());
+            self.destroying.begin(app);
             return self.finish_destroy(&r, None, 0).await;
         }
         let record = self.db.app(app).await?;
@@ -54,7 +74,7 @@ impl Controller {
         }
         // The deployment's driver lets go before anything is written, so it
         // cannot write its services back behind the destroy.
-        self.destroying.lock().unwrap().insert(app.to_string());
+        self.destroying.begin(app);
         if let Some(d) = &running {
             let until = self.clock.instant() + DRIVER_LET_GO;
             while self.rollout.is_driving(app, d.id) && self.clock.instant() < until {
@@ -80,7 +100,7 @@ impl Controller {
             batch.put_deployment(d);
         }
         if let Err(e) = self.db.commit(batch).await {
-            self.destroying.lock().unwrap().remove(app);
+            self.destroying.end(app);
             return Err(e.into());
         }
         drop(guard);
@@ -104,7 +124,7 @@ impl Controller {
     /// After a restart: destroys that were under way carry on.
     pub(crate) fn resume_destroys(self: &Arc<Self>, pending: Vec<DestroyRecord>) {
         for r in pending {
-            self.destroying.lock().unwrap().insert(r.app.clone());
+            self.destroying.begin(&r.app);
             self.event_full(
                 "app.destroying",
                 Level::Info,
@@ -202,23 +222,16 @@ impl Controller {
     /// Drops what the controller remembers about an app, so a new app of
     /// the same name starts from scratch (its revision 1 is not the old one).
     fn forget_app(&self, app: &str) {
-        self.revisions.lock().unwrap().retain(|(a, _, _), _| a != app);
+        self.catalog.forget_app(app);
         self.reconciler.forget_app(app);
         self.autoscaler.forget_app(app);
-        let gates: Vec<_> = {
-            let mut gates = self.gates.lock().unwrap();
-            let keys: Vec<_> = gates.keys().filter(|(a, _)| a == app).cloned().collect();
-            keys.into_iter().filter_map(|k| gates.remove(&k)).collect()
-        };
-        for g in gates {
-            g.release();
-        }
-        self.destroying.lock().unwrap().remove(app);
+        self.pauses.release_app(app);
+        self.destroying.end(app);
     }
 
     /// Refuses to change an app that is being destroyed.
     pub(crate) async fn check_not_destroying(&self, app: &str) -> Result<(), ControlError> {
-        if self.destroying.lock().unwrap().contains(app) || self.db.destroy(app).await?.is_some() {
+        if self.destroying.contains(app) || self.db.destroy(app).await?.is_some() {
             return Err(Busy::Destroying { app: app.to_string() }.into());
         }
         Ok(())

@@ -32,7 +32,9 @@ use wharf_logs::Level;
 use wharf_proxy::{HostMatch, InternalListeners, Pool, RouteLimits, RouteSpec};
 use wharf_store::ServiceRecord;
 
+use crate::catalog::Catalog;
 use crate::controller::Controller;
+use crate::events::EventLog;
 
 /// How the server set up discovery (from `wharf server --internal`).
 pub struct DiscoveryConfig {
@@ -51,6 +53,8 @@ pub(crate) struct Entry {
     pub addr: Option<Ipv4Addr>,
 }
 
+/// Owns what discovery knows: its config, the web services and their
+/// addresses, and the DNS data it publishes.
 #[derive(Default)]
 pub(crate) struct Discovery {
     config: OnceLock<DiscoveryConfig>,
@@ -69,14 +73,16 @@ impl Controller {
     pub fn dns_zone(&self) -> Arc<Zone> {
         self.discovery.zone.clone()
     }
+}
 
+impl Discovery {
     /// Recomputes which web services exist; true when that changed. Reads
     /// revisions (cached), never on a request's path.
-    pub(crate) async fn refresh_discovery(&self, services: &[ServiceRecord]) -> bool {
-        let Some(cfg) = self.discovery.config.get() else { return false };
+    pub(crate) async fn refresh(&self, catalog: &Catalog, services: &[ServiceRecord]) -> bool {
+        let Some(cfg) = self.config.get() else { return false };
         let mut web = Vec::new();
         for s in services {
-            match self.revision(&s.app, &s.name, s.revision).await {
+            match catalog.revision(&s.app, &s.name, s.revision).await {
                 Ok(rev) if rev.spec.is_web() => web.push((s.app.clone(), s.name.clone())),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("discovery: {e}"),
@@ -85,7 +91,7 @@ impl Controller {
         let addresses =
             per_service_addresses(cfg.internal) && (cfg.listeners.is_some() || cfg.internal.ip().is_unspecified());
         let entries = assign(web, addresses);
-        let mut current = self.discovery.entries.lock().unwrap();
+        let mut current = self.entries.lock().unwrap();
         if **current == entries {
             return false;
         }
@@ -93,44 +99,43 @@ impl Controller {
         true
     }
 
-    fn discovery_entries(&self) -> Arc<Vec<Entry>> {
-        self.discovery.entries.lock().unwrap().clone()
+    fn entries(&self) -> Arc<Vec<Entry>> {
+        self.entries.lock().unwrap().clone()
     }
 
     /// `WHARF_<SERVICE>_URL` for each web service of `app`.
-    pub(crate) fn discovery_env(&self, app: &str) -> BTreeMap<String, String> {
-        match self.discovery.config.get() {
-            Some(cfg) => env_vars(&self.discovery_entries(), app, cfg.internal),
+    pub(crate) fn env(&self, app: &str) -> BTreeMap<String, String> {
+        match self.config.get() {
+            Some(cfg) => env_vars(&self.entries(), app, cfg.internal),
             None => BTreeMap::new(),
         }
     }
 
     /// The internal routes to `pools` (made for every web service), then,
-    /// once the table with them is swapped in, call
-    /// [`Controller::publish_discovery`].
+    /// once the table with them is swapped in, call [`Discovery::publish`].
     pub(crate) fn internal_routes(&self, pools: &HashMap<(String, String), Arc<Pool>>) -> Vec<RouteSpec> {
-        if self.discovery.config.get().is_none() {
+        if self.config.get().is_none() {
             return Vec::new();
         }
-        internal_routes(&self.discovery_entries(), pools)
+        internal_routes(&self.entries(), pools)
     }
 
     /// Web services discovery knows of, for the routing rebuild to make
     /// pools for.
-    pub(crate) fn discovered_services(&self) -> Vec<(String, String)> {
-        self.discovery_entries().iter().map(|e| (e.app.clone(), e.service.clone())).collect()
+    pub(crate) fn services(&self) -> Vec<(String, String)> {
+        self.entries().iter().map(|e| (e.app.clone(), e.service.clone())).collect()
     }
 
     /// Listens on the services' addresses and swaps in the DNS data; after
     /// the routing table, so every name answered is routable.
-    pub(crate) fn publish_discovery(&self) {
-        let Some(cfg) = self.discovery.config.get() else { return };
-        let entries = self.discovery_entries();
+    pub(crate) fn publish(&self, events: &EventLog) {
+        let Some(cfg) = self.config.get() else { return };
+        let entries = self.entries();
         if let Some(listeners) = &cfg.listeners {
             let want: Vec<IpAddr> = entries.iter().filter_map(|e| e.addr.map(IpAddr::V4)).collect();
             for e in listeners.sync(&want) {
                 let owner = entries.iter().find(|x| x.addr.map(IpAddr::V4) == Some(e.addr.ip()));
-                self.event_full(
+                events.event_full(
                     "discovery.listen_failed",
                     Level::Warn,
                     owner.map(|o| o.app.as_str()),
@@ -140,7 +145,7 @@ impl Controller {
                 );
             }
         }
-        self.discovery.zone.swap(records(&entries, cfg.internal));
+        self.zone.swap(records(&entries, cfg.internal));
     }
 }
 

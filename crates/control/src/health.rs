@@ -9,13 +9,13 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use wharf_logs::Level;
-use wharf_runtime::TaskState;
+use tokio::sync::{mpsc, watch};
+use wharf_runtime::{Driver, TaskState};
 use wharf_spec::HealthCheck;
 
 use crate::clock::Clock;
 use crate::component::BackgroundLoop;
-use crate::controller::{fmt_duration, Controller};
+use crate::controller::fmt_duration;
 
 /// How often a task that has not passed yet is probed: briskly in its first
 /// seconds, so a new or re-adopted task takes traffic quickly even with a
@@ -232,7 +232,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// each task's health, the health kept in the store for tasks re-adopted at
 /// start, the checks' HTTP client, and the proxy's view of each task (its
 /// [`wharf_proxy::Backend`], shared by every routing snapshot). Others ask it;
-/// nothing else holds its map.
+/// nothing else holds its map. What others must act on (a task became
+/// healthy, a task keeps failing) it sends as [`HealthNote`]s.
 pub(crate) struct HealthMonitor {
     tasks: Mutex<HashMap<String, Arc<TaskHealth>>>,
     /// Health kept in the store for tasks re-adopted at start, taken once
@@ -240,6 +241,17 @@ pub(crate) struct HealthMonitor {
     known: Mutex<HashMap<String, wharf_store::TaskHealthRecord>>,
     client: HealthClient,
     clock: Arc<dyn Clock>,
+    notes: mpsc::UnboundedSender<HealthNote>,
+}
+
+/// What the monitor tells the rest of the controller.
+#[derive(Debug, PartialEq)]
+pub(crate) enum HealthNote {
+    /// A task's health changed: routing and the reconciler look again; a
+    /// verdict on a known process is kept in the store and is an event.
+    Changed { task: String, health: Health, pid: Option<u32>, error: Option<String> },
+    /// A task that has not passed yet keeps failing: an event saying why.
+    Waiting { task: String, text: String },
 }
 
 /// What the monitor knows of one task, for views and metrics.
@@ -249,9 +261,36 @@ pub(crate) struct TaskHealthView {
     pub backend: Arc<wharf_proxy::Backend>,
 }
 
+impl BackgroundLoop for HealthMonitor {
+    /// Each task's checks run on their own timers; when the server stops,
+    /// every check ends.
+    fn start(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+            self.tasks.lock().unwrap().clear();
+        });
+    }
+
+    /// Nothing to do: the checks hear their tasks directly, on their own timers.
+    fn wake(&self) {}
+}
+
 impl HealthMonitor {
-    pub(crate) fn new(clock: Arc<dyn Clock>) -> HealthMonitor {
-        HealthMonitor { tasks: Mutex::default(), known: Mutex::default(), client: HealthClient::new(), clock }
+    /// The monitor, and where its notes arrive.
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> (HealthMonitor, mpsc::UnboundedReceiver<HealthNote>) {
+        let (notes, rx) = mpsc::unbounded_channel();
+        let monitor = HealthMonitor {
+            tasks: Mutex::default(),
+            known: Mutex::default(),
+            client: HealthClient::new(),
+            clock,
+            notes,
+        };
+        (monitor, rx)
     }
 
     /// The health the store kept, for tasks re-adopted after a restart.
@@ -314,14 +353,14 @@ impl HealthMonitor {
     }
 
     /// A task whose process exited: out of the pool at once, not at its next check.
-    pub(crate) fn exited(&self, ctl: &Controller, task: &str) {
+    pub(crate) fn exited(&self, task: &str) {
         if let Some(th) = self.get(task) {
-            set_health(ctl, task, &th, Health::Starting, None, None);
+            self.set_health(task, &th, Health::Starting, None, None);
         }
     }
 
-    /// Starts checking a web task unless it is checked already.
-    pub(crate) fn watch(&self, ctl: &Arc<Controller>, task: &str, port: u16, check: HealthCheck) {
+    /// Starts checking a web task of `driver` unless it is checked already.
+    pub(crate) fn watch(self: &Arc<Self>, driver: &Arc<dyn Driver>, task: &str, port: u16, check: HealthCheck) {
         let mut map = self.tasks.lock().unwrap();
         if map.contains_key(task) {
             return;
@@ -331,7 +370,7 @@ impl HealthMonitor {
         // the same process: until its checks say otherwise it is ready, so
         // a resumed rollout does not take it for a task that never came up.
         let known = self.known.lock().unwrap().remove(task);
-        let pid = ctl.driver.task(task).and_then(|t| t.pid);
+        let pid = driver.task(task).and_then(|t| t.pid);
         let adopted_healthy = known.is_some_and(|k| k.healthy && Some(k.pid) == pid);
         let state = Mutex::new(HealthState {
             health: if adopted_healthy { Health::Healthy } else { Health::Starting },
@@ -342,131 +381,113 @@ impl HealthMonitor {
             failing_since: None,
             reported: None,
         });
-        // The checker holds only a Weak so dropping the entry ends it.
+        // The checker holds only Weaks so dropping the entry (or the monitor) ends it.
         let (tx, rx) = tokio::sync::oneshot::channel::<std::sync::Weak<TaskHealth>>();
-        let ctl = Arc::downgrade(ctl);
+        let monitor = Arc::downgrade(self);
+        let driver = Arc::downgrade(driver);
         let id = task.to_string();
         let join = tokio::spawn(async move {
             let Ok(th) = rx.await else { return };
-            check_loop(ctl, id, check, th).await;
+            check_loop(monitor, driver, id, check, th).await;
         });
         let backend = Arc::new(wharf_proxy::Backend::new(task, addr));
         let th = Arc::new(TaskHealth { backend, state, checker: join.abort_handle() });
         let _ = tx.send(Arc::downgrade(&th));
         map.insert(task.to_string(), th);
     }
+
+    fn note(&self, note: HealthNote) {
+        // The receiver goes only with the controller, which ends the checks too.
+        let _ = self.notes.send(note);
+    }
+
+    /// A task that has not passed yet and keeps failing its checks: a note
+    /// with the last result when one is due.
+    fn report_waiting(&self, id: &str, th: &TaskHealth) {
+        let text = th.state.lock().unwrap().waiting_report(id, self.clock.instant());
+        if let Some(text) = text {
+            self.note(HealthNote::Waiting { task: id.to_string(), text });
+        }
+    }
+
+    fn set_health(&self, id: &str, th: &TaskHealth, health: Health, pid: Option<u32>, error: Option<String>) {
+        let changed = {
+            let mut st = th.state.lock().unwrap();
+            let changed = st.health != health;
+            st.health = health;
+            st.pid = pid;
+            if changed && health == Health::Starting {
+                st.ok_streak = 0;
+                st.fail_streak = 0;
+                st.failing_since = None;
+                st.reported = None;
+            }
+            changed
+        };
+        if !changed {
+            return;
+        }
+        if health == Health::Healthy {
+            // Passive ejection from before (say, a restart) no longer applies.
+            th.backend.revive();
+        }
+        self.note(HealthNote::Changed { task: id.to_string(), health, pid, error });
+    }
 }
 
-async fn check_loop(ctl: std::sync::Weak<Controller>, id: String, check: HealthCheck, th: std::sync::Weak<TaskHealth>) {
+async fn check_loop(
+    monitor: std::sync::Weak<HealthMonitor>,
+    driver: std::sync::Weak<dyn Driver>,
+    id: String,
+    check: HealthCheck,
+    th: std::sync::Weak<TaskHealth>,
+) {
     loop {
-        let (Some(ctl), Some(th)) = (ctl.upgrade(), th.upgrade()) else { return };
-        let Some(status) = ctl.driver.task(&id) else { return };
+        let (Some(monitor), Some(driver), Some(th)) = (monitor.upgrade(), driver.upgrade(), th.upgrade()) else {
+            return;
+        };
+        let Some(status) = driver.task(&id) else { return };
+        drop(driver);
         if status.state != TaskState::Running {
             // Down or restarting: out of the pool until it passes again.
-            set_health(&ctl, &id, &th, Health::Starting, status.pid, None);
-            drop((ctl, th));
+            monitor.set_health(&id, &th, Health::Starting, status.pid, None);
+            drop((monitor, th));
             tokio::time::sleep(STARTING_PROBE).await;
             continue;
         }
-        {
+        let restarted = {
             let mut st = th.state.lock().unwrap();
-            if st.pid != status.pid {
-                // A restarted process has to prove itself again.
+            // A restarted process has to prove itself again.
+            let restarted = st.pid != status.pid;
+            if restarted {
                 st.pid = status.pid;
                 st.ok_streak = 0;
                 st.fail_streak = 0;
                 st.failing_since = None;
                 st.reported = None;
-                if st.health != Health::Starting {
-                    st.health = Health::Starting;
-                    drop(st);
-                    ctl.routing.wake();
-                }
             }
+            restarted && st.health != Health::Starting
+        };
+        if restarted {
+            monitor.set_health(&id, &th, Health::Starting, status.pid, None);
         }
-        let monitor = &ctl.health;
         let result = monitor.client.probe(th.backend.addr, &check).await;
         let (age, in_grace) = in_grace(status.started_at, monitor.clock.now_ms(), check.grace);
         let current = th.health();
         let next = th.state.lock().unwrap().record(&result, in_grace, &check, monitor.clock.instant());
         if next == Health::Starting {
-            report_waiting(&ctl, &id, &th);
+            monitor.report_waiting(&id, &th);
         }
         if next != current {
-            set_health(&ctl, &id, &th, next, status.pid, result.err());
+            monitor.set_health(&id, &th, next, status.pid, result.err());
         }
         let wait = match next {
             Health::Healthy => check.interval,
             _ if age < STARTING_BRISK_FOR => check.interval.min(STARTING_PROBE),
             _ => check.interval.min(STARTING_PROBE_LATER),
         };
-        drop((ctl, th));
+        drop((monitor, th));
         tokio::time::sleep(wait).await;
-    }
-}
-
-/// A task that has not passed yet and keeps failing its checks: an event
-/// with the last result when one is due.
-fn report_waiting(ctl: &Controller, id: &str, th: &TaskHealth) {
-    let text = th.state.lock().unwrap().waiting_report(id, ctl.health.clock.instant());
-    if let Some(text) = text {
-        ctl.task_event("task.health_failing", Level::Warn, id, text);
-    }
-}
-
-pub(crate) fn set_health(
-    ctl: &Controller,
-    id: &str,
-    th: &TaskHealth,
-    health: Health,
-    pid: Option<u32>,
-    error: Option<String>,
-) {
-    let changed = {
-        let mut st = th.state.lock().unwrap();
-        let changed = st.health != health;
-        st.health = health;
-        st.pid = pid;
-        if changed && health == Health::Starting {
-            st.ok_streak = 0;
-            st.fail_streak = 0;
-            st.failing_since = None;
-            st.reported = None;
-        }
-        changed
-    };
-    if !changed {
-        return;
-    }
-    if health == Health::Healthy {
-        // Passive ejection from before (say, a restart) no longer applies.
-        th.backend.revive();
-    }
-    if let (Some(pid), Health::Healthy | Health::Unhealthy) = (pid, health) {
-        let r = wharf_store::TaskHealthRecord {
-            id: id.to_string(),
-            pid,
-            healthy: health == Health::Healthy,
-            at: ctl.now_ms(),
-        };
-        let db = ctl.db.clone();
-        tokio::spawn(async move {
-            if let Err(e) = db.put_task_health(&r).await {
-                tracing::debug!("cannot keep the health of task {}: {e}", r.id);
-            }
-        });
-    }
-    ctl.routing.wake();
-    ctl.reconciler.wake();
-    match health {
-        Health::Healthy => ctl.task_event("task.healthy", Level::Info, id, format!("task {id} is healthy")),
-        Health::Unhealthy => ctl.task_event(
-            "task.unhealthy",
-            Level::Warn,
-            id,
-            format!("task {id} is unhealthy: {}", error.unwrap_or_else(|| "checks failed".into())),
-        ),
-        Health::Starting => {}
     }
 }
 
@@ -569,7 +590,7 @@ mod tests {
     #[tokio::test]
     async fn the_monitor_reports_a_task_failing_only_after_a_while_and_forgets_gone_tasks() {
         let clock = Arc::new(TestClock::new(START));
-        let monitor = HealthMonitor::new(clock.clone());
+        let (monitor, _notes) = HealthMonitor::new(clock.clone());
         for id in ["t1", "t2"] {
             let checker = tokio::spawn(async {}).abort_handle();
             let backend = Arc::new(wharf_proxy::Backend::new(id, ([127, 0, 0, 1], 1).into()));
@@ -587,5 +608,26 @@ mod tests {
         assert!(monitor.forget_all_but(&live));
         assert!(!monitor.forget_all_but(&live), "nothing more to forget");
         assert_eq!(monitor.backends().iter().map(|(id, ..)| id.as_str()).collect::<Vec<_>>(), ["t2"]);
+    }
+
+    /// What others act on arrives as notes, once per change: an exited
+    /// task leaves the pool at once, and saying so again is no news.
+    #[tokio::test]
+    async fn the_monitor_notes_a_change_once() {
+        let clock = Arc::new(TestClock::new(START));
+        let (monitor, mut notes) = HealthMonitor::new(clock.clone());
+        let checker = tokio::spawn(async {}).abort_handle();
+        let backend = Arc::new(wharf_proxy::Backend::new("t1", ([127, 0, 0, 1], 1).into()));
+        let mut st = state();
+        st.health = Health::Healthy;
+        let th = Arc::new(TaskHealth { backend, state: Mutex::new(st), checker });
+        monitor.tasks.lock().unwrap().insert("t1".to_string(), th);
+        monitor.exited("t1");
+        monitor.exited("t1");
+        monitor.exited("not-checked");
+        let changed = HealthNote::Changed { task: "t1".into(), health: Health::Starting, pid: None, error: None };
+        assert_eq!(notes.try_recv().ok(), Some(changed));
+        assert!(notes.try_recv().is_err(), "one change, one note");
+        assert_eq!(monitor.health("t1"), Some(Health::Starting));
     }
 }

@@ -6,6 +6,7 @@
 //! server can be killed at any point and converge again on restart.
 
 mod autoscaler;
+mod catalog;
 mod clock;
 mod component;
 mod controller;
@@ -14,6 +15,7 @@ mod destroy;
 mod discovery;
 mod disk;
 mod error;
+mod events;
 mod health;
 mod metrics;
 mod oneoff;

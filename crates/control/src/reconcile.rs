@@ -80,13 +80,13 @@ pub(crate) struct Reconciler {
     woken: Notify,
     /// Per service: consecutive start failures and when to try again.
     backoff: Mutex<HashMap<(String, String), (u32, Instant)>>,
-    /// Tasks out of the routing table on their way to a stop.
-    pub(crate) drains: Drains,
+    /// Tasks out of the routing table on their way to a stop (routing reads them).
+    pub(crate) drains: Arc<Drains>,
 }
 
 impl Reconciler {
-    pub(crate) fn new(ctl: Weak<Controller>, clock: Arc<dyn Clock>) -> Reconciler {
-        Reconciler { ctl, clock, woken: Notify::new(), backoff: Mutex::default(), drains: Drains::default() }
+    pub(crate) fn new(ctl: Weak<Controller>, clock: Arc<dyn Clock>, drains: Arc<Drains>) -> Reconciler {
+        Reconciler { ctl, clock, woken: Notify::new(), backoff: Mutex::default(), drains }
     }
 
     /// A service may start a task: it is not backing off after failed starts.
@@ -158,7 +158,7 @@ impl Controller {
         let services = self.db.services(None).await?;
         // New web services get their names and addresses before any task
         // is started with their URLs in its environment.
-        if self.refresh_discovery(&services).await {
+        if self.discovery.refresh(&self.catalog, &services).await {
             self.routing.publish().await;
         }
         let mut observed: HashMap<(String, String), Vec<TaskStatus>> = HashMap::new();
@@ -205,7 +205,7 @@ impl Controller {
                             .and_then(|r| r.spec.health.clone())
                             .unwrap_or_else(|| check.clone())
                     };
-                    self.health.watch(self, &t.spec.id, port, check);
+                    self.health.watch(&self.driver, &t.spec.id, port, check);
                 }
             }
         }
@@ -347,7 +347,7 @@ impl Controller {
             return Err(e.into());
         }
         if let (Some(port), Some(check)) = (port, rev.spec.health.clone()) {
-            self.health.watch(self, &id, port, check);
+            self.health.watch(&self.driver, &id, port, check);
         }
         Ok(())
     }
@@ -397,7 +397,7 @@ impl Controller {
     fn task_env(&self, app: &str, service: &str, rev: &wharf_store::Revision, id: &str) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("PATH".into(), self.task_path.clone());
-        env.extend(self.discovery_env(app));
+        env.extend(self.discovery.env(app));
         env.extend(rev.spec.env.clone());
         env.insert("WHARF_APP".into(), app.to_string());
         env.insert("WHARF_SERVICE".into(), service.to_string());
@@ -575,7 +575,7 @@ mod tests {
     fn a_service_whose_starts_fail_backs_off_on_the_clock() {
         use crate::clock::TestClock;
         let clock = Arc::new(TestClock::new(0));
-        let r = Reconciler::new(Weak::new(), clock.clone());
+        let r = Reconciler::new(Weak::new(), clock.clone(), Arc::default());
         assert!(r.start_allowed("a", "web"));
         assert_eq!(r.start_failed("a", "web"), Duration::from_millis(500));
         assert!(!r.start_allowed("a", "web") && r.start_allowed("a", "worker"));

@@ -104,7 +104,7 @@ impl Rollout {
                 }
             };
             let Some(mut d) = d else { return };
-            if d.state != DeploymentState::InProgress || ctl.destroying.lock().unwrap().contains(app) {
+            if d.state != DeploymentState::InProgress || ctl.destroying.contains(app) {
                 return;
             }
             let next = match self.step(ctl, &mut d, &mut watch).await {
@@ -647,11 +647,10 @@ impl Rollout {
     /// task, with its service.
     fn new_outcomes(&self, ctl: &Arc<Controller>, d: &DeploymentRecord) -> HashMap<String, (String, OutcomeCounts)> {
         let checked = ctl.health.backends();
-        let meta = ctl.meta.lock().unwrap();
         checked
             .into_iter()
             .filter_map(|(id, _, backend)| {
-                let m = meta.get(&id)?;
+                let m = ctl.catalog.owner(&id)?;
                 let new =
                     m.app == d.app && d.changes.iter().any(|c| c.service == m.service && c.to == Some(m.revision));
                 new.then(|| (id, (m.service.clone(), backend.outcomes())))

@@ -3,16 +3,21 @@
 //! deploy strategy, and swaps it in.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use tokio::sync::{watch, Notify};
 
-use wharf_proxy::{Backend, BackendSet, Balance, HostMatch, Pool, RouteLimits, RouteSpec, RoutingTable};
+use wharf_proxy::{Backend, BackendSet, Balance, HostMatch, Pool, Proxy, RouteLimits, RouteSpec, RoutingTable};
+use wharf_store::Db;
 
+use crate::catalog::Catalog;
 use crate::component::BackgroundLoop;
-use crate::controller::Controller;
-use crate::health::Health;
+use crate::discovery::Discovery;
+use crate::events::EventLog;
+use crate::health::{Health, HealthMonitor};
+use crate::reconcile::Drains;
 use crate::strategy::{Place, PoolLayout, Side};
+use crate::traffic::{maintenance_for, Pauses};
 
 /// A healthy task of a service: its revision and the proxy's view of it.
 type Member = (u64, Arc<Backend>);
@@ -20,8 +25,8 @@ type Member = (u64, Arc<Backend>);
 /// Owns the rebuilds of the routing snapshot: one at a time, now
 /// ([`RoutingPublisher::publish`]) or soon ([`BackgroundLoop::wake`]).
 pub(crate) struct RoutingPublisher {
-    /// What the snapshot is built from: the store, health, draining tasks.
-    ctl: Weak<Controller>,
+    /// What the snapshot is built from.
+    inputs: RoutingInputs,
     /// Serialises rebuilds, so two racing can't leave an older view in place.
     lock: tokio::sync::Mutex<()>,
     changed: Notify,
@@ -45,23 +50,36 @@ impl BackgroundLoop for RoutingPublisher {
     }
 }
 
+/// What the routing snapshot is built from: the desired state in the store,
+/// what the health monitor and reconciler observe, pauses, discovery; and
+/// the proxy it is swapped into.
+pub(crate) struct RoutingInputs {
+    pub db: Db,
+    pub catalog: Arc<Catalog>,
+    pub health: Arc<HealthMonitor>,
+    pub drains: Arc<Drains>,
+    pub pauses: Arc<Pauses>,
+    pub discovery: Arc<Discovery>,
+    pub events: Arc<EventLog>,
+    pub proxy: Arc<Proxy>,
+}
+
 impl RoutingPublisher {
-    pub(crate) fn new(ctl: Weak<Controller>) -> RoutingPublisher {
-        RoutingPublisher { ctl, lock: tokio::sync::Mutex::new(()), changed: Notify::new() }
+    pub(crate) fn new(inputs: RoutingInputs) -> RoutingPublisher {
+        RoutingPublisher { inputs, lock: tokio::sync::Mutex::new(()), changed: Notify::new() }
     }
 
     /// Builds and swaps in a new routing table now.
     pub(crate) async fn publish(&self) {
-        let Some(ctl) = self.ctl.upgrade() else { return };
         let _guard = self.lock.lock().await;
-        ctl.build_routes().await;
+        self.inputs.build().await;
     }
 }
 
-impl Controller {
+impl RoutingInputs {
     /// One routing table from the store and observation, swapped into the
     /// proxy; called only by the [`RoutingPublisher`], which serialises it.
-    async fn build_routes(&self) {
+    async fn build(&self) {
         let apps = match self.db.apps().await {
             Ok(apps) => apps,
             Err(e) => {
@@ -76,20 +94,19 @@ impl Controller {
                 return;
             }
         };
-        self.refresh_discovery(&records).await;
+        self.discovery.refresh(&self.catalog, &records).await;
         let layouts: HashMap<(String, String), PoolLayout> =
             records.iter().map(|s| ((s.app.clone(), s.name.clone()), PoolLayout::of(s))).collect();
         // Healthy tasks that are not draining, by service, with their revision.
         let mut members: HashMap<(String, String), Vec<Member>> = HashMap::new();
         {
             let checked = self.health.backends();
-            let draining = self.reconciler.drains.snapshot();
-            let meta = self.meta.lock().unwrap();
+            let draining = self.drains.snapshot();
             for (id, health, backend) in checked {
                 if draining.contains(&id) || health != Health::Healthy {
                     continue;
                 }
-                let Some(m) = meta.get(&id) else { continue };
+                let Some(m) = self.catalog.owner(&id) else { continue };
                 let key = (m.app.clone(), m.service.clone());
                 members.entry(key).or_default().push((m.revision, backend));
             }
@@ -105,7 +122,7 @@ impl Controller {
         // external and internal routes.
         let mut pools: HashMap<(String, String), Arc<Pool>> = HashMap::new();
         let routed = apps.iter().flat_map(|a| a.routes.iter().map(|r| (a.name.clone(), r.service.clone())));
-        let wanted: Vec<(String, String)> = routed.chain(self.discovered_services()).collect();
+        let wanted: Vec<(String, String)> = routed.chain(self.discovery.services()).collect();
         for key in wanted {
             if pools.contains_key(&key) {
                 continue;
@@ -123,9 +140,8 @@ impl Controller {
                 // Not in the store (yet): every healthy task serves.
                 None => Pool::new(name, tasks.into_iter().map(|(_, b)| b).collect()),
             };
-            let (pause, maintenance) = self.traffic_for(app, service, &maintenance);
-            pool.pause = pause;
-            pool.maintenance = maintenance;
+            pool.pause = self.pauses.gate(app, service);
+            pool.maintenance = maintenance_for(app, service, &maintenance);
             if let Some(spec) = self.current_spec(app, service).await {
                 pool.health_path = spec.health.as_ref().and_then(|h| h.path.clone());
                 pool.sticky = layouts.get(&key).and_then(|l| l.sticky(service, &spec.deploy));
@@ -154,15 +170,15 @@ impl Controller {
                 });
             }
         }
-        let internal = self.internal_routes(&pools);
+        let internal = self.discovery.internal_routes(&pools);
         self.proxy.swap(RoutingTable::new(routes).with_internal(internal));
-        self.publish_discovery();
+        self.discovery.publish(&self.events);
     }
 
     /// The service's spec as its current revision has it.
     async fn current_spec(&self, app: &str, service: &str) -> Option<wharf_spec::Service> {
         let svc = self.db.service(app, service).await.ok()??;
-        Some(self.revision(app, service, svc.revision).await.ok()?.spec.clone())
+        Some(self.catalog.revision(app, service, svc.revision).await.ok()?.spec.clone())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Maintenance mode and pause/resume: desired state in the store, applied
 //! through the routing snapshot, so both survive a restart.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wharf_logs::Level;
@@ -27,6 +28,61 @@ fn scope(app: &str, service: Option<&str>) -> String {
 const MAX_PAGE: usize = 1 << 20;
 /// The longest maintenance message accepted.
 const MAX_MESSAGE: usize = 4 << 10;
+
+/// (app, service), or (app, None) for the whole app.
+type PauseScope = (String, Option<String>);
+
+/// The pause gates in force: the proxy holds a paused service's requests
+/// at its gate. Owns the gates; the store keeps the pauses themselves.
+#[derive(Default)]
+pub(crate) struct Pauses(Mutex<HashMap<PauseScope, Arc<PauseGate>>>);
+
+impl Pauses {
+    /// A gate for a stored pause, holding requests for what is left of it.
+    fn install(&self, r: &PauseRecord, now_ms: u64) {
+        let left = Duration::from_millis(r.until.saturating_sub(now_ms));
+        let gate = Arc::new(PauseGate::new(MAX_HELD, left));
+        self.0.lock().unwrap().insert((r.app.clone(), r.service.clone()), gate);
+    }
+
+    fn take(&self, app: &str, service: Option<&str>) -> Option<Arc<PauseGate>> {
+        self.0.lock().unwrap().remove(&(app.to_string(), service.map(str::to_string)))
+    }
+
+    /// The gate that applies to one service: its own, or its app's.
+    pub(crate) fn gate(&self, app: &str, service: &str) -> Option<Arc<PauseGate>> {
+        let gates = self.0.lock().unwrap();
+        gates
+            .get(&(app.to_string(), Some(service.to_string())))
+            .or_else(|| gates.get(&(app.to_string(), None)))
+            .cloned()
+    }
+
+    /// Lets every request held for a destroyed app go.
+    pub(crate) fn release_app(&self, app: &str) {
+        let gates: Vec<_> = {
+            let mut gates = self.0.lock().unwrap();
+            let keys: Vec<_> = gates.keys().filter(|(a, _)| a == app).cloned().collect();
+            keys.into_iter().filter_map(|k| gates.remove(&k)).collect()
+        };
+        for g in gates {
+            g.release();
+        }
+    }
+}
+
+/// The maintenance page that applies to one service: its own, or its app's.
+pub(crate) fn maintenance_for(app: &str, service: &str, maintenance: &[MaintenanceRecord]) -> Option<Maintenance> {
+    maintenance
+        .iter()
+        .filter(|m| m.app == app)
+        .find(|m| m.service.as_deref() == Some(service))
+        .or_else(|| maintenance.iter().find(|m| m.app == app && m.service.is_none()))
+        .map(|m| Maintenance {
+            page: m.page.clone().unwrap_or_else(|| builtin_page(m.message.as_deref())).into(),
+            retry_after_secs: RETRY_AFTER_SECS,
+        })
+}
 
 impl Controller {
     /// The app a command means: the one given, or the only one deployed.
@@ -115,7 +171,7 @@ impl Controller {
             until: wharf_runtime::deadline::ms_after(now, max),
         };
         self.db.set_pause(&r).await?;
-        self.install_gate(&r);
+        self.pauses.install(&r, now);
         self.routing.publish().await;
         self.event_full(
             "pause.on",
@@ -131,7 +187,7 @@ impl Controller {
     pub async fn resume(self: &Arc<Self>, app: &str, service: Option<&str>) -> Result<(), ControlError> {
         self.check_scope(app, service).await?;
         self.db.clear_pause(app, service).await?;
-        let gate = self.gates.lock().unwrap().remove(&(app.to_string(), service.map(str::to_string)));
+        let gate = self.pauses.take(app, service);
         // The new table first: released requests route again against it.
         self.routing.publish().await;
         let held = gate.map(|g| {
@@ -150,42 +206,12 @@ impl Controller {
         Ok(())
     }
 
-    fn install_gate(&self, r: &PauseRecord) {
-        let left = Duration::from_millis(r.until.saturating_sub(self.now_ms()));
-        let gate = Arc::new(PauseGate::new(MAX_HELD, left));
-        self.gates.lock().unwrap().insert((r.app.clone(), r.service.clone()), gate);
-    }
-
     /// After a restart, pauses still in the store hold requests again.
     pub(crate) async fn restore_pauses(&self) -> Result<(), ControlError> {
         for r in self.db.pauses().await? {
-            self.install_gate(&r);
+            self.pauses.install(&r, self.now_ms());
         }
         Ok(())
-    }
-
-    /// The pause gate and maintenance page that apply to one service.
-    pub(crate) fn traffic_for(
-        &self,
-        app: &str,
-        service: &str,
-        maintenance: &[MaintenanceRecord],
-    ) -> (Option<Arc<PauseGate>>, Option<Maintenance>) {
-        let gates = self.gates.lock().unwrap();
-        let gate = gates
-            .get(&(app.to_string(), Some(service.to_string())))
-            .or_else(|| gates.get(&(app.to_string(), None)))
-            .cloned();
-        let m = maintenance
-            .iter()
-            .filter(|m| m.app == app)
-            .find(|m| m.service.as_deref() == Some(service))
-            .or_else(|| maintenance.iter().find(|m| m.app == app && m.service.is_none()))
-            .map(|m| Maintenance {
-                page: m.page.clone().unwrap_or_else(|| builtin_page(m.message.as_deref())).into(),
-                retry_after_secs: RETRY_AFTER_SECS,
-            });
-        (gate, m)
     }
 }
 

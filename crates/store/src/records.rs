@@ -75,7 +75,10 @@ pub struct Revision {
     pub app: String,
     pub service: String,
     pub number: u64,
+    /// The service's spec: a revision is a spec plus a release (the word
+    /// table's meaning), and a spec of one service is a `wharf_spec::Service`.
     pub spec: Service,
+    /// The release (code) the revision runs, by content hash.
     pub release: String,
     /// Hash of the release's code without wharf.toml, to tell code changes
     /// from settings changes.
