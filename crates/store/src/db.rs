@@ -135,7 +135,15 @@ impl Db {
     async fn read_app(&self, key: &str, bytes: Vec<u8>) -> Result<AppRecord, StoreError> {
         let mut app: AppRecord = decode(key, &bytes)?;
         if app.jobs.is_none() {
-            app.jobs = Some(JobRecord::from_source(&app.source, &app.release));
+            let jobs = JobRecord::from_source(&app.source, &app.release).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "app {}: its stored wharf.toml no longer parses, so its jobs are not scheduled \
+                     (deploy the app again to schedule them): {e}",
+                    app.name
+                );
+                Vec::new()
+            });
+            app.jobs = Some(jobs);
             // Only over the record as read: a concurrent write of the app wins.
             // A failed write (full disk) leaves the next read to parse again.
             let ops = vec![

@@ -24,16 +24,15 @@ pub struct JobRecord {
 impl JobRecord {
     /// The jobs of a wharf.toml text as stored before jobs were recorded.
     /// The text was validated when it was deployed; one that no longer
-    /// parses gives no jobs (nothing to schedule) rather than an error.
-    pub fn from_source(source: &str, release: &str) -> Vec<JobRecord> {
-        wharf_spec::parse(source, wharf_spec::FILE_NAME)
-            .map(|spec| {
-                spec.jobs
-                    .into_values()
-                    .map(|job| JobRecord { job, release: release.to_string(), deployment: None })
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// parses (a later wharf is stricter) gives its error, for the caller
+    /// to say so and go on with no jobs rather than lose the app.
+    pub fn from_source(source: &str, release: &str) -> Result<Vec<JobRecord>, wharf_spec::SpecError> {
+        let spec = wharf_spec::parse(source, wharf_spec::FILE_NAME)?;
+        Ok(spec
+            .jobs
+            .into_values()
+            .map(|job| JobRecord { job, release: release.to_string(), deployment: None })
+            .collect())
     }
 }
 

@@ -46,6 +46,8 @@ async fn an_old_store_gets_typed_jobs_on_first_read_and_keeps_them() {
     // A text that no longer parses: no jobs rather than an error.
     let broken = apps.iter().find(|a| a.name == "broken").unwrap();
     assert_eq!(broken.jobs, Some(vec![]));
+    let why = wharf_store::JobRecord::from_source("app = ", "abc").unwrap_err().to_string();
+    assert!(why.contains("wharf.toml:1"), "the warning says where the text is wrong: {why}");
 
     // Written back: the text is not needed to read the jobs again.
     let raw: serde_json::Value = serde_json::from_slice(&store.get("apps/shop").await.unwrap().unwrap()).unwrap();
