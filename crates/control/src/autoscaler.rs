@@ -324,7 +324,7 @@ impl Controller {
     /// Recent datapoints and decisions of a service, for `wharf autoscale`.
     pub async fn autoscale_view(&self, app: &str, service: &str) -> Result<AutoscaleView, ControlError> {
         let svc = self.service_record(app, service).await?;
-        let policy = self.revision(app, service, svc.revision).await?.spec.scale.clone();
+        let policy = self.catalog.revision(app, service, svc.revision).await?.spec.scale.clone();
         let (datapoints, decisions) = self.autoscaler.history(app, service);
         Ok(AutoscaleView {
             app: app.to_string(),

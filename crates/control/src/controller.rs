@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use wharf_logs::{Level, LogStream};
 use wharf_proxy::Proxy;
-use wharf_runtime::{Driver, DriverEvent, ExitInfo, TaskSpec};
-use wharf_store::{Db, Revision};
+use wharf_runtime::{Driver, DriverEvent, ExitInfo};
+use wharf_store::Db;
 
 use crate::autoscaler::{Autoscaler, AutoscalerInputs};
 use crate::catalog::Catalog;
@@ -190,7 +190,7 @@ impl Controller {
         let report = self.driver.recover().await?;
         tracing::info!("recovered tasks: {report:?}");
         for t in self.driver.tasks() {
-            self.remember(&t.spec);
+            self.catalog.remember(&t.spec);
         }
         let known = self.db.task_healths().await?;
         self.health.restore(known);
@@ -216,38 +216,13 @@ impl Controller {
     /// Stops the loops, then every task gracefully.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        self.event("server.stopping", Level::Info, "stopping all tasks");
+        self.events.event("server.stopping", Level::Info, "stopping all tasks");
         self.driver.shutdown().await;
         self.logs.flush();
     }
 
     pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
-    }
-
-    /// Records a server-wide event in the log stream and in the store's history.
-    pub(crate) fn event(&self, kind: &str, level: Level, message: impl Into<String>) {
-        self.events.event(kind, level, message);
-    }
-
-    pub(crate) fn event_full(
-        &self,
-        kind: &str,
-        level: Level,
-        app: Option<&str>,
-        service: Option<&str>,
-        task: Option<&str>,
-        message: impl Into<String>,
-    ) {
-        self.events.event_full(kind, level, app, service, task, message);
-    }
-
-    pub(crate) fn task_event(&self, kind: &str, level: Level, task: &str, message: impl Into<String>) {
-        self.events.task_event(kind, level, task, message);
-    }
-
-    pub(crate) fn remember(&self, spec: &TaskSpec) {
-        self.catalog.remember(spec);
     }
 
     /// A service's record, or a NotFound that says which.
@@ -262,17 +237,15 @@ impl Controller {
             .ok_or_else(|| NotFound::Service { app: app.to_string(), service: service.to_string() }.into())
     }
 
-    pub(crate) async fn revision(&self, app: &str, svc: &str, n: u64) -> Result<Arc<Revision>, ControlError> {
-        self.catalog.revision(app, svc, n).await
-    }
-
     /// Acts on what the health monitor tells: a verdict on a known process
     /// is kept in the store (a restarted server trusts it for that process
     /// only) and is an event; any change has routing and the reconciler look again.
     async fn health_notes(self: Arc<Self>, mut notes: mpsc::UnboundedReceiver<HealthNote>) {
         while let Some(note) = notes.recv().await {
             match note {
-                HealthNote::Waiting { task, text } => self.task_event("task.health_failing", Level::Warn, &task, text),
+                HealthNote::Waiting { task, text } => {
+                    self.events.task_event("task.health_failing", Level::Warn, &task, text)
+                }
                 HealthNote::Changed { task, health, pid, error } => {
                     if let (Some(pid), Health::Healthy | Health::Unhealthy) = (pid, health) {
                         let r = wharf_store::TaskHealthRecord {
@@ -291,10 +264,13 @@ impl Controller {
                     self.routing.wake();
                     self.reconciler.wake();
                     match health {
-                        Health::Healthy => {
-                            self.task_event("task.healthy", Level::Info, &task, format!("task {task} is healthy"))
-                        }
-                        Health::Unhealthy => self.task_event(
+                        Health::Healthy => self.events.task_event(
+                            "task.healthy",
+                            Level::Info,
+                            &task,
+                            format!("task {task} is healthy"),
+                        ),
+                        Health::Unhealthy => self.events.task_event(
                             "task.unhealthy",
                             Level::Warn,
                             &task,
@@ -314,7 +290,7 @@ impl Controller {
             let ev = match rx.recv().await {
                 Ok(ev) => ev,
                 Err(RecvError::Lagged(n)) => {
-                    self.event("driver.lagged", Level::Warn, format!("{n} driver events were not seen"));
+                    self.events.event("driver.lagged", Level::Warn, format!("{n} driver events were not seen"));
                     continue;
                 }
                 Err(RecvError::Closed) => return,
@@ -324,14 +300,19 @@ impl Controller {
                     // The driver counts attempts from 1: anything later is a restart.
                     if attempt > 1 {
                         self.metrics.restarts.inc();
-                        self.task_event(
+                        self.events.task_event(
                             "task.restarted",
                             Level::Warn,
                             &task,
                             format!("task {task} restarted (pid {pid}, restart {})", attempt - 1),
                         );
                     } else {
-                        self.task_event("task.started", Level::Info, &task, format!("task {task} started (pid {pid})"));
+                        self.events.task_event(
+                            "task.started",
+                            Level::Info,
+                            &task,
+                            format!("task {task} started (pid {pid})"),
+                        );
                     }
                 }
                 DriverEvent::Exited { task, exit, restart_in, crashes } => {
@@ -347,10 +328,10 @@ impl Controller {
                         Some(d) => format!("task {task} {how}; restarting in {} (crash {crashes})", fmt_duration(d)),
                         None => format!("task {task} {how}"),
                     };
-                    self.task_event("task.exited", Level::Warn, &task, msg);
+                    self.events.task_event("task.exited", Level::Warn, &task, msg);
                 }
                 DriverEvent::OutOfMemory { task, limit_bytes } => {
-                    self.task_event(
+                    self.events.task_event(
                         "task.oom",
                         Level::Error,
                         &task,
@@ -358,7 +339,7 @@ impl Controller {
                     );
                 }
                 DriverEvent::Adopted { task, pid } => {
-                    self.task_event(
+                    self.events.task_event(
                         "task.adopted",
                         Level::Info,
                         &task,
@@ -366,7 +347,7 @@ impl Controller {
                     );
                 }
                 DriverEvent::OrphanKilled { task, pid } => {
-                    self.task_event(
+                    self.events.task_event(
                         "task.orphan_killed",
                         Level::Warn,
                         &task,
@@ -380,10 +361,10 @@ impl Controller {
                     } else {
                         format!("task {task} stopped ({how})")
                     };
-                    self.task_event("task.stopped", Level::Info, &task, msg);
+                    self.events.task_event("task.stopped", Level::Info, &task, msg);
                 }
                 DriverEvent::LimitsUnavailable { reason } => {
-                    self.event(
+                    self.events.event(
                         "driver.limits_unavailable",
                         Level::Warn,
                         format!("tasks run without CPU and memory limits: {reason}"),

@@ -65,7 +65,7 @@ impl Controller {
                 self.releases.discard(&staging);
                 let first =
                     e.diagnostics().first().map(|d| format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message));
-                self.event_full(
+                self.events.event_full(
                     "deploy.rejected",
                     Level::Error,
                     None,
@@ -258,7 +258,7 @@ impl Controller {
             .put_release(&ReleaseRecord { app: app.clone(), hash: hash.to_string(), size, created_at: now })
             .put_deployment(&deployment);
         self.db.commit(batch).await?;
-        self.event_full(
+        self.events.event_full(
             "deploy.started",
             Level::Info,
             Some(app),
@@ -282,7 +282,7 @@ impl Controller {
         for app in self.db.apps().await? {
             if let Some(d) = self.db.deployments(&app.name).await?.last() {
                 if d.state == DeploymentState::InProgress {
-                    self.event_full(
+                    self.events.event_full(
                         "deploy.resumed",
                         Level::Info,
                         Some(&app.name),
@@ -308,10 +308,10 @@ impl Controller {
         releases.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         let mut in_use = std::collections::HashSet::new();
         for s in self.db.services(Some(app)).await? {
-            in_use.insert(self.revision(app, &s.name, s.revision).await?.release.clone());
+            in_use.insert(self.catalog.revision(app, &s.name, s.revision).await?.release.clone());
         }
         for t in self.driver.tasks().iter().filter(|t| t.spec.app == app) {
-            if let Ok(r) = self.revision(app, &t.spec.service, t.spec.revision).await {
+            if let Ok(r) = self.catalog.revision(app, &t.spec.service, t.spec.revision).await {
                 in_use.insert(r.release.clone());
             }
         }
@@ -321,7 +321,7 @@ impl Controller {
             }
             self.db.delete_release(app, &r.hash).await?;
             self.releases.delete(app, &r.hash);
-            self.event_full(
+            self.events.event_full(
                 "release.deleted",
                 Level::Info,
                 Some(app),

@@ -104,7 +104,7 @@ impl Controller {
             return Err(e.into());
         }
         drop(guard);
-        self.event_full(
+        self.events.event_full(
             "app.destroying",
             Level::Warn,
             Some(app),
@@ -125,7 +125,7 @@ impl Controller {
     pub(crate) fn resume_destroys(self: &Arc<Self>, pending: Vec<DestroyRecord>) {
         for r in pending {
             self.destroying.begin(&r.app);
-            self.event_full(
+            self.events.event_full(
                 "app.destroying",
                 Level::Info,
                 Some(&r.app),
@@ -198,7 +198,7 @@ impl Controller {
         drop(_guard);
         self.forget_app(app);
         self.routing.publish().await;
-        self.event_full(
+        self.events.event_full(
             "app.destroyed",
             Level::Warn,
             Some(app),

@@ -107,7 +107,7 @@ impl Controller {
             match (s.failing_since, reported) {
                 (Some(_), None) => {
                     let msg = format!("store writes fail: {}", s.last_error.clone().unwrap_or_default());
-                    self.event("store.failing", Level::Error, msg);
+                    self.events.event("store.failing", Level::Error, msg);
                     reported = Some(now);
                 }
                 (Some(since), Some(at)) if now.saturating_duration_since(at) >= REPEAT_EVERY => {
@@ -118,11 +118,11 @@ impl Controller {
                         s.failures,
                         s.last_error.clone().unwrap_or_default()
                     );
-                    self.event("store.failing", Level::Error, msg);
+                    self.events.event("store.failing", Level::Error, msg);
                     reported = Some(now);
                 }
                 (None, Some(_)) => {
-                    self.event("store.recovered", Level::Info, "store writes succeed again");
+                    self.events.event("store.recovered", Level::Info, "store writes succeed again");
                     reported = None;
                 }
                 _ => {}

@@ -27,12 +27,12 @@ impl Controller {
             return Err(Invalid::NulInArgument { index: i }.into());
         }
         let svc = self.service_record(app, service).await?;
-        let rev = self.revision(app, service, svc.revision).await?;
+        let rev = self.catalog.revision(app, service, svc.revision).await?;
         let id = format!("{app}-{service}-{}-run-{}", rev.number, short_id());
         let spec = self.task_spec(app, service, &rev, &id, command.clone(), false)?;
-        self.remember(&spec);
+        self.catalog.remember(&spec);
         self.driver.start(spec).await?;
-        self.event_full(
+        self.events.event_full(
             "run.started",
             Level::Info,
             Some(app),
@@ -52,7 +52,7 @@ impl Controller {
         }
         let exit = self.driver.wait(task).await?;
         let _ = self.driver.remove(task).await;
-        self.task_event("run.ended", Level::Info, task, format!("one-off task {task} ended: {exit}"));
+        self.events.task_event("run.ended", Level::Info, task, format!("one-off task {task} ended: {exit}"));
         let (code, signal) = match exit {
             ExitInfo::Code(c) => (Some(c), None),
             ExitInfo::Signal(s) => (None, Some(s)),

@@ -77,7 +77,7 @@ impl Controller {
                 });
                 continue;
             };
-            let rev = self.revision(app, name, cur.revision).await?;
+            let rev = self.catalog.revision(app, name, cur.revision).await?;
             let same = rev.digest == revision_digest(svc, &code);
             let mut changes = if same { vec![] } else { spec_changes(&rev.spec, svc) };
             if !same && rev.code != code {

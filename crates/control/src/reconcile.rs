@@ -169,7 +169,7 @@ impl Controller {
                 if !t.spec.restart || draining.contains(&t.spec.id) || t.state == TaskState::Stopping {
                     continue;
                 }
-                self.remember(&t.spec);
+                self.catalog.remember(&t.spec);
                 observed.entry((t.spec.app.clone(), t.spec.service.clone())).or_default().push(t);
             }
         }
@@ -190,7 +190,7 @@ impl Controller {
         svc: &ServiceRecord,
         tasks: Vec<TaskStatus>,
     ) -> Result<(), ControlError> {
-        let rev = self.revision(&svc.app, &svc.name, svc.revision).await?;
+        let rev = self.catalog.revision(&svc.app, &svc.name, svc.revision).await?;
         let web = rev.spec.is_web();
         if let Some(check) = &rev.spec.health {
             for t in &tasks {
@@ -199,7 +199,8 @@ impl Controller {
                     let check = if t.spec.revision == rev.number {
                         check.clone()
                     } else {
-                        self.revision(&svc.app, &svc.name, t.spec.revision)
+                        self.catalog
+                            .revision(&svc.app, &svc.name, t.spec.revision)
                             .await
                             .ok()
                             .and_then(|r| r.spec.health.clone())
@@ -287,7 +288,7 @@ impl Controller {
         let mut back = Vec::new();
         for t in candidates.into_iter().filter(|t| self.is_ready(t, web)).take(n) {
             if self.reconciler.drains.take_back(&t.spec.id) {
-                self.task_event(
+                self.events.task_event(
                     "task.reclaimed",
                     Level::Info,
                     &t.spec.id,
@@ -307,7 +308,7 @@ impl Controller {
 
     fn start_failed(&self, svc: &ServiceRecord, e: &ControlError) {
         let wait = self.reconciler.start_failed(&svc.app, &svc.name);
-        self.event_full(
+        self.events.event_full(
             "task.start_failed",
             Level::Error,
             Some(&svc.app),
@@ -341,7 +342,7 @@ impl Controller {
             created_at: self.now_ms(),
         };
         self.db.put_task(&record).await?;
-        self.remember(&spec);
+        self.catalog.remember(&spec);
         if let Err(e) = self.driver.start(spec).await {
             self.db.delete_task(&id).await?;
             return Err(e.into());
@@ -413,7 +414,7 @@ impl Controller {
         if !self.reconciler.drains.begin(id) {
             return;
         }
-        self.task_event("task.stopping", Level::Info, id, format!("stopping task {id}: {why}"));
+        self.events.task_event("task.stopping", Level::Info, id, format!("stopping task {id}: {why}"));
         self.routing.publish().await;
         let this = self.clone();
         let id = id.to_string();
@@ -424,7 +425,7 @@ impl Controller {
                 return;
             }
             if let Err(e) = this.driver.stop(&id).await {
-                this.task_event("task.stop_failed", Level::Error, &id, format!("cannot stop task {id}: {e}"));
+                this.events.task_event("task.stop_failed", Level::Error, &id, format!("cannot stop task {id}: {e}"));
             }
             this.health.forget(&id);
             if let Err(e) = this.db.delete_task(&id).await {
@@ -448,7 +449,7 @@ impl Controller {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if backend.in_flight() > 0 {
-            self.task_event(
+            self.events.task_event(
                 "task.drain_timeout",
                 Level::Warn,
                 id,

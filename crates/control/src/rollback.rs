@@ -193,7 +193,7 @@ impl Controller {
         batch.put_service(&strategy::moving(&svc, target.number, svc.replicas, strategy)).put_deployment(&deployment);
         self.db.commit(batch).await?;
         drop(_guard);
-        self.event_full(
+        self.events.event_full(
             "deploy.rollback",
             Level::Warn,
             Some(app),

@@ -156,7 +156,7 @@ impl Rollout {
                 self.release_resume(ctl, d, &change.service).await;
                 return Ok(match status.last_exit {
                     Some(e) if e.success() => {
-                        ctl.event_full(
+                        ctl.events.event_full(
                             "deploy.release_succeeded",
                             Level::Info,
                             Some(&app),
@@ -213,7 +213,7 @@ impl Rollout {
             if w.released.contains(&c.service) {
                 continue;
             }
-            let rev = ctl.revision(&app, &c.service, to).await?;
+            let rev = ctl.catalog.revision(&app, &c.service, to).await?;
             let Some(command) = rev.spec.release_command.clone() else { continue };
             let policy = &rev.spec.deploy;
             if policy.release_pause && c.from.is_some() {
@@ -228,12 +228,12 @@ impl Rollout {
                 }
             };
             spec.env.insert("WHARF_RELEASE_COMMAND".into(), "1".into());
-            ctl.remember(&spec);
+            ctl.catalog.remember(&spec);
             if let Err(e) = ctl.driver.start(spec).await {
                 self.release_resume(ctl, d, &c.service).await;
                 return Ok(Next::Fail(format!("cannot start the release command of {}: {e}", c.service)));
             }
-            ctl.event_full(
+            ctl.events.event_full(
                 "deploy.release",
                 Level::Info,
                 Some(&app),
@@ -254,7 +254,7 @@ impl Rollout {
         let mut batch = Batch::default();
         for c in &d.changes {
             let Some(to) = c.to else { continue };
-            let spec = ctl.revision(&app, &c.service, to).await?.spec.clone();
+            let spec = ctl.catalog.revision(&app, &c.service, to).await?.spec.clone();
             let strategy = spec.deploy.strategy;
             let mut record = match ctl.db.service(&app, &c.service).await? {
                 Some(old) => strategy::moving(&old, to, c.replicas, strategy),
@@ -315,7 +315,7 @@ impl Rollout {
         let mut switched = false;
         for s in ctl.db.services(Some(&app)).await? {
             let p = self.service_progress(ctl, &s).await?;
-            let policy = ctl.revision(&app, &s.name, s.revision).await?.spec.deploy.clone();
+            let policy = ctl.catalog.revision(&app, &s.name, s.revision).await?.spec.deploy.clone();
             if let Some(c) = s.canary {
                 if let Some(why) = self.canary_step(ctl, d, w, &s, &p, &policy).await? {
                     return Ok(Next::Fail(why));
@@ -336,7 +336,7 @@ impl Rollout {
                 waiting.push(p.describe(&s));
             }
             if verdict == RolloutVerdict::Late {
-                let web = ctl.revision(&app, &s.name, s.revision).await?.spec.is_web();
+                let web = ctl.catalog.revision(&app, &s.name, s.revision).await?.spec.is_web();
                 let why = if p.ready < s.replicas as usize { self.not_ready(ctl, &s, &p, web) } else { p.describe(&s) };
                 return Ok(Next::Fail(format!(
                     "not ready within the {} deadline: {why}",
@@ -389,7 +389,7 @@ impl Rollout {
         let now_counts = self.new_outcomes(ctl, d);
         for c in &d.changes {
             let Some(to) = c.to else { continue };
-            let policy = ctl.revision(&app, &c.service, to).await?.spec.deploy.clone();
+            let policy = ctl.catalog.revision(&app, &c.service, to).await?.spec.deploy.clone();
             let window = bake_window(&c.service, &now_counts, &mut w.baseline);
             if let Some(why) = judge(&policy, &window) {
                 return Ok(Next::Fail(format!("{}@{to}: {why}", c.service)));
@@ -486,7 +486,7 @@ impl Rollout {
             None => format!("{svc}@{rev} promoted: it takes all the requests; the old tasks leave"),
         };
         let kind = if next.canary.is_some() { "deploy.canary_step" } else { "deploy.canary_promoted" };
-        ctl.event_full(
+        ctl.events.event_full(
             kind,
             Level::Info,
             Some(&d.app),
@@ -521,7 +521,7 @@ impl Rollout {
             Some(r) => format!("; @{r} kept on standby for the bake"),
             None => String::new(),
         };
-        ctl.event_full(
+        ctl.events.event_full(
             "deploy.switched",
             Level::Info,
             Some(&d.app),
@@ -613,7 +613,7 @@ impl Rollout {
             else {
                 continue;
             };
-            let web = ctl.revision(&d.app, &c.service, t.spec.revision).await?.spec.is_web();
+            let web = ctl.catalog.revision(&d.app, &c.service, t.spec.revision).await?.spec.is_web();
             let exit = if t.last_exit.is_some() {
                 format!(" (last: {})", crate::controller::exit_reason(&t))
             } else {
@@ -664,7 +664,7 @@ impl Rollout {
         let mut bake = Duration::ZERO;
         for c in &d.changes {
             if let (Some(to), Some(_)) = (c.to, c.from) {
-                bake = bake.max(ctl.revision(&d.app, &c.service, to).await?.spec.deploy.bake);
+                bake = bake.max(ctl.catalog.revision(&d.app, &c.service, to).await?.spec.deploy.bake);
             }
         }
         Ok(bake)
@@ -694,7 +694,7 @@ impl Rollout {
         let mut auto = true;
         for c in &d.changes {
             if let Some(to) = c.to {
-                auto &= ctl.revision(&d.app, &c.service, to).await?.spec.deploy.auto_rollback;
+                auto &= ctl.catalog.revision(&d.app, &c.service, to).await?.spec.deploy.auto_rollback;
             }
         }
         let anything_before = d.changes.iter().any(|c| c.from.is_some());
@@ -728,7 +728,7 @@ impl Rollout {
             let current = ctl.db.service(&d.app, &c.service).await?;
             match (c.from, current) {
                 (Some(from), Some(cur)) => {
-                    let strategy = ctl.revision(&d.app, &c.service, from).await?.spec.deploy.strategy;
+                    let strategy = ctl.catalog.revision(&d.app, &c.service, from).await?.spec.deploy.strategy;
                     batch.put_service(&strategy::moving(&cur, from, c.from_replicas, strategy));
                 }
                 (Some(from), None) => {
@@ -796,7 +796,7 @@ impl Rollout {
     }
 
     fn deploy_event(&self, ctl: &Arc<Controller>, d: &DeploymentRecord, level: Level, kind: &str, text: String) {
-        ctl.event_full(kind, level, Some(&d.app), None, None, format!("deployment {}#{}: {text}", d.app, d.id));
+        ctl.events.event_full(kind, level, Some(&d.app), None, None, format!("deployment {}#{}: {text}", d.app, d.id));
     }
 
     /// Where a service's tasks are against its desired record.
@@ -805,7 +805,7 @@ impl Rollout {
         ctl: &Arc<Controller>,
         s: &ServiceRecord,
     ) -> Result<ServiceProgress, ControlError> {
-        let web = ctl.revision(&s.app, &s.name, s.revision).await?.spec.is_web();
+        let web = ctl.catalog.revision(&s.app, &s.name, s.revision).await?.spec.is_web();
         let draining = ctl.reconciler.drains.snapshot();
         let layout = PoolLayout::of(s);
         let mut p = ServiceProgress::default();

@@ -51,7 +51,7 @@ impl Controller {
         batch.put_service(&record);
         self.db.commit(batch).await?;
         drop(_guard);
-        self.event_full(
+        self.events.event_full(
             "service.scaled",
             Level::Info,
             Some(app),

@@ -738,11 +738,11 @@ impl Runner for DriverRunner {
             .ok_or_else(|| StartError::NotDeployed { app: app.to_string(), service: job.service.clone() })?;
         // The revision that has the traffic (during a blue-green deploy, the old one until the switch).
         let number = crate::strategy::PoolLayout::of(&svc).serving_revision();
-        let rev = ctl.revision(app, &job.service, number).await?;
+        let rev = ctl.catalog.revision(app, &job.service, number).await?;
         let mut spec = ctl.task_spec(app, &job.service, &rev, task, job.command.clone(), false)?;
         spec.env.insert("WHARF_JOB".into(), job.name.clone());
         spec.env.insert("WHARF_JOB_RUN".into(), run.id.clone());
-        ctl.remember(&spec);
+        ctl.catalog.remember(&spec);
         ctl.driver.start(spec).await?;
         Ok(number)
     }
@@ -771,7 +771,7 @@ impl Runner for DriverRunner {
 
     fn event(&self, kind: &str, level: Level, run: &JobRunRecord, message: String) {
         if let Ok(ctl) = self.ctl() {
-            ctl.event_full(kind, level, Some(&run.app), Some(&run.service), run.task.as_deref(), message);
+            ctl.events.event_full(kind, level, Some(&run.app), Some(&run.service), run.task.as_deref(), message);
         }
     }
 }

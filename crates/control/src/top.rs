@@ -23,7 +23,7 @@ impl Controller {
         let tasks = self.driver.tasks();
         let mut services = Vec::new();
         for s in self.db.services(None).await? {
-            let web = self.revision(&s.app, &s.name, s.revision).await?.spec.is_web();
+            let web = self.catalog.revision(&s.app, &s.name, s.revision).await?.spec.is_web();
             let mine: Vec<_> =
                 tasks.iter().filter(|t| t.spec.restart && t.spec.app == s.app && t.spec.service == s.name).collect();
             let (mut cpu_percent, mut memory_bytes) = (0.0, 0);

@@ -137,7 +137,7 @@ impl Controller {
                 since: self.now_ms(),
             };
             self.db.set_maintenance(&r).await?;
-            self.event_full(
+            self.events.event_full(
                 "maintenance.on",
                 Level::Warn,
                 Some(app),
@@ -147,7 +147,7 @@ impl Controller {
             );
         } else {
             self.db.clear_maintenance(app, service).await?;
-            self.event_full(
+            self.events.event_full(
                 "maintenance.off",
                 Level::Info,
                 Some(app),
@@ -173,7 +173,7 @@ impl Controller {
         self.db.set_pause(&r).await?;
         self.pauses.install(&r, now);
         self.routing.publish().await;
-        self.event_full(
+        self.events.event_full(
             "pause.on",
             Level::Warn,
             Some(app),
@@ -195,7 +195,7 @@ impl Controller {
             g.release();
             n
         });
-        self.event_full(
+        self.events.event_full(
             "pause.off",
             Level::Info,
             Some(app),

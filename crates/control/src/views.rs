@@ -18,7 +18,7 @@ impl Controller {
         for app in self.db.apps().await? {
             let mut services = Vec::new();
             for s in self.db.services(Some(&app.name)).await? {
-                let spec = &self.revision(&app.name, &s.name, s.revision).await?.spec;
+                let spec = &self.catalog.revision(&app.name, &s.name, s.revision).await?.spec;
                 let (web, policy) = (spec.is_web(), spec.deploy.clone());
                 let p = self.rollout.service_progress(self, &s).await?;
                 services.push(ServiceView {
