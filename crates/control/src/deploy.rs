@@ -48,6 +48,18 @@ pub(crate) fn revision_digest(spec: &Service, code: &str) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a deploy changes in its app's services.
+struct ServicePlan {
+    changes: Vec<ServiceChange>,
+    services: Vec<ServiceReport>,
+    /// The services' records as the deployment starts.
+    records: Vec<ServiceRecord>,
+    /// A replica count changed (by the file, or back from a scaling).
+    scaled: bool,
+    /// A changed service has a release command: it runs before anything moves.
+    release_first: bool,
+}
+
 impl Controller {
     /// Accepts a release archive. Everything is validated before anything
     /// changes; a rejected deploy leaves the running app untouched.
@@ -122,84 +134,8 @@ impl Controller {
         let old: BTreeMap<String, ServiceRecord> =
             self.db.services(Some(app)).await?.into_iter().map(|s| (s.name.clone(), s)).collect();
         let mut batch = Batch::default();
-        let mut changes = Vec::new();
-        let mut services = Vec::new();
-        let mut records = Vec::new();
-        let mut scaled = false;
-        let mut release_first = false;
-        for (name, svc) in &spec.services {
-            let digest = revision_digest(svc, code);
-            let previous = old.get(name);
-            let current = match previous {
-                Some(p) => self.db.revision(app, name, p.revision).await?,
-                None => None,
-            };
-            let declared_before =
-                previous.and_then(|p| p.declared_replicas).or(current.as_ref().map(|c| c.spec.replicas));
-            let replicas = deployed_replicas(previous, declared_before, svc.replicas);
-            let number = match current {
-                Some(cur) if cur.digest == digest => cur.number,
-                _ => {
-                    let last = self.db.revisions(app, name).await?.last().map_or(0, |r| r.number);
-                    let rev = Revision {
-                        app: app.clone(),
-                        service: name.clone(),
-                        number: last + 1,
-                        spec: svc.clone(),
-                        release: hash.to_string(),
-                        code: code.to_string(),
-                        digest,
-                        created_at: self.now_ms(),
-                    };
-                    batch.put_revision(&rev);
-                    release_first |= svc.release_command.is_some();
-                    changes.push(ServiceChange {
-                        service: name.clone(),
-                        from: previous.map(|p| p.revision),
-                        to: Some(rev.number),
-                        from_replicas: previous.map_or(0, |p| p.replicas),
-                        replicas,
-                    });
-                    rev.number
-                }
-            };
-            scaled |= previous.is_some_and(|p| p.replicas != replicas);
-            let mut record = match previous {
-                Some(p) => strategy::moving(p, number, replicas, svc.deploy.strategy),
-                None => strategy::first_record(app, name, number, svc.replicas),
-            };
-            scaled |= previous.is_some_and(|p| p.declared_replicas != Some(svc.replicas));
-            record.declared_replicas = Some(svc.replicas);
-            records.push(record);
-            services.push(ServiceReport {
-                name: name.clone(),
-                kind: if svc.is_web() { "web" } else { "worker" }.into(),
-                revision: Some(number),
-                previous: previous.map(|p| p.revision),
-                changed: previous.is_none_or(|p| p.revision != number),
-                replicas,
-            });
-        }
-        for (name, p) in &old {
-            if !spec.services.contains_key(name) {
-                batch.delete_service(app, name);
-                changes.push(ServiceChange {
-                    service: name.clone(),
-                    from: Some(p.revision),
-                    to: None,
-                    from_replicas: p.replicas,
-                    replicas: 0,
-                });
-                services.push(ServiceReport {
-                    name: name.clone(),
-                    kind: "removed".into(),
-                    revision: None,
-                    previous: Some(p.revision),
-                    changed: true,
-                    replicas: 0,
-                });
-            }
-        }
+        let ServicePlan { changes, services, records, scaled, release_first } =
+            self.plan_services(spec, hash, code, &old, &mut batch).await?;
         let routes_changed = old_app.as_ref().is_none_or(|a| a.routes != spec.routes);
         let jobs = job_changes(old_app.as_ref().map_or(&[], |a| a.jobs()), &spec.jobs);
         let state = if changes.is_empty() && !scaled && !routes_changed && jobs.is_empty() {
@@ -274,6 +210,99 @@ impl Controller {
             services,
             message,
         })
+    }
+
+    /// Each service's new revision (stored when its spec or code changed),
+    /// its record as the deployment starts, and its line in the report;
+    /// services no longer declared are removed.
+    async fn plan_services(
+        &self,
+        spec: &Spec,
+        hash: &str,
+        code: &str,
+        old: &BTreeMap<String, ServiceRecord>,
+        batch: &mut Batch,
+    ) -> Result<ServicePlan, DeployError> {
+        let app = &spec.app;
+        let mut changes = Vec::new();
+        let mut services = Vec::new();
+        let mut records = Vec::new();
+        let mut scaled = false;
+        let mut release_first = false;
+        for (name, svc) in &spec.services {
+            let digest = revision_digest(svc, code);
+            let previous = old.get(name);
+            let current = match previous {
+                Some(p) => self.db.revision(app, name, p.revision).await?,
+                None => None,
+            };
+            let declared_before =
+                previous.and_then(|p| p.declared_replicas).or(current.as_ref().map(|c| c.spec.replicas));
+            let replicas = deployed_replicas(previous, declared_before, svc.replicas);
+            let number = match current {
+                Some(cur) if cur.digest == digest => cur.number,
+                _ => {
+                    let last = self.db.revisions(app, name).await?.last().map_or(0, |r| r.number);
+                    let rev = Revision {
+                        app: app.clone(),
+                        service: name.clone(),
+                        number: last + 1,
+                        spec: svc.clone(),
+                        release: hash.to_string(),
+                        code: code.to_string(),
+                        digest,
+                        created_at: self.now_ms(),
+                    };
+                    batch.put_revision(&rev);
+                    release_first |= svc.release_command.is_some();
+                    changes.push(ServiceChange {
+                        service: name.clone(),
+                        from: previous.map(|p| p.revision),
+                        to: Some(rev.number),
+                        from_replicas: previous.map_or(0, |p| p.replicas),
+                        replicas,
+                    });
+                    rev.number
+                }
+            };
+            scaled |= previous.is_some_and(|p| p.replicas != replicas);
+            let mut record = match previous {
+                Some(p) => strategy::moving(p, number, replicas, svc.deploy.strategy),
+                None => strategy::first_record(app, name, number, svc.replicas),
+            };
+            scaled |= previous.is_some_and(|p| p.declared_replicas != Some(svc.replicas));
+            record.declared_replicas = Some(svc.replicas);
+            records.push(record);
+            services.push(ServiceReport {
+                name: name.clone(),
+                kind: if svc.is_web() { "web" } else { "worker" }.into(),
+                revision: Some(number),
+                previous: previous.map(|p| p.revision),
+                changed: previous.is_none_or(|p| p.revision != number),
+                replicas,
+            });
+        }
+        for (name, p) in old {
+            if !spec.services.contains_key(name) {
+                batch.delete_service(app, name);
+                changes.push(ServiceChange {
+                    service: name.clone(),
+                    from: Some(p.revision),
+                    to: None,
+                    from_replicas: p.replicas,
+                    replicas: 0,
+                });
+                services.push(ServiceReport {
+                    name: name.clone(),
+                    kind: "removed".into(),
+                    revision: None,
+                    previous: Some(p.revision),
+                    changed: true,
+                    replicas: 0,
+                });
+            }
+        }
+        Ok(ServicePlan { changes, services, records, scaled, release_first })
     }
 
     /// After a restart, deployments still in progress are driven again from
