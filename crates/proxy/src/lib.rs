@@ -25,6 +25,7 @@ mod respond;
 mod retry;
 mod routing;
 mod server;
+mod tls;
 
 pub use access::{AccessEntry, AccessLog};
 pub use backend::{Backend, OutcomeCounts, LATENCY_BOUNDS_MS};
@@ -36,3 +37,7 @@ pub use routing::{
     BackendSet, Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable, Sticky, FULL_WEIGHT,
 };
 pub use server::{Proxy, ProxyConfig, ProxyError};
+pub use tls::{
+    server_config, CertInfo, CertPair, ServedCerts, TlsCerts, TlsError, ALPN_H2, ALPN_HTTP1, MAX_CHAIN_LEN,
+    MAX_PEM_BYTES,
+};
