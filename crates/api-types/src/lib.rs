@@ -28,7 +28,7 @@ pub use requests::{
     AppQuery, DestroyQuery, EventQuery, JobRunsQuery, LogQuery, MaintenanceRequest, PauseRequest, PromoteRequest,
     RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, TriggerRequest,
 };
-pub use status::{AppView, CanaryView, Health, RouteView, ServiceView, StatusView, TaskState, TaskView};
+pub use status::{AppView, CanaryView, CertView, Health, RouteView, ServiceView, StatusView, TaskState, TaskView};
 /// Where an invalid wharf.toml is wrong, in error answers.
 pub use wharf_spec::Diagnostic;
 

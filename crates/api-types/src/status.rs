@@ -152,3 +152,26 @@ impl Health {
         }
     }
 }
+
+/// `GET /v1/certs`: one host's certificate, as `wharf certs` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertView {
+    /// The route's host.
+    pub host: String,
+    /// Where it comes from: "file".
+    pub source: String,
+    /// The certificate file.
+    pub file: String,
+    /// Served now (false: it failed to load, see `error`, or does not cover the host).
+    pub served: bool,
+    /// The names it is valid for.
+    pub names: Vec<String>,
+    pub issuer: Option<String>,
+    /// Unix seconds.
+    pub not_after: Option<u64>,
+    pub expired: bool,
+    /// SHA-256 of the certificate, hex.
+    pub fingerprint: Option<String>,
+    /// Why it is not served, or what is wrong with it.
+    pub error: Option<String>,
+}

@@ -33,6 +33,7 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
     let state = ApiState { ctl, token: token.into() };
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/certs", get(certs))
         .route("/v1/tasks", get(tasks))
         .route("/v1/top", get(top))
         .route("/v1/deploy", post(deploy))
@@ -93,6 +94,10 @@ async fn status(State(st): State<ApiState>) -> Response {
         Ok(v) => Json(v).into_response(),
         Err(e) => internal(e),
     }
+}
+
+async fn certs(State(st): State<ApiState>) -> Response {
+    Json(st.ctl.certificates()).into_response()
 }
 
 async fn tasks(State(st): State<ApiState>) -> Response {
@@ -514,7 +519,8 @@ pub async fn serve(
             }
         }
     };
-    if let Err(e) = wharf_proxy::serve_guarded(listener, conns, builder, make, shutdown, Duration::from_secs(10)).await
+    if let Err(e) =
+        wharf_proxy::serve_guarded(listener, conns, builder, None, make, shutdown, Duration::from_secs(10)).await
     {
         tracing::warn!("API: {e}");
     }

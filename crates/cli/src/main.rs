@@ -49,6 +49,10 @@ enum Command {
         /// Address the proxy listens on for HTTP traffic.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
+        /// Address the proxy listens on for HTTPS (e.g. 0.0.0.0:443) [default: no HTTPS].
+        /// Each host is served with the certificate its route names (`tls` in wharf.toml).
+        #[arg(long)]
+        https: Option<SocketAddr>,
         /// Proxy worker threads [default: one per core].
         #[arg(long)]
         proxy_threads: Option<usize>,
@@ -199,6 +203,11 @@ enum Command {
     Deployments {
         #[arg(long)]
         app: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each route host's certificate: source, issuer, expiry, errors.
+    Certs {
         #[arg(long)]
         json: bool,
     },
@@ -472,6 +481,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Server {
             api,
             http,
+            https,
             proxy_threads,
             admin,
             no_access_log,
@@ -490,6 +500,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mut stop = server::StopSignal::new()?;
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
             let mut opts = server::ServerOptions::new(data.clone(), api, http);
+            opts.https = https;
             opts.proxy_threads = proxy_threads.unwrap_or(opts.proxy_threads);
             opts.access_log = !no_access_log;
             opts.metrics = !no_metrics;
@@ -505,8 +516,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             opts.snapshot_every = store_snapshot_every;
             opts.task_user = task_user;
             let running = server::start(opts).await?;
+            let https = running.https.map(|h| format!(" and https://{h}")).unwrap_or_default();
             eprintln!(
-                "wharf server: proxy on http://{}, API on {} (data in {})",
+                "wharf server: proxy on http://{}{https}, API on {} (data in {})",
                 running.http,
                 running.api_url,
                 data.display()
@@ -568,6 +580,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deployments { app, json } => {
             commands::deployments::deployments(&client::connect(&g)?, app, json).await
         }
+        Command::Certs { json } => commands::certs::certs(&client::connect(&g)?, json).await,
         Command::Jobs { app, json } => commands::jobs::list(&client::connect(&g)?, app, json).await,
         Command::Job { command } => commands::jobs::run(&client::connect(&g)?, command).await,
         Command::Check { dir, json } => Ok(commands::check::check(&dir, json)),

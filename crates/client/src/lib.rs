@@ -198,6 +198,11 @@ impl ApiClient {
         self.get(&format!("/v1/deployments?{}", query(&[("app", q.app.clone())]))).await
     }
 
+    /// `GET /v1/certs`.
+    pub async fn certs(&self) -> Result<Vec<api::CertView>, ClientError> {
+        self.get("/v1/certs").await
+    }
+
     /// `GET /v1/revisions`.
     pub async fn revisions(&self, q: &api::ServiceQuery) -> Result<Vec<api::RevisionView>, ClientError> {
         self.get(&format!("/v1/revisions?{}", service_query(q))).await

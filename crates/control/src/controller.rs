@@ -12,6 +12,7 @@ use wharf_store::Db;
 
 use crate::autoscaler::{Autoscaler, AutoscalerInputs};
 use crate::catalog::Catalog;
+use crate::certs::Certificates;
 use crate::clock::{Clock, SystemClock};
 use crate::component::BackgroundLoop;
 use crate::destroy::Destroying;
@@ -62,6 +63,8 @@ pub struct Controller {
     pub(crate) usage: Arc<UsageSampler>,
     /// Pause gates in force.
     pub(crate) pauses: Arc<Pauses>,
+    /// The hosts' certificates, served to the HTTPS listener.
+    pub(crate) certificates: Arc<Certificates>,
     /// Brings tasks to the desired state.
     pub(crate) reconciler: Arc<Reconciler>,
     /// Builds and swaps the proxy's routing snapshot.
@@ -108,6 +111,7 @@ impl Controller {
         let drains = Arc::new(Drains::default());
         let pauses = Arc::new(Pauses::default());
         let discovery = Arc::new(Discovery::default());
+        let certificates = Arc::new(Certificates::new(events.clone(), clock.clone()));
         let routing = Arc::new(RoutingPublisher::new(RoutingInputs {
             db: cfg.db.clone(),
             catalog: catalog.clone(),
@@ -116,6 +120,7 @@ impl Controller {
             pauses: pauses.clone(),
             discovery: discovery.clone(),
             events: events.clone(),
+            certificates: certificates.clone(),
             proxy: cfg.proxy.clone(),
         }));
         Arc::new_cyclic(|me| {
@@ -142,6 +147,7 @@ impl Controller {
                 health_notes: Mutex::new(Some(health_notes)),
                 usage: Arc::new(UsageSampler::new(cfg.driver.clone(), clock.clone())),
                 pauses,
+                certificates,
                 reconciler: Arc::new(Reconciler::new(me.clone(), clock.clone(), drains)),
                 routing,
                 rollout: Arc::default(),
@@ -159,6 +165,16 @@ impl Controller {
                 stop: watch::channel(false).0,
             }
         })
+    }
+
+    /// Where the HTTPS listener picks each host's certificate (by SNI).
+    pub fn tls_resolver(&self) -> Arc<dyn wharf_proxy::ResolvesServerCert> {
+        self.certificates.served()
+    }
+
+    /// Each route host's certificate, for `wharf certs`.
+    pub fn certificates(&self) -> Vec<wharf_api_types::CertView> {
+        self.certificates.views()
     }
 
     pub fn logs(&self) -> &LogStream {
@@ -187,6 +203,17 @@ impl Controller {
             tokio::spawn(self.clone().health_notes(notes));
         }
         self.health.clone().start(self.stopping());
+        self.certificates.clone().start(self.stopping());
+        // A host gaining or losing its certificate changes its redirect.
+        let (certificates, routing, mut stop) = (self.certificates.clone(), self.routing.clone(), self.stopping());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = certificates.changed.notified() => routing.wake(),
+                    _ = stop.changed() => return,
+                }
+            }
+        });
         let report = self.driver.recover().await?;
         tracing::info!("recovered tasks: {report:?}");
         for t in self.driver.tasks() {

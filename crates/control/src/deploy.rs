@@ -15,7 +15,7 @@ use wharf_store::{
 
 use crate::component::BackgroundLoop;
 use crate::controller::{ControlError, Controller};
-use crate::error::{Busy, InProgress, Unavailable};
+use crate::error::{Busy, InProgress, Invalid, Unavailable};
 use crate::plan::{describe_jobs, job_changes};
 use crate::release::{code_hash, ReleaseError, RELEASES_KEPT};
 use crate::scale::deployed_replicas;
@@ -46,6 +46,31 @@ pub(crate) fn revision_digest(spec: &Service, code: &str) -> String {
     h.update(serde_json::to_vec(&s).expect("specs serialize"));
     h.update(code.as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Each route's certificate files load, belong together, cover its host
+/// and have not expired.
+async fn check_certificates(spec: &Spec, now_secs: u64) -> Result<(), ControlError> {
+    let routes: Vec<(String, String, wharf_spec::TlsFiles)> = spec
+        .routes
+        .iter()
+        .filter_map(|r| Some((format!("{}{}", r.host.as_deref()?, r.path), r.host.clone()?, r.tls.clone()?)))
+        .collect();
+    if routes.is_empty() {
+        return Ok(());
+    }
+    tokio::task::spawn_blocking(move || {
+        for (route, host, files) in routes {
+            let checked = wharf_proxy::CertPair::load(files.cert.as_ref(), files.key.as_ref())
+                .and_then(|pair| pair.check(&host, now_secs));
+            if let Err(e) = checked {
+                return Err(ControlError::from(Invalid::Certificate { route, why: e.to_string() }));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ControlError::from(Unavailable::from(e)))?
 }
 
 /// What a deploy changes in its app's services.
@@ -95,6 +120,12 @@ impl Controller {
                 self.releases.discard(&staging);
                 return Err(e.into());
             }
+        }
+        // A certificate that cannot be served would only show at the first
+        // HTTPS request: refuse the deploy now.
+        if let Err(e) = check_certificates(&spec, self.now_ms() / 1000).await {
+            self.releases.discard(&staging);
+            return Err(e.into());
         }
         let a = archive.clone();
         let code = tokio::task::spawn_blocking(move || code_hash(&a))

@@ -262,6 +262,8 @@ fn internal_routes(entries: &[Entry], pools: &HashMap<(String, String), Arc<Pool
                 strip_prefix: false,
                 pool: pool.clone(),
                 limits: RouteLimits::default(),
+                // Internal traffic stays plain: it never leaves the machine.
+                https: Default::default(),
             });
         }
     }

@@ -112,6 +112,8 @@ pub enum Invalid {
     NoCanary { app: String, id: u64, service: Option<String> },
     #[error("the release of {service}@{number} is no longer stored (only the last 10 releases are kept)")]
     ReleaseGone { service: String, number: u64 },
+    #[error("route `{route}`: {why}\n  hint: fix the files named in its `tls`, or remove `tls` and serve the host without it")]
+    Certificate { route: String, why: String },
     #[error("give the command to run after `--`")]
     NoCommand,
     #[error("argument {index} of the command contains a NUL byte")]

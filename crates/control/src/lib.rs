@@ -7,6 +7,7 @@
 
 mod autoscaler;
 mod catalog;
+mod certs;
 mod clock;
 mod component;
 mod controller;

@@ -7,10 +7,14 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Notify};
 
-use wharf_proxy::{Backend, BackendSet, Balance, HostMatch, Pool, Proxy, RouteLimits, RouteSpec, RoutingTable};
+use wharf_proxy::{
+    Backend, BackendSet, Balance, HostMatch, PlainHttp, Pool, Proxy, RouteHttps, RouteLimits, RouteSpec, RoutingTable,
+};
+use wharf_spec::HttpsMode;
 use wharf_store::Db;
 
 use crate::catalog::Catalog;
+use crate::certs::Certificates;
 use crate::component::BackgroundLoop;
 use crate::discovery::Discovery;
 use crate::events::EventLog;
@@ -61,6 +65,7 @@ pub(crate) struct RoutingInputs {
     pub pauses: Arc<Pauses>,
     pub discovery: Arc<Discovery>,
     pub events: Arc<EventLog>,
+    pub certificates: Arc<Certificates>,
     pub proxy: Arc<Proxy>,
 }
 
@@ -152,11 +157,16 @@ impl RoutingInputs {
             }
             pools.insert(key, Arc::new(pool));
         }
+        let wanted =
+            apps.iter().flat_map(|a| &a.routes).filter_map(|r| Some((r.host.clone()?, r.tls.clone()?))).collect();
+        self.certificates.want(wanted);
+        let covered = self.certificates.covered();
         let mut routes = Vec::new();
         for app in &apps {
             for r in &app.routes {
                 let key = (app.name.clone(), r.service.clone());
                 let pool = pools[&key].clone();
+                let has_cert = r.host.as_ref().is_some_and(|h| covered.contains(h));
                 routes.push(RouteSpec {
                     host: HostMatch::from_spec(r.host.as_deref()),
                     path: r.path.clone(),
@@ -167,6 +177,7 @@ impl RoutingInputs {
                         response_timeout: r.timeout,
                         max_body: r.max_body,
                     },
+                    https: route_https(r.https, r.hsts, has_cert),
                 });
             }
         }
@@ -180,6 +191,17 @@ impl RoutingInputs {
         let svc = self.db.service(app, service).await.ok()??;
         Some(self.catalog.revision(app, service, svc.revision).await.ok()?.spec.clone())
     }
+}
+
+/// What a route does about HTTPS: a redirect needs a certificate to
+/// redirect to (until one exists the host is served over plain HTTP).
+fn route_https(mode: HttpsMode, hsts: Option<std::time::Duration>, has_cert: bool) -> RouteHttps {
+    let plain = match mode {
+        HttpsMode::Redirect if has_cert => PlainHttp::Redirect,
+        HttpsMode::Redirect | HttpsMode::Off => PlainHttp::Serve,
+        HttpsMode::Only => PlainHttp::Refuse,
+    };
+    RouteHttps { plain, hsts: hsts.map(|d| d.as_secs()) }
 }
 
 /// A service's pool layout as the proxy's pool: each side with a weight is

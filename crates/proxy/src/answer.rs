@@ -27,6 +27,8 @@ pub(crate) struct LogCtx {
     pub peer: SocketAddr,
     pub start: Instant,
     pub internal: bool,
+    /// It came over TLS (answers may carry HSTS).
+    pub tls: bool,
 }
 
 impl LogCtx {
@@ -40,6 +42,7 @@ impl LogCtx {
             peer: client.addr,
             start,
             internal: client.internal,
+            tls: client.tls,
         }
     }
 
@@ -85,8 +88,19 @@ impl Proxy {
                 .header(header::CACHE_CONTROL, "no-store")
                 .body(RespBody::Full(Some(m.page.clone())))
                 .expect("static response parts are valid"),
+            ErrorKind::ToHttps(url) => {
+                let mut resp = page(error.status(), error.title(), &error.to_string());
+                if let Ok(v) = http::HeaderValue::from_str(url) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                resp
+            }
             _ => page(error.status(), error.title(), &error.to_string()),
         };
+        let mut resp = resp;
+        if let Some(r) = route {
+            hsts(&mut resp, r, ctx);
+        }
         let status = resp.status().as_u16();
         let len = match resp.body() {
             RespBody::Full(Some(b)) => b.len() as u64,
@@ -112,6 +126,17 @@ impl Proxy {
     ) {
         if let Some(sink) = &self.access {
             sink.log(&ctx.entry(route.map(|r| &r.pool.name), backend.map(|b| &b.task), status, bytes));
+        }
+    }
+}
+
+/// Strict-Transport-Security on an answer over TLS, when the route asks for
+/// it and the service did not set its own.
+pub(crate) fn hsts<B>(resp: &mut Response<B>, route: &RouteSpec, ctx: &LogCtx) {
+    let Some(age) = route.https.hsts.filter(|_| ctx.tls) else { return };
+    if !resp.headers().contains_key(header::STRICT_TRANSPORT_SECURITY) {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("max-age={age}")) {
+            resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, v);
         }
     }
 }

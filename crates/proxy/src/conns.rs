@@ -335,12 +335,15 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 }
 
 /// Accepts connections on `listener` into `conns` until `shutdown`
-/// resolves, serving each with the handler `make` gives for its peer; then
-/// lets open connections finish for up to `grace`.
+/// resolves, serving each with the handler `make` gives for its peer (over
+/// TLS first when `tls` is given); then lets open connections finish for up
+/// to `grace`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_guarded<M, H, F, B>(
     listener: TcpListener,
     conns: Arc<Conns>,
     builder: auto::Builder<TokioExecutor>,
+    tls: Option<Tls>,
     make: M,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -354,6 +357,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
     let limits = conns.limits;
     tokio::pin!(shutdown);
     loop {
@@ -384,36 +388,116 @@ where
             async move { Ok::<_, Infallible>(answer.await.map(|inner| Tracked { inner, active, waiting: false })) }
         });
         let (io, late) = crate::io::watch(stream, state.clone(), slot);
-        let conn = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
-        tokio::spawn(async move {
-            // Boxed so that it can be dropped (closing the socket) before the task ends.
-            let mut conn = Box::pin(conn);
-            let timed_out = loop {
-                let Some(next) = state.check(&limits) else { break true };
-                tokio::select! {
-                    r = &mut conn => {
-                        // If upgraded, the socket lives on elsewhere, busy: never
-                        // a connection to close for room.
-                        state.active.fetch_add(1, Ordering::Relaxed);
-                        break r.is_err_and(|e| crate::io::is_header_timeout(&*e));
-                    }
-                    _ = tokio::time::sleep(next) => {}
-                    _ = state.evicted.notified() => {
-                        if state.active.load(Ordering::Relaxed) == 0 {
-                            break false;
-                        }
-                        // A request came in meanwhile: it stays.
-                        state.evict.store(false, Ordering::Relaxed);
-                    }
-                }
-            };
-            // Closing the socket (the duplicate below is closed too).
-            drop(conn);
-            if let (true, Some(late)) = (timed_out || state.partial.load(Ordering::Relaxed), late) {
-                late.request_timeout().await;
+        match &tls {
+            None => {
+                let conn =
+                    graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+                tokio::spawn(drive(conn, state, limits, late));
             }
-        });
+            Some(tls) => {
+                let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+                // The handshake runs in the connection's own task, under the
+                // idle deadline: a client that stalls it holds up no one else.
+                tokio::spawn(async move {
+                    let io = match tokio::time::timeout(limits.idle, tls.acceptor.accept(io)).await {
+                        Ok(Ok(io)) => io,
+                        Ok(Err(e)) => return (tls.outcome)(HandshakeOutcome::of(&e)),
+                        Err(_) => return (tls.outcome)(HandshakeOutcome::Timeout),
+                    };
+                    (tls.outcome)(HandshakeOutcome::Ok);
+                    let conn =
+                        watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+                    // No plain-text 408 on a TLS connection.
+                    drive(conn, state, limits, None).await;
+                });
+            }
+        }
     }
     drop(listener);
     tokio::time::timeout(grace, graceful.shutdown()).await.map_err(|_| ProxyError::ShutdownTimeout(grace))
+}
+
+/// What a TLS listener needs: the acceptor, and where handshake outcomes go.
+#[derive(Clone)]
+pub struct Tls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Called once per handshake with its outcome (for the metrics).
+    pub outcome: Arc<dyn Fn(HandshakeOutcome) + Send + Sync>,
+}
+
+/// How a TLS handshake ended, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeOutcome {
+    /// It completed.
+    Ok,
+    /// The client did not finish it within the idle deadline.
+    Timeout,
+    /// No certificate for the name the client asked for (or no name).
+    UnknownName,
+    /// The client offered nothing this server accepts (an old protocol version, no common suite).
+    NoCommonProtocol,
+    /// Not TLS, or a malformed record.
+    BadRecord,
+    /// The client hung up or sent an alert.
+    Closed,
+}
+
+impl HandshakeOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeOutcome::Ok => "ok",
+            HandshakeOutcome::Timeout => "timeout",
+            HandshakeOutcome::UnknownName => "unknown_name",
+            HandshakeOutcome::NoCommonProtocol => "no_common_protocol",
+            HandshakeOutcome::BadRecord => "bad_record",
+            HandshakeOutcome::Closed => "closed",
+        }
+    }
+
+    fn of(e: &std::io::Error) -> HandshakeOutcome {
+        use tokio_rustls::rustls::Error as TlsError;
+        let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>()) else {
+            return HandshakeOutcome::Closed;
+        };
+        match tls {
+            TlsError::General(_) | TlsError::NoCertificatesPresented => HandshakeOutcome::UnknownName,
+            TlsError::PeerIncompatible(_) => HandshakeOutcome::NoCommonProtocol,
+            TlsError::InvalidMessage(_) | TlsError::InappropriateMessage { .. } => HandshakeOutcome::BadRecord,
+            _ => HandshakeOutcome::Closed,
+        }
+    }
+}
+
+/// Serves one connection to its end: closed when idle too long, when its
+/// writes stall, or when another client needs its slot.
+async fn drive<C>(conn: C, state: Arc<ConnState>, limits: ConnLimits, late: Option<crate::io::Late>)
+where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    // Boxed so that it can be dropped (closing the socket) before the task ends.
+    let mut conn = Box::pin(conn);
+    let timed_out = loop {
+        let Some(next) = state.check(&limits) else { break true };
+        tokio::select! {
+            r = &mut conn => {
+                // If upgraded, the socket lives on elsewhere, busy: never
+                // a connection to close for room.
+                state.active.fetch_add(1, Ordering::Relaxed);
+                break r.is_err_and(|e| crate::io::is_header_timeout(&*e));
+            }
+            _ = tokio::time::sleep(next) => {}
+            _ = state.evicted.notified() => {
+                if state.active.load(Ordering::Relaxed) == 0 {
+                    break false;
+                }
+                // A request came in meanwhile: it stays.
+                state.evict.store(false, Ordering::Relaxed);
+            }
+        }
+    };
+    // Closing the socket (the duplicate below is closed too).
+    drop(conn);
+    if let (true, Some(late)) = (timed_out || state.partial.load(Ordering::Relaxed), late) {
+        late.request_timeout().await;
+    }
 }

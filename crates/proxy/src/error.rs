@@ -53,6 +53,11 @@ pub(crate) enum ErrorKind {
     Timeout(Arc<str>, Duration),
     #[error("`{0}` switched protocols on a request that did not ask to.")]
     UnaskedUpgrade(Arc<str>),
+    /// Plain HTTP on a route that redirects: the https URL.
+    #[error("This site moved to {0}.")]
+    ToHttps(String),
+    #[error("This site is served over HTTPS only: use {0}.")]
+    HttpsOnly(String),
 }
 
 /// A request that ends in an answer of the proxy's own.
@@ -84,6 +89,8 @@ impl RequestError {
                 StatusCode::BAD_GATEWAY
             }
             ErrorKind::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::ToHttps(_) => StatusCode::PERMANENT_REDIRECT,
+            ErrorKind::HttpsOnly(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -100,6 +107,8 @@ impl RequestError {
                 "Bad gateway"
             }
             ErrorKind::Timeout(..) => "Gateway timeout",
+            ErrorKind::ToHttps(_) => "Permanent redirect",
+            ErrorKind::HttpsOnly(_) => "HTTPS only",
         }
     }
 }

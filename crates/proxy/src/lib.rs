@@ -29,15 +29,18 @@ mod tls;
 
 pub use access::{AccessEntry, AccessLog};
 pub use backend::{Backend, OutcomeCounts, LATENCY_BOUNDS_MS};
-pub use conns::{serve_guarded, ConnLimits, Conns};
+pub use conns::{serve_guarded, ConnLimits, Conns, HandshakeOutcome, Tls};
 pub use internal::{BindError, InternalListeners};
 pub use pause::PauseGate;
 pub use respond::RespBody;
 pub use routing::{
-    BackendSet, Balance, HostMatch, Maintenance, Pool, RouteLimits, RouteSpec, RoutingTable, Sticky, FULL_WEIGHT,
+    BackendSet, Balance, HostMatch, Maintenance, PlainHttp, Pool, RouteHttps, RouteLimits, RouteSpec, RoutingTable,
+    Sticky, FULL_WEIGHT,
 };
 pub use server::{Proxy, ProxyConfig, ProxyError};
 pub use tls::{
     server_config, CertInfo, CertPair, ServedCerts, TlsCerts, TlsError, ALPN_H2, ALPN_HTTP1, MAX_CHAIN_LEN,
     MAX_PEM_BYTES,
 };
+/// What the HTTPS listener is set up with, and how it picks a certificate.
+pub use tokio_rustls::rustls::{server::ResolvesServerCert, ServerConfig as TlsConfig};

@@ -31,6 +31,11 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     service: String,
     task: String,
@@ -49,6 +54,7 @@ pub struct Metrics {
     latency: Family<ServiceLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<ErrorLabels, Counter>,
     pub(crate) connections: Gauge,
+    handshakes: Family<HandshakeLabels, Counter>,
     pool_size: Family<ServiceLabels, Gauge>,
     backend_ejected: Family<BackendLabels, Gauge>,
     backend_in_flight: Family<BackendLabels, Gauge>,
@@ -63,6 +69,7 @@ impl Default for Metrics {
         let latency = Family::<ServiceLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
         let connections = Gauge::default();
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
         let pool_size = Family::<ServiceLabels, Gauge>::default();
         let backend_ejected = Family::<BackendLabels, Gauge>::default();
         let backend_in_flight = Family::<BackendLabels, Gauge>::default();
@@ -70,6 +77,11 @@ impl Default for Metrics {
         registry.register("request_duration_seconds", "Time from request to the last response byte", latency.clone());
         registry.register("upstream_errors", "Failed attempts to reach a task, by kind", upstream_errors.clone());
         registry.register("open_connections", "Client connections open now", connections.clone());
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes by outcome: ok, or why one failed (timeout, unknown_name, no_common_protocol, bad_record, closed)",
+            handshakes.clone(),
+        );
         registry.register("pool_backends", "Healthy, non-draining tasks that can take requests", pool_size.clone());
         registry.register(
             "backend_ejected",
@@ -88,6 +100,7 @@ impl Default for Metrics {
             latency,
             upstream_errors,
             connections,
+            handshakes,
             pool_size,
             backend_ejected,
             backend_in_flight,
@@ -125,6 +138,11 @@ impl Metrics {
                 latency,
             })
         }))
+    }
+
+    /// One TLS handshake's outcome; counted even with request metrics off (they are per connection).
+    pub(crate) fn handshake(&self, outcome: crate::conns::HandshakeOutcome) {
+        self.handshakes.get_or_create(&HandshakeLabels { outcome: outcome.label() }).inc();
     }
 
     pub(crate) fn count(&self, pool: &crate::routing::Pool, status: u16) {

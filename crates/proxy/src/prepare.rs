@@ -146,6 +146,7 @@ impl Proxy {
             peer: client.addr,
             start,
             internal: client.internal,
+            tls: client.tls,
         };
         Outbound { request: Some(Request::from_parts(parts, body)), replay, body_done, max_body, client_upgrade, ctx }
     }
@@ -198,7 +199,8 @@ fn forwarded_headers(headers: &mut HeaderMap, client: &Client, host: &str) {
             }
         }
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if client.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     // The client's Host value is shared, not copied.
     if let Some(v) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, v);

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 
 use crate::error::{ErrorKind, RequestError};
 use crate::pause::PauseOutcome;
-use crate::routing::{normalize_host, upstream_path, RouteSpec, RoutingTable};
+use crate::routing::{normalize_host, upstream_path, PlainHttp, RouteSpec, RoutingTable};
 use crate::server::{Client, Proxy};
 
 /// A request's route, borrowed from the snapshot the request keeps alive.
@@ -50,6 +50,9 @@ impl Proxy {
             let Some(index) = found else {
                 return Err(refuse(ErrorKind::NoRoute { host: host.into_owned(), path: path.to_string() }, None));
             };
+            if let Some(kind) = self.plain_http(&table.routes()[index], client, &host, req) {
+                return Err(refuse(kind, Some(Routed { table, index, raw_host })));
+            }
             let Some(gate) = table.routes()[index].pool.pause.clone() else { break index };
             match gate.wait().await {
                 PauseOutcome::Released => table = self.table(),
@@ -70,6 +73,26 @@ impl Proxy {
             }
         }
         Ok(routed)
+    }
+}
+
+impl Proxy {
+    /// A plain-HTTP request on a route served over HTTPS: a redirect to the
+    /// same URL over https, or a refusal.
+    fn plain_http(&self, route: &RouteSpec, client: &Client, host: &str, req: &Request<Incoming>) -> Option<ErrorKind> {
+        if client.tls || client.internal {
+            return None;
+        }
+        let url = |port: Option<u16>| {
+            let port = port.filter(|p| *p != 443).map(|p| format!(":{p}")).unwrap_or_default();
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            format!("https://{host}{port}{target}")
+        };
+        match (route.https.plain, self.config.https_port) {
+            (PlainHttp::Redirect, Some(port)) => Some(ErrorKind::ToHttps(url(Some(port)))),
+            (PlainHttp::Refuse, port) => Some(ErrorKind::HttpsOnly(url(port))),
+            (PlainHttp::Redirect, None) | (PlainHttp::Serve, _) => None,
+        }
     }
 }
 

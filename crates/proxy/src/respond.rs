@@ -59,6 +59,7 @@ impl Proxy {
             // Keeps the client on the backend set it was assigned to.
             resp.headers_mut().append(header::SET_COOKIE, cookie);
         }
+        crate::answer::hsts(&mut resp, route, &ctx);
         let (parts, body) = resp.into_parts();
         let stats = self.metrics.pool_stats(&route.pool).cloned();
         let done = Done {

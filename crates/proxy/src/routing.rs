@@ -320,6 +320,29 @@ pub struct RouteSpec {
     pub pool: Arc<Pool>,
     /// Per-route overrides of the proxy-wide limits.
     pub limits: RouteLimits,
+    /// What plain-HTTP requests get, and what HTTPS answers carry.
+    pub https: RouteHttps,
+}
+
+/// A route's HTTPS behaviour, as the control plane decided it (it knows
+/// whether the host has a certificate being served).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteHttps {
+    pub plain: PlainHttp,
+    /// Strict-Transport-Security max-age, in seconds, on answers over HTTPS.
+    pub hsts: Option<u64>,
+}
+
+/// What a request that came over plain HTTP gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// Served.
+    #[default]
+    Serve,
+    /// 308 to the same URL over https (when the proxy has an HTTPS listener).
+    Redirect,
+    /// 403: the route is served over HTTPS only.
+    Refuse,
 }
 
 /// Limits a route may set; None takes the proxy's default.
@@ -460,6 +483,7 @@ mod tests {
             strip_prefix: false,
             pool: Arc::new(Pool::new(name, vec![])),
             limits: RouteLimits::default(),
+            https: RouteHttps::default(),
         }
     }
 

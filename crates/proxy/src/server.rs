@@ -59,6 +59,9 @@ pub struct ProxyConfig {
     /// How long a request waits for a task when its service has none that
     /// can take it (a restart, a rollback under way) before it gets 503.
     pub hold_timeout: Duration,
+    /// The port of the HTTPS listener, for redirects to it; None: there is
+    /// none, and routes that would redirect serve plain HTTP.
+    pub https_port: Option<u16>,
 }
 
 impl Default for ProxyConfig {
@@ -74,6 +77,7 @@ impl Default for ProxyConfig {
             max_connections: 10_000,
             metrics: true,
             hold_timeout: Duration::from_secs(10),
+            https_port: None,
         }
     }
 }
@@ -167,7 +171,28 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         grace: Duration,
     ) -> Result<(), ProxyError> {
-        self.serve_as(listener, shutdown, grace, false).await
+        self.serve_as(listener, None, shutdown, grace, false).await
+    }
+
+    /// Like [`Proxy::serve`], over TLS with `config` (its certificate
+    /// resolver picks the certificate by SNI; ALPN offers h2 and http/1.1).
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        config: Arc<tokio_rustls::rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<(), ProxyError> {
+        let proxy = Arc::downgrade(&self);
+        let tls = crate::conns::Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            outcome: Arc::new(move |outcome| {
+                if let Some(p) = proxy.upgrade() {
+                    p.metrics.handshake(outcome);
+                }
+            }),
+        };
+        self.serve_as(listener, Some(tls), shutdown, grace, false).await
     }
 
     /// Like [`Proxy::serve`], for an internal listener: requests are routed
@@ -178,12 +203,13 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         grace: Duration,
     ) -> Result<(), ProxyError> {
-        self.serve_as(listener, shutdown, grace, true).await
+        self.serve_as(listener, None, shutdown, grace, true).await
     }
 
     async fn serve_as(
         self: Arc<Self>,
         listener: TcpListener,
+        tls: Option<crate::conns::Tls>,
         shutdown: impl Future<Output = ()>,
         grace: Duration,
         internal: bool,
@@ -198,17 +224,18 @@ impl Proxy {
         builder.http2().timer(TokioTimer::new()).max_header_list_size(self.config.max_header_bytes as u32);
         let conns = if internal { self.internal_conns.clone() } else { self.external_conns.clone() };
         let proxy = self;
+        let over_tls = tls.is_some();
         let make = move |peer: SocketAddr| {
             // Computed once per connection, not per request.
-            let client =
-                Arc::new(Client { addr: peer, ip: HeaderValue::from_str(&peer.ip().to_string()).ok(), internal });
+            let ip = HeaderValue::from_str(&peer.ip().to_string()).ok();
+            let client = Arc::new(Client { addr: peer, ip, internal, tls: over_tls });
             let proxy = proxy.clone();
             move |req| {
                 let (proxy, client) = (proxy.clone(), client.clone());
                 async move { proxy.handle(req, &client).await }
             }
         };
-        crate::conns::serve_guarded(listener, conns, builder, make, shutdown, grace).await
+        crate::conns::serve_guarded(listener, conns, builder, tls, make, shutdown, grace).await
     }
 
     /// A request through the pipeline: resolve its route, prepare it for
@@ -248,4 +275,6 @@ pub(crate) struct Client {
     pub ip: Option<HeaderValue>,
     /// It connected to an internal listener.
     pub internal: bool,
+    /// It connected over TLS.
+    pub tls: bool,
 }

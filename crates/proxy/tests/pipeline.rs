@@ -10,7 +10,7 @@ use bytes::Bytes;
 use harness::*;
 use http::{Method, StatusCode};
 use http_body_util::Full;
-use wharf_proxy::{Balance, Maintenance, PauseGate, RouteLimits};
+use wharf_proxy::{Balance, Maintenance, PauseGate, PlainHttp, RouteHttps, RouteLimits};
 
 // resolve
 
@@ -23,6 +23,42 @@ async fn a_request_no_route_matches_gets_404() {
     assert!(r.body.contains("No route matches host `b.test` and path `/api`."), "{}", r.body);
     assert_eq!(h.get("A.Test:80", "/api/x").await.status, StatusCode::OK, "hosts are normalised");
     assert_eq!(ok.hits(), 1);
+}
+
+/// Plain HTTP on a route that redirects gets 308 to the same URL over https
+/// (on the HTTPS listener's port); on one served over HTTPS only, 403. No
+/// task sees either; a route that serves plain HTTP reaches its task with
+/// `X-Forwarded-Proto: http`.
+#[tokio::test]
+async fn plain_http_is_redirected_or_refused_as_the_route_says() {
+    let ok = ok_backend("ok");
+    let with = |at: &str, plain| {
+        let mut r = route_at(at, pool_of(&[&ok]));
+        r.https = RouteHttps { plain, hsts: Some(60) };
+        r
+    };
+    let h = Harness::new()
+        .config(|c| c.https_port = Some(8443))
+        .route_spec(with("shop.test/", PlainHttp::Redirect))
+        .route_spec(with("admin.test/", PlainHttp::Refuse))
+        .route_spec(with("open.test/", PlainHttp::Serve))
+        .start()
+        .await;
+    let r = h.get("Shop.Test:8080", "/cart?item=1&x=%2F").await;
+    assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(r.header("location"), Some("https://shop.test:8443/cart?item=1&x=%2F"));
+    assert_eq!(r.header("strict-transport-security"), None, "HSTS only over HTTPS");
+    let r = h.get("admin.test", "/").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("served over HTTPS only: use https://admin.test:8443/"), "{}", r.body);
+    let r = h.get("open.test", "/x").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.to_ascii_lowercase().contains("x-forwarded-proto: http\n"), "{}", r.body);
+    assert_eq!(ok.hits(), 1, "only the route that serves plain HTTP reached the task");
+
+    // Without an HTTPS listener there is nowhere to redirect to: served.
+    let plain = Harness::new().route_spec(with("shop.test/", PlainHttp::Redirect)).start().await;
+    assert_eq!(plain.get("shop.test", "/").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ pub const API_URL_FILE: &str = "api.url";
 pub const METRICS_URL_FILE: &str = "metrics.url";
 /// The file where a running server writes the proxy's URL.
 pub const PROXY_URL_FILE: &str = "proxy.url";
+/// The file where a running server writes its HTTPS listener's URL (when it has one).
+pub const HTTPS_URL_FILE: &str = "https.url";
 /// The file where a running server writes its internal listener's URL.
 pub const INTERNAL_URL_FILE: &str = "internal.url";
 /// The file where a running server writes its DNS responder's address.

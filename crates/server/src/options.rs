@@ -32,6 +32,8 @@ pub struct ServerOptions {
     pub data: PathBuf,
     pub api: SocketAddr,
     pub http: SocketAddr,
+    /// The proxy's HTTPS listener; None: no HTTPS.
+    pub https: Option<SocketAddr>,
     /// Worker threads of the proxy's own runtime.
     pub proxy_threads: usize,
     /// One access log line per request into the stream.
@@ -65,6 +67,7 @@ impl ServerOptions {
             data,
             api,
             http,
+            https: None,
             proxy_threads: default_proxy_threads(),
             access_log: true,
             metrics: true,

@@ -21,8 +21,8 @@ use crate::options::{Listen, ServerOptions};
 use crate::store::{Snapshots, SNAPSHOT_DIR};
 use crate::task_user::restrict;
 use crate::{
-    StreamSink, TimedStore, API_URL_FILE, DNS_ADDR_FILE, INTERNAL_URL_FILE, METRICS_URL_FILE, PROXY_URL_FILE,
-    STORE_FILE,
+    StreamSink, TimedStore, API_URL_FILE, DNS_ADDR_FILE, HTTPS_URL_FILE, INTERNAL_URL_FILE, METRICS_URL_FILE,
+    PROXY_URL_FILE, STORE_FILE,
 };
 
 /// How long the proxy, API and metrics listeners let open requests finish at a stop.
@@ -33,6 +33,8 @@ pub struct Running {
     pub ctl: Arc<Controller>,
     pub api_url: String,
     pub http: SocketAddr,
+    /// The HTTPS listener, when the server has one.
+    pub https: Option<SocketAddr>,
     stop_tx: watch::Sender<bool>,
     serving: Serving,
     exporters: Vec<Exporter>,
@@ -61,6 +63,8 @@ struct OpenStore {
 /// metrics'.
 struct Listeners {
     http: Vec<std::net::TcpListener>,
+    /// Empty without `--https`.
+    https: Vec<std::net::TcpListener>,
     internal: Vec<std::net::TcpListener>,
     api: TcpListener,
     admin: Option<TcpListener>,
@@ -69,6 +73,13 @@ struct Listeners {
 impl Listeners {
     fn http_addr(&self) -> Result<SocketAddr, ServerError> {
         Ok(self.http[0].local_addr()?)
+    }
+
+    fn https_addr(&self) -> Result<Option<SocketAddr>, ServerError> {
+        Ok(match self.https.first() {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        })
     }
 
     fn internal_addr(&self) -> Result<Option<SocketAddr>, ServerError> {
@@ -83,6 +94,7 @@ impl Listeners {
 /// the "started" event.
 struct Addresses {
     http: SocketAddr,
+    https: Option<SocketAddr>,
     api_url: String,
     metrics_url: Option<String>,
     internal: Option<SocketAddr>,
@@ -97,6 +109,7 @@ impl Addresses {
     ) -> Result<Addresses, ServerError> {
         Ok(Addresses {
             http: l.http_addr()?,
+            https: l.https_addr()?,
             api_url: format!("http://{}", l.api.local_addr()?),
             metrics_url: l.admin.as_ref().and_then(|l| l.local_addr().ok()).map(|a| format!("http://{a}/metrics")),
             internal,
@@ -136,8 +149,8 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
     let store = open_store(&dir.path, &metrics, opts.snapshot_every)?;
     let (logs, exporters) = open_log_stream(&dir.path, &opts, &metrics)?;
     let driver = start_driver(&dir.path, &logs)?;
-    let proxy = build_proxy(&opts, &logs);
     let listeners = bind_listeners(&opts, &logs).await?;
+    let proxy = build_proxy(&opts, &logs, listeners.https_addr()?);
     let ctl = Controller::new(ControlConfig {
         data_dir: dir.path.clone(),
         db: store.db,
@@ -161,6 +174,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
         ctl,
         api_url: addrs.api_url,
         http: addrs.http,
+        https: addrs.https,
         stop_tx,
         serving,
         exporters,
@@ -259,11 +273,13 @@ fn start_driver(data: &Path, logs: &LogStream) -> Result<ProcessDriver, ServerEr
     Ok(driver)
 }
 
-/// The proxy, its access log going into the log stream (unless turned off).
-fn build_proxy(opts: &ServerOptions, logs: &LogStream) -> Arc<Proxy> {
+/// The proxy, its access log going into the log stream (unless turned off);
+/// plain-HTTP redirects go to the HTTPS listener's port.
+fn build_proxy(opts: &ServerOptions, logs: &LogStream, https: Option<SocketAddr>) -> Arc<Proxy> {
     let access: Option<Arc<dyn wharf_proxy::AccessLog>> =
         if opts.access_log { Some(crate::access_sink(logs.clone())) } else { None };
-    Proxy::new(ProxyConfig { metrics: opts.metrics, ..opts.proxy.clone() }, access)
+    let config = ProxyConfig { metrics: opts.metrics, https_port: https.map(|a| a.port()), ..opts.proxy.clone() };
+    Proxy::new(config, access)
 }
 
 /// Binds every listener. The proxy listens before tasks are re-adopted, so
@@ -279,6 +295,10 @@ async fn bind_listeners(opts: &ServerOptions, logs: &LogStream) -> Result<Listen
         let http = opts.http;
         tokio::task::spawn_blocking(move || proxy_listeners(http, workers, "--http", true)).await??
     };
+    let https = match opts.https {
+        Some(addr) => tokio::task::spawn_blocking(move || proxy_listeners(addr, workers, "--https", true)).await??,
+        None => Vec::new(),
+    };
     let internal = match opts.internal.addr() {
         None => Vec::new(),
         Some(addr) => match proxy_listeners(addr, workers, "--internal", matches!(opts.internal, Listen::At(_))) {
@@ -292,7 +312,7 @@ async fn bind_listeners(opts: &ServerOptions, logs: &LogStream) -> Result<Listen
         },
     };
     let api = bind(opts.api, "the API", "--api").await?;
-    Ok(Listeners { http, internal, api, admin })
+    Ok(Listeners { http, https, internal, api, admin })
 }
 
 /// One current-thread runtime per proxy worker.
@@ -370,7 +390,12 @@ fn start_serving(
     token: String,
     stop: &watch::Sender<bool>,
 ) -> Result<Serving, ServerError> {
-    let proxy_threads = spawn_proxy_workers(proxy, listeners.http, listeners.internal, runtimes, &stop.subscribe())?;
+    let tls = match listeners.https.is_empty() {
+        true => None,
+        false => Some(wharf_proxy::server_config(ctl.tls_resolver()).context("cannot set up HTTPS")?),
+    };
+    let sockets = WorkerSockets { http: listeners.http, https: listeners.https, internal: listeners.internal, tls };
+    let proxy_threads = spawn_proxy_workers(proxy, sockets, runtimes, &stop.subscribe())?;
     // The API and metrics listeners get the proxy's header timeout and stall bound.
     let limits = (opts.proxy.header_timeout, opts.proxy.body_timeout);
     let api = serve(listeners.api, wharf_api::router(ctl.clone(), token), limits, stop.subscribe());
@@ -379,26 +404,46 @@ fn start_serving(
     Ok(Serving { proxy_threads, api, admin })
 }
 
+/// The proxy's sockets, one of each kind per worker.
+struct WorkerSockets {
+    http: Vec<std::net::TcpListener>,
+    https: Vec<std::net::TcpListener>,
+    internal: Vec<std::net::TcpListener>,
+    /// The TLS setup the HTTPS sockets serve with.
+    tls: Option<Arc<wharf_proxy::TlsConfig>>,
+}
+
+/// Which of the proxy's listeners a socket is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    Https,
+    Internal,
+}
+
 /// One thread per proxy worker, each with its own runtime serving its own
-/// sockets (external, and internal when discovery is on) until the stop.
+/// sockets (plain HTTP, HTTPS when asked, internal when discovery is on)
+/// until the stop.
 fn spawn_proxy_workers(
     proxy: &Arc<Proxy>,
-    http: Vec<std::net::TcpListener>,
-    mut internal: Vec<std::net::TcpListener>,
+    sockets: WorkerSockets,
     mut runtimes: Runtimes,
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, ServerError> {
+    let WorkerSockets { http, mut https, mut internal, tls } = sockets;
     let mut threads = Vec::new();
     let runtimes = std::mem::take(&mut runtimes.0);
     for (n, (listener, runtime)) in http.into_iter().zip(runtimes).enumerate() {
         let proxy = proxy.clone();
+        let https = if https.is_empty() { None } else { Some(https.remove(0)) };
         let internal = if internal.is_empty() { None } else { Some(internal.remove(0)) };
-        let (rx, internal_rx) = (stop_rx.clone(), stop_rx.clone());
+        let (tls, rx) = (tls.clone(), stop_rx.clone());
         let thread = std::thread::Builder::new().name(format!("wharf-proxy-{n}")).spawn(move || {
             runtime.block_on(async move {
-                let external = serve_proxy(&proxy, Some(listener), false, rx);
-                let internal = serve_proxy(&proxy, internal, true, internal_rx);
-                tokio::join!(external, internal);
+                let plain = serve_proxy(&proxy, Some(listener), Kind::Http, None, rx.clone());
+                let secure = serve_proxy(&proxy, https, Kind::Https, tls, rx.clone());
+                let internal = serve_proxy(&proxy, internal, Kind::Internal, None, rx);
+                tokio::join!(plain, secure, internal);
             })
         })?;
         threads.push(thread);
@@ -410,7 +455,8 @@ fn spawn_proxy_workers(
 async fn serve_proxy(
     proxy: &Arc<Proxy>,
     listener: Option<std::net::TcpListener>,
-    internal: bool,
+    kind: Kind,
+    tls: Option<Arc<wharf_proxy::TlsConfig>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let Some(l) = listener else { return };
@@ -419,13 +465,14 @@ async fn serve_proxy(
     };
     let l = match TcpListener::from_std(l) {
         Ok(l) => l,
-        Err(e) if internal => return tracing::error!("internal listener unusable: {e}"),
+        Err(e) if kind == Kind::Internal => return tracing::error!("internal listener unusable: {e}"),
         Err(e) => return tracing::error!("proxy listener unusable: {e}"),
     };
-    let served = if internal {
-        proxy.clone().serve_internal(l, shutdown, DRAIN).await
-    } else {
-        proxy.clone().serve(l, shutdown, DRAIN).await
+    let served = match (kind, tls) {
+        (Kind::Internal, _) => proxy.clone().serve_internal(l, shutdown, DRAIN).await,
+        (Kind::Https, Some(tls)) => proxy.clone().serve_tls(l, tls, shutdown, DRAIN).await,
+        (Kind::Https, None) => return tracing::error!("HTTPS listener without a TLS setup"),
+        (Kind::Http, _) => proxy.clone().serve(l, shutdown, DRAIN).await,
     };
     if let Err(e) = served {
         tracing::warn!("{e}");
@@ -452,6 +499,7 @@ fn serve(
 fn write_address_files(data: &Path, a: &Addresses) -> Result<(), ServerError> {
     std::fs::write(data.join(PROXY_URL_FILE), format!("http://{}", a.http))?;
     let optional = [
+        (HTTPS_URL_FILE, a.https.map(|h| format!("https://{h}"))),
         (METRICS_URL_FILE, a.metrics_url.clone()),
         (INTERNAL_URL_FILE, a.internal.map(|i| format!("http://{i}"))),
         (DNS_ADDR_FILE, a.dns.map(|d| d.to_string())),
@@ -470,7 +518,11 @@ fn write_address_files(data: &Path, a: &Addresses) -> Result<(), ServerError> {
 
 /// The "server started" event, and one per export.
 fn announce(logs: &LogStream, data: &Path, a: &Addresses, opts: &ServerOptions) {
-    let mut started = format!("wharf server started: proxy on http://{}, API on {}", a.http, a.api_url);
+    let mut started = format!("wharf server started: proxy on http://{}", a.http);
+    if let Some(h) = a.https {
+        started.push_str(&format!(" and https://{h}"));
+    }
+    started.push_str(&format!(", API on {}", a.api_url));
     if let Some(i) = a.internal {
         started.push_str(&format!(", internal listener on http://{i}"));
     }
@@ -517,7 +569,7 @@ impl Running {
         for ex in self.exporters {
             ex.stop().await;
         }
-        for file in [API_URL_FILE, PROXY_URL_FILE, INTERNAL_URL_FILE, DNS_ADDR_FILE, "server.pid"] {
+        for file in [API_URL_FILE, PROXY_URL_FILE, HTTPS_URL_FILE, INTERNAL_URL_FILE, DNS_ADDR_FILE, "server.pid"] {
             let _ = std::fs::remove_file(self.data.join(file));
         }
     }

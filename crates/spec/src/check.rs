@@ -17,7 +17,7 @@ use crate::error::Report;
 use crate::route::{parse_route_key, RouteKey};
 use crate::schema::Table;
 use crate::values::{self, did_you_mean, Problem, MAX_SHORT_DURATION};
-use crate::{Balance, DeployPolicy, HealthCheck, Route, Service, Spec};
+use crate::{Balance, DeployPolicy, HealthCheck, HttpsMode, Route, Service, Spec, TlsFiles};
 
 pub(crate) type Key<'i> = Spanned<DeString<'i>>;
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
@@ -735,6 +735,15 @@ fn routes(r: &mut Report, root: &DeTable, declared: &[Declared]) -> Vec<Route> {
                 );
             }
         }
+        if let (Some(parsed), Some(tls)) = (&parsed, &options.tls_span) {
+            if parsed.host.is_none() {
+                r.error(
+                    tls.clone(),
+                    format!("`tls` on route `{text}` has no host to be for"),
+                    Some("a certificate is for a host name: write the route as \"example.com/...\"".into()),
+                );
+            }
+        }
         check_route_service(r, text, service, span, declared);
         if let Some(parsed) = parsed {
             out.push(Route {
@@ -745,6 +754,9 @@ fn routes(r: &mut Report, root: &DeTable, declared: &[Declared]) -> Vec<Route> {
                 timeout: options.timeout,
                 connect_timeout: options.connect_timeout,
                 max_body: options.max_body,
+                https: options.https,
+                hsts: options.hsts,
+                tls: options.tls,
             });
         }
     }
@@ -760,6 +772,11 @@ struct RouteOptions {
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     max_body: Option<u64>,
+    https: HttpsMode,
+    hsts: Option<Duration>,
+    tls: Option<TlsFiles>,
+    /// Where `tls` was written, if it was.
+    tls_span: Option<Range<usize>>,
 }
 
 /// `"api"` or `{ service = "api", strip_prefix = true, timeout = "30s" }` → (service, its span, options).
@@ -788,6 +805,10 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
                     .unwrap_or(Route::DEFAULT_STRIP_PREFIX),
                 strip_span: get(t, "strip_prefix").map(|(k, _)| k.span()),
                 max_body: get(t, "max_body").and_then(|(_, v)| size(r, v, "max_body", 0)),
+                https: get(t, "https").map_or(HttpsMode::default(), |(_, v)| https_mode(r, v)),
+                hsts: get(t, "hsts").and_then(|(_, v)| expect_duration(r, v, "hsts", Route::MAX_HSTS)),
+                tls: get(t, "tls").and_then(|(_, v)| tls_files(r, v, key)),
+                tls_span: get(t, "tls").map(|(k, _)| k.span()),
             };
             let Some((_, service)) = get(t, "service") else {
                 if misspelled(t, "service", Table::Route.keys()) {
@@ -812,6 +833,57 @@ fn route_target<'v>(r: &mut Report, key: &str, value: &'v Value) -> Option<(&'v 
             None
         }
     }
+}
+
+fn https_mode(r: &mut Report, v: &Value) -> HttpsMode {
+    let expected = "\"redirect\", \"only\" or \"off\"";
+    match expect_str(r, v, "https", expected) {
+        Some("redirect") => HttpsMode::Redirect,
+        Some("only") => HttpsMode::Only,
+        Some("off") => HttpsMode::Off,
+        Some(other) => {
+            let hint = values::did_you_mean(other, HttpsMode::NAMES)
+                .map_or(format!("use {expected}"), |m| format!("did you mean `{m}`?"));
+            r.error(v.span(), format!("unknown `https` `{other}`"), Some(hint));
+            HttpsMode::default()
+        }
+        None => HttpsMode::default(),
+    }
+}
+
+/// `tls = { cert = "/path", key = "/path" }`: both absolute paths on the server.
+fn tls_files(r: &mut Report, v: &Value, route: &str) -> Option<TlsFiles> {
+    let DeValue::Table(t) = v.get_ref() else {
+        r.error(
+            v.span(),
+            format!("`tls` must be a table, found {}", found(v.get_ref())),
+            Some("write tls = { cert = \"/etc/wharf/certs/site.pem\", key = \"/etc/wharf/certs/site.key\" }".into()),
+        );
+        return None;
+    };
+    check_keys(r, t, Table::Tls.keys(), &format!("in `tls` of route `{route}`"));
+    let mut path = |name: &str| {
+        let Some((_, p)) = get(t, name) else {
+            r.error(
+                v.span(),
+                format!("`tls` of route `{route}` has no `{name}`"),
+                Some("give both: tls = { cert = \"/path/fullchain.pem\", key = \"/path/key.pem\" }".into()),
+            );
+            return None;
+        };
+        let text = expect_str(r, p, &format!("tls.{name}"), "a file path")?;
+        if !text.starts_with('/') {
+            r.error(
+                p.span(),
+                format!("`tls.{name}` must be an absolute path, found `{text}`"),
+                Some("the server reads it, wherever it runs: write the file's full path on the server".into()),
+            );
+            return None;
+        }
+        Some(text.to_string())
+    };
+    let (cert, key) = (path("cert"), path("key"));
+    Some(TlsFiles { cert: cert?, key: key? })
 }
 
 fn check_route_service(r: &mut Report, key: &str, service: &str, span: Range<usize>, declared: &[Declared]) {

@@ -312,6 +312,9 @@ service = "api"
             timeout: None,
             connect_timeout: None,
             max_body: None,
+            https: HttpsMode::Redirect,
+            hsts: None,
+            tls: None,
         };
         assert_eq!(
             spec.routes,

@@ -19,7 +19,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::values::MAX_REPLICAS;
-use crate::{Balance, Concurrency, DeployPolicy, HealthCheck, Job, Route, ScalePolicy, Service, DEFAULT_JOB_TIMEOUT};
+use crate::{
+    Balance, Concurrency, DeployPolicy, HealthCheck, HttpsMode, Job, Route, ScalePolicy, Service, DEFAULT_JOB_TIMEOUT,
+};
 
 /// The production setup of one app: its services and the routes to them.
 /// Lives at the root of the app's repository as `wharf.toml`.
@@ -346,6 +348,29 @@ pub(crate) struct RouteTable {
     /// Largest request body ("10MiB"); larger ones get 413. At most 1TiB; default 100MiB
     /// (the server's, like the two timeouts above).
     pub max_body: Option<RouteSize>,
+    /// Requests over plain HTTP: "redirect" (308 to https once the host has a
+    /// certificate), "only" (refused with 403; HTTPS only) or "off" (served as they come).
+    #[schemars(extend("enum" = HttpsMode::NAMES, "default" = HttpsMode::default()))]
+    pub https: Option<String>,
+    /// Send Strict-Transport-Security with this max-age on HTTPS answers
+    /// ("365d"); at most 2 years. Off by default: once a browser has seen it,
+    /// the host cannot go back to plain HTTP for that long.
+    pub hsts: Option<String>,
+    /// The host's certificate from files on the server instead of an automatic
+    /// one: { cert = "/etc/wharf/certs/example.com.pem", key = "/etc/wharf/certs/example.com.key" }.
+    /// Needed for wildcard hosts. Checked at deploy (the key matches, the
+    /// certificate covers the host and has not expired) and re-read when the files change.
+    pub tls: Option<TlsTable>,
+}
+
+/// A certificate from files on the server.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsTable {
+    /// The certificate chain, PEM, leaf first (absolute path on the server).
+    pub cert: String,
+    /// Its private key, PEM: PKCS#8, RSA or EC (absolute path on the server).
+    pub key: String,
 }
 
 /// A status code or an inclusive range.
@@ -385,12 +410,13 @@ pub(crate) enum Table {
     Deploy,
     Scale,
     Route,
+    Tls,
     Job,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 7] =
-        [Table::Top, Table::Service, Table::Health, Table::Deploy, Table::Scale, Table::Route, Table::Job];
+    pub(crate) const ALL: [Table; 8] =
+        [Table::Top, Table::Service, Table::Health, Table::Deploy, Table::Scale, Table::Route, Table::Tls, Table::Job];
 
     /// The keys the table accepts, in declaration order, read from its
     /// struct's derived `Deserialize` (so a new field is a new key).
@@ -402,6 +428,7 @@ impl Table {
             Table::Deploy => fields::<DeployTable>(),
             Table::Scale => fields::<ScaleTable>(),
             Table::Route => fields::<RouteTable>(),
+            Table::Tls => fields::<TlsTable>(),
             Table::Job => fields::<JobTable>(),
         }
     }
@@ -415,6 +442,7 @@ impl Table {
             Table::Deploy => "/definitions/DeployTable/properties",
             Table::Scale => "/definitions/ScaleTable/properties",
             Table::Route => "/definitions/RouteTable/properties",
+            Table::Tls => "/definitions/TlsTable/properties",
             Table::Job => "/definitions/JobTable/properties",
         }
     }
@@ -442,6 +470,7 @@ impl Table {
             Table::Deploy => "[service.NAME] deploy = { ... }",
             Table::Scale => "[service.NAME] scale = { ... }",
             Table::Route => "[route] \"HOST/PATH\" = { ... }",
+            Table::Tls => "[route] \"HOST/PATH\" = { tls = { ... } }",
             Table::Job => "[job.NAME]",
         }
     }
@@ -578,6 +607,11 @@ mod tests {
             Table::Route => {
                 ("app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[route.\"/\"]\nservice = \"w\"\n", "")
             }
+            Table::Tls => (
+                "app = \"a\"\n[service.w]\ncommand = \"x\"\nport = 1\n[route.\"a.example/\"]\nservice = \"w\"\n\
+                 [route.\"a.example/\".tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n",
+                "",
+            ),
             Table::Job => {
                 ("app = \"a\"\n[service.w]\ncommand = \"x\"\n[job.j]\nschedule = \"@daily\"\ncommand = \"y\"\n", "")
             }

@@ -293,8 +293,54 @@ pub struct Route {
     /// Largest request body in bytes.
     #[serde(default)]
     pub max_body: Option<u64>,
+    /// What plain-HTTP requests get.
+    #[serde(default)]
+    pub https: HttpsMode,
+    /// Strict-Transport-Security max-age on HTTPS answers; None: no header.
+    #[serde(default)]
+    pub hsts: Option<Duration>,
+    /// The host's certificate from files on the server, instead of one
+    /// obtained automatically.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
 }
 
 impl Route {
     pub const DEFAULT_STRIP_PREFIX: bool = false;
+    /// The longest `hsts` max-age (two years: what browsers' preload lists ask for).
+    pub const MAX_HSTS: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+}
+
+/// What a route does with a request that came over plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpsMode {
+    /// 308 to the same URL over https, once the host has a certificate
+    /// (until then it is served over HTTP).
+    #[default]
+    Redirect,
+    /// Refused (403) over plain HTTP; served over HTTPS only.
+    Only,
+    /// Served over both, as asked.
+    Off,
+}
+
+impl HttpsMode {
+    pub const NAMES: [&'static str; 3] = ["redirect", "only", "off"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpsMode::Redirect => "redirect",
+            HttpsMode::Only => "only",
+            HttpsMode::Off => "off",
+        }
+    }
+}
+
+/// A certificate chain and its private key, as PEM files on the server
+/// (absolute paths: the server reads them, not the deploying machine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    pub cert: String,
+    pub key: String,
 }

@@ -2,6 +2,7 @@
 //! through the typed client and prints them (see `crate::print`).
 
 pub mod autoscale;
+pub mod certs;
 pub mod check;
 pub mod deploy;
 pub mod deployments;

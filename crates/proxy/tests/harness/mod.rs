@@ -168,6 +168,7 @@ pub fn route_at(at: &str, pool: Pool) -> RouteSpec {
         strip_prefix: false,
         pool: Arc::new(pool),
         limits: RouteLimits::default(),
+        https: Default::default(),
     }
 }
 

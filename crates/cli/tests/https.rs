@@ -1,0 +1,260 @@
+//! HTTPS end to end: the real server with `--https`, certificates from
+//! files made by `openssl`, and real clients (`curl`, `openssl s_client`,
+//! `nghttp`). In CI (`CI=true`) a missing program fails the test.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+/// Some(()) when the program is installed; outside CI, None (skip) when not.
+fn program(name: &str, package: &str) -> Option<()> {
+    let found =
+        Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success());
+    if found {
+        return Some(());
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must install {package} ({name})");
+    eprintln!("skipping: {name} is not installed (apt-get install {package})");
+    None
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A private CA in `dir`, and a certificate it signs for `names`, as
+/// `NAME.pem` (leaf then CA) and `NAME.key`; `days` of validity (negative: expired).
+struct Ca<'a> {
+    dir: &'a Path,
+}
+
+impl Ca<'_> {
+    fn new(dir: &Path) -> Ca<'_> {
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "3"])
+            .args(["-subj", "/CN=wharf test CA", "-keyout"])
+            .arg(dir.join("ca.key"))
+            .arg("-out")
+            .arg(dir.join("ca.pem")));
+        Ca { dir }
+    }
+
+    fn issue(&self, name: &str, hosts: &[&str], cn: &str) {
+        let d = self.dir;
+        run(Command::new("openssl")
+            .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj"])
+            .arg(format!("/CN={cn}"))
+            .arg("-keyout")
+            .arg(d.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(d.join(format!("{name}.csr"))));
+        let san: Vec<String> = hosts.iter().map(|h| format!("DNS:{h}")).collect();
+        std::fs::write(d.join(format!("{name}.ext")), format!("subjectAltName={}\n", san.join(","))).unwrap();
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"])
+            .arg(d.join(format!("{name}.csr")))
+            .arg("-CA")
+            .arg(d.join("ca.pem"))
+            .arg("-CAkey")
+            .arg(d.join("ca.key"))
+            .arg("-extfile")
+            .arg(d.join(format!("{name}.ext")))
+            .arg("-out")
+            .arg(d.join(format!("{name}.leaf"))));
+        let chain = [
+            std::fs::read_to_string(d.join(format!("{name}.leaf"))).unwrap(),
+            std::fs::read_to_string(d.join("ca.pem")).unwrap(),
+        ]
+        .concat();
+        // Written aside and renamed: the server never reads half a file.
+        std::fs::write(d.join(format!("{name}.pem.new")), chain).unwrap();
+        std::fs::rename(d.join(format!("{name}.pem.new")), d.join(format!("{name}.pem"))).unwrap();
+    }
+}
+
+fn https_url(s: &Server) -> String {
+    std::fs::read_to_string(s.data.join("https.url")).expect("the server wrote https.url").trim().to_string()
+}
+
+fn port_of(url: &str) -> String {
+    url.rsplit(':').next().unwrap().to_string()
+}
+
+/// `curl` through the HTTPS listener to `host`, trusting the test CA.
+fn curl(s: &Server, certs: &Path, host: &str, extra: &[&str]) -> Output {
+    let port = port_of(&https_url(s));
+    Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-D", "-", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(certs.join("ca.pem"))
+        .args(extra)
+        .arg(format!("https://{host}:{port}/echo"))
+        .output()
+        .expect("run curl")
+}
+
+/// The subject CN `openssl s_client` was served for `servername` (None:
+/// the handshake failed).
+fn served_cn(s: &Server, servername: Option<&str>, extra: &[&str]) -> Option<String> {
+    let addr = https_url(s).trim_start_matches("https://").to_string();
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &addr, "-brief"]).args(extra);
+    match servername {
+        Some(name) => cmd.args(["-servername", name]),
+        None => cmd.arg("-noservername"),
+    };
+    let out = cmd.stdin(std::process::Stdio::null()).output().expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    if !text.contains("CONNECTION ESTABLISHED") {
+        return None;
+    }
+    text.lines().find_map(|l| l.strip_prefix("Peer certificate: CN = ").map(|cn| cn.trim().to_string()))
+}
+
+fn metrics(s: &Server) -> String {
+    let addr = std::fs::read_to_string(s.data.join("metrics.url")).unwrap();
+    let addr = addr.trim().trim_start_matches("http://").trim_end_matches("/metrics");
+    http_get(addr, "x", "/metrics", None).expect("metrics answer").1
+}
+
+fn handshakes(s: &Server, outcome: &str) -> u64 {
+    let wanted = format!("wharf_proxy_tls_handshakes_total{{outcome=\"{outcome}\"}} ");
+    metrics(s).lines().find_map(|l| l.strip_prefix(&wanted).and_then(|n| n.trim().parse().ok())).unwrap_or(0)
+}
+
+fn shop_toml(certs: &Path, extra: &str) -> String {
+    format!(
+        "app = \"shop\"\n\n[service.web]\ncommand = [\"wharf\", \"demo\", \"--name\", \"web\"]\nport = 8080\n\
+         health = {{ path = \"/health\", interval = \"1s\" }}\n\n[route]\n\
+         \"shop.test\" = {{ service = \"web\", hsts = \"1d\", tls = {{ cert = \"{c}/shop.pem\", key = \"{c}/shop.key\" }} }}\n\
+         \"plain.test\" = {{ service = \"web\", https = \"off\" }}\n{extra}",
+        c = certs.display()
+    )
+}
+
+#[test]
+fn routes_are_served_over_https_with_their_certificates_and_plain_http_is_redirected() {
+    let (Some(_), Some(_)) = (program("openssl", "openssl"), program("curl", "curl")) else { return };
+    let nghttp = program("nghttp", "nghttp2-client");
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new(certs.path());
+    ca.issue("shop", &["shop.test"], "shop one");
+    ca.issue("other", &["other.test"], "other");
+    let s = Server::start_with(&["--https", "127.0.0.1:0", "--header-timeout", "2s"]);
+    let app = app_dir(&shop_toml(certs.path(), ""));
+    s.deploy(app.path());
+
+    let listed = wait_for("the certificate loaded", Duration::from_secs(20), || {
+        let v = s.json(&["certs", "--json"]);
+        (v[0]["served"] == true).then_some(v)
+    });
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["host"], "shop.test");
+    assert!(listed[0]["issuer"].as_str().unwrap_or("").contains("wharf test CA"), "{listed}");
+    assert_eq!(listed[0]["expired"], false);
+    assert!(!listed.to_string().contains("PRIVATE KEY"), "no key in any answer");
+
+    // HTTPS, HTTP/1.1 and HTTP/2 (ALPN), with the forwarded scheme and HSTS.
+    let out = curl(&s, certs.path(), "shop.test", &["--http1.1"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("strict-transport-security: max-age=86400"), "{text}");
+    assert!(text.contains("\"x-forwarded-proto\":\"https\""), "the task is told the scheme: {text}");
+    let out = curl(&s, certs.path(), "shop.test", &["--http2"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.starts_with("http/2 200"), "h2 through ALPN: {text}");
+    if nghttp.is_some() {
+        let port = port_of(&https_url(&s));
+        let out = Command::new("nghttp")
+            .args(["-v", "--timeout=10", &format!("https://127.0.0.1:{port}/echo"), "-H", ":authority: shop.test"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("h2 negotiated") || text.contains("Negotiated protocol: h2"), "{text}");
+        assert!(text.contains(":status: 200"), "{text}");
+    }
+
+    // Plain HTTP: a 308 to the HTTPS listener for the host with a
+    // certificate; the route with https = "off" is served as it came.
+    let port = port_of(&https_url(&s));
+    let (code, _) = s.get("shop.test", "/cart?id=1").unwrap();
+    assert_eq!(code, 308);
+    let head = raw(&s.proxy_addr(), b"GET /cart?id=1 HTTP/1.1\r\nHost: shop.test\r\n\r\n", Duration::from_secs(5));
+    assert!(head.contains(&format!("location: https://shop.test:{port}/cart?id=1")), "{head}");
+    assert_eq!(s.get("plain.test", "/version").map(|r| r.0), Some(200));
+
+    // SNI picks the certificate; an unknown name or none gets no certificate at all.
+    assert_eq!(served_cn(&s, Some("shop.test"), &[]).as_deref(), Some("shop one"));
+    let before = handshakes(&s, "unknown_name");
+    assert_eq!(served_cn(&s, Some("other.test"), &[]), None, "other.test is no route's host");
+    assert_eq!(served_cn(&s, None, &[]), None, "no SNI, no certificate");
+    assert!(handshakes(&s, "unknown_name") >= before + 2, "{}", metrics(&s));
+    // TLS 1.1 is refused by the server (the client offers only it).
+    let before = handshakes(&s, "no_common_protocol");
+    assert_eq!(served_cn(&s, Some("shop.test"), &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]), None);
+    assert!(handshakes(&s, "no_common_protocol") > before, "{}", metrics(&s));
+
+    // Garbage and a stalled handshake are cut off while others are served.
+    let addr = https_url(&s).trim_start_matches("https://").to_string();
+    let mut junk = TcpStream::connect(&addr).unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n").unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = junk.read(&mut buf).unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&buf[..n]).contains("HTTP/1.1"), "no plain answer on the TLS port");
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(curl(&s, certs.path(), "shop.test", &[]).status.success(), "served while one stalls");
+    let closed = stalled.read(&mut buf).map(|n| n == 0).unwrap_or(true);
+    assert!(closed, "a handshake that never starts is closed at the idle deadline");
+    wait_for("the timed-out handshake counted", Duration::from_secs(10), || {
+        (handshakes(&s, "timeout") >= 1 && handshakes(&s, "bad_record") >= 1).then_some(())
+    });
+
+    // New files are picked up without a deploy.
+    ca.issue("shop", &["shop.test"], "shop two");
+    wait_for("the renewed certificate served", Duration::from_secs(20), || {
+        (served_cn(&s, Some("shop.test"), &[]).as_deref() == Some("shop two")).then_some(())
+    });
+    assert!(!s.events("cert.loaded").is_empty());
+}
+
+#[test]
+fn a_deploy_with_a_certificate_that_cannot_be_served_changes_nothing() {
+    let Some(_) = program("openssl", "openssl") else { return };
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new(certs.path());
+    ca.issue("shop", &["shop.test"], "shop");
+    ca.issue("other", &["other.test"], "other");
+    let s = Server::start_with(&["--https", "127.0.0.1:0"]);
+    let app = app_dir(&shop_toml(certs.path(), ""));
+    s.deploy(app.path());
+    let deployments = s.json(&["deployments", "--json"]);
+
+    let refused = |toml: String, says: &str| {
+        write_toml(&app, &toml);
+        let out = s.wharf(&["deploy", app.path().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && err.contains(says), "{says}: {err}");
+    };
+    // Another host's certificate; a key that is not the certificate's; a missing file.
+    let c = certs.path().display();
+    refused(
+        shop_toml(certs.path(), "").replace(&format!("{c}/shop."), &format!("{c}/other.")),
+        "does not cover shop.test",
+    );
+    refused(shop_toml(certs.path(), "").replace(&format!("{c}/shop.key"), &format!("{c}/other.key")), "does not match");
+    refused(shop_toml(certs.path(), "").replace(&format!("{c}/shop.key"), &format!("{c}/missing.key")), "missing.key");
+    assert_eq!(s.json(&["deployments", "--json"]), deployments, "nothing was recorded");
+    assert_eq!(served_cn(&s, Some("shop.test"), &[]).as_deref(), Some("shop"), "still served");
+}

@@ -1,0 +1,222 @@
+//! Certificates: the hosts' certificates from the files routes name,
+//! checked, re-read when the files change, and served to the HTTPS listener
+//! by SNI. A certificate that fails to load is not served (the error is an
+//! event and shows in `wharf certs`); an expired one is still served, with
+//! an event, rather than taking the site down.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{watch, Notify};
+use wharf_api_types::CertView;
+use wharf_logs::Level;
+use wharf_proxy::{CertPair, ServedCerts, TlsCerts};
+use wharf_spec::TlsFiles;
+
+use crate::clock::Clock;
+use crate::component::BackgroundLoop;
+use crate::events::EventLog;
+
+/// How often the files are looked at for changes.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// A file's size and modification time: when either changes, it is read again.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &str) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// One pair of files as last read.
+struct Loaded {
+    stamps: (Stamp, Stamp),
+    result: Result<CertPair, String>,
+}
+
+/// Owns the served certificates and what it read to make them.
+pub(crate) struct Certificates {
+    served: Arc<ServedCerts>,
+    /// The hosts routes ask a certificate for, with their files.
+    wanted: Mutex<BTreeMap<String, TlsFiles>>,
+    loaded: Mutex<HashMap<(String, String), Loaded>>,
+    /// Hosts with a certificate served now.
+    covered: Mutex<HashSet<String>>,
+    events: Arc<EventLog>,
+    clock: Arc<dyn Clock>,
+    /// Set when the covered hosts change: routing decides redirects by them.
+    pub(crate) changed: Notify,
+    woken: Notify,
+}
+
+impl Certificates {
+    pub(crate) fn new(events: Arc<EventLog>, clock: Arc<dyn Clock>) -> Certificates {
+        Certificates {
+            served: ServedCerts::new(TlsCerts::default()),
+            wanted: Mutex::default(),
+            loaded: Mutex::default(),
+            covered: Mutex::default(),
+            events,
+            clock,
+            changed: Notify::new(),
+            woken: Notify::new(),
+        }
+    }
+
+    /// What the HTTPS listener picks certificates from.
+    pub(crate) fn served(&self) -> Arc<ServedCerts> {
+        self.served.clone()
+    }
+
+    /// The hosts that have a certificate served now.
+    pub(crate) fn covered(&self) -> HashSet<String> {
+        self.covered.lock().unwrap().clone()
+    }
+
+    /// Every host a route asks a certificate for, with what was read for it.
+    pub(crate) fn views(&self) -> Vec<CertView> {
+        let wanted = self.wanted.lock().unwrap().clone();
+        let loaded = self.loaded.lock().unwrap();
+        let covered = self.covered.lock().unwrap();
+        let now = self.clock.now_ms() / 1000;
+        wanted
+            .into_iter()
+            .map(|(host, files)| {
+                let mut view = CertView {
+                    served: covered.contains(&host),
+                    host,
+                    source: "file".into(),
+                    file: files.cert.clone(),
+                    names: Vec::new(),
+                    issuer: None,
+                    not_after: None,
+                    expired: false,
+                    fingerprint: None,
+                    error: None,
+                };
+                match loaded.get(&(files.cert, files.key)).map(|l| &l.result) {
+                    None => view.error = Some("not read yet".into()),
+                    Some(Err(e)) => view.error = Some(e.clone()),
+                    Some(Ok(pair)) => {
+                        let info = pair.info();
+                        view.names = info.hosts.clone();
+                        view.issuer = Some(info.issuer.clone());
+                        view.not_after = Some(info.not_after);
+                        view.expired = info.expired(now);
+                        view.fingerprint = Some(info.fingerprint.clone());
+                        if !pair.covers(&view.host) {
+                            view.error =
+                                Some(format!("it does not cover {} (it names {})", view.host, info.hosts.join(", ")));
+                        }
+                    }
+                }
+                view
+            })
+            .collect()
+    }
+
+    /// The routes' wishes (host → files), from the routing rebuild; what
+    /// changed is loaded soon, off the async threads (file reads block).
+    pub(crate) fn want(&self, wanted: BTreeMap<String, TlsFiles>) {
+        let mut current = self.wanted.lock().unwrap();
+        if *current != wanted {
+            *current = wanted;
+            self.woken.notify_one();
+        }
+    }
+
+    /// Reads the files that changed since last time and swaps in the new set.
+    fn reload(&self) {
+        let wanted = self.wanted.lock().unwrap().clone();
+        let now = self.clock.now_ms() / 1000;
+        let mut pairs = Vec::new();
+        let mut covered = HashSet::new();
+        {
+            let mut loaded = self.loaded.lock().unwrap();
+            loaded.retain(|(c, k), _| wanted.values().any(|f| f.cert == *c && f.key == *k));
+            for (host, files) in &wanted {
+                let stamps = (stamp(&files.cert), stamp(&files.key));
+                let key = (files.cert.clone(), files.key.clone());
+                let fresh = loaded.get(&key).is_some_and(|l| l.stamps == stamps);
+                if !fresh {
+                    let result =
+                        CertPair::load(Path::new(&files.cert), Path::new(&files.key)).map_err(|e| e.to_string());
+                    match &result {
+                        Ok(pair) => self.events.event_full(
+                            "cert.loaded",
+                            Level::Info,
+                            None,
+                            None,
+                            None,
+                            format!(
+                                "certificate for {host} loaded from {} (valid until {})",
+                                files.cert,
+                                utc(pair.info().not_after)
+                            ),
+                        ),
+                        Err(e) => self.events.event_full(
+                            "cert.failed",
+                            Level::Error,
+                            None,
+                            None,
+                            None,
+                            format!("certificate for {host} not loaded: {e}"),
+                        ),
+                    }
+                    loaded.insert(key.clone(), Loaded { stamps, result });
+                }
+                let Some(Ok(pair)) = loaded.get(&key).map(|l| &l.result) else { continue };
+                if !pair.covers(host) {
+                    continue;
+                }
+                if pair.expired(now) && !fresh {
+                    self.events.event_full(
+                        "cert.expired",
+                        Level::Error,
+                        None,
+                        None,
+                        None,
+                        format!("the certificate for {host} in {} has expired; it is still served", files.cert),
+                    );
+                }
+                covered.insert(host.clone());
+                pairs.push(pair.clone());
+            }
+        }
+        self.served.swap(TlsCerts::new(pairs));
+        let mut now_covered = self.covered.lock().unwrap();
+        if *now_covered != covered {
+            *now_covered = covered;
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// "2026-12-01 00:00 UTC".
+fn utc(secs: u64) -> String {
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map_or_else(|| secs.to_string(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+}
+
+impl BackgroundLoop for Certificates {
+    fn start(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(RECHECK) => {}
+                    _ = self.woken.notified() => {}
+                    _ = stop.changed() => return,
+                }
+                let me = self.clone();
+                let _ = tokio::task::spawn_blocking(move || me.reload()).await;
+            }
+        });
+    }
+
+    fn wake(&self) {
+        self.woken.notify_one();
+    }
+}
