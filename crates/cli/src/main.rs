@@ -350,6 +350,11 @@ enum Command {
     },
     /// A small demo web app, used by the example, the tests and the benchmarks.
     Demo(wharf_demo::DemoArgs),
+    /// Install wharf as a systemd service: the binary, the server's user, the data directory
+    /// (--data, default /var/lib/wharf) and wharf.service. Running it again changes nothing.
+    Install(commands::install::InstallArgs),
+    /// Remove wharf.service; the data directory only with --purge --yes.
+    Uninstall(commands::install::UninstallArgs),
 }
 
 fn parse_snapshot_every(s: &str) -> Result<std::time::Duration, String> {
@@ -607,5 +612,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             wharf_demo::run(args).await.context("demo app failed")?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Install(args) => commands::install::install(args, g.data, &server_flags()),
+        Command::Uninstall(args) => commands::install::uninstall(args, g.data),
     }
+}
+
+/// The long flags `wharf server` takes (its own and the global ones), so
+/// `wharf install` writes a unit with only flags this binary knows.
+fn server_flags() -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let server = cli.find_subcommand("server").into_iter().flat_map(|s| s.get_arguments());
+    cli.get_arguments().chain(server).filter_map(|a| a.get_long().map(String::from)).collect()
 }

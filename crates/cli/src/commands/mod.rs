@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod deployments;
 pub mod destroy;
 pub mod events;
+pub mod install;
 pub mod jobs;
 pub mod logs;
 pub mod maintenance;
