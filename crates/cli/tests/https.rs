@@ -8,7 +8,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use common::*;
 
@@ -257,4 +262,124 @@ fn a_deploy_with_a_certificate_that_cannot_be_served_changes_nothing() {
     refused(shop_toml(certs.path(), "").replace(&format!("{c}/shop.key"), &format!("{c}/missing.key")), "missing.key");
     assert_eq!(s.json(&["deployments", "--json"]), deployments, "nothing was recorded");
     assert_eq!(served_cn(&s, Some("shop.test"), &[]).as_deref(), Some("shop"), "still served");
+}
+
+/// A TLS client trusting only the test CA in `certs`.
+fn tls_client(certs: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+}
+
+/// A connection to the HTTPS listener at `addr` for `host`, handshake done.
+fn tls_connect(
+    addr: &str,
+    config: &Arc<rustls::ClientConfig>,
+    host: &str,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name = ServerName::try_from(host.to_string()).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+/// (status, body), or what went wrong.
+type Answer = Result<(u16, String), String>;
+
+/// One GET over a new TLS connection.
+fn https_get(addr: &str, config: &Arc<rustls::ClientConfig>, host: &str, path: &str) -> Answer {
+    let mut stream = tls_connect(addr, config, host).map_err(|e| format!("handshake: {e}"))?;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    // A peer that closes without close_notify after a whole answer is fine here.
+    if let Err(e) = stream.read_to_end(&mut buf) {
+        if e.kind() != std::io::ErrorKind::UnexpectedEof || buf.is_empty() {
+            return Err(format!("read: {e}"));
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no head: {text:?}"))?;
+    Ok((status_of(head), body.to_string()))
+}
+
+/// Deploys under HTTPS load (each request a new TLS connection) lose no
+/// request, and an upgraded connection (a WebSocket's way) works over TLS.
+#[test]
+fn deploys_under_https_load_lose_no_request_and_upgrades_work_over_tls() {
+    let Some(_) = program("openssl", "openssl") else { return };
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new(certs.path());
+    ca.issue("zd", &["zd.test"], "zd");
+    let s = Server::start_with(&["--https", "127.0.0.1:0"]);
+    let c = certs.path().display();
+    let toml = |version: &str, strategy: &str| {
+        format!(
+            "app = \"zd\"\n\n[service.api]\ncommand = [\"wharf\", \"demo\", \"--name\", \"api\"]\nport = 8080\n\
+             replicas = 2\nenv = {{ DEMO_VERSION = \"{version}\" }}\nhealth = {{ path = \"/health\", interval = \"1s\" }}\n\
+             deploy = {{ strategy = \"{strategy}\" }}\n\n\
+             [route]\n\"zd.test\" = {{ service = \"api\", tls = {{ cert = \"{c}/zd.pem\", key = \"{c}/zd.key\" }} }}\n"
+        )
+    };
+    let app = app_dir(&toml("v1", "rolling"));
+    s.deploy(app.path());
+    let config = tls_client(certs.path());
+    let addr = https_url(&s).trim_start_matches("https://").to_string();
+    wait_for("HTTPS served", Duration::from_secs(20), || https_get(&addr, &config, "zd.test", "/version").ok());
+
+    // An upgraded connection over TLS echoes what it is sent.
+    let mut ws = tls_connect(&addr, &config, "zd.test").unwrap();
+    ws.write_all(b"GET /upgrade HTTP/1.1\r\nHost: zd.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert_eq!(status_of(&String::from_utf8_lossy(&head)), 101, "{}", String::from_utf8_lossy(&head));
+    ws.write_all(b"ping over tls").unwrap();
+    let mut echo = [0u8; 13];
+    ws.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping over tls");
+
+    // Paced load through TLS (a new handshake per request) across a rolling
+    // and a blue-green deploy; every answer is kept.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let began = Instant::now();
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, answers, config, addr) = (stop.clone(), answers.clone(), config.clone(), addr.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) && began.elapsed() < Duration::from_secs(120) {
+                    let answer = https_get(&addr, &config, "zd.test", "/version");
+                    answers.lock().unwrap().push(answer);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        })
+        .collect();
+    for (version, strategy) in [("v2", "rolling"), ("v3", "blue-green")] {
+        write_toml(&app, &toml(version, strategy));
+        s.deploy(app.path());
+        wait_for("the deploy served", Duration::from_secs(60), || {
+            let (code, body) = https_get(&addr, &config, "zd.test", "/version").ok()?;
+            (code == 200 && body.contains(version)).then_some(())
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let answers = answers.lock().unwrap();
+    let failed: Vec<_> = answers.iter().filter(|a| !matches!(a, Ok((200, _)))).collect();
+    assert!(answers.len() > 100, "load ran: {} answers", answers.len());
+    assert!(failed.is_empty(), "{} of {} failed: {:?}", failed.len(), answers.len(), &failed[..failed.len().min(5)]);
 }
