@@ -23,6 +23,7 @@ mod policy;
 #[cfg(test)] // only its test writes and checks the file
 mod reference;
 mod route;
+mod routes;
 mod schema;
 mod types;
 mod unclosed;
