@@ -1,6 +1,7 @@
 //! The process driver; see [`ProcessDriver`].
 
 mod cgroup;
+mod inotify;
 mod procfs;
 mod spawn;
 mod spool;
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::cgroup::{Cgroups, TaskCgroup};
+use self::inotify::SpoolWatcher;
 use self::procfs::{PidWaiter, ENV_DRIVER, ENV_TASK};
 use self::spawn::Spawned;
 use self::spool::Spool;
@@ -143,6 +145,9 @@ struct Inner {
     limits_reported: AtomicBool,
     base_env: Vec<(OsString, OsString)>,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
+    /// Wakes each task's tail loop when its output files are written; None
+    /// (no inotify instance left): the tails poll.
+    watcher: Option<Arc<SpoolWatcher>>,
     /// Ids whose start() is in progress.
     reserved: Mutex<HashSet<String>>,
     shutting_down: AtomicBool,
@@ -212,6 +217,8 @@ impl ProcessDriver {
         let driver_id = state::driver_id(&state_dir)?;
         let cgroups = Cgroups::detect(&driver_id, options.use_cgroups);
         tracing::debug!(driver = %driver_id, ?cgroups, "process driver ready");
+        let watcher =
+            SpoolWatcher::new().map_err(|e| tracing::warn!("cannot watch tasks' output, polling it instead: {e}")).ok();
         Ok(ProcessDriver {
             inner: Arc::new(Inner {
                 state_dir,
@@ -222,6 +229,7 @@ impl ProcessDriver {
                 limits_reported: AtomicBool::new(false),
                 base_env: spawn::base_env(),
                 tasks: Mutex::new(HashMap::new()),
+                watcher,
                 reserved: Mutex::new(HashSet::new()),
                 shutting_down: AtomicBool::new(false),
             }),
@@ -349,7 +357,7 @@ impl Inner {
     /// Register the task and start its tailer and supervisor.
     fn launch(self: &Arc<Self>, task: Arc<Task>, ctl: mpsc::UnboundedReceiver<Control>, run: Run) {
         lock(&self.tasks).insert(task.spec.id.clone(), task.clone());
-        let tailer = tokio::spawn(spool::tail(task.spool.clone()));
+        let tailer = tokio::spawn(spool::tail(task.spool.clone(), self.watcher.clone()));
         *lock(&task.tailer) = Some(tailer);
         let oom_seen = task.cgroup.as_ref().and_then(|c| c.oom_kills()).unwrap_or(0);
         let sup = Supervisor { inner: self.clone(), task: task.clone(), ctl, oom_seen };
