@@ -1,9 +1,9 @@
-//! One inotify instance for every task's output spool. A tail loop sleeps
-//! until the kernel says something in its task's directory was written, so a
-//! quiet task costs nothing: polling each spool every few milliseconds made
-//! an idle server with 100 tasks use 8 % of a core. One instance for all
-//! tasks because the kernel allows few per user (128 by default) and many
-//! watches (one per task here).
+//! One inotify instance for the driver. A task's tail loop sleeps until the
+//! kernel says something in the task's directory was written, so a quiet
+//! task costs nothing: polling each spool every few milliseconds made an idle
+//! server with 100 tasks use 8 % of a core. (A cgroup v2 `memory.events`
+//! file is watched the same way for OOM kills.) One instance for all tasks
+//! because the kernel allows few per user (128 by default) and many watches.
 #![allow(unsafe_code)] // inotify calls std does not wrap; each has its SAFETY note
 
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ const MASK: u32 = libc::IN_MODIFY;
 /// The fixed part of a `struct inotify_event` (wd, mask, cookie, len).
 const EVENT_HEAD: usize = 16;
 
-pub struct SpoolWatcher {
+pub struct Watcher {
     shared: Arc<Shared>,
     reader: JoinHandle<()>,
 }
@@ -39,17 +39,17 @@ struct Shared {
     failed: AtomicBool,
 }
 
-/// A tail's watch on its task's directory; removed when dropped (when the
-/// tail ends or is aborted).
+/// A watch on one path; removed when dropped (when its tail or supervisor
+/// ends or is aborted).
 pub struct Watch {
-    watcher: Arc<SpoolWatcher>,
+    watcher: Arc<Watcher>,
     wd: i32,
     notify: Arc<Notify>,
 }
 
-impl SpoolWatcher {
+impl Watcher {
     /// Must be called inside a tokio runtime: it spawns the event reader.
-    pub fn new() -> io::Result<Arc<SpoolWatcher>> {
+    pub fn new() -> io::Result<Arc<Watcher>> {
         // SAFETY: no pointers; the result is checked before use.
         let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if raw < 0 {
@@ -62,12 +62,13 @@ impl SpoolWatcher {
         let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? };
         let shared = Arc::new(Shared { fd, wakers: Mutex::new(HashMap::new()), failed: AtomicBool::new(false) });
         let reader = tokio::spawn(read_events(shared.clone()));
-        Ok(Arc::new(SpoolWatcher { shared, reader }))
+        Ok(Arc::new(Watcher { shared, reader }))
     }
 
-    /// Wake the returned watch whenever a file in `dir` is written.
-    pub fn watch(self: &Arc<Self>, dir: &Path) -> io::Result<Watch> {
-        let path = CString::new(dir.as_os_str().as_bytes())?;
+    /// Wake the returned watch whenever `path` (a file, or a file in a
+    /// directory) is written.
+    pub fn watch(self: &Arc<Self>, path: &Path) -> io::Result<Watch> {
+        let path = CString::new(path.as_os_str().as_bytes())?;
         let notify = Arc::new(Notify::new());
         let mut wakers = self.shared.wakers.lock().unwrap_or_else(PoisonError::into_inner);
         // SAFETY: a valid fd and a NUL-terminated path that outlives the call.
@@ -80,7 +81,7 @@ impl SpoolWatcher {
     }
 }
 
-impl Drop for SpoolWatcher {
+impl Drop for Watcher {
     fn drop(&mut self) {
         self.reader.abort();
     }
@@ -196,7 +197,7 @@ mod tests {
     async fn a_write_wakes_only_its_directory() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut file = std::fs::File::create(a.path().join("stdout")).unwrap();
-        let watcher = SpoolWatcher::new().unwrap();
+        let watcher = Watcher::new().unwrap();
         let (wa, wb) = (watcher.watch(a.path()).unwrap(), watcher.watch(b.path()).unwrap());
         let quiet = tokio::time::timeout(Duration::from_millis(100), wa.changed()).await;
         assert!(quiet.is_err(), "woken without a write");

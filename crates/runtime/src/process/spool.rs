@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::inotify::SpoolWatcher;
+use super::inotify::Watcher;
 use super::state::{self, OFFSETS_FILE, STDERR_FILE, STDOUT_FILE};
 use crate::{LogSink, OutputStream, TaskSpec};
 
@@ -331,7 +331,7 @@ fn cut_point(line: &[u8]) -> usize {
 /// The per-task tail loop: runs until aborted. With `watcher`, it sleeps
 /// until a file of the task's directory is written (or a partial line or a
 /// save is due); without one, or if the directory can't be watched, it polls.
-pub async fn tail(spool: Arc<Mutex<Spool>>, watcher: Option<Arc<SpoolWatcher>>) {
+pub async fn tail(spool: Arc<Mutex<Spool>>, watcher: Option<Arc<Watcher>>) {
     let watch = watcher.and_then(|w| {
         let dir = lock(&spool).dir.clone();
         w.watch(&dir).map_err(|e| tracing::debug!("cannot watch {}, polling it: {e}", dir.display())).ok()
@@ -461,7 +461,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_wakes_the_tail_before_its_backstop() {
         let (_dir, sink, spool, mut out) = setup();
-        let watcher = SpoolWatcher::new().unwrap();
+        let watcher = Watcher::new().unwrap();
         let tail = tokio::spawn(tail(Arc::new(Mutex::new(spool)), Some(watcher)));
         let wait_lines = |n: usize| {
             let sink = sink.clone();
