@@ -6,8 +6,9 @@
 # healthy, lets it settle, then samples the server's own CPU time
 # (utime + stime of /proc/PID/stat, children not included) over a window.
 # Prints per N: % of one core, context switches/s of the server's threads
-# (how often it wakes), TIME_WAIT sockets on the machine at the end of the
-# window (`ss -tan state time-wait`), and the server's RSS.
+# (how often it wakes), TIME_WAIT sockets to or from the server's and its
+# tasks' ports at the end of the window (`ss -tan state time-wait`: a new
+# connection per health check leaves one each), and the server's RSS.
 # Usage: bench/idle.sh [--tasks "0 100 1000"] [--window SECONDS] [--port BASE] [--json]
 #   --tasks   task counts to measure, one fresh server each (default "0 100 1000")
 #   --window  sampling window in seconds (default 60)
@@ -109,7 +110,13 @@ for n in $tasks; do
   c0=$(cpu_ticks "$server") x0=$(ctx_switches "$server") t0=$(date +%s%N)
   sleep "$window"
   c1=$(cpu_ticks "$server") x1=$(ctx_switches "$server") t1=$(date +%s%N)
-  tw=$(( $(ss -tan state time-wait | wc -l) - 1 ))
+  # TIME_WAIT sockets of this server: to or from its listeners or its tasks' ports.
+  ports=$(w ps --json | python3 -c 'import sys, json; print(" ".join(str(t["port"]) for t in json.load(sys.stdin) if t.get("port")))')
+  tw=$(ss -Htan state time-wait | python3 -c '
+import sys
+ports = {int(p) for p in sys.argv[1:]}
+print(sum(1 for l in sys.stdin if ports & {int(a.rsplit(":", 1)[1]) for a in l.split()[2:4]}))' \
+    $ports $(seq "$base" $((base + 4))))
   rss=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$server/status")
   read -r pct cps secs < <(python3 -c "
 dt = ($t1 - $t0) / 1e9
