@@ -485,4 +485,32 @@ mod tests {
         assert_eq!(lines(&sink), vec![b"first".to_vec(), b"second".to_vec()]);
         tail.abort();
     }
+
+    #[tokio::test]
+    async fn a_quiet_tail_saves_its_offsets_so_a_crash_repeats_nothing() {
+        let (dir, sink, spool, mut out) = setup();
+        let spec = spool.spec.clone();
+        let tail = tokio::spawn(tail(Arc::new(Mutex::new(spool)), Some(Watcher::new().unwrap())));
+        out.write_all(b"one\ntwo\n").unwrap();
+        // No more writes: only the tail's own timer can save the offsets,
+        // and before its backstop poll (SAFETY_POLL) would.
+        let read_saved =
+            || -> Option<Offsets> { serde_json::from_slice(&std::fs::read(dir.path().join(OFFSETS_FILE)).ok()?).ok() };
+        for _ in 0..300 {
+            if read_saved().is_some_and(|o| o.stdout == 8) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let saved = read_saved().unwrap_or_default();
+        assert_eq!(saved.stdout, 8, "the consumed offset is saved while the task is quiet");
+        assert_eq!(lines(&sink), vec![b"one".to_vec(), b"two".to_vec()]);
+        // The server dies (no save on the way out); the task writes on.
+        tail.abort();
+        let _ = tail.await;
+        out.write_all(b"three\n").unwrap();
+        let sink2 = Arc::new(Lines::default());
+        Spool::open(dir.path(), spec, sink2.clone()).drain();
+        assert_eq!(lines(&sink2), vec![b"three".to_vec()], "nothing lost, nothing repeated");
+    }
 }
