@@ -41,6 +41,37 @@ async fn memory_limit_kills_and_reports_oom() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_of_a_child_is_reported_while_the_task_runs() {
+    let h = Harness::new();
+    let d = h.driver();
+    let mut events = d.subscribe();
+    // The hog is a child: the task's main process outlives it.
+    let hog = "python3 -c \"x = b'a' * (200 * 1024 * 1024)\"; echo \"hog $?\"; exec sleep 1000";
+    let mut s = spec("parent", sh(hog));
+    s.memory_bytes = Some(64 * MIB);
+    d.start(s).await.unwrap();
+    if let LimitsSupport::None { .. } = d.limits() {
+        d.stop("parent").await.unwrap();
+        d.shutdown().await;
+        return;
+    }
+    // Wait long enough for the hog to be killed first (a notice, not the exit, must say so).
+    h.sink.wait_stdout("parent", "the hog's end", |l| l.iter().any(|l| l.starts_with("hog "))).await;
+    assert_eq!(h.sink.text("parent", wharf_runtime::OutputStream::Stdout), vec!["hog 137"], "killed by SIGKILL");
+    expect_event(
+        &mut events,
+        "OutOfMemory",
+        |e| matches!(e, DriverEvent::OutOfMemory { task, limit_bytes } if task == "parent" && *limit_bytes == 64 * MIB),
+    )
+    .await;
+    let st = d.task("parent").unwrap();
+    assert_eq!(st.state, wharf_runtime::TaskState::Running, "the main process lives on");
+    assert!(st.oom_kills >= 1);
+    d.stop("parent").await.unwrap();
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_limit_caps_a_busy_loop() {
     let h = Harness::new();
     let d = h.driver();

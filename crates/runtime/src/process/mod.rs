@@ -1,6 +1,8 @@
 //! The process driver; see [`ProcessDriver`].
 
 mod cgroup;
+mod inotify;
+mod oom;
 mod procfs;
 mod spawn;
 mod spool;
@@ -21,6 +23,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::cgroup::{Cgroups, TaskCgroup};
+use self::inotify::Watcher;
+use self::oom::OomWatch;
 use self::procfs::{PidWaiter, ENV_DRIVER, ENV_TASK};
 use self::spawn::Spawned;
 use self::spool::Spool;
@@ -34,7 +38,6 @@ use crate::{
 const CRASH_RESET: Duration = Duration::from_secs(10);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-const OOM_POLL: Duration = Duration::from_secs(1);
 /// After SIGKILL, how long to wait for the main process to go away.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 const EVENT_CAPACITY: usize = 1024;
@@ -143,6 +146,9 @@ struct Inner {
     limits_reported: AtomicBool,
     base_env: Vec<(OsString, OsString)>,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
+    /// Wakes each task's tail loop when its output files are written; None
+    /// (no inotify instance left): the tails poll.
+    watcher: Option<Arc<Watcher>>,
     /// Ids whose start() is in progress.
     reserved: Mutex<HashSet<String>>,
     shutting_down: AtomicBool,
@@ -212,6 +218,8 @@ impl ProcessDriver {
         let driver_id = state::driver_id(&state_dir)?;
         let cgroups = Cgroups::detect(&driver_id, options.use_cgroups);
         tracing::debug!(driver = %driver_id, ?cgroups, "process driver ready");
+        let watcher =
+            Watcher::new().map_err(|e| tracing::warn!("cannot watch tasks' output, polling it instead: {e}")).ok();
         Ok(ProcessDriver {
             inner: Arc::new(Inner {
                 state_dir,
@@ -222,6 +230,7 @@ impl ProcessDriver {
                 limits_reported: AtomicBool::new(false),
                 base_env: spawn::base_env(),
                 tasks: Mutex::new(HashMap::new()),
+                watcher,
                 reserved: Mutex::new(HashSet::new()),
                 shutting_down: AtomicBool::new(false),
             }),
@@ -349,7 +358,7 @@ impl Inner {
     /// Register the task and start its tailer and supervisor.
     fn launch(self: &Arc<Self>, task: Arc<Task>, ctl: mpsc::UnboundedReceiver<Control>, run: Run) {
         lock(&self.tasks).insert(task.spec.id.clone(), task.clone());
-        let tailer = tokio::spawn(spool::tail(task.spool.clone()));
+        let tailer = tokio::spawn(spool::tail(task.spool.clone(), self.watcher.clone()));
         *lock(&task.tailer) = Some(tailer);
         let oom_seen = task.cgroup.as_ref().and_then(|c| c.oom_kills()).unwrap_or(0);
         let sup = Supervisor { inner: self.clone(), task: task.clone(), ctl, oom_seen };
@@ -583,9 +592,7 @@ impl Supervisor {
     /// count after 10 s and watch for OOM kills.
     async fn watch(&mut self, proc: &mut Proc, started: Instant) -> Watched {
         let reset_at = started + CRASH_RESET;
-        let mut oom_tick = tokio::time::interval(OOM_POLL);
-        oom_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let has_cgroup = self.task.cgroup.is_some();
+        let mut oom = OomWatch::new(self.task.cgroup.as_ref(), self.inner.watcher.as_ref());
         loop {
             let crashes = self.task.status.borrow().crashes;
             tokio::select! {
@@ -601,7 +608,7 @@ impl Supervisor {
                     self.update(|s| s.crashes = 0);
                     self.task.persist();
                 }
-                _ = oom_tick.tick(), if has_cgroup => self.check_oom(),
+                () = oom.due() => self.check_oom(),
             }
         }
     }

@@ -2,7 +2,9 @@
 //! directory, never to a pipe, so it can't get SIGPIPE when the server dies.
 //! The tailer reads new bytes, splits them into lines for the sink, and
 //! records how far it got in `offsets.json`, so the next server resumes there
-//! (a few lines may be delivered twice after a crash; none are lost).
+//! (a few lines may be delivered twice after a crash; none are lost). It
+//! sleeps until the driver's inotify watcher reports a write in the task's
+//! directory, so a quiet task costs no CPU.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::inotify::Watcher;
 use super::state::{self, OFFSETS_FILE, STDERR_FILE, STDOUT_FILE};
 use crate::{LogSink, OutputStream, TaskSpec};
 
@@ -27,14 +30,16 @@ const SAVE_EVERY: Duration = Duration::from_millis(100);
 /// Punch holes once this much has been consumed since the last hole.
 const PUNCH_MIN: u64 = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
-/// How long the tail loop sleeps when there is nothing new: most of the
-/// delay between a task's write and `wharf logs -f`. A task that wrote in
-/// the last second is polled every 2 ms, a quiet one every 10 ms (an idle
-/// poll is two `pread`s), so many quiet tasks cost little and a talking one
-/// reaches a follower quickly.
+/// How long the tail loop sleeps when there is nothing new and no watch
+/// wakes it (the directory could not be watched): a task that wrote in the
+/// last second is polled every 2 ms, a quiet one every 10 ms.
 pub const IDLE_POLL: Duration = Duration::from_millis(10);
 const ACTIVE_POLL: Duration = Duration::from_millis(2);
 const ACTIVE_FOR: Duration = Duration::from_secs(1);
+/// With a watch, writes wake the tail; this poll is only a backstop (a write
+/// the kernel does not report, e.g. through a shared mapping). Long, so that
+/// 1,000 quiet tasks cost about nothing.
+pub const SAFETY_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Offsets {
@@ -128,6 +133,15 @@ impl Spool {
             self.save();
         }
         any
+    }
+
+    /// When `poll` has work to do without new bytes: a partial line to
+    /// deliver, consumed offsets to save. None: only new bytes matter.
+    pub fn next_due(&self) -> Option<Instant> {
+        let partial = self.streams.iter().filter_map(|s| s.pending_since).map(|t| t + PARTIAL_AFTER);
+        let unsaved = Offsets { stdout: self.streams[0].consumed(), stderr: self.streams[1].consumed() } != self.saved;
+        let save = unsaved.then(|| self.last_save + SAVE_EVERY);
+        partial.chain(save).min()
     }
 
     /// Read everything there is, deliver partial lines too, and save: used
@@ -314,20 +328,43 @@ fn cut_point(line: &[u8]) -> usize {
     }
 }
 
-/// The per-task tail loop: runs until aborted.
-pub async fn tail(spool: Arc<Mutex<Spool>>) {
-    let mut last_busy: Option<std::time::Instant> = None;
+/// The per-task tail loop: runs until aborted. With `watcher`, it sleeps
+/// until a file of the task's directory is written (or a partial line or a
+/// save is due); without one, or if the directory can't be watched, it polls.
+pub async fn tail(spool: Arc<Mutex<Spool>>, watcher: Option<Arc<Watcher>>) {
+    let watch = watcher.and_then(|w| {
+        let dir = lock(&spool).dir.clone();
+        w.watch(&dir).map_err(|e| tracing::debug!("cannot watch {}, polling it: {e}", dir.display())).ok()
+    });
+    let mut last_busy: Option<Instant> = None;
     loop {
-        let busy = spool.lock().unwrap_or_else(|e| e.into_inner()).poll();
+        let (busy, due) = {
+            let mut s = lock(&spool);
+            let busy = s.poll();
+            (busy, s.next_due())
+        };
         if busy {
-            last_busy = Some(std::time::Instant::now());
+            last_busy = Some(Instant::now());
             tokio::task::yield_now().await;
-        } else if last_busy.is_some_and(|t| t.elapsed() < ACTIVE_FOR) {
-            tokio::time::sleep(ACTIVE_POLL).await;
-        } else {
-            tokio::time::sleep(IDLE_POLL).await;
+            continue;
+        }
+        match &watch {
+            Some(w) if w.live() => {
+                let backstop = Instant::now() + SAFETY_POLL;
+                let until = due.map_or(backstop, |d| d.min(backstop));
+                tokio::select! {
+                    _ = w.changed() => {}
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                }
+            }
+            _ if last_busy.is_some_and(|t| t.elapsed() < ACTIVE_FOR) => tokio::time::sleep(ACTIVE_POLL).await,
+            _ => tokio::time::sleep(IDLE_POLL).await,
         }
     }
+}
+
+fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -400,5 +437,80 @@ mod tests {
         assert_eq!(std::fs::metadata(dir.path().join(STDOUT_FILE)).unwrap().len(), 0);
         let saved: Offsets = serde_json::from_slice(&std::fs::read(dir.path().join(OFFSETS_FILE)).unwrap()).unwrap();
         assert_eq!(saved, Offsets::default());
+    }
+
+    #[test]
+    fn due_only_while_a_partial_line_or_a_save_waits() {
+        let (_dir, sink, mut spool, mut out) = setup();
+        spool.poll();
+        assert_eq!(spool.next_due(), None, "nothing read, nothing due: the tail sleeps until a write");
+        out.write_all(b"abc").unwrap();
+        spool.poll();
+        let since = spool.streams[0].pending_since.expect("a partial line");
+        assert_eq!(spool.next_due(), Some(since + PARTIAL_AFTER));
+        out.write_all(b"\n").unwrap();
+        spool.poll();
+        assert_eq!(lines(&sink), vec![b"abc".to_vec()]);
+        if spool.saved.stdout == 0 {
+            assert_eq!(spool.next_due(), Some(spool.last_save + SAVE_EVERY), "the offsets wait to be saved");
+        }
+        spool.save();
+        assert_eq!(spool.next_due(), None);
+    }
+
+    #[tokio::test]
+    async fn a_write_wakes_the_tail_before_its_backstop() {
+        let (_dir, sink, spool, mut out) = setup();
+        let watcher = Watcher::new().unwrap();
+        let tail = tokio::spawn(tail(Arc::new(Mutex::new(spool)), Some(watcher)));
+        let wait_lines = |n: usize| {
+            let sink = sink.clone();
+            async move {
+                // Shorter than SAFETY_POLL: only the watch can deliver in time.
+                for _ in 0..300 {
+                    if lines(&sink).len() >= n {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("{n} lines not delivered within 3 s: {:?}", lines(&sink));
+            }
+        };
+        out.write_all(b"first\n").unwrap();
+        wait_lines(1).await;
+        // The tail is asleep now, waiting for a write.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        out.write_all(b"second\n").unwrap();
+        wait_lines(2).await;
+        assert_eq!(lines(&sink), vec![b"first".to_vec(), b"second".to_vec()]);
+        tail.abort();
+    }
+
+    #[tokio::test]
+    async fn a_quiet_tail_saves_its_offsets_so_a_crash_repeats_nothing() {
+        let (dir, sink, spool, mut out) = setup();
+        let spec = spool.spec.clone();
+        let tail = tokio::spawn(tail(Arc::new(Mutex::new(spool)), Some(Watcher::new().unwrap())));
+        out.write_all(b"one\ntwo\n").unwrap();
+        // No more writes: only the tail's own timer can save the offsets,
+        // and before its backstop poll (SAFETY_POLL) would.
+        let read_saved =
+            || -> Option<Offsets> { serde_json::from_slice(&std::fs::read(dir.path().join(OFFSETS_FILE)).ok()?).ok() };
+        for _ in 0..300 {
+            if read_saved().is_some_and(|o| o.stdout == 8) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let saved = read_saved().unwrap_or_default();
+        assert_eq!(saved.stdout, 8, "the consumed offset is saved while the task is quiet");
+        assert_eq!(lines(&sink), vec![b"one".to_vec(), b"two".to_vec()]);
+        // The server dies (no save on the way out); the task writes on.
+        tail.abort();
+        let _ = tail.await;
+        out.write_all(b"three\n").unwrap();
+        let sink2 = Arc::new(Lines::default());
+        Spool::open(dir.path(), spec, sink2.clone()).drain();
+        assert_eq!(lines(&sink2), vec![b"three".to_vec()], "nothing lost, nothing repeated");
     }
 }
