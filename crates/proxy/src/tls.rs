@@ -370,7 +370,10 @@ impl ResolvesServerCert for ServedCerts {
 /// provider's default suites (ECDHE with AES-GCM or ChaCha20-Poly1305, no
 /// CBC, no RSA key exchange), ALPN `h2` then `http/1.1`, resumption by
 /// stateless tickets whose keys rotate plus a session-ID cache for TLS 1.2
-/// clients without tickets. No 0-RTT data: it can be replayed.
+/// clients without tickets. No 0-RTT data: it can be replayed. The
+/// server's suite order wins over the client's, so a client that lists a
+/// weaker suite first still gets the strongest both support (auditors such
+/// as testssl.sh flag a server without its own order).
 ///
 /// `certs` is usually a [`ServedCerts`]; a fixed [`TlsCerts`] works too.
 pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
@@ -380,6 +383,7 @@ pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerCon
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+    config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.ticketer = provider::Ticketer::new().map_err(TlsError::Config)?;
     Ok(Arc::new(config))

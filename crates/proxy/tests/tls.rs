@@ -10,7 +10,7 @@ use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, Is
 use rustls::client::Resumption;
 use rustls::crypto::ring::default_provider;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, HandshakeKind, ProtocolVersion, RootCertStore, SupportedProtocolVersion};
+use rustls::{CipherSuite, ClientConfig, HandshakeKind, ProtocolVersion, RootCertStore, SupportedProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -326,6 +326,7 @@ fn both() -> Vec<&'static SupportedProtocolVersion> {
 struct Session {
     peer: CertificateDer<'static>,
     version: ProtocolVersion,
+    suite: CipherSuite,
     kind: HandshakeKind,
     answer: String,
 }
@@ -345,6 +346,7 @@ async fn connect(
     Ok(Session {
         peer: conn.peer_certificates().unwrap()[0].clone(),
         version: conn.protocol_version().unwrap(),
+        suite: conn.negotiated_cipher_suite().unwrap().suite(),
         kind: conn.handshake_kind().unwrap(),
         answer,
     })
@@ -426,6 +428,27 @@ async fn a_tls12_only_client_still_connects() {
     let session = connect(s.addr, &config, "b.test").await.unwrap();
     assert_eq!(session.version, ProtocolVersion::TLSv1_2);
     assert_eq!(session.peer, s.b.der);
+}
+
+#[tokio::test]
+async fn the_servers_suite_order_wins_over_the_clients() {
+    let s = site().await;
+    // The client lists its suites weakest first (ChaCha20, AES-128, then
+    // AES-256): the server still picks its own first choice, AES-256-GCM.
+    let mut reversed = default_provider();
+    reversed.cipher_suites.reverse();
+    for (version, strongest) in [
+        (&rustls::version::TLS13, CipherSuite::TLS13_AES_256_GCM_SHA384),
+        (&rustls::version::TLS12, CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+    ] {
+        let config = ClientConfig::builder_with_provider(Arc::new(reversed.clone()))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(s.ca.roots())
+            .with_no_client_auth();
+        let session = connect(s.addr, &Arc::new(config), "a.test").await.unwrap();
+        assert_eq!(session.suite, strongest, "{version:?}");
+    }
 }
 
 #[tokio::test]
