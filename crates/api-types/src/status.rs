@@ -158,7 +158,7 @@ impl Health {
 pub struct CertView {
     /// The route's host.
     pub host: String,
-    /// Where it comes from: "file".
+    /// Where it comes from: "file", "acme", or "none" (a wildcard host without files).
     pub source: String,
     /// The certificate file.
     pub file: String,
@@ -172,6 +172,10 @@ pub struct CertView {
     pub expired: bool,
     /// SHA-256 of the certificate, hex.
     pub fingerprint: Option<String>,
-    /// Why it is not served, or what is wrong with it.
+    /// Why it is not served, or what is wrong with it (for ACME: the last
+    /// failed order's error).
     pub error: Option<String>,
+    /// ACME: when it is renewed (unix seconds), at two thirds of its lifetime.
+    #[serde(default)]
+    pub next_renewal: Option<u64>,
 }

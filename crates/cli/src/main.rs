@@ -1,5 +1,6 @@
 //! `wharf`: the one binary. Server, CLI and demo app.
 
+mod acme;
 mod client;
 mod commands;
 mod discovery;
@@ -50,7 +51,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
         /// Address the proxy listens on for HTTPS (e.g. 0.0.0.0:443) [default: no HTTPS].
-        /// Each host is served with the certificate its route names (`tls` in wharf.toml).
+        /// Each host is served with the certificate its route names (`tls` in wharf.toml), or one
+        /// obtained over ACME (see --acme-directory).
         #[arg(long)]
         https: Option<SocketAddr>,
         /// Proxy worker threads [default: one per core].
@@ -87,6 +89,8 @@ enum Command {
         export: ExportArgs,
         #[command(flatten)]
         discovery: discovery::DiscoveryArgs,
+        #[command(flatten)]
+        acme: acme::AcmeArgs,
         /// Test seam: run the job scheduler's clock N times faster than real time.
         #[arg(long, hide = true)]
         clock_scale: Option<f64>,
@@ -498,6 +502,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             max_connections,
             export,
             discovery,
+            acme,
             clock_scale,
             store_snapshot_every,
             task_user,
@@ -517,6 +522,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             opts.proxy.max_connections = max_connections;
             export.apply(&mut opts)?;
             discovery.apply(&mut opts)?;
+            acme.apply(&mut opts)?;
             opts.clock_scale = clock_scale;
             opts.snapshot_every = store_snapshot_every;
             opts.task_user = task_user;

@@ -4,7 +4,7 @@
 //! event and shows in `wharf certs`); an expired one is still served, with
 //! an event, rather than taking the site down.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -12,12 +12,15 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Notify};
 use wharf_api_types::CertView;
 use wharf_logs::Level;
-use wharf_proxy::{CertPair, ServedCerts, TlsCerts};
+use wharf_proxy::{AcmeChallenges, CertPair, ServedCerts, TlsCerts};
 use wharf_spec::TlsFiles;
 
 use crate::clock::Clock;
 use crate::component::BackgroundLoop;
 use crate::events::EventLog;
+
+/// What `wharf certs` and the event say of a wildcard host without files.
+const WILDCARD_NEEDS_FILES: &str = "wildcard hosts need tls files: ACME certificates for them need DNS-01, which wharf does not do; give the route tls = { cert = \"...\", key = \"...\" }";
 
 /// How often the files are looked at for changes.
 const RECHECK: Duration = Duration::from_secs(5);
@@ -36,11 +39,29 @@ struct Loaded {
     result: Result<CertPair, String>,
 }
 
+/// One host's certificate from ACME, as the ACME component last told.
+#[derive(Clone)]
+pub(crate) struct AcmeEntry {
+    pub pair: Option<CertPair>,
+    /// Unix seconds.
+    pub next_renewal: Option<u64>,
+    pub error: Option<String>,
+}
+
 /// Owns the served certificates and what it read to make them.
 pub(crate) struct Certificates {
     served: Arc<ServedCerts>,
     /// The hosts routes ask a certificate for, with their files.
     wanted: Mutex<BTreeMap<String, TlsFiles>>,
+    /// The hosts served over HTTPS with no files: ACME obtains the exact
+    /// ones; wildcards need files (DNS-01 is not done).
+    without_files: Mutex<BTreeSet<String>>,
+    /// Whether ACME is on (the server has an HTTPS listener and a directory).
+    acme_on: bool,
+    /// What ACME holds per host; the pairs are served like files' ones.
+    acme: Mutex<BTreeMap<String, AcmeEntry>>,
+    /// Set when the hosts without files change: the ACME component looks.
+    pub(crate) acme_wanted: Notify,
     loaded: Mutex<HashMap<(String, String), Loaded>>,
     /// Hosts with a certificate served now.
     covered: Mutex<HashSet<String>>,
@@ -52,10 +73,20 @@ pub(crate) struct Certificates {
 }
 
 impl Certificates {
-    pub(crate) fn new(events: Arc<EventLog>, clock: Arc<dyn Clock>) -> Certificates {
+    /// `challenges`: the TLS-ALPN-01 answers the HTTPS listener serves.
+    pub(crate) fn new(
+        events: Arc<EventLog>,
+        clock: Arc<dyn Clock>,
+        challenges: Arc<AcmeChallenges>,
+        acme_on: bool,
+    ) -> Certificates {
         Certificates {
-            served: ServedCerts::new(TlsCerts::default()),
+            served: ServedCerts::with_challenges(TlsCerts::default(), challenges),
             wanted: Mutex::default(),
+            without_files: Mutex::default(),
+            acme_on,
+            acme: Mutex::default(),
+            acme_wanted: Notify::new(),
             loaded: Mutex::default(),
             covered: Mutex::default(),
             events,
@@ -95,6 +126,7 @@ impl Certificates {
                     expired: false,
                     fingerprint: None,
                     error: None,
+                    next_renewal: None,
                 };
                 match loaded.get(&(files.cert, files.key)).map(|l| &l.result) {
                     None => view.error = Some("not read yet".into()),
@@ -114,21 +146,100 @@ impl Certificates {
                 }
                 view
             })
+            .chain(self.acme_views(&covered, now))
             .collect()
+    }
+
+    /// The rows of hosts with no files: ACME's, and wildcards that need files.
+    fn acme_views(&self, covered: &HashSet<String>, now: u64) -> Vec<CertView> {
+        if !self.acme_on {
+            return Vec::new();
+        }
+        let without = self.without_files.lock().unwrap().clone();
+        let acme = self.acme.lock().unwrap();
+        without
+            .into_iter()
+            .map(|host| {
+                let mut view = CertView {
+                    served: covered.contains(&host),
+                    host: host.clone(),
+                    source: "acme".into(),
+                    file: String::new(),
+                    names: Vec::new(),
+                    issuer: None,
+                    not_after: None,
+                    expired: false,
+                    fingerprint: None,
+                    error: None,
+                    next_renewal: None,
+                };
+                if host.starts_with("*.") {
+                    view.source = "none".into();
+                    view.error = Some(WILDCARD_NEEDS_FILES.into());
+                    return view;
+                }
+                match acme.get(&host) {
+                    None => view.error = Some("not ordered yet".into()),
+                    Some(entry) => {
+                        view.error = entry.error.clone();
+                        view.next_renewal = entry.next_renewal;
+                        if let Some(pair) = &entry.pair {
+                            let info = pair.info();
+                            view.names = info.hosts.clone();
+                            view.issuer = Some(info.issuer.clone());
+                            view.not_after = Some(info.not_after);
+                            view.expired = info.expired(now);
+                            view.fingerprint = Some(info.fingerprint.clone());
+                        } else if view.error.is_none() {
+                            view.error = Some("being ordered".into());
+                        }
+                    }
+                }
+                view
+            })
+            .collect()
+    }
+
+    /// The exact hosts ACME is to obtain certificates for.
+    pub(crate) fn acme_hosts(&self) -> BTreeSet<String> {
+        if !self.acme_on {
+            return BTreeSet::new();
+        }
+        self.without_files.lock().unwrap().iter().filter(|h| !h.contains('*')).cloned().collect()
+    }
+
+    /// What ACME holds now, per host; served from the next reload on.
+    pub(crate) fn set_acme(&self, entries: BTreeMap<String, AcmeEntry>) {
+        *self.acme.lock().unwrap() = entries;
+        self.woken.notify_one();
     }
 
     /// The routes' wishes (host → files), from the routing rebuild; what
     /// changed is loaded soon, off the async threads (file reads block).
-    pub(crate) fn want(&self, wanted: BTreeMap<String, TlsFiles>) {
-        let mut current = self.wanted.lock().unwrap();
-        if *current != wanted {
-            *current = wanted;
+    /// `without_files`: the hosts served over HTTPS that name no files.
+    pub(crate) fn want(&self, wanted: BTreeMap<String, TlsFiles>, without_files: BTreeSet<String>) {
+        {
+            let mut current = self.wanted.lock().unwrap();
+            if *current != wanted {
+                *current = wanted;
+                self.woken.notify_one();
+            }
+        }
+        let mut current = self.without_files.lock().unwrap();
+        if *current != without_files {
+            if self.acme_on {
+                for host in without_files.difference(&current).filter(|h| h.starts_with("*.")) {
+                    self.events.event("cert.wildcard", Level::Warn, format!("{host}: {WILDCARD_NEEDS_FILES}"));
+                }
+            }
+            *current = without_files;
+            self.acme_wanted.notify_one();
             self.woken.notify_one();
         }
     }
 
     /// Reads the files that changed since last time and swaps in the new set.
-    fn reload(&self) {
+    pub(crate) fn reload(&self) {
         let wanted = self.wanted.lock().unwrap().clone();
         let now = self.clock.now_ms() / 1000;
         let mut pairs = Vec::new();
@@ -183,6 +294,17 @@ impl Certificates {
                 }
                 covered.insert(host.clone());
                 pairs.push(pair.clone());
+            }
+        }
+        {
+            // ACME's certificates, for the hosts without files (all of them
+            // before the first routing pass: a restart serves them at once).
+            let acme = self.acme.lock().unwrap();
+            for (host, entry) in acme.iter().filter(|(h, _)| !wanted.contains_key(*h)) {
+                if let Some(pair) = entry.pair.as_ref().filter(|p| p.covers(host)) {
+                    covered.insert(host.clone());
+                    pairs.push(pair.clone());
+                }
             }
         }
         self.served.swap(TlsCerts::new(pairs));

@@ -41,6 +41,8 @@ pub struct ControlConfig {
     pub metrics: Arc<crate::ServerMetrics>,
     /// The account tasks run as; None: the server's own.
     pub task_user: Option<wharf_runtime::TaskUser>,
+    /// Automatic certificates; None: off (no HTTPS listener, or turned off).
+    pub acme: Option<crate::AcmeConfig>,
 }
 
 /// The server's control plane: the components below, each owning its state,
@@ -65,6 +67,8 @@ pub struct Controller {
     pub(crate) pauses: Arc<Pauses>,
     /// The hosts' certificates, served to the HTTPS listener.
     pub(crate) certificates: Arc<Certificates>,
+    /// Orders and renews the certificates of hosts without files.
+    pub(crate) acme: Option<Arc<crate::acme::Acme>>,
     /// Brings tasks to the desired state.
     pub(crate) reconciler: Arc<Reconciler>,
     /// Builds and swaps the proxy's routing snapshot.
@@ -111,7 +115,19 @@ impl Controller {
         let drains = Arc::new(Drains::default());
         let pauses = Arc::new(Pauses::default());
         let discovery = Arc::new(Discovery::default());
-        let certificates = Arc::new(Certificates::new(events.clone(), clock.clone()));
+        let challenges = cfg.proxy.acme_challenges();
+        let certificates =
+            Arc::new(Certificates::new(events.clone(), clock.clone(), challenges.clone(), cfg.acme.is_some()));
+        let acme = cfg.acme.clone().map(|acme| {
+            Arc::new(crate::acme::Acme::new(
+                acme,
+                cfg.db.clone(),
+                events.clone(),
+                clock.clone(),
+                challenges,
+                certificates.clone(),
+            ))
+        });
         let routing = Arc::new(RoutingPublisher::new(RoutingInputs {
             db: cfg.db.clone(),
             catalog: catalog.clone(),
@@ -148,6 +164,7 @@ impl Controller {
                 usage: Arc::new(UsageSampler::new(cfg.driver.clone(), clock.clone())),
                 pauses,
                 certificates,
+                acme,
                 reconciler: Arc::new(Reconciler::new(me.clone(), clock.clone(), drains)),
                 routing,
                 rollout: Arc::default(),
@@ -204,6 +221,11 @@ impl Controller {
         }
         self.health.clone().start(self.stopping());
         self.certificates.clone().start(self.stopping());
+        if let Some(acme) = &self.acme {
+            // Stored certificates are served before the first routing pass.
+            acme.restore().await;
+            acme.clone().start(self.stopping());
+        }
         // A host gaining or losing its certificate changes its redirect.
         let (certificates, routing, mut stop) = (self.certificates.clone(), self.routing.clone(), self.stopping());
         tokio::spawn(async move {

@@ -5,6 +5,7 @@
 //! from the store and from observation, never from remembered intent, so the
 //! server can be killed at any point and converge again on restart.
 
+mod acme;
 mod autoscaler;
 mod catalog;
 mod certs;
@@ -36,6 +37,7 @@ mod usage;
 mod views;
 pub mod wire;
 
+pub use acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use clock::{Clock, ScaledClock, SystemClock, TestClock};
 pub use controller::{ControlConfig, ControlError, Controller};
 pub use deploy::DeployError;

@@ -199,6 +199,26 @@ impl Controller {
         registry.register("log_export_buffered_records", "Records waiting in an export's buffer", buffered);
         registry.register("log_export_lag_records", "Records in the stream not yet shipped by an export", lag);
 
+        let expiry = Family::<Vec<(String, String)>, Gauge>::default();
+        for c in self.certificates.views() {
+            if let (true, Some(not_after)) = (c.served, c.not_after) {
+                let labels = vec![("host".to_string(), c.host.clone()), ("source".to_string(), c.source.clone())];
+                expiry.get_or_create(&labels).set(i64::try_from(not_after).unwrap_or(i64::MAX));
+            }
+        }
+        registry.register(
+            "certificate_expiry_seconds",
+            "When the certificate served for a host expires, unix seconds, by host and source (file, acme)",
+            expiry,
+        );
+        if let Some(acme) = &self.acme {
+            registry.register(
+                "acme_orders",
+                "ACME certificate orders since the server started, by outcome (issued, renewed, failed)",
+                acme.orders.clone(),
+            );
+        }
+
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out

@@ -159,7 +159,14 @@ impl RoutingInputs {
         }
         let wanted =
             apps.iter().flat_map(|a| &a.routes).filter_map(|r| Some((r.host.clone()?, r.tls.clone()?))).collect();
-        self.certificates.want(wanted);
+        let without_files = apps
+            .iter()
+            .flat_map(|a| &a.routes)
+            .filter(|r| r.tls.is_none() && r.https != HttpsMode::Off)
+            .filter_map(|r| r.host.as_ref().map(|h| h.trim_end_matches('.').to_ascii_lowercase()))
+            .filter(|h| !h.is_empty() && h.parse::<std::net::IpAddr>().is_err())
+            .collect();
+        self.certificates.want(wanted, without_files);
         let covered = self.certificates.covered();
         let mut routes = Vec::new();
         for app in &apps {

@@ -405,6 +405,12 @@ where
                         Err(_) => return (tls.outcome)(HandshakeOutcome::Timeout),
                     };
                     (tls.outcome)(HandshakeOutcome::Ok);
+                    if io.get_ref().1.alpn_protocol() == Some(crate::acme::ALPN_ACME_TLS) {
+                        // A TLS-ALPN-01 validation: the handshake was the answer (RFC 8737).
+                        let mut io = io;
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                        return;
+                    }
                     let conn =
                         watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
                     // No plain-text 408 on a TLS connection.

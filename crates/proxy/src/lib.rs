@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod acme;
 mod answer;
 mod backend;
 mod body;
@@ -28,6 +29,7 @@ mod server;
 mod tls;
 
 pub use access::{AccessEntry, AccessLog};
+pub use acme::{AcmeChallenges, ALPN_ACME_TLS, CHALLENGE_PATH};
 pub use backend::{Backend, OutcomeCounts, LATENCY_BOUNDS_MS};
 pub use conns::{serve_guarded, ConnLimits, Conns, HandshakeOutcome, Tls};
 pub use internal::{BindError, InternalListeners};

@@ -20,6 +20,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::access::AccessLog;
+use crate::acme::{AcmeChallenges, CHALLENGE_PATH};
 use crate::answer::LogCtx;
 use crate::conns::{ConnLimits, Conns};
 use crate::forward::Failure;
@@ -98,6 +99,8 @@ pub struct Proxy {
     /// flood from outside cannot lock services out of each other.
     external_conns: Arc<Conns>,
     internal_conns: Arc<Conns>,
+    /// The ACME challenges pending now (control fills them).
+    acme: Arc<AcmeChallenges>,
 }
 
 impl Proxy {
@@ -116,7 +119,14 @@ impl Proxy {
             access,
             budget: RetryBudget::new(100),
             metrics,
+            acme: AcmeChallenges::new(),
         })
+    }
+
+    /// The ACME challenges this proxy answers: HTTP-01 here, TLS-ALPN-01
+    /// through a [`crate::ServedCerts`] built with them.
+    pub fn acme_challenges(&self) -> Arc<AcmeChallenges> {
+        self.acme.clone()
     }
 
     /// Replaces the routing snapshot; requests already routed are unaffected.
@@ -243,6 +253,15 @@ impl Proxy {
     /// task's response or with the error that stopped it.
     async fn handle(self: Arc<Self>, req: Request<Incoming>, client: &Client) -> Response<RespBody> {
         let start = Instant::now();
+        if !client.tls && !client.internal && req.uri().path().starts_with(CHALLENGE_PATH) {
+            // HTTP-01, before routing: a pending token never reaches the app.
+            if let Some(key_auth) = self.acme.http_answer(req.uri().path()) {
+                return Response::builder()
+                    .header(http::header::CONTENT_TYPE, "text/plain")
+                    .body(RespBody::Full(Some(bytes::Bytes::from(key_auth))))
+                    .expect("static response parts are valid");
+            }
+        }
         let mut routed = match self.resolve(&req, client).await {
             Ok(routed) => routed,
             Err(Refused { error, routed }) => {

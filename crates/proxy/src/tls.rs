@@ -25,6 +25,8 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
+use crate::acme::{AcmeChallenges, ALPN_ACME_TLS};
+
 /// A PEM file larger than this is refused before it is parsed: a leaf and
 /// its issuers take a few KiB, so anything this big is the wrong file.
 pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
@@ -337,11 +339,19 @@ impl ResolvesServerCert for TlsCerts {
 /// cache and ticket keys: clients keep resuming across a renewal).
 pub struct ServedCerts {
     current: ArcSwap<TlsCerts>,
+    /// TLS-ALPN-01 challenge certificates, served only to handshakes that
+    /// offer `acme-tls/1`.
+    challenges: Arc<AcmeChallenges>,
 }
 
 impl ServedCerts {
     pub fn new(certs: TlsCerts) -> Arc<ServedCerts> {
-        Arc::new(ServedCerts { current: ArcSwap::from_pointee(certs) })
+        ServedCerts::with_challenges(certs, AcmeChallenges::new())
+    }
+
+    /// As [`ServedCerts::new`], answering the pending TLS-ALPN-01 challenges.
+    pub fn with_challenges(certs: TlsCerts, challenges: Arc<AcmeChallenges>) -> Arc<ServedCerts> {
+        Arc::new(ServedCerts { current: ArcSwap::from_pointee(certs), challenges })
     }
 
     /// Serves `certs` from the next handshake on.
@@ -362,6 +372,11 @@ impl fmt::Debug for ServedCerts {
 
 impl ResolvesServerCert for ServedCerts {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = client_hello.alpn().is_some_and(|mut offered| offered.any(|p| p == ALPN_ACME_TLS));
+        if acme {
+            // A validation gets the challenge certificate or nothing, never the site's.
+            return client_hello.server_name().and_then(|name| self.challenges.tls_alpn_cert(name));
+        }
         self.current.load().resolve(client_hello)
     }
 }
@@ -373,7 +388,9 @@ impl ResolvesServerCert for ServedCerts {
 /// clients without tickets. No 0-RTT data: it can be replayed. The
 /// server's suite order wins over the client's, so a client that lists a
 /// weaker suite first still gets the strongest both support (auditors such
-/// as testssl.sh flag a server without its own order).
+/// as testssl.sh flag a server without its own order). `acme-tls/1` comes
+/// last: only a CA validating TLS-ALPN-01 offers it, and the connection is
+/// closed once that handshake is done.
 ///
 /// `certs` is usually a [`ServedCerts`]; a fixed [`TlsCerts`] works too.
 pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
@@ -382,7 +399,7 @@ pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerCon
         .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_cert_resolver(certs);
-    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec(), ALPN_ACME_TLS.to_vec()];
     config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.ticketer = provider::Ticketer::new().map_err(TlsError::Config)?;
@@ -506,7 +523,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Host names compare lowercased and without the root's trailing dot.
-fn normalize(host: &str) -> String {
+pub(crate) fn normalize(host: &str) -> String {
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 

@@ -61,6 +61,29 @@ async fn plain_http_is_redirected_or_refused_as_the_route_says() {
     assert_eq!(plain.get("shop.test", "/").await.status, StatusCode::OK);
 }
 
+/// HTTP-01: a pending token is answered by the proxy itself, before
+/// routing (so even on a route that redirects to HTTPS), and never reaches
+/// the task; an unknown token is routed like any other path.
+#[tokio::test]
+async fn a_pending_acme_token_is_answered_before_routing_and_others_fall_through() {
+    let ok = ok_backend("ok");
+    let mut route = route_at("shop.test/", pool_of(&[&ok]));
+    route.https = RouteHttps { plain: PlainHttp::Redirect, hsts: None };
+    let h = Harness::new().config(|c| c.https_port = Some(8443)).route_spec(route).start().await;
+    let acme = h.proxy.acme_challenges();
+    assert!(acme.add_http("tok-1", "tok-1.thumbprint"));
+    let r = h.get("shop.test", "/.well-known/acme-challenge/tok-1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, "tok-1.thumbprint");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let r = h.get("unrouted.test", "/.well-known/acme-challenge/tok-1").await;
+    assert_eq!(r.status, StatusCode::OK, "answered whatever the host's routes");
+    assert_eq!(h.get("shop.test", "/.well-known/acme-challenge/other").await.status, StatusCode::PERMANENT_REDIRECT);
+    acme.remove_http("tok-1");
+    assert_eq!(h.get("shop.test", "/.well-known/acme-challenge/tok-1").await.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(ok.hits(), 0, "no challenge request reached the task");
+}
+
 #[tokio::test]
 async fn a_paused_service_holds_requests_until_released() {
     let ok = ok_backend("ok");

@@ -14,7 +14,9 @@ use rustls::{CipherSuite, ClientConfig, HandshakeKind, ProtocolVersion, RootCert
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use wharf_proxy::{server_config, CertPair, ServedCerts, TlsCerts, TlsError, ALPN_H2, ALPN_HTTP1};
+use wharf_proxy::{
+    server_config, AcmeChallenges, CertPair, ServedCerts, TlsCerts, TlsError, ALPN_ACME_TLS, ALPN_H2, ALPN_HTTP1,
+};
 
 /// A bound on every network step, so a broken handshake fails the test
 /// instead of hanging it.
@@ -273,7 +275,7 @@ fn the_snapshot_prefers_exact_hosts_and_the_latest_not_after() {
 #[test]
 fn the_server_config_is_modern_and_resumes_statelessly() {
     let config = server_config(ServedCerts::new(TlsCerts::default())).unwrap();
-    assert_eq!(config.alpn_protocols, [ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]);
+    assert_eq!(config.alpn_protocols, [ALPN_H2.to_vec(), ALPN_HTTP1.to_vec(), ALPN_ACME_TLS.to_vec()]);
     assert!(config.ticketer.enabled(), "stateless tickets");
     assert!(config.ticketer.lifetime() > 0);
     assert!(config.session_storage.can_cache(), "session IDs for clients without tickets");
@@ -481,4 +483,30 @@ async fn a_swapped_snapshot_serves_from_the_next_handshake() {
     assert_eq!(connect(s.addr, &config, "c.test").await.unwrap().peer, c.der);
     let fresh = Arc::new(client(&s.ca, &both(), &[]));
     assert!(connect(s.addr, &fresh, "a.test").await.is_err(), "a.test left the snapshot");
+}
+
+#[tokio::test]
+async fn a_tls_alpn_01_validation_gets_the_challenge_certificate_and_nothing_else_does() {
+    let (ca, dir) = (Ca::new(), tempfile::tempdir().unwrap());
+    let (a, b) = (leaf(&ca, &["a.test"]), leaf(&ca, &["b.test"]));
+    let pairs = vec![load(dir.path(), "a", &a).unwrap(), load(dir.path(), "b", &b).unwrap()];
+    let challenges = AcmeChallenges::new();
+    let certs = ServedCerts::with_challenges(TlsCerts::new(pairs), Arc::clone(&challenges));
+    let addr = listen(certs).await;
+    // The challenge certificate, signed by the test CA so the client can check which one it got.
+    let key = KeyPair::generate().unwrap();
+    let key_der = key.serialize_der();
+    let pem = key.serialize_pem();
+    let challenge = leaf_with(&ca, &["a.test"], key, &pem, (2020, 2090));
+    challenges.add_tls_alpn("A.test", challenge.der.to_vec(), key_der).unwrap();
+
+    let acme = Arc::new(client(&ca, &both(), &[ALPN_ACME_TLS]));
+    let session = connect(addr, &acme, "a.test").await.unwrap();
+    assert_eq!(session.peer, challenge.der, "the validation sees the challenge certificate");
+    assert_eq!(session.answer, "hello acme-tls/1");
+    let browser = Arc::new(client(&ca, &both(), &[ALPN_H2, ALPN_HTTP1]));
+    assert_eq!(connect(addr, &browser, "a.test").await.unwrap().peer, a.der, "everyone else sees the site's");
+    assert!(connect(addr, &acme, "b.test").await.is_err(), "no pending challenge: no certificate at all");
+    challenges.remove_tls_alpn("a.test");
+    assert!(connect(addr, &acme, "a.test").await.is_err(), "gone once the order ends");
 }

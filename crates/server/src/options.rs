@@ -58,6 +58,8 @@ pub struct ServerOptions {
     pub task_user: Option<String>,
     /// What to do when that account cannot reach the data directory.
     pub unreachable: Unreachable,
+    /// Automatic certificates for hosts without files (needs `https`); None: off.
+    pub acme: Option<wharf_control::AcmeConfig>,
 }
 
 impl ServerOptions {
@@ -81,6 +83,7 @@ impl ServerOptions {
             snapshot_every: crate::store::DEFAULT_EVERY,
             task_user: None,
             unreachable: Unreachable::Refuse,
+            acme: None,
         }
     }
 }

@@ -159,6 +159,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
         proxy: proxy.clone(),
         metrics,
         task_user: dir.task_user,
+        acme: opts.acme.clone().filter(|_| opts.https.is_some()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let runtimes = worker_runtimes(opts.proxy_threads.max(1))?;

@@ -319,3 +319,57 @@ impl Db {
         Ok(())
     }
 }
+
+fn acme_account_key(directory: &str) -> String {
+    format!("acme-accounts/{directory}")
+}
+
+fn acme_cert_key(host: &str) -> String {
+    format!("acme-certs/{host}")
+}
+
+impl Db {
+    /// The ACME account registered with `directory`, if any.
+    pub async fn acme_account(&self, directory: &str) -> Result<Option<AcmeAccountRecord>, StoreError> {
+        self.get(&acme_account_key(directory)).await
+    }
+    pub async fn put_acme_account(&self, r: &AcmeAccountRecord) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Put { key: acme_account_key(&r.directory), value: encode(r) }]).await
+    }
+    /// Every certificate obtained over ACME, by host.
+    pub async fn acme_certs(&self) -> Result<Vec<AcmeCertRecord>, StoreError> {
+        self.list("acme-certs/").await
+    }
+    pub async fn put_acme_cert(&self, r: &AcmeCertRecord) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Put { key: acme_cert_key(&r.host), value: encode(r) }]).await
+    }
+}
+
+#[cfg(test)]
+mod acme_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn acme_records_round_trip_and_never_print_keys() {
+        let db = Db::new(Arc::new(crate::MemStore::new()));
+        let account = AcmeAccountRecord {
+            directory: "https://ca.test/dir".into(),
+            credentials: "{\"key_pkcs8\":\"SECRET\"}".into(),
+            created_at: 1,
+        };
+        db.put_acme_account(&account).await.unwrap();
+        assert_eq!(db.acme_account("https://ca.test/dir").await.unwrap(), Some(account.clone()));
+        assert_eq!(db.acme_account("https://other.test/dir").await.unwrap(), None);
+        let cert = AcmeCertRecord {
+            host: "shop.test".into(),
+            chain_pem: "CHAIN".into(),
+            key_pem: "-----BEGIN PRIVATE KEY-----SECRET".into(),
+            not_before: 10,
+            not_after: 100,
+            issued_at: 5,
+        };
+        db.put_acme_cert(&cert).await.unwrap();
+        assert_eq!(db.acme_certs().await.unwrap(), vec![cert.clone()]);
+        assert!(!format!("{account:?}{cert:?}").contains("SECRET"));
+    }
+}

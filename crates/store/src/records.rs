@@ -323,3 +323,53 @@ mod tests {
         assert_eq!((r.id.as_str(), r.revision, r.created_at), ("t", 3, 7));
     }
 }
+
+/// The ACME account wharf orders certificates with, per directory URL: kept
+/// in the store so a restart (and later every server of a cluster) uses
+/// the same account instead of registering a new one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeAccountRecord {
+    pub directory: String,
+    /// The account's credentials as the ACME client serializes them (they
+    /// hold the account's private key).
+    pub credentials: String,
+    pub created_at: u64,
+}
+
+/// By hand, so the account key is never printed.
+impl std::fmt::Debug for AcmeAccountRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeAccountRecord")
+            .field("directory", &self.directory)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate obtained over ACME for one host: what a restarted server
+/// serves at once, without a new order.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeCertRecord {
+    pub host: String,
+    /// PEM, leaf first.
+    pub chain_pem: String,
+    /// PEM (PKCS#8), the key made for this certificate.
+    pub key_pem: String,
+    /// Validity of the leaf, unix seconds.
+    pub not_before: u64,
+    pub not_after: u64,
+    /// When it was obtained, unix milliseconds.
+    pub issued_at: u64,
+}
+
+/// By hand, so the private key is never printed.
+impl std::fmt::Debug for AcmeCertRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeCertRecord")
+            .field("host", &self.host)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("issued_at", &self.issued_at)
+            .finish_non_exhaustive()
+    }
+}

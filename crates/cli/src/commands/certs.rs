@@ -15,7 +15,7 @@ pub async fn certs(client: &ApiClient, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if list.is_empty() {
-        println!("no route has a certificate (give a route `tls = {{ cert = ..., key = ... }}` in wharf.toml)");
+        println!("no route has a certificate (serve HTTPS with `wharf server --https` for ACME, or give a route `tls = {{ cert = ..., key = ... }}` in wharf.toml)");
         return Ok(ExitCode::SUCCESS);
     }
     let rows = list
@@ -29,13 +29,14 @@ pub async fn certs(client: &ApiClient, json: bool) -> Result<ExitCode> {
             };
             vec![
                 c.host.clone(),
-                format!("{} {}", c.source, c.file),
+                format!("{} {}", c.source, c.file).trim_end().to_string(),
                 c.issuer.clone().unwrap_or_else(|| "-".into()),
                 when(c.not_after.map(|s| s.saturating_mul(1000))),
+                when(c.next_renewal.map(|s| s.saturating_mul(1000))),
                 state,
             ]
         })
         .collect();
-    table(&["HOST", "SOURCE", "ISSUER", "NOT AFTER (UTC)", "STATE"], rows);
+    table(&["HOST", "SOURCE", "ISSUER", "NOT AFTER (UTC)", "RENEWAL (UTC)", "STATE"], rows);
     Ok(ExitCode::SUCCESS)
 }

@@ -61,6 +61,11 @@ impl Server {
         s
     }
 
+    /// Replaces the extra `wharf server` flags of the next start.
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts (again) on the same data directory.
     pub fn spawn(&mut self) {
         if let Err(err) = self.try_spawn() {
@@ -75,8 +80,11 @@ impl Server {
         let _ = std::fs::remove_file(self.data.join("proxy.url"));
         let stderr = self.stderr_path();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&stderr).unwrap();
+        // A test that needs the HTTP listener on a known port gives its own --http.
+        let http: &[&str] = if self.extra.iter().any(|a| a == "--http") { &[] } else { &["--http", "127.0.0.1:0"] };
         let child = Command::new(WHARF)
-            .args(["server", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["server", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(http)
             .args(["--internal", "127.0.0.1:0", "--dns", "127.0.0.1:0", "--data"])
             .arg(&self.data)
             .args(task_user_args())
