@@ -6,12 +6,13 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::server::{AcmeChallenge, AcmeConfig, ServerOptions, LETS_ENCRYPT};
+use crate::server::{AcmeChallenge, AcmeConfig, ServerOptions, LETS_ENCRYPT, LOCAL_CA};
 
 #[derive(Args, Debug, Clone)]
 pub struct AcmeArgs {
     /// ACME directory that issues certificates for route hosts without `tls` files (with --https);
-    /// "off" turns ACME off. Let's Encrypt's staging directory, for trying things out:
+    /// "off" turns ACME off; "local" issues them from a CA of the server's own, for development
+    /// (trust DATA/local-ca/ca.pem). Let's Encrypt's staging directory, for trying things out:
     /// https://acme-staging-v02.api.letsencrypt.org/directory
     #[arg(long, env = "WHARF_ACME_DIRECTORY", value_name = "URL|off", default_value = LETS_ENCRYPT)]
     acme_directory: String,
@@ -36,8 +37,8 @@ impl AcmeArgs {
             opts.acme = None;
             return Ok(());
         }
-        if !self.acme_directory.starts_with("https://") {
-            bail!("--acme-directory {}: give an https:// URL, or off", self.acme_directory);
+        if !self.acme_directory.starts_with("https://") && self.acme_directory != LOCAL_CA {
+            bail!("--acme-directory {}: give an https:// URL, local, or off", self.acme_directory);
         }
         if let Some(root) = &self.acme_ca_root {
             if !root.is_file() {

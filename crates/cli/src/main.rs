@@ -109,6 +109,10 @@ enum Command {
         /// Address the proxy listens on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
+        /// Also serve HTTPS here (e.g. 127.0.0.1:8443), each route host with a certificate from a
+        /// local CA wharf makes (trust DIR/.wharf/local-ca/ca.pem) or from its `tls` files [default: off].
+        #[arg(long)]
+        https: Option<SocketAddr>,
         /// Address of the API [default: a free port, written to DIR/.wharf/api.url].
         #[arg(long, default_value = "127.0.0.1:0")]
         api: SocketAddr,
@@ -539,7 +543,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             running.stop().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { dir, http, api, quiet } => commands::up::up(dir, g.data, http, api, quiet).await,
+        Command::Up { dir, http, https, api, quiet } => {
+            commands::up::up(dir, g.data, commands::up::Listen { http, https, api }, quiet).await
+        }
         Command::Deploy { dir, promote: true, app, detach, json } => {
             let service = Some(dir.to_string_lossy().into_owned()).filter(|d| d != ".");
             commands::deploy::promote(&client::connect(&g)?, app, service, detach, json).await

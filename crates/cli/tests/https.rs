@@ -383,3 +383,47 @@ fn deploys_under_https_load_lose_no_request_and_upgrades_work_over_tls() {
     assert!(answers.len() > 100, "load ran: {} answers", answers.len());
     assert!(failed.is_empty(), "{} of {} failed: {:?}", failed.len(), answers.len(), &failed[..failed.len().min(5)]);
 }
+
+/// Development HTTPS: with `--acme-directory local` (what `wharf up
+/// --https` sets), a route host without files gets a certificate from the
+/// server's own CA at once; the CA is kept across a restart, so clients
+/// that trust it keep doing so.
+#[test]
+fn a_local_ca_serves_route_hosts_for_development_and_survives_a_restart() {
+    let (Some(_), Some(_)) = (program("openssl", "openssl"), program("curl", "curl")) else { return };
+    let mut s = Server::start_with(&["--https", "127.0.0.1:0", "--acme-directory", "local"]);
+    let app = app_dir(
+        "app = \"dev\"\n\n[service.web]\ncommand = [\"wharf\", \"demo\", \"--name\", \"web\"]\nport = 8080\n\
+         health = { path = \"/health\", interval = \"1s\" }\n\n[route]\n\"dev.localhost\" = \"web\"\n",
+    );
+    s.deploy(app.path());
+    let ca = s.data.join("local-ca/ca.pem");
+    let served = |s: &Server| {
+        let port = port_of(&https_url(s));
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
+            .arg(format!("dev.localhost:{port}:127.0.0.1"))
+            .arg("--cacert")
+            .arg(&ca)
+            .arg(format!("https://dev.localhost:{port}/version"))
+            .output()
+            .unwrap();
+        (String::from_utf8_lossy(&out.stdout) == "200").then_some(())
+    };
+    wait_for("the local CA's certificate served", Duration::from_secs(20), || served(&s));
+    let listed = s.json(&["certs", "--json"]);
+    assert_eq!(listed[0]["host"], "dev.localhost", "{listed}");
+    assert!(listed[0]["issuer"].as_str().unwrap_or("").contains("wharf local CA"), "{listed}");
+    assert_eq!(s.get("dev.localhost", "/").map(|r| r.0), Some(308), "plain HTTP goes to HTTPS");
+    let before = std::fs::read_to_string(&ca).unwrap();
+    let key_mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(s.data.join("local-ca/ca.key")).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(key_mode, 0o600, "the CA's key is the server's alone");
+
+    s.kill9();
+    s.spawn();
+    wait_for("served again after a restart", Duration::from_secs(20), || served(&s));
+    assert_eq!(std::fs::read_to_string(&ca).unwrap(), before, "the same CA: clients keep trusting it");
+}

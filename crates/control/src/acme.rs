@@ -33,6 +33,8 @@ use crate::events::EventLog;
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Let's Encrypt's staging directory: untrusted certificates, generous rate limits.
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+/// The directory that means the server's own CA, for development (see `local_ca`).
+pub const LOCAL_CA: &str = "local";
 
 /// The longest wait between two attempts for one host.
 const BACKOFF_CAP: Duration = Duration::from_secs(3600);
@@ -100,6 +102,8 @@ pub(crate) struct Acme {
     clock: Arc<dyn Clock>,
     challenges: Arc<AcmeChallenges>,
     certificates: Arc<Certificates>,
+    /// Where the local CA lives (with `--acme-directory local`).
+    local_ca: PathBuf,
     hosts: Mutex<BTreeMap<String, HostState>>,
     account: tokio::sync::Mutex<Option<Account>>,
     /// Orders by outcome (`issued`, `renewed`, `failed`), for the metrics.
@@ -115,6 +119,7 @@ impl Acme {
         clock: Arc<dyn Clock>,
         challenges: Arc<AcmeChallenges>,
         certificates: Arc<Certificates>,
+        local_ca: PathBuf,
     ) -> Acme {
         Acme {
             cfg,
@@ -123,6 +128,7 @@ impl Acme {
             clock,
             challenges,
             certificates,
+            local_ca,
             hosts: Mutex::default(),
             account: tokio::sync::Mutex::default(),
             orders: Family::default(),
@@ -255,11 +261,17 @@ impl Acme {
                 self.events.event(
                     kind,
                     Level::Info,
-                    format!(
-                        "certificate for {host} {outcome} by {} over {proved} (valid until {})",
-                        self.cfg.directory,
-                        utc(not_after)
-                    ),
+                    match self.cfg.directory.as_str() {
+                        LOCAL_CA => format!(
+                            "certificate for {host} {outcome} by the local CA, {} (valid until {})",
+                            self.local_ca.join(crate::local_ca::CA_FILE).display(),
+                            utc(not_after)
+                        ),
+                        directory => format!(
+                            "certificate for {host} {outcome} by {directory} over {proved} (valid until {})",
+                            utc(not_after)
+                        ),
+                    },
                 );
             }
             Err((e, wait)) => {
@@ -340,6 +352,13 @@ impl Acme {
     /// longer knows it), the challenge answered, finalized with a fresh
     /// ECDSA P-256 key. Returns the chain and the key, in PEM.
     async fn order(&self, host: &str, first: AcmeChallenge) -> Result<(String, String, &'static str), String> {
+        if self.cfg.directory == LOCAL_CA {
+            let (dir, host, now) = (self.local_ca.clone(), host.to_string(), self.clock.now_ms() / 1000);
+            let issued = tokio::task::spawn_blocking(move || crate::local_ca::issue(&dir, &host, now))
+                .await
+                .map_err(|e| e.to_string())??;
+            return Ok((issued.0, issued.1, "the local CA"));
+        }
         let ids = [Identifier::Dns(host.to_string())];
         let mut account = self.account(false).await?;
         let mut order = match account.new_order(&NewOrder::new(&ids)).await {

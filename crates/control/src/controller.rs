@@ -126,6 +126,7 @@ impl Controller {
                 clock.clone(),
                 challenges,
                 certificates.clone(),
+                cfg.data_dir.join("local-ca"),
             ))
         });
         let routing = Arc::new(RoutingPublisher::new(RoutingInputs {

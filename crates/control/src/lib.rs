@@ -19,6 +19,7 @@ mod disk;
 mod error;
 mod events;
 mod health;
+mod local_ca;
 mod metrics;
 mod oneoff;
 mod plan;
@@ -37,7 +38,7 @@ mod usage;
 mod views;
 pub mod wire;
 
-pub use acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, LOCAL_CA};
 pub use clock::{Clock, ScaledClock, SystemClock, TestClock};
 pub use controller::{ControlConfig, ControlError, Controller};
 pub use deploy::DeployError;

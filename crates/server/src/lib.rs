@@ -31,7 +31,7 @@ pub use start::{start, Running};
 pub use task_output::StreamSink;
 pub use timed_store::TimedStore;
 /// What `wharf server`'s ACME flags set.
-pub use wharf_control::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use wharf_control::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, LOCAL_CA};
 
 /// The file where a running server writes its API URL for the CLI to find.
 pub const API_URL_FILE: &str = "api.url";

@@ -14,14 +14,17 @@ use wharf_client::{ApiClient, LogStream};
 use crate::print::{api_error, format_record};
 use crate::server;
 
+/// Where `wharf up` listens.
+pub struct Listen {
+    pub http: SocketAddr,
+    /// HTTPS with certificates from a local CA (or the routes' files); None: no HTTPS.
+    pub https: Option<SocketAddr>,
+    pub api: SocketAddr,
+}
+
 /// `wharf up`: a server of its own, the app deployed, the stream printed.
-pub async fn up(
-    dir: PathBuf,
-    data: Option<PathBuf>,
-    http: SocketAddr,
-    api: SocketAddr,
-    quiet: bool,
-) -> Result<ExitCode> {
+pub async fn up(dir: PathBuf, data: Option<PathBuf>, at: Listen, quiet: bool) -> Result<ExitCode> {
+    let Listen { http, https, api } = at;
     let t0 = Instant::now();
     let mut stop = server::StopSignal::new()?;
     let dir = dir.canonicalize().with_context(|| format!("app directory {} not found", dir.display()))?;
@@ -33,7 +36,26 @@ pub async fn up(
     let data = data.unwrap_or_else(|| dir.join(".wharf"));
     let mut opts = server::ServerOptions::new(data.clone(), api, http);
     opts.unreachable = crate::task_user::Unreachable::RunAsServer;
+    if https.is_some() {
+        // Development: certificates from a CA of this server's own, at once, no CA to reach.
+        opts.https = https;
+        opts.acme = Some(server::AcmeConfig {
+            directory: server::LOCAL_CA.into(),
+            email: None,
+            ca_root: None,
+            challenge: server::AcmeChallenge::Http01,
+            backoff: Duration::from_secs(5),
+        });
+    }
     let running = server::start(opts).await?;
+    if let Some(addr) = running.https {
+        let ca = data.join("local-ca").join("ca.pem");
+        eprintln!(
+            "wharf: HTTPS on https://{addr} with certificates from a local CA; to trust it: \
+             curl --cacert {ca}, or (Debian) cp {ca} /usr/local/share/ca-certificates/wharf-local.crt && update-ca-certificates",
+            ca = ca.display()
+        );
+    }
     let token_file = data.join(TOKEN_FILE);
     let token = match std::fs::read_to_string(&token_file) {
         Ok(t) => t.trim().to_string(),
