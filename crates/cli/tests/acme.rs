@@ -18,23 +18,6 @@ use common::*;
 const DNS_PORT: u16 = 18953;
 const DNS_MANAGEMENT_PORT: u16 = 18955;
 
-fn program(name: &str, package: &str) -> Option<()> {
-    let found =
-        Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success());
-    if found {
-        return Some(());
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must install {package} ({name})");
-    eprintln!("skipping: {name} is not installed (apt-get install {package})");
-    None
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

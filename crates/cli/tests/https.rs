@@ -17,24 +17,6 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use common::*;
 
-/// Some(()) when the program is installed; outside CI, None (skip) when not.
-fn program(name: &str, package: &str) -> Option<()> {
-    let found =
-        Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success());
-    if found {
-        return Some(());
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must install {package} ({name})");
-    eprintln!("skipping: {name} is not installed (apt-get install {package})");
-    None
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
 /// A private CA in `dir`, and a certificate it signs for `names`, as
 /// `NAME.pem` (leaf then CA) and `NAME.key`; `days` of validity (negative: expired).
 struct Ca<'a> {

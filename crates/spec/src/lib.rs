@@ -333,6 +333,21 @@ service = "api"
         );
     }
 
+    /// A wildcard host without files is worth a note: it can get no
+    /// automatic certificate. With files, or with HTTPS off, it is not.
+    #[test]
+    fn a_wildcard_host_without_certificate_files_gets_a_note() {
+        let file = |route: &str| format!("app = \"a\"\n[service.web]\ncommand = \"x\"\nport = 1\n[route]\n{route}\n");
+        let notes = |route: &str| parse(&file(route), "wharf.toml").unwrap().notes();
+        let wild = notes("\"*.example.com\" = \"web\"");
+        assert_eq!(wild.len(), 1);
+        assert!(wild[0].contains("`*.example.com`") && wild[0].contains("tls = {"), "{wild:?}");
+        assert!(notes("\"*.example.com\" = { service = \"web\", https = \"off\" }").is_empty());
+        let with_files = "\"*.example.com\" = { service = \"web\", tls = { cert = \"/c.pem\", key = \"/k.pem\" } }";
+        assert!(notes(with_files).is_empty());
+        assert!(notes("\"shop.example.com\" = \"web\"").is_empty(), "an exact host gets one automatically");
+    }
+
     #[test]
     fn jobs_with_every_key_and_with_defaults() {
         let spec = parse(FULL, "wharf.toml").unwrap();

@@ -21,6 +21,26 @@ pub struct Spec {
     pub jobs: BTreeMap<String, crate::Job>,
 }
 
+impl Spec {
+    /// What is accepted but worth knowing before a deploy: a wildcard host
+    /// can get no automatic certificate (that needs DNS-01), so without
+    /// `tls` files it is served over plain HTTP only.
+    pub fn notes(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter(|r| r.tls.is_none() && r.https != HttpsMode::Off)
+            .filter_map(|r| r.host.as_deref().filter(|h| h.starts_with("*.")))
+            .map(|host| {
+                format!(
+                    "route `{host}`: a wildcard host gets no automatic certificate (that takes DNS-01, which wharf \
+                     does not do), so it is served over plain HTTP only; give the route `tls = {{ cert = \"...\", \
+                     key = \"...\" }}` to serve it over HTTPS"
+                )
+            })
+            .collect()
+    }
+}
+
 /// A long-running process type of the app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {

@@ -8,7 +8,7 @@ pub fn check(dir: &Path, json: bool) -> ExitCode {
     match wharf_spec::load_dir(dir) {
         Ok(spec) => {
             if json {
-                println!("{}", serde_json::json!({ "ok": true, "spec": spec }));
+                println!("{}", serde_json::json!({ "ok": true, "spec": spec, "notes": spec.notes() }));
             } else {
                 let web = spec.services.values().filter(|s| s.is_web()).count();
                 println!(
@@ -19,6 +19,9 @@ pub fn check(dir: &Path, json: bool) -> ExitCode {
                     spec.services.len() - web,
                     spec.routes.len()
                 );
+                for note in spec.notes() {
+                    eprintln!("note: {note}");
+                }
             }
             ExitCode::SUCCESS
         }

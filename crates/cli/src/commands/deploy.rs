@@ -16,10 +16,17 @@ pub fn pack(dir: &Path) -> Result<Upload> {
 }
 
 pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) -> Result<ExitCode> {
-    if let Err(e) = wharf_spec::load_dir(dir) {
-        eprintln!("{e}");
-        eprintln!("nothing was deployed");
-        return Ok(ExitCode::FAILURE);
+    match wharf_spec::load_dir(dir) {
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("nothing was deployed");
+            return Ok(ExitCode::FAILURE);
+        }
+        Ok(spec) => {
+            for note in spec.notes() {
+                eprintln!("note: {note}");
+            }
+        }
     }
     let upload = pack(dir)?;
     if !json {

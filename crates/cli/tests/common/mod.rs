@@ -11,6 +11,26 @@ use std::time::{Duration, Instant};
 
 pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 
+/// Some(()) when the program is installed; outside CI, None (the test
+/// skips, saying so) when not. In CI a missing program fails the test.
+pub fn program(name: &str, package: &str) -> Option<()> {
+    let found =
+        Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success());
+    if found {
+        return Some(());
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must install {package} ({name})");
+    eprintln!("skipping: {name} is not installed (apt-get install {package})");
+    None
+}
+
+/// Runs a command that must succeed; its output.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
 /// Polls `f` every 50 ms until it returns Some, or panics after `limit`
 /// with `what` (a behaviour bound, not a timing assertion).
 pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
