@@ -24,7 +24,7 @@ use wharf_logs::Level;
 use wharf_proxy::{AcmeChallenges, CertPair};
 use wharf_store::{AcmeAccountRecord, AcmeCertRecord, Db};
 
-use crate::certs::{AcmeEntry, Certificates};
+use crate::certs::{utc, AcmeEntry, Certificates};
 use crate::clock::Clock;
 use crate::component::BackgroundLoop;
 use crate::events::EventLog;
@@ -476,12 +476,6 @@ fn renew_at(not_before: u64, not_after: u64) -> u64 {
 fn backoff(first: Duration, failures: u32) -> Duration {
     let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
     first.saturating_mul(factor).min(BACKOFF_CAP)
-}
-
-fn utc(secs: u64) -> String {
-    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map_or_else(|| secs.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
 }
 
 impl BackgroundLoop for Acme {

@@ -115,29 +115,13 @@ impl Certificates {
         wanted
             .into_iter()
             .map(|(host, files)| {
-                let mut view = CertView {
-                    served: covered.contains(&host),
-                    host,
-                    source: "file".into(),
-                    file: files.cert.clone(),
-                    names: Vec::new(),
-                    issuer: None,
-                    not_after: None,
-                    expired: false,
-                    fingerprint: None,
-                    error: None,
-                    next_renewal: None,
-                };
+                let mut view = row(covered.contains(&host), host, "file", files.cert.clone());
                 match loaded.get(&(files.cert, files.key)).map(|l| &l.result) {
                     None => view.error = Some("not read yet".into()),
                     Some(Err(e)) => view.error = Some(e.clone()),
                     Some(Ok(pair)) => {
+                        describe(&mut view, pair, now);
                         let info = pair.info();
-                        view.names = info.hosts.clone();
-                        view.issuer = Some(info.issuer.clone());
-                        view.not_after = Some(info.not_after);
-                        view.expired = info.expired(now);
-                        view.fingerprint = Some(info.fingerprint.clone());
                         if !pair.covers(&view.host) {
                             view.error =
                                 Some(format!("it does not cover {} (it names {})", view.host, info.hosts.join(", ")));
@@ -160,19 +144,7 @@ impl Certificates {
         without
             .into_iter()
             .map(|host| {
-                let mut view = CertView {
-                    served: covered.contains(&host),
-                    host: host.clone(),
-                    source: "acme".into(),
-                    file: String::new(),
-                    names: Vec::new(),
-                    issuer: None,
-                    not_after: None,
-                    expired: false,
-                    fingerprint: None,
-                    error: None,
-                    next_renewal: None,
-                };
+                let mut view = row(covered.contains(&host), host.clone(), "acme", String::new());
                 if host.starts_with("*.") {
                     view.source = "none".into();
                     view.error = Some(WILDCARD_NEEDS_FILES.into());
@@ -184,12 +156,7 @@ impl Certificates {
                         view.error = entry.error.clone();
                         view.next_renewal = entry.next_renewal;
                         if let Some(pair) = &entry.pair {
-                            let info = pair.info();
-                            view.names = info.hosts.clone();
-                            view.issuer = Some(info.issuer.clone());
-                            view.not_after = Some(info.not_after);
-                            view.expired = info.expired(now);
-                            view.fingerprint = Some(info.fingerprint.clone());
+                            describe(&mut view, pair, now);
                         } else if view.error.is_none() {
                             view.error = Some("being ordered".into());
                         }
@@ -316,11 +283,38 @@ impl Certificates {
     }
 }
 
-/// "2026-12-01 00:00 UTC".
-fn utc(secs: u64) -> String {
+/// A `wharf certs` row with nothing read yet.
+fn row(served: bool, host: String, source: &str, file: String) -> CertView {
+    CertView {
+        served,
+        host,
+        source: source.into(),
+        file,
+        names: Vec::new(),
+        issuer: None,
+        not_after: None,
+        expired: false,
+        fingerprint: None,
+        error: None,
+        next_renewal: None,
+    }
+}
+
+/// What a row says of the certificate itself (never its key).
+fn describe(view: &mut CertView, pair: &CertPair, now: u64) {
+    let info = pair.info();
+    view.names = info.hosts.clone();
+    view.issuer = Some(info.issuer.clone());
+    view.not_after = Some(info.not_after);
+    view.expired = info.expired(now);
+    view.fingerprint = Some(info.fingerprint.clone());
+}
+
+/// "2026-12-01 00:00:00 UTC": a certificate's date in messages.
+pub(crate) fn utc(secs: u64) -> String {
     let secs = i64::try_from(secs).unwrap_or(i64::MAX);
     chrono::DateTime::from_timestamp(secs, 0)
-        .map_or_else(|| secs.to_string(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .map_or_else(|| secs.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
 }
 
 impl BackgroundLoop for Certificates {
