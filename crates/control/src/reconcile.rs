@@ -23,6 +23,9 @@ use crate::strategy::PoolLayout;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between retries of a service whose tasks fail to spawn.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest the reconciler sleeps when nothing wakes it: a safety net for
+/// a change no event announced.
+const BACKSTOP: Duration = Duration::from_secs(5);
 
 /// Tasks taken out of the routing table and being stopped. A task that
 /// drains can still be taken back (a rollback wants its revision) until its
@@ -73,7 +76,8 @@ impl Drains {
 }
 
 /// The reconciler's loop: a pass whenever something it watches may have
-/// changed (woken) and at least once a second.
+/// changed (woken), when a start backoff ends, and at least every
+/// [`BACKSTOP`].
 pub(crate) struct Reconciler {
     ctl: Weak<Controller>,
     clock: Arc<dyn Clock>,
@@ -87,6 +91,20 @@ pub(crate) struct Reconciler {
 impl Reconciler {
     pub(crate) fn new(ctl: Weak<Controller>, clock: Arc<dyn Clock>, drains: Arc<Drains>) -> Reconciler {
         Reconciler { ctl, clock, woken: Notify::new(), backoff: Mutex::default(), drains }
+    }
+
+    /// Until the next pass when nothing wakes the loop: the end of the
+    /// earliest start backoff, at most [`BACKSTOP`]. Everything else it acts
+    /// on (task exits, health changes, deploys, scaling) wakes it.
+    fn next_wait(&self) -> Duration {
+        let now = self.clock.instant();
+        let backoff = self.backoff.lock().unwrap();
+        backoff
+            .values()
+            .map(|(_, until)| until.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+            .min()
+            .map_or(BACKSTOP, |d| d.min(BACKSTOP))
     }
 
     /// A service may start a task: it is not backing off after failed starts.
@@ -130,9 +148,10 @@ impl BackgroundLoop for Reconciler {
                     tracing::warn!("reconcile failed: {e}");
                 }
                 drop(ctl);
+                let wait = self.next_wait();
                 tokio::select! {
                     _ = self.woken.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return,
                 }
             }
@@ -465,7 +484,8 @@ impl Controller {
 
     /// Drops bookkeeping of tasks the driver no longer has.
     async fn forget_gone_tasks(&self) -> Result<(), ControlError> {
-        let live: std::collections::HashSet<String> = self.driver.tasks().into_iter().map(|t| t.spec.id).collect();
+        let live: std::collections::HashSet<String> =
+            self.driver.tasks().into_iter().map(|t| t.spec.id.clone()).collect();
         if self.health.forget_all_but(&live) {
             self.routing.wake();
         }

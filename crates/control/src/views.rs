@@ -111,9 +111,9 @@ impl Controller {
                     oom_kills: t.oom_kills,
                     cpu_percent: u.map(|u| (u.cpu_percent * 10.0).round() / 10.0),
                     memory_bytes: u.map(|u| u.memory_bytes),
-                    id: t.spec.id,
-                    app: t.spec.app,
-                    service: t.spec.service,
+                    id: t.spec.id.clone(),
+                    app: t.spec.app.clone(),
+                    service: t.spec.service.clone(),
                     revision: t.spec.revision,
                 }
             })

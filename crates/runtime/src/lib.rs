@@ -24,6 +24,7 @@ pub use process::{ProcessDriver, ProcessDriverOptions};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -293,7 +294,9 @@ pub fn signal_name(sig: i32) -> Option<&'static str> {
 /// A snapshot of one task.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TaskStatus {
-    pub spec: TaskSpec,
+    /// Shared with the driver's own copy: a snapshot of every task (which
+    /// the controllers take many times a second) copies no environment.
+    pub spec: Arc<TaskSpec>,
     pub state: TaskState,
     /// The running process (also the process group id); None when not running.
     pub pid: Option<u32>,

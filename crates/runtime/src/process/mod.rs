@@ -155,7 +155,7 @@ struct Inner {
 }
 
 struct Task {
-    spec: TaskSpec,
+    spec: Arc<TaskSpec>,
     dir: PathBuf,
     status: watch::Sender<TaskStatus>,
     ctl: mpsc::UnboundedSender<Control>,
@@ -333,7 +333,7 @@ impl Inner {
 
     fn new_task(
         &self,
-        spec: TaskSpec,
+        spec: Arc<TaskSpec>,
         status: TaskStatus,
         cgroup: Option<TaskCgroup>,
         start_time: Option<u64>,
@@ -831,6 +831,7 @@ impl Driver for ProcessDriver {
                 return Err(DriverError::Limits { task: id, reason: e.to_string() });
             }
         };
+        let spec = Arc::new(spec);
         let mut status = TaskStatus {
             spec: spec.clone(),
             state: TaskState::Starting,
@@ -1042,7 +1043,11 @@ impl Driver for ProcessDriver {
                 report.restarted.push(id);
             } else {
                 let _ = fs::remove_dir_all(inner.task_dir(&id));
-                report.forgotten.push(ForgottenTask { task: id, last_exit: rec.exited, spec: Some(rec.spec) });
+                report.forgotten.push(ForgottenTask {
+                    task: id,
+                    last_exit: rec.exited,
+                    spec: Some(Arc::unwrap_or_clone(rec.spec)),
+                });
             }
         }
         Ok(report)

@@ -39,7 +39,7 @@ const ACTIVE_FOR: Duration = Duration::from_secs(1);
 /// With a watch, writes wake the tail; this poll is only a backstop (a write
 /// the kernel does not report, e.g. through a shared mapping). Long, so that
 /// 1,000 quiet tasks cost about nothing.
-pub const SAFETY_POLL: Duration = Duration::from_secs(5);
+pub const SAFETY_POLL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Offsets {
@@ -77,7 +77,7 @@ impl Stream {
 
 pub struct Spool {
     dir: PathBuf,
-    spec: TaskSpec,
+    spec: Arc<TaskSpec>,
     sink: Arc<dyn LogSink>,
     streams: [Stream; 2],
     saved: Offsets,
@@ -87,7 +87,7 @@ pub struct Spool {
 
 impl Spool {
     /// Open the spool of the task in `dir`, resuming at the saved offsets.
-    pub fn open(dir: &Path, spec: TaskSpec, sink: Arc<dyn LogSink>) -> Spool {
+    pub fn open(dir: &Path, spec: Arc<TaskSpec>, sink: Arc<dyn LogSink>) -> Spool {
         let saved: Offsets = std::fs::read(dir.join(OFFSETS_FILE))
             .ok()
             .and_then(|raw| serde_json::from_slice(&raw).ok())
@@ -386,7 +386,7 @@ mod tests {
         let out = File::create(dir.path().join(STDOUT_FILE)).unwrap();
         File::create(dir.path().join(STDERR_FILE)).unwrap();
         let spec = TaskSpec::new("t", vec!["x".into()], "/");
-        let spool = Spool::open(dir.path(), spec, sink.clone());
+        let spool = Spool::open(dir.path(), Arc::new(spec), sink.clone());
         (dir, sink, spool, out)
     }
 

@@ -20,7 +20,7 @@ const LOCK_FILE: &str = "lock";
 /// `DIR/ID/task.json`: what a later server needs to re-adopt the task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedTask {
-    pub spec: TaskSpec,
+    pub spec: std::sync::Arc<TaskSpec>,
     /// The current process (also its process group); None between processes.
     pub pid: Option<u32>,
     /// /proc/PID/stat field 22 of `pid`.
@@ -40,7 +40,7 @@ pub struct SavedTask {
 pub fn load_record(task_dir: &Path) -> io::Result<SavedTask> {
     let raw = fs::read(task_dir.join(TASK_FILE))?;
     let mut rec: SavedTask = serde_json::from_slice(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    migrate_port(&mut rec.spec);
+    migrate_port(std::sync::Arc::make_mut(&mut rec.spec));
     Ok(rec)
 }
 
@@ -137,7 +137,7 @@ mod tests {
 
     fn record(spec: TaskSpec) -> SavedTask {
         SavedTask {
-            spec,
+            spec: spec.into(),
             pid: None,
             start_time: None,
             started_at: None,
