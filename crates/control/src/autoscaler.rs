@@ -21,8 +21,12 @@ use crate::controller::{fmt_duration, ControlError, Controller};
 use crate::events::EventLog;
 use crate::reconcile::Drains;
 
-/// How often the autoscaler looks; periods are measured, not counted in ticks.
+/// How often the autoscaler looks while a service has a policy; periods are
+/// measured, not counted in ticks.
 const TICK: Duration = Duration::from_millis(250);
+/// How often it looks while no service has one: deploys and rollbacks wake
+/// it, so this only bounds how late a policy it was not told of is seen.
+const IDLE_TICK: Duration = Duration::from_secs(5);
 /// Datapoints and decisions kept per service for `wharf autoscale`.
 const KEPT: usize = 120;
 
@@ -177,15 +181,21 @@ pub(crate) struct Autoscaler {
 impl BackgroundLoop for Autoscaler {
     fn start(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         tokio::spawn(async move {
+            let mut tick = TICK;
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(TICK) => {}
+                    _ = tokio::time::sleep(tick) => {}
                     _ = self.woken.notified() => {}
                     _ = stop.changed() => return,
                 }
-                if let Err(e) = self.once().await {
-                    tracing::warn!("autoscaler: {e}");
-                }
+                tick = match self.once().await {
+                    Ok(true) => TICK,
+                    Ok(false) => IDLE_TICK,
+                    Err(e) => {
+                        tracing::warn!("autoscaler: {e}");
+                        TICK
+                    }
+                };
             }
         });
     }
@@ -215,15 +225,20 @@ impl Autoscaler {
         self.scalers.lock().unwrap().retain(|(a, _), _| a != app);
     }
 
-    async fn once(&self) -> Result<(), ControlError> {
+    /// One look at every service with a policy; whether there was any (the
+    /// tasks are listed only then: an idle server without policies reads
+    /// nothing but the service records).
+    async fn once(&self) -> Result<bool, ControlError> {
         let ctl = &self.inputs;
         let services = ctl.db.services(None).await?;
-        let tasks = ctl.driver.tasks();
-        let draining = ctl.drains.snapshot();
+        let mut tasks = None;
+        let mut draining = None;
         let mut alive = std::collections::HashSet::new();
         for svc in services {
             let rev = ctl.catalog.revision(&svc.app, &svc.name, svc.revision).await?;
             let Some(policy) = rev.spec.scale.clone() else { continue };
+            let tasks = tasks.get_or_insert_with(|| ctl.driver.tasks());
+            let draining = draining.get_or_insert_with(|| ctl.drains.snapshot());
             let key = (svc.app.clone(), svc.name.clone());
             alive.insert(key.clone());
             let cores = rev.spec.cpu.map_or(1.0, |u| f64::from(u) / 1024.0);
@@ -252,7 +267,7 @@ impl Autoscaler {
             self.decide(&svc.app, &svc.name, svc.replicas, &policy, &datapoint).await?;
         }
         self.scalers.lock().unwrap().retain(|k, _| alive.contains(k));
-        Ok(())
+        Ok(!alive.is_empty())
     }
 
     async fn decide(

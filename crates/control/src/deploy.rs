@@ -138,6 +138,8 @@ impl Controller {
         drop(_guard);
         self.reconciler.wake();
         self.routing.wake();
+        // A new revision may bring or drop a scale policy.
+        self.autoscaler.wake();
         if report.state == wharf_api_types::DeploymentState::InProgress {
             self.rollout.spawn_deployment(self, &spec.app, report.deployment);
         }

@@ -203,6 +203,8 @@ impl Controller {
         );
         self.reconciler.wake();
         self.routing.wake();
+        // A new revision may bring or drop a scale policy.
+        self.autoscaler.wake();
         self.rollout.spawn_deployment(self, app, id);
         Ok(deployment)
     }
