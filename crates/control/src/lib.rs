@@ -23,6 +23,7 @@ mod local_ca;
 mod metrics;
 mod oneoff;
 mod plan;
+mod probe;
 mod reconcile;
 pub mod release;
 mod rollback;
