@@ -14,6 +14,8 @@
 #   --window  sampling window in seconds (default 60)
 #   --port    first of the 5 loopback ports the server listens on (default 21700)
 #   --json    one JSON object per N instead of a markdown table
+#   --perf DIR  also `perf record -g` the server over each window into DIR/idle-N.perf data
+#               (samples then say where its CPU goes: `perf report -i DIR/idle-N.perf`)
 #   WHARF=PATH  measure that binary instead of building this checkout
 # Bounded: each N waits at most 120 s + N × 0.5 s for health, and each
 # server gets 120 s to stop its tasks before everything left is killed.
@@ -26,7 +28,8 @@ while (( $# )); do
     --window) window=$2; shift 2 ;;
     --port) base=$2; shift 2 ;;
     --json) json=1; shift ;;
-    *) echo "usage: $0 [--tasks \"0 100 1000\"] [--window SECONDS] [--port BASE] [--json]" >&2; exit 2 ;;
+    --perf) perf_dir=$(realpath "$2"); shift 2 ;;
+    *) echo "usage: $0 [--tasks \"0 100 1000\"] [--window SECONDS] [--port BASE] [--json] [--perf DIR]" >&2; exit 2 ;;
   esac
 done
 (( base >= 1024 && base + 4 < 32768 )) || { echo "--port: 1024..32763" >&2; exit 2; }
@@ -108,7 +111,11 @@ for n in $tasks; do
   done
   sleep 5 # settle: the deploy's last steps, first snapshots
   c0=$(cpu_ticks "$server") x0=$(ctx_switches "$server") t0=$(date +%s%N)
-  sleep "$window"
+  if [[ -n ${perf_dir:-} ]]; then
+    perf record -q -F 499 ${PERF_CALLGRAPH:--g} -p "$server" -o "$perf_dir/idle-$n.perf" -- sleep "$window" 2>/dev/null
+  else
+    sleep "$window"
+  fi
   c1=$(cpu_ticks "$server") x1=$(ctx_switches "$server") t1=$(date +%s%N)
   # TIME_WAIT sockets of this server: to or from its listeners or its tasks' ports.
   ports=$(w ps --json | python3 -c 'import sys, json; print(" ".join(str(t["port"]) for t in json.load(sys.stdin) if t.get("port")))')

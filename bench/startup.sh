@@ -3,11 +3,16 @@
 #   up     : `wharf up examples/convergence` → first 200 through the proxy
 #   restart: `kill -9` of a server running the example → restarted → first 200 again
 # Usage: bench/startup.sh [ROUNDS]   (default 5; prints each round and the median)
+#   WHARF=PATH  measure that binary instead of building this checkout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
-cargo build --release -q
-wharf=$PWD/target/release/wharf
+if [[ -n ${WHARF:-} ]]; then # another build to compare, e.g. a copy of the binary before a change
+  wharf=$(realpath "$WHARF")
+else
+  cargo build --release -q -p wharf
+  wharf=${CARGO_TARGET_DIR:-$PWD/target}/release/wharf
+fi
 work=$(mktemp -d)
 # A root server runs tasks as nobody, who must pass through to the data directory.
 chmod 755 "$work"
