@@ -4,9 +4,12 @@
 //! entries plus one text buffer, both reused, behind a lock nobody else
 //! holds except for the swap below. So a request allocates nothing for the
 //! log, hands no memory of its own to another thread to free (a lock inside
-//! malloc), and wakes no sleeping thread. A thread of its own swaps every
-//! shard's batch out every few milliseconds, turns the entries into records
-//! and appends them to the stream in one go.
+//! malloc), and while requests keep coming wakes no sleeping thread. A
+//! thread of its own swaps every shard's batch out every few milliseconds,
+//! turns the entries into records and appends them to the stream in one go.
+//! When a round finds every shard empty it parks until the next entry (one
+//! atomic load per request tells the proxy whether to wake it), so an idle
+//! server pays nothing for its access log.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -84,10 +87,31 @@ struct Shared {
     shards: [Mutex<Batch>; SHARDS],
     dropped: AtomicU64,
     closed: AtomicBool,
+    /// The writer found nothing to write and parks (or is about to) until
+    /// an entry comes in; whoever clears it wakes the writer.
+    parked: AtomicBool,
+}
+
+impl Shared {
+    fn all_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.lock().unwrap_or_else(|p| p.into_inner()).entries.is_empty())
+    }
 }
 
 pub struct AccessSink {
     shared: Arc<Shared>,
+    /// The writer thread, to wake it from its park.
+    writer: Option<std::thread::Thread>,
+}
+
+impl AccessSink {
+    fn wake_writer(&self) {
+        if self.shared.parked.swap(false, Ordering::SeqCst) {
+            if let Some(w) = &self.writer {
+                w.unpark();
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -115,12 +139,22 @@ impl AccessLog for AccessSink {
             return;
         }
         batch.push(entry);
+        drop(batch);
+        // The one check per request while the writer is awake; its store
+        // happens before its last look at the shards, so an entry pushed
+        // after that look sees it set.
+        if self.shared.parked.load(Ordering::SeqCst) {
+            self.wake_writer();
+        }
     }
 }
 
 impl Drop for AccessSink {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
+        self.shared.closed.store(true, Ordering::SeqCst);
+        if let Some(w) = &self.writer {
+            w.unpark();
+        }
     }
 }
 
@@ -131,6 +165,7 @@ pub fn access_sink(logs: LogStream) -> Arc<AccessSink> {
         shards: std::array::from_fn(|_| Mutex::new(Batch::default())),
         dropped: AtomicU64::new(0),
         closed: AtomicBool::new(false),
+        parked: AtomicBool::new(false),
     });
     let writer = shared.clone();
     let spawned = std::thread::Builder::new().name("wharf-access-log".into()).spawn(move || {
@@ -141,16 +176,19 @@ pub fn access_sink(logs: LogStream) -> Arc<AccessSink> {
         loop {
             // Read before the drain, so entries logged before the sink was
             // dropped are all written.
-            let closing = writer.closed.load(Ordering::Acquire);
+            let closing = writer.closed.load(Ordering::SeqCst);
+            let mut wrote = false;
             for shard in &writer.shards {
                 std::mem::swap(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()), &mut spare);
                 if !spare.entries.is_empty() {
+                    wrote = true;
                     records.extend(spare.entries.iter().map(|e| record(e, &spare.text)));
                     logs.append_all(records.drain(..));
                 }
                 spare.clear();
             }
-            if last_report.elapsed() >= Duration::from_secs(1) || closing {
+            // Also before parking: a count is never left waiting for traffic.
+            if last_report.elapsed() >= Duration::from_secs(1) || closing || !wrote {
                 last_report = std::time::Instant::now();
                 let n = writer.dropped.swap(0, Ordering::Relaxed);
                 if n > 0 {
@@ -163,13 +201,30 @@ pub fn access_sink(logs: LogStream) -> Arc<AccessSink> {
             if closing {
                 return;
             }
-            std::thread::sleep(DRAIN_EVERY);
+            if wrote {
+                std::thread::sleep(DRAIN_EVERY);
+                continue;
+            }
+            // Nothing came in since the last round: park until an entry
+            // does. Announced first, then the shards looked at once more,
+            // so an entry pushed in between is either seen here or finds
+            // the flag set and wakes the thread (an unpark before the park
+            // makes the park return at once).
+            writer.parked.store(true, Ordering::SeqCst);
+            if writer.all_empty() && !writer.closed.load(Ordering::SeqCst) {
+                std::thread::park();
+            }
+            writer.parked.store(false, Ordering::SeqCst);
         }
     });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the access log thread: {e}");
-    }
-    Arc::new(AccessSink { shared })
+    let writer = match spawned {
+        Ok(handle) => Some(handle.thread().clone()),
+        Err(e) => {
+            tracing::error!("cannot start the access log thread: {e}");
+            None
+        }
+    };
+    Arc::new(AccessSink { shared, writer })
 }
 
 fn record(e: &Packed, text: &[u8]) -> Record {
@@ -268,6 +323,46 @@ mod tests {
         assert_eq!(b.fields["internal"], true);
         batch.clear();
         assert!(batch.entries.is_empty() && batch.text.is_empty());
+    }
+
+    #[test]
+    fn an_idle_writer_parks_and_the_next_entry_wakes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogStream::open(dir.path(), wharf_logs::StreamOptions::default()).unwrap();
+        let sink = access_sink(logs.clone());
+        let filter = wharf_logs::Filter { sources: vec![Source::Access], ..Default::default() };
+        let wait_for = |what: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !what() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            what()
+        };
+        for round in 0..3 {
+            assert!(
+                wait_for(&|| sink.shared.parked.load(Ordering::SeqCst)),
+                "round {round}: the writer parks when idle"
+            );
+            let id = format!("r{round}");
+            sink.log(&AccessEntry {
+                time: std::time::SystemTime::now(),
+                client: "127.0.0.1".parse().unwrap(),
+                method: "GET",
+                host: "shop.local",
+                path: "/",
+                status: 200,
+                bytes: 3,
+                duration: Duration::from_micros(80),
+                pool: None,
+                task: None,
+                request_id: &id,
+                internal: false,
+            });
+            assert!(
+                wait_for(&|| logs.query(&filter, 10).iter().any(|r| r.fields["request_id"] == id.as_str())),
+                "round {round}: the entry that came while it was parked is written"
+            );
+        }
     }
 
     #[test]
