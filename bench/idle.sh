@@ -109,7 +109,9 @@ for n in $tasks; do
     (( $(date +%s) < limit )) || { echo "N=$n: only $healthy healthy tasks after $((120 + n / 2)) s" >&2; KEEP=1; exit 1; }
     sleep 1
   done
-  sleep 5 # settle: the deploy's last steps, first snapshots
+  # Settle: the deploy's last steps, first snapshots, and the usage sampler's brisk
+  # pace that our own `wharf ps` above asked for (it lasts 10 s after the last read).
+  sleep 15
   c0=$(cpu_ticks "$server") x0=$(ctx_switches "$server") t0=$(date +%s%N)
   if [[ -n ${perf_dir:-} ]]; then
     perf record -q -F 499 ${PERF_CALLGRAPH:--g} -p "$server" -o "$perf_dir/idle-$n.perf" -- sleep "$window" 2>/dev/null
