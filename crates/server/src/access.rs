@@ -325,6 +325,24 @@ mod tests {
         assert!(batch.entries.is_empty() && batch.text.is_empty());
     }
 
+    /// A `GET /` on shop.local answered 200, with its request id.
+    fn get_root<'a>(id: &'a str, pool: Option<&'a Arc<str>>) -> AccessEntry<'a> {
+        AccessEntry {
+            time: SystemTime::now(),
+            client: "127.0.0.1".parse().unwrap(),
+            method: "GET",
+            host: "shop.local",
+            path: "/",
+            status: 200,
+            bytes: 3,
+            duration: Duration::from_micros(80),
+            pool,
+            task: None,
+            request_id: id,
+            internal: false,
+        }
+    }
+
     #[test]
     fn an_idle_writer_parks_and_the_next_entry_wakes_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -344,20 +362,7 @@ mod tests {
                 "round {round}: the writer parks when idle"
             );
             let id = format!("r{round}");
-            sink.log(&AccessEntry {
-                time: std::time::SystemTime::now(),
-                client: "127.0.0.1".parse().unwrap(),
-                method: "GET",
-                host: "shop.local",
-                path: "/",
-                status: 200,
-                bytes: 3,
-                duration: Duration::from_micros(80),
-                pool: None,
-                task: None,
-                request_id: &id,
-                internal: false,
-            });
+            sink.log(&get_root(&id, None));
             assert!(
                 wait_for(&|| logs.query(&filter, 10).iter().any(|r| r.fields["request_id"] == id.as_str())),
                 "round {round}: the entry that came while it was parked is written"
@@ -377,20 +382,7 @@ mod tests {
                 scope.spawn(move || {
                     for i in 0..1000 {
                         let id = format!("t{t}-{i}");
-                        sink.log(&AccessEntry {
-                            time: SystemTime::now(),
-                            client: "127.0.0.1".parse().unwrap(),
-                            method: "GET",
-                            host: "shop.local",
-                            path: "/",
-                            status: 200,
-                            bytes: 3,
-                            duration: Duration::from_micros(80),
-                            pool: Some(pool),
-                            task: None,
-                            request_id: &id,
-                            internal: false,
-                        });
+                        sink.log(&get_root(&id, Some(pool)));
                     }
                 });
             }
