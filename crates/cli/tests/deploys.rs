@@ -340,6 +340,18 @@ fn deployment_state(out: &std::process::Output) -> String {
     v["state"].as_str().unwrap_or("").to_string()
 }
 
+/// The deployment a command answered with succeeded; if not, its JSON
+/// answer (the reason) and stderr are the failure message.
+fn assert_succeeded(out: &std::process::Output) {
+    assert_eq!(
+        deployment_state(out),
+        "succeeded",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn run_sequence(app: &App) -> BTreeMap<String, serde_json::Value> {
     let mut figures = BTreeMap::new();
     let s = Server::start();
@@ -393,27 +405,13 @@ fn run_sequence(app: &App) -> BTreeMap<String, serde_json::Value> {
     let back = switched_after(&load.snapshot(), t0, good).expect("traffic back on the previous revision");
     figures.insert("rollback_from_bake_ms".into(), (back.as_millis() as u64).into());
     // A manual rollback to the very first revision.
-    let out = s.wharf(&["rollback", app.service, "1", "--json"]);
-    assert_eq!(
-        deployment_state(&out),
-        "succeeded",
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&s.wharf(&["rollback", app.service, "1", "--json"]));
     std::thread::sleep(Duration::from_millis(300));
     assert!(load.snapshot().last().unwrap().what.starts_with("1@"), "serving the first revision again");
     // Scale 1 → 4 → 1, as deploys of the same revision with other replicas.
     let scaled = |n: u32| {
         write_app(dir.path(), app, &FIRST, n);
-        let out = s.wharf(&["deploy", "--json", &path]);
-        assert_eq!(
-            deployment_state(&out),
-            "succeeded",
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&s.wharf(&["deploy", "--json", &path]));
         let running = s.tasks().iter().filter(|t| t["service"] == app.service && t["draining"] == false).count();
         assert_eq!(running, n as usize, "replicas after scaling to {n}");
     };
