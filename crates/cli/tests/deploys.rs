@@ -411,7 +411,12 @@ fn run_sequence(app: &App) -> BTreeMap<String, serde_json::Value> {
     // Scale 1 → 4 → 1, as deploys of the same revision with other replicas.
     let scaled = |n: u32| {
         write_app(dir.path(), app, &FIRST, n);
-        assert_succeeded(&s.wharf(&["deploy", "--json", &path]));
+        let out = s.wharf(&["deploy", "--json", &path]);
+        if deployment_state(&out) != "succeeded" {
+            // The tasks' own story (drains, stops, exits) says which one held the deployment.
+            eprintln!("events:\n{}", s.ok(&["events", "-n", "200"]));
+        }
+        assert_succeeded(&out);
         let running = s.tasks().iter().filter(|t| t["service"] == app.service && t["draining"] == false).count();
         assert_eq!(running, n as usize, "replicas after scaling to {n}");
     };

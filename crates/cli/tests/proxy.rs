@@ -64,6 +64,36 @@ fn upgraded_connection_survives_a_deploy_and_its_task_drains_first() {
     });
 }
 
+/// An old task that drains past the deploy's deadline (an upgrade still
+/// open) does not fail the deployment: the new revision serves, and the
+/// drain has its own timeout. The deployment ends once the task is gone.
+#[test]
+fn a_drain_past_the_deadline_does_not_roll_back_a_serving_revision() {
+    let toml = |v: &str| {
+        let deploy = "deploy = { deadline = \"2s\", bake = \"0s\", drain_timeout = \"60s\" }\n";
+        app("slowdrain", v, 1).replacen("\n[route]", &format!("{deploy}\n[route]"), 1)
+    };
+    let (s, dir) = started(&[], &toml("1"));
+    let mut ws = upgrade(&s.proxy_addr());
+    assert_eq!(echo(&mut ws, "before"), "before");
+    let old = s.tasks()[0].clone();
+    std::fs::write(dir.path().join("wharf.toml"), toml("2")).unwrap();
+    s.ok(&["deploy", "--detach", dir.path().to_str().unwrap()]);
+    wait_for("the old task draining", LONG, || {
+        s.tasks().into_iter().find(|t| t["id"] == old["id"] && t["draining"] == true)
+    });
+    let last = |s: &Server| s.json(&["deployments", "--json"]).as_array().unwrap().last().unwrap().clone();
+    // Well past the deadline, the deployment still waits for the drain.
+    std::thread::sleep(Duration::from_secs(3));
+    let waiting = last(&s);
+    assert_eq!(waiting["state"], "in_progress", "{waiting}");
+    assert_eq!(echo(&mut ws, "past the deadline"), "past the deadline", "the upgrade was not cut");
+    drop(ws);
+    let done = wait_for("the deployment to end", LONG, || Some(last(&s)).filter(|d| d["state"] != "in_progress"));
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(ok(&s, "/api/version").unwrap().contains("\"version\":\"2\""));
+}
+
 #[test]
 fn a_killed_task_costs_no_failed_request() {
     let (s, _dir) = started(&[], &app("retry", "1", 2));

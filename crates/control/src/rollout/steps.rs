@@ -22,9 +22,10 @@ impl Rollout {
         let mut switched = false;
         for s in ctl.db.services(Some(&app)).await? {
             let p = self.service_progress(ctl, &s).await?;
-            let policy = ctl.catalog.revision(&app, &s.name, s.revision).await?.spec.deploy.clone();
+            let rev = ctl.catalog.revision(&app, &s.name, s.revision).await?;
+            let policy = &rev.spec.deploy;
             if let Some(c) = s.canary {
-                if let Some(why) = self.canary_step(ctl, d, w, &s, &p, &policy).await? {
+                if let Some(why) = self.canary_step(ctl, d, w, &s, &p, policy).await? {
                     return Ok(Next::Fail(why));
                 }
                 // While the new set starts, the rollout's deadline applies;
@@ -38,17 +39,24 @@ impl Rollout {
                 switched = true;
                 continue;
             }
-            let verdict = rollout_verdict(&p, &s, d.step_started_at, policy.deadline, ctl.now_ms());
+            let leave = policy.drain_timeout.saturating_add(rev.spec.stop_timeout);
+            let verdict = rollout_verdict(&p, &s, d.step_started_at, policy.deadline, leave, ctl.now_ms());
             if verdict != RolloutVerdict::Settled {
                 waiting.push(p.describe(&s));
             }
             if verdict == RolloutVerdict::Late {
-                let web = ctl.catalog.revision(&app, &s.name, s.revision).await?.spec.is_web();
+                let web = rev.spec.is_web();
                 let why = if p.ready < s.replicas as usize { self.not_ready(ctl, &s, &p, web) } else { p.describe(&s) };
-                return Ok(Next::Fail(format!(
-                    "not ready within the {} deadline: {why}",
-                    fmt_duration(policy.deadline)
-                )));
+                let only_draining = ServiceProgress { draining: 0, ..p }.settled(&s);
+                return Ok(Next::Fail(if only_draining {
+                    format!(
+                        "tasks still draining {} after the {} deadline (drain_timeout + stop_timeout): {why}",
+                        fmt_duration(leave),
+                        fmt_duration(policy.deadline)
+                    )
+                } else {
+                    format!("not ready within the {} deadline: {why}", fmt_duration(policy.deadline))
+                }));
             }
         }
         // Removed services are done once their tasks are gone.

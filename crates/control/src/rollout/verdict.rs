@@ -13,17 +13,25 @@ pub(super) enum RolloutVerdict {
 }
 
 /// The rollout's decision for one service, at `now` (clock ms): settled,
-/// still within the deadline counted from the step's start, or late.
+/// still within the deadline counted from the step's start, or late. When
+/// only draining tasks are left, the deadline is extended by their own
+/// budget (`leave`: drain and stop timeouts): the new set serves, and
+/// failing the deployment (rolling back a good revision) because an old task
+/// finishes its requests within its drain timeout would undo a good deploy.
 pub(super) fn rollout_verdict(
     p: &ServiceProgress,
     s: &ServiceRecord,
     step_started_at: u64,
     deadline: Duration,
+    leave: Duration,
     now: u64,
 ) -> RolloutVerdict {
     if p.settled(s) {
-        RolloutVerdict::Settled
-    } else if now >= wharf_runtime::deadline::ms_after(step_started_at, deadline) {
+        return RolloutVerdict::Settled;
+    }
+    let only_draining = ServiceProgress { draining: 0, ..*p }.settled(s);
+    let limit = if only_draining { deadline.saturating_add(leave) } else { deadline };
+    if now >= wharf_runtime::deadline::ms_after(step_started_at, limit) {
         RolloutVerdict::Late
     } else {
         RolloutVerdict::Waiting
@@ -123,7 +131,8 @@ mod tests {
         let deadline = Duration::from_secs(120);
         let s = service(2, None);
         let one_missing = ServiceProgress { running: 2, ready: 1, ..Default::default() };
-        let verdict = |p: &ServiceProgress| rollout_verdict(p, &s, started, deadline, clock.now_ms());
+        let leave = Duration::from_secs(20);
+        let verdict = |p: &ServiceProgress| rollout_verdict(p, &s, started, deadline, leave, clock.now_ms());
         assert_eq!(verdict(&one_missing), RolloutVerdict::Waiting);
         clock.advance(deadline - Duration::from_millis(1));
         assert_eq!(verdict(&one_missing), RolloutVerdict::Waiting);
@@ -133,9 +142,18 @@ mod tests {
         assert_eq!(verdict(&all), RolloutVerdict::Settled, "ready is ready, however late");
         let leftovers = ServiceProgress { old: 1, ..all };
         assert_eq!(verdict(&leftovers), RolloutVerdict::Late, "old tasks still running");
+        // Only draining tasks left: they get their drain and stop timeouts, then they are late too.
+        let draining = ServiceProgress { draining: 1, ..all };
+        assert_eq!(verdict(&draining), RolloutVerdict::Waiting, "draining within its own timeouts");
+        let draining_and_missing = ServiceProgress { ready: 1, ..draining };
+        assert_eq!(verdict(&draining_and_missing), RolloutVerdict::Late, "a missing task is not excused");
+        clock.advance(leave - Duration::from_millis(1));
+        assert_eq!(verdict(&draining), RolloutVerdict::Waiting);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(verdict(&draining), RolloutVerdict::Late, "a drain past its timeouts");
         let not_switched = service(2, Some(3));
         assert_eq!(
-            rollout_verdict(&all, &not_switched, started, deadline, started),
+            rollout_verdict(&all, &not_switched, started, deadline, leave, started),
             RolloutVerdict::Waiting,
             "blue-green: settled only once the traffic switched"
         );
