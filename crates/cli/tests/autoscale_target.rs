@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -35,12 +35,15 @@ deploy = { bake = "0s" }
     s.deploy(dir.path());
     let rate = Arc::new(AtomicU64::new(STEPS[0]));
     let failures = Arc::new(AtomicU64::new(0));
+    // The first failures' answers and times: a burst of 503s and a slow
+    // machine's timeouts call for different fixes.
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let began = Instant::now();
     let limit = Duration::from_secs(400);
     // Open loop: each request on its own thread at the set rate, so a slow
     // answer doesn't lower the load.
     let load = {
-        let (rate, failures, addr) = (rate.clone(), failures.clone(), s.proxy_addr());
+        let (rate, failures, seen, addr) = (rate.clone(), failures.clone(), seen.clone(), s.proxy_addr());
         std::thread::spawn(move || {
             let mut next = Instant::now();
             while began.elapsed() < limit {
@@ -48,10 +51,17 @@ deploy = { bake = "0s" }
                 if r == 0 {
                     return;
                 }
-                let (failures, addr) = (failures.clone(), addr.clone());
+                let (failures, seen, addr) = (failures.clone(), seen.clone(), addr.clone());
                 std::thread::spawn(move || {
-                    if !matches!(http_get(&addr, "x", "/burn?ms=50", None), Some((200, _))) {
+                    let sent = began.elapsed();
+                    let answer = http_get(&addr, "x", "/burn?ms=50", None);
+                    if !matches!(answer, Some((200, _))) {
                         failures.fetch_add(1, Ordering::Relaxed);
+                        let mut seen = seen.lock().unwrap();
+                        if seen.len() < 5 {
+                            let what = answer.map_or("no answer".to_string(), |(code, body)| format!("{code} {body}"));
+                            seen.push(format!("sent at {sent:.1?}, after {:.1?}: {what}", began.elapsed() - sent));
+                        }
                     }
                 });
                 next += Duration::from_micros(1_000_000 / r);
@@ -90,5 +100,6 @@ deploy = { bake = "0s" }
         assert!((0.4..=0.6).contains(cpu), "{replicas} tasks at {:.0}% (target 50% ± 20%): {settled:?}", cpu * 100.0);
     }
     assert!(settled[1].0 > settled[0].0, "more load, more tasks: {settled:?}");
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "no failed request while scaling");
+    let first = seen.lock().unwrap().clone();
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "no failed request while scaling; first: {first:#?}");
 }
