@@ -287,6 +287,37 @@ mod tests {
         }
     }
 
+    /// An answer that comes slowly and in pieces is read whole; the
+    /// connection is kept and reused.
+    #[tokio::test]
+    async fn a_slow_answer_in_pieces_is_read_whole_and_the_connection_kept() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            for _ in 0..2 {
+                let mut req = Vec::new();
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let k = s.read(&mut buf).await.unwrap();
+                    assert!(k > 0, "the prober closed its connection");
+                    req.extend_from_slice(&buf[..k]);
+                }
+                for piece in [&b"HTTP/1.1 200 OK\r\nContent-"[..], b"Length: 5\r\n\r\nsl", b"ow"] {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    s.write_all(piece).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                s.write_all(b"!").await.unwrap();
+            }
+            // Held open: a third check would hang, so two is all the prober sent.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let mut p = Prober::new(addr, "/health").unwrap();
+        assert_eq!(p.get_within(Duration::from_secs(5)).await, Ok(200));
+        assert_eq!(p.get_within(Duration::from_secs(5)).await, Ok(200), "the same connection, after the whole body");
+    }
+
     #[tokio::test]
     async fn garbage_silence_and_refusal_fail_the_check() {
         let (addr, _c) = server(vec![b"SSH-2.0-OpenSSH\r\n\r\n"]).await;
