@@ -373,3 +373,31 @@ impl std::fmt::Debug for AcmeCertRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// One secret of an app, sealed with the server's secret key (the
+/// `wharf-secrets` envelope, its name as associated data).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub app: String,
+    pub name: String,
+    /// Hex of nonce, ciphertext and tag; never the value.
+    pub sealed: String,
+    /// Keyed digest of the value: what revisions include, so a changed
+    /// value makes a new revision of the services that use it.
+    pub digest: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// Without the sealed bytes: records end up in logs and panics.
+impl std::fmt::Debug for SecretRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRecord")
+            .field("app", &self.app)
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
+}
