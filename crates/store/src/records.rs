@@ -84,8 +84,13 @@ pub struct Revision {
     /// from settings changes.
     #[serde(default)]
     pub code: String,
-    /// Hash of spec + code: an unchanged service keeps its revision.
+    /// Hash of spec + code (+ the digests of its secrets' values): an
+    /// unchanged service keeps its revision.
     pub digest: String,
+    /// The secrets it takes, name → digest of the value when it was made
+    /// (never the value): tells which secret changed between revisions.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, String>,
     pub created_at: u64,
 }
 
