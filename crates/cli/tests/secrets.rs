@@ -198,6 +198,7 @@ fn a_secret_reaches_its_service_only_and_is_printed_nowhere() {
     let (code, body) = http_get(addr, "x", "/metrics", None).unwrap();
     assert_eq!(code, 200);
     outputs.push(body);
+    outputs.push(s.stderr());
     for value in [FIRST, SECOND] {
         for (i, out) in outputs.iter().enumerate() {
             assert!(!out.contains(value), "output {i} shows the secret:\n{out}");
@@ -220,6 +221,12 @@ fn a_secret_reaches_its_service_only_and_is_printed_nowhere() {
     for _ in 0..4 {
         assert_eq!(served(&s).as_deref(), Some(SECOND));
     }
+
+    // --force removes it even though api uses it; its running tasks keep the value.
+    let removed = s.json(&["secret", "rm", "db_password", "--app", "shop", "--force", "--json"]);
+    assert_eq!(removed["used_by"], serde_json::json!(["api"]));
+    assert_eq!(s.json(&["secret", "ls", "--app", "shop", "--json"]), serde_json::json!([]));
+    assert_eq!(served(&s).as_deref(), Some(SECOND));
 }
 
 #[test]
