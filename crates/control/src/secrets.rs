@@ -312,6 +312,27 @@ mod tests {
     }
 
     #[test]
+    fn a_revision_digest_changes_with_a_secret_digest_and_not_without_secrets() {
+        use sha2::{Digest, Sha256};
+        let spec = wharf_spec::parse("app = \"a\"\n[service.web]\ncommand = \"x\"\n", "wharf.toml").unwrap();
+        let web = &spec.services["web"];
+        // Without secrets, the digest is what it was before secrets existed.
+        let mut s = web.clone();
+        s.replicas = 0;
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&s).unwrap());
+        h.update(b"code");
+        let before: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(crate::deploy::revision_digest(web, "code", &BTreeMap::new()), before);
+        let one: BTreeMap<String, String> = [("db".into(), "d1".into())].into();
+        let two: BTreeMap<String, String> = [("db".into(), "d2".into())].into();
+        let d1 = crate::deploy::revision_digest(web, "code", &one);
+        assert_ne!(d1, before);
+        assert_eq!(d1, crate::deploy::revision_digest(web, "code", &one.clone()));
+        assert_ne!(d1, crate::deploy::revision_digest(web, "code", &two));
+    }
+
+    #[test]
     fn secret_changes_name_each_changed_secret() {
         let a: BTreeMap<String, String> = [("db".into(), "1".into()), ("k".into(), "2".into())].into();
         let b: BTreeMap<String, String> = [("db".into(), "9".into()), ("k".into(), "2".into())].into();
