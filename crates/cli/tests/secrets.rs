@@ -193,6 +193,16 @@ fn a_secret_reaches_its_service_only_and_is_printed_nowhere() {
         assert_eq!(code, 200, "{path}: {body}");
         outputs.push(body);
     }
+    // Behind the API's token like every endpoint.
+    for (method, path) in [
+        ("GET", "/v1/apps/shop/secrets"),
+        ("PUT", "/v1/apps/shop/secrets/x"),
+        ("DELETE", "/v1/apps/shop/secrets/db_password"),
+    ] {
+        let body = b"{\"value\": \"v\"}";
+        let (code, _) = http_request(&s.api_addr(), method, "x", path, None, body).expect("an API answer");
+        assert_eq!(code, 401, "{method} {path} without the token");
+    }
     let metrics = std::fs::read_to_string(s.data.join("metrics.url")).unwrap();
     let addr = metrics.trim().trim_start_matches("http://").trim_end_matches("/metrics");
     let (code, body) = http_get(addr, "x", "/metrics", None).unwrap();
