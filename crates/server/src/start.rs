@@ -281,7 +281,7 @@ fn start_driver(
     let options = wharf_runtime::ProcessDriverOptions::default()
         .env_opener(Arc::new(wharf_control::TaskSecrets(secrets.clone())));
     let driver = ProcessDriver::with_options(data.join("tasks"), Arc::new(StreamSink(logs.clone())), options)?;
-    // task.json holds each task's environment, secrets included.
+    // task.json holds each task's environment (its secrets sealed for that task).
     restrict(&data.join("tasks"), 0o700);
     Ok(driver)
 }
