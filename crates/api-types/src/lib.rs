@@ -12,6 +12,7 @@ mod error;
 mod jobs;
 mod ops;
 mod requests;
+mod secrets;
 mod status;
 
 pub use deploy::{
@@ -28,6 +29,7 @@ pub use requests::{
     AppQuery, DestroyQuery, EventQuery, JobRunsQuery, LogQuery, MaintenanceRequest, PauseRequest, PromoteRequest,
     RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, TriggerRequest,
 };
+pub use secrets::{SecretRemoveQuery, SecretRemoved, SecretSet, SecretSetRequest, SecretView};
 pub use status::{AppView, CanaryView, CertView, Health, RouteView, ServiceView, StatusView, TaskState, TaskView};
 /// Where an invalid wharf.toml is wrong, in error answers.
 pub use wharf_spec::Diagnostic;

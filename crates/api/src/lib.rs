@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod jobs;
+mod secrets;
 mod server;
 pub mod token;
 

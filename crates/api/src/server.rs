@@ -6,7 +6,7 @@ use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -48,6 +48,8 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/promote", post(promote))
         .route("/v1/apps/{app}", delete(destroy))
+        .route("/v1/apps/{app}/secrets", get(crate::secrets::list))
+        .route("/v1/apps/{app}/secrets/{name}", put(crate::secrets::set).delete(crate::secrets::remove))
         .route("/v1/scale", post(scale))
         .route("/v1/autoscale", get(autoscale))
         .route("/v1/run", post(run))
@@ -268,6 +270,9 @@ pub(crate) fn control_error(e: wharf_control::ControlError) -> Response {
     use wharf_control::{ControlError, StoreError};
     match e {
         ControlError::NotFound(e) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        ControlError::Invalid(e @ wharf_control::Invalid::SecretInUse { .. }) => {
+            error(StatusCode::CONFLICT, "in_use", e.to_string())
+        }
         ControlError::Invalid(e) => error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
         ControlError::Busy(e) => error(StatusCode::CONFLICT, "busy", e.to_string()),
         ControlError::Store(e @ StoreError::DiskFull(_)) => {

@@ -342,6 +342,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::jobs::JobCommand,
     },
+    /// An app's secrets: set (value from stdin), ls, rm. Values are never printed.
+    Secret {
+        #[command(subcommand)]
+        command: commands::secret::SecretCommand,
+    },
     /// Validate DIR/wharf.toml; exits non-zero when it is invalid.
     Check {
         #[arg(default_value = ".")]
@@ -514,6 +519,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mut stop = server::StopSignal::new()?;
             let data = g.data.clone().unwrap_or_else(server::default_data_dir);
             let mut opts = server::ServerOptions::new(data.clone(), api, http);
+            opts.secret_key = std::env::var(server::SECRET_KEY_ENV).ok();
             opts.https = https;
             opts.proxy_threads = proxy_threads.unwrap_or(opts.proxy_threads);
             opts.access_log = !no_access_log;
@@ -600,6 +606,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Certs { json } => commands::certs::certs(&client::connect(&g)?, json).await,
         Command::Jobs { app, json } => commands::jobs::list(&client::connect(&g)?, app, json).await,
         Command::Job { command } => commands::jobs::run(&client::connect(&g)?, command).await,
+        Command::Secret { command } => commands::secret::run(&client::connect(&g)?, command).await,
         Command::Check { dir, json } => Ok(commands::check::check(&dir, json)),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&wharf_spec::json_schema())?);

@@ -21,6 +21,7 @@ const LEAVES: &[(&str, &[&str])] = &[
     ("wharf-logs", &[]),
     ("wharf-runtime", &["wharf-vars"]),
     ("wharf-demo", &[]),
+    ("wharf-secrets", &[]),
 ];
 
 /// (crate, crates it must never use directly).

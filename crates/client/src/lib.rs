@@ -279,6 +279,23 @@ impl ApiClient {
         self.post_json("/v1/jobs/trigger", req).await
     }
 
+    /// `PUT /v1/apps/{app}/secrets/{name}`: the value goes in the body only.
+    pub async fn set_secret(&self, app: &str, name: &str, value: String) -> Result<api::SecretSet, ClientError> {
+        let body = Bytes::from(serde_json::to_vec(&api::SecretSetRequest { value }).unwrap_or_default());
+        let path = format!("/v1/apps/{}/secrets/{}", segment(app), segment(name));
+        Self::json(self.send(Method::PUT, &path, body, "application/json").await?).await
+    }
+
+    /// `GET /v1/apps/{app}/secrets`: names, times and users, never values.
+    pub async fn secrets(&self, app: &str) -> Result<Vec<api::SecretView>, ClientError> {
+        self.get(&format!("/v1/apps/{}/secrets", segment(app))).await
+    }
+
+    /// `DELETE /v1/apps/{app}/secrets/{name}`.
+    pub async fn remove_secret(&self, app: &str, name: &str, force: bool) -> Result<api::SecretRemoved, ClientError> {
+        self.delete(&format!("/v1/apps/{}/secrets/{}?force={force}", segment(app), segment(name))).await
+    }
+
     async fn send(
         &self,
         method: Method,

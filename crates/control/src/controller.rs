@@ -43,6 +43,8 @@ pub struct ControlConfig {
     pub task_user: Option<wharf_runtime::TaskUser>,
     /// Automatic certificates; None: off (no HTTPS listener, or turned off).
     pub acme: Option<crate::AcmeConfig>,
+    /// The key apps' secrets are sealed with (the driver opens tasks' copies with it too).
+    pub secrets: Arc<wharf_secrets::SecretBox>,
 }
 
 /// The server's control plane: the components below, each owning its state,
@@ -65,6 +67,8 @@ pub struct Controller {
     pub(crate) usage: Arc<UsageSampler>,
     /// Pause gates in force.
     pub(crate) pauses: Arc<Pauses>,
+    /// Apps' secrets, sealed.
+    pub(crate) secrets: crate::secrets::Secrets,
     /// The hosts' certificates, served to the HTTPS listener.
     pub(crate) certificates: Arc<Certificates>,
     /// Orders and renews the certificates of hosts without files.
@@ -164,6 +168,7 @@ impl Controller {
                 health_notes: Mutex::new(Some(health_notes)),
                 usage: Arc::new(UsageSampler::new(cfg.driver.clone(), clock.clone())),
                 pauses,
+                secrets: crate::secrets::Secrets::new(cfg.secrets.clone()),
                 certificates,
                 acme,
                 reconciler: Arc::new(Reconciler::new(me.clone(), clock.clone(), drains)),
@@ -237,6 +242,8 @@ impl Controller {
                 }
             }
         });
+        // Before any task is touched: a wrong key stops the start here.
+        self.secrets.restore(&self.db).await?;
         let report = self.driver.recover().await?;
         tracing::info!("recovered tasks: {report:?}");
         for t in self.driver.tasks() {

@@ -38,13 +38,18 @@ impl From<wharf_store::StoreError> for DeployError {
 }
 
 /// What makes a revision: the service's spec (less its replica count, which
-/// is scaling, not a change) and the release's code.
-pub(crate) fn revision_digest(spec: &Service, code: &str) -> String {
+/// is scaling, not a change), the release's code, and the digests of the
+/// values of the secrets it takes (`secrets`: name → digest; never a value).
+pub(crate) fn revision_digest(spec: &Service, code: &str, secrets: &BTreeMap<String, String>) -> String {
     let mut s = spec.clone();
     s.replicas = 0;
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&s).expect("specs serialize"));
     h.update(code.as_bytes());
+    // Nothing is added without secrets: earlier revisions keep their digests.
+    for (name, digest) in secrets {
+        h.update(format!("\0secret {name}={digest}").as_bytes());
+    }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -96,6 +101,11 @@ impl Controller {
             .await
             .map_err(|e| ControlError::from(Unavailable::from(e)))??;
         let parsed = parse_release(&staging);
+        // A reference to a secret the app does not have is refused like an invalid file.
+        let parsed = parsed.and_then(|spec| match self.secrets.missing(&spec) {
+            Some(e) => Err(e),
+            None => Ok(spec),
+        });
         let spec = match parsed {
             Ok(spec) => spec,
             Err(e) => {
@@ -263,7 +273,8 @@ impl Controller {
         let mut scaled = false;
         let mut release_first = false;
         for (name, svc) in &spec.services {
-            let digest = revision_digest(svc, code);
+            let secrets = self.secrets.digests(app, svc);
+            let digest = revision_digest(svc, code, &secrets);
             let previous = old.get(name);
             let current = match previous {
                 Some(p) => self.db.revision(app, name, p.revision).await?,
@@ -284,6 +295,7 @@ impl Controller {
                         release: hash.to_string(),
                         code: code.to_string(),
                         digest,
+                        secrets,
                         created_at: self.now_ms(),
                     };
                     batch.put_revision(&rev);

@@ -23,6 +23,9 @@ pub enum ControlError {
     /// Another operation holds what this one needs (a deployment in progress).
     #[error(transparent)]
     Busy(#[from] Busy),
+    /// The secrets' key cannot open what it should, or gave no randomness.
+    #[error(transparent)]
+    Secret(#[from] wharf_secrets::SecretError),
 }
 
 /// What a request named that does not exist.
@@ -49,6 +52,8 @@ pub enum NotFound {
     /// A job's service, not (or no longer) deployed.
     #[error("service {service} of app {app} is not deployed")]
     Undeployed { app: String, service: String },
+    #[error("app `{app}` has no secret `{name}`\n  hint: `wharf secret ls --app {app}` lists its secrets")]
+    Secret { app: String, name: String },
     /// `known` are the app's jobs.
     #[error("{}", no_such_job(app, job, known))]
     Job { app: String, job: String, known: Vec<String> },
@@ -120,6 +125,26 @@ pub enum Invalid {
     NulInArgument { index: usize },
     #[error("{task} is a service task, not a one-off")]
     NotOneOff { task: String },
+    #[error("{why}")]
+    SecretName { why: String },
+    #[error("a secret's value must be at most {max} bytes, found {found}")]
+    SecretTooLarge { max: usize, found: usize },
+    #[error("a secret's value cannot hold a NUL byte: it goes into a process's environment")]
+    SecretNul,
+    #[error(
+        "secret `{name}` is used by the deployed {}: {}; nothing was changed\n  \
+         hint: deploy without the references first, or pass --force (their running tasks keep the value; \
+         new tasks of them cannot start)",
+        if users.len() == 1 { "service" } else { "services" },
+        users.join(", ")
+    )]
+    SecretInUse { name: String, users: Vec<String> },
+    /// A task's service takes a secret its app no longer has.
+    #[error(
+        "service {service}: env `{var}` takes the secret `{secret}`, which app `{app}` does not have\n  \
+         hint: wharf secret set {secret} --app {app}"
+    )]
+    MissingSecret { service: String, var: String, secret: String, app: String },
     /// The account a service's tasks should run as cannot be used.
     #[error("service {service}: {source}\n  hint: {}", user_hint(source))]
     TaskUser { service: String, source: wharf_runtime::TaskUserError },

@@ -31,6 +31,7 @@ mod rollout;
 mod routes;
 mod scale;
 mod scheduler;
+mod secrets;
 mod store_health;
 mod strategy;
 mod top;
@@ -48,6 +49,7 @@ pub use error::{Busy, InProgress, Invalid, NoAbort, NotFound, Unavailable};
 pub use health::Health;
 pub use metrics::ServerMetrics;
 pub use scheduler::{GRACE as JOB_GRACE, RUNS_KEPT as JOB_RUNS_KEPT};
+pub use secrets::TaskSecrets;
 pub use store_health::{StoreHealth, StoreHealthState, StoreOp};
 /// The cause inside [`ControlError::Store`], for callers that answer each kind differently.
 pub use wharf_store::StoreError;

@@ -57,6 +57,9 @@ impl Controller {
         let parsed = parse_release(&staging);
         self.releases.discard(&staging);
         let spec = parsed.map_err(DeployError::Invalid)?;
+        if let Some(e) = self.secrets.missing(&spec) {
+            return Err(DeployError::Invalid(e));
+        }
         let a = archive.clone();
         let code = tokio::task::spawn_blocking(move || code_hash(&a))
             .await
@@ -78,8 +81,12 @@ impl Controller {
                 continue;
             };
             let rev = self.catalog.revision(app, name, cur.revision).await?;
-            let same = rev.digest == revision_digest(svc, &code);
+            let secrets = self.secrets.digests(app, svc);
+            let same = rev.digest == revision_digest(svc, &code, &secrets);
             let mut changes = if same { vec![] } else { spec_changes(&rev.spec, svc) };
+            if !same {
+                changes.extend(crate::secrets::secret_changes(&rev.secrets, &secrets));
+            }
             if !same && rev.code != code {
                 changes.insert(0, "code".into());
             }

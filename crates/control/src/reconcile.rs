@@ -384,6 +384,7 @@ impl Controller {
         restart: bool,
     ) -> Result<TaskSpec, ControlError> {
         let user = self.task_user_for(service, &rev.spec)?;
+        let (env, sealed_env) = self.task_env(app, service, rev, id)?;
         Ok(TaskSpec {
             id: id.to_string(),
             app: app.to_string(),
@@ -391,7 +392,8 @@ impl Controller {
             revision: rev.number,
             command,
             workdir: self.releases.path(app, &rev.release).join(&rev.spec.workdir),
-            env: self.task_env(app, service, rev, id),
+            env,
+            sealed_env,
             port: None,
             cpu_units: rev.spec.cpu,
             memory_bytes: rev.spec.memory,
@@ -414,16 +416,26 @@ impl Controller {
     }
 
     /// What every task of a revision finds in its environment.
-    fn task_env(&self, app: &str, service: &str, rev: &wharf_store::Revision, id: &str) -> BTreeMap<String, String> {
+    /// Secrets go in sealed for this task alone (named in the second set):
+    /// the driver opens them only to start the process.
+    fn task_env(
+        &self,
+        app: &str,
+        service: &str,
+        rev: &wharf_store::Revision,
+        id: &str,
+    ) -> Result<(BTreeMap<String, String>, std::collections::BTreeSet<String>), ControlError> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("PATH".into(), self.task_path.clone());
         env.extend(self.discovery.env(app));
         env.extend(rev.spec.env.clone());
+        let (secrets, sealed) = self.secrets.task_env(app, id, service, &rev.spec)?;
+        env.extend(secrets);
         env.insert("WHARF_APP".into(), app.to_string());
         env.insert("WHARF_SERVICE".into(), service.to_string());
         env.insert("WHARF_REVISION".into(), rev.number.to_string());
         env.insert("WHARF_TASK".into(), id.to_string());
-        env
+        Ok((env, sealed))
     }
 
     /// Takes a task out of the routing table first, then stops it gracefully

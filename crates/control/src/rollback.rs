@@ -68,9 +68,10 @@ pub(crate) fn spec_changes(before: &Service, after: &Service) -> Vec<String> {
     check("release", before.release_command != after.release_command);
     check("deploy", before.deploy != after.deploy);
     check("scale", before.scale != after.scale);
-    let keys: std::collections::BTreeSet<&String> = before.env.keys().chain(after.env.keys()).collect();
+    let keys: std::collections::BTreeSet<&String> =
+        before.env.keys().chain(after.env.keys()).chain(before.secrets.keys()).chain(after.secrets.keys()).collect();
     for k in keys {
-        if before.env.get(k) != after.env.get(k) {
+        if before.env.get(k) != after.env.get(k) || before.secrets.get(k) != after.secrets.get(k) {
             out.push(format!("env {k}"));
         }
     }
@@ -93,6 +94,7 @@ impl Controller {
                 None => vec!["first revision".to_string()],
                 Some(b) => {
                     let mut c = spec_changes(&b.spec, &r.spec);
+                    c.extend(crate::secrets::secret_changes(&b.secrets, &r.secrets));
                     if b.code != r.code {
                         c.insert(0, "code".into());
                     }

@@ -51,6 +51,11 @@ pub struct TaskSpec {
     /// and `WHARF_DRIVER` itself (they cannot be overridden).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The variables of `env` whose values are sealed secrets: the driver
+    /// opens them (with its [`EnvOpener`]) only to start the process, so the
+    /// task's saved state and its status never hold them in clear.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub sealed_env: std::collections::BTreeSet<String>,
     /// The port the task listens on, chosen once when the task is made so it
     /// survives restarts and re-adoption; the driver sets `$PORT` to it
     /// (over any `PORT` in `env`). None: the task takes no traffic.
@@ -132,6 +137,13 @@ impl TaskUser {
     }
 }
 
+/// Opens the sealed values of a task's environment (`TaskSpec::sealed_env`)
+/// right before its process starts; what seals them is the server's.
+pub trait EnvOpener: Send + Sync + std::fmt::Debug {
+    /// The clear value of `var` for `task`, or why it cannot be had.
+    fn open(&self, task: &str, var: &str, sealed: &str) -> Result<String, String>;
+}
+
 impl TaskSpec {
     /// A spec with defaults: no app/service, revision 0, no env, no limits,
     /// SIGTERM with a 10 s stop timeout, restart on exit.
@@ -144,6 +156,7 @@ impl TaskSpec {
             command,
             workdir: workdir.into(),
             env: BTreeMap::new(),
+            sealed_env: Default::default(),
             port: None,
             cpu_units: None,
             memory_bytes: None,

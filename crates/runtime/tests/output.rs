@@ -151,3 +151,49 @@ async fn duplicate_and_unknown_ids() {
     h.assert_clean().await;
     d.shutdown().await;
 }
+
+/// Stands for the server's sealing: the "sealed" text is the value reversed.
+#[derive(Debug)]
+struct Reverse;
+
+impl wharf_runtime::EnvOpener for Reverse {
+    fn open(&self, task: &str, var: &str, sealed: &str) -> Result<String, String> {
+        match sealed.strip_prefix("sealed:") {
+            Some(s) => Ok(s.chars().rev().collect()),
+            None => Err(format!("{task}/{var} is not sealed")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_variables_are_opened_for_the_process_only() {
+    let h = Harness::new();
+    let options = wharf_runtime::ProcessDriverOptions::default().env_opener(std::sync::Arc::new(Reverse));
+    let d = wharf_runtime::ProcessDriver::with_options(h.state_dir(), h.sink.clone(), options).unwrap();
+    let mut s = one_off("sealed", sh("echo \"got $TOKEN\""));
+    s.env.insert("TOKEN".into(), "sealed:terces-tcnitsid".into());
+    s.sealed_env.insert("TOKEN".into());
+    d.start(s).await.unwrap();
+    assert_eq!(d.wait("sealed").await.unwrap(), ExitInfo::Code(0));
+    assert_eq!(h.sink.text("sealed", OutputStream::Stdout), vec!["got distinct-secret"]);
+    let saved = std::fs::read_to_string(h.state_dir().join("sealed/task.json")).unwrap();
+    assert!(saved.contains("sealed:terces-tcnitsid") && !saved.contains("distinct-secret"), "{saved}");
+    d.remove("sealed").await.unwrap();
+
+    // A value that does not open stops the start, naming the variable.
+    let mut bad = one_off("bad", sh("true"));
+    bad.env.insert("TOKEN".into(), "plain".into());
+    bad.sealed_env.insert("TOKEN".into());
+    let err = d.start(bad).await.unwrap_err().to_string();
+    assert!(err.contains("env `TOKEN`"), "{err}");
+    d.shutdown().await;
+    drop(d);
+
+    // A driver without an opener refuses such a task.
+    let plain = h.driver();
+    let mut s = one_off("unsealed", sh("true"));
+    s.env.insert("TOKEN".into(), "sealed:x".into());
+    s.sealed_env.insert("TOKEN".into());
+    assert!(matches!(plain.start(s).await.unwrap_err(), DriverError::InvalidSpec { .. }));
+    plain.shutdown().await;
+}

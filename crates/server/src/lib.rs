@@ -32,6 +32,8 @@ pub use task_output::StreamSink;
 pub use timed_store::TimedStore;
 /// What `wharf server`'s ACME flags set.
 pub use wharf_control::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, LOCAL_CA};
+/// The environment variable the secrets' key may come from (64 hex digits).
+pub use wharf_secrets::KEY_ENV as SECRET_KEY_ENV;
 
 /// The file where a running server writes its API URL for the CLI to find.
 pub const API_URL_FILE: &str = "api.url";

@@ -60,6 +60,9 @@ pub struct ServerOptions {
     pub unreachable: Unreachable,
     /// Automatic certificates for hosts without files (needs `https`); None: off.
     pub acme: Option<wharf_control::AcmeConfig>,
+    /// The secrets' key as 64 hex digits (the CLI passes `$WHARF_SECRET_KEY`);
+    /// None: `DATA/secret.key`, created on first use.
+    pub secret_key: Option<String>,
 }
 
 impl ServerOptions {
@@ -84,6 +87,7 @@ impl ServerOptions {
             task_user: None,
             unreachable: Unreachable::Refuse,
             acme: None,
+            secret_key: None,
         }
     }
 }

@@ -148,7 +148,12 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
     let metrics = Arc::new(ServerMetrics::default());
     let store = open_store(&dir.path, &metrics, opts.snapshot_every)?;
     let (logs, exporters) = open_log_stream(&dir.path, &opts, &metrics)?;
-    let driver = start_driver(&dir.path, &logs)?;
+    // Before the driver: it opens tasks' sealed variables with this key.
+    let secrets = Arc::new(
+        wharf_secrets::SecretBox::load(&dir.path, opts.secret_key.as_deref())
+            .map_err(|e| ServerError::Refused(e.to_string()))?,
+    );
+    let driver = start_driver(&dir.path, &logs, &secrets)?;
     let listeners = bind_listeners(&opts, &logs).await?;
     let proxy = build_proxy(&opts, &logs, listeners.https_addr()?);
     let ctl = Controller::new(ControlConfig {
@@ -160,6 +165,7 @@ pub async fn start(opts: ServerOptions) -> Result<Running, ServerError> {
         metrics,
         task_user: dir.task_user,
         acme: opts.acme.clone().filter(|_| opts.https.is_some()),
+        secrets,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let runtimes = worker_runtimes(opts.proxy_threads.max(1))?;
@@ -267,9 +273,15 @@ fn open_log_stream(
 }
 
 /// The process driver, its tasks' output going into the log stream.
-fn start_driver(data: &Path, logs: &LogStream) -> Result<ProcessDriver, ServerError> {
-    let driver = ProcessDriver::new(data.join("tasks"), Arc::new(StreamSink(logs.clone())))?;
-    // task.json holds each task's environment, secrets included.
+fn start_driver(
+    data: &Path,
+    logs: &LogStream,
+    secrets: &Arc<wharf_secrets::SecretBox>,
+) -> Result<ProcessDriver, ServerError> {
+    let options = wharf_runtime::ProcessDriverOptions::default()
+        .env_opener(Arc::new(wharf_control::TaskSecrets(secrets.clone())));
+    let driver = ProcessDriver::with_options(data.join("tasks"), Arc::new(StreamSink(logs.clone())), options)?;
+    // task.json holds each task's environment (its secrets sealed for that task).
     restrict(&data.join("tasks"), 0o700);
     Ok(driver)
 }

@@ -16,7 +16,7 @@ use toml::Spanned;
 use crate::error::Report;
 use crate::schema::Table;
 use crate::values::{self, did_you_mean, Problem, MAX_SHORT_DURATION};
-use crate::{Balance, DeployPolicy, HealthCheck, Service, Spec};
+use crate::{Balance, DeployPolicy, HealthCheck, SecretRef, Service, Spec};
 
 pub(crate) type Key<'i> = Spanned<DeString<'i>>;
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
@@ -64,6 +64,7 @@ pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
     let mut declared = Vec::new();
     let mut services = BTreeMap::new();
     let mut ports: HashMap<u16, (String, usize)> = HashMap::new();
+    let mut secret_refs = Vec::new();
     let no_services_hint = format!("add a service: [service.web] with {COMMAND_EXAMPLE}");
     match get(root, "service") {
         None if misspelled(root, "service", Table::Top.keys()) => {}
@@ -74,7 +75,7 @@ pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
             }
             DeValue::Table(table) => {
                 for (name, value) in entries(table) {
-                    let (decl, svc) = service(r, name, value, &mut ports);
+                    let (decl, svc) = service(r, name, value, &mut ports, &mut secret_refs);
                     declared.push(decl);
                     if let Some(svc) = svc {
                         services.insert(svc.name.clone(), svc);
@@ -98,7 +99,7 @@ pub(crate) fn document(r: &mut Report, root: &DeTable) -> Spec {
     let names: Vec<String> = declared.iter().map(|d| d.name.clone()).collect();
     let jobs = crate::job::jobs(r, root, &names);
     variables(r, root, &services, &jobs);
-    Spec { app, services, routes, jobs }
+    Spec { app, services, routes, jobs, secret_refs }
 }
 
 /// What wharf puts in every task's environment besides the service's `env`,
@@ -145,6 +146,7 @@ fn variables(
         let mut names: Vec<String> = TASK_VARIABLES.iter().map(|s| s.to_string()).collect();
         names.extend(urls.iter().cloned());
         names.extend(svc.env.keys().cloned());
+        names.extend(svc.secrets.keys().cloned());
         match runs {
             Runs::Service if svc.is_web() => names.push("PORT".into()),
             Runs::Service => {}
@@ -237,6 +239,7 @@ fn service(
     name_key: &Key,
     value: &Value,
     ports: &mut HashMap<u16, (String, usize)>,
+    secret_refs: &mut Vec<SecretRef>,
 ) -> (Declared, Option<Service>) {
     let name = name_key.get_ref().to_string();
     if let Err(p) = values::check_name(&name, "service") {
@@ -297,7 +300,7 @@ fn service(
     let replicas = get(t, "replicas").and_then(|(_, v)| replicas(r, v)).map_or(Service::DEFAULT_REPLICAS, |n| n as u32);
     let cpu = get(t, "cpu").and_then(|(_, v)| int_key(r, v, Table::Service, "cpu", "cpu")).map(|n| n as u32);
     let memory = get(t, "memory").and_then(|(_, v)| memory(r, v));
-    let env = get(t, "env").map(|(_, v)| env(r, v)).unwrap_or_default();
+    let (env, secrets) = get(t, "env").map(|(_, v)| env(r, v, &name, secret_refs)).unwrap_or_default();
     let stop_signal = get(t, "stop_signal")
         .and_then(|(_, v)| {
             let s = expect_str(r, v, "stop_signal", "a signal name like \"SIGTERM\"")?;
@@ -363,6 +366,7 @@ fn service(
         command,
         workdir,
         env,
+        secrets,
         port,
         replicas,
         cpu,
@@ -532,15 +536,23 @@ pub(crate) fn size(r: &mut Report, v: &Value, key: &str, min: u64) -> Option<u64
     Some(bytes)
 }
 
-fn env(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
+/// A service's `env`: plain values, and the variables that take a secret's
+/// value (`VAR = { secret = "name" }`), whose places go to `refs`.
+fn env(
+    r: &mut Report,
+    v: &Value,
+    service: &str,
+    refs: &mut Vec<SecretRef>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let mut out = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
     let DeValue::Table(table) = v.get_ref() else {
         r.error(
             v.span(),
             format!("`env` must be a table of strings, found {}", found(v.get_ref())),
             Some("write env = { KEY = \"value\" } or an [service.NAME.env] table".into()),
         );
-        return out;
+        return (out, secrets);
     };
     let mut total = 0;
     for (key, value) in entries(table) {
@@ -556,6 +568,20 @@ fn env(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
                 }
                 out.insert(name.to_string(), s.to_string());
             }
+            DeValue::Table(t) => {
+                if let Some(secret) = secret_ref(r, value, t, name) {
+                    let (line, column) = r.position(value.span().start);
+                    refs.push(SecretRef {
+                        service: service.to_string(),
+                        var: name.to_string(),
+                        secret: secret.clone(),
+                        file: r.file().to_string(),
+                        line,
+                        column,
+                    });
+                    secrets.insert(name.to_string(), secret);
+                }
+            }
             other => {
                 let hint = match other {
                     DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
@@ -567,7 +593,31 @@ fn env(r: &mut Report, v: &Value) -> BTreeMap<String, String> {
             }
         }
     }
-    out
+    (out, secrets)
+}
+
+/// `{ secret = "name" }`: the secret's name, checked.
+fn secret_ref(r: &mut Report, v: &Value, t: &DeTable, var: &str) -> Option<String> {
+    let hint = || Some(format!("write {var} = {{ secret = \"{}\" }}", var.to_ascii_lowercase()));
+    for (key, _) in entries(t) {
+        if key.get_ref().as_ref() != "secret" {
+            r.error(
+                key.span(),
+                format!("unknown key `{}` in env `{var}`: a table in `env` takes only `secret`", key.get_ref()),
+                hint(),
+            );
+        }
+    }
+    let Some((_, s)) = get(t, "secret") else {
+        r.error(v.span(), format!("env `{var}` is a table without `secret`"), hint());
+        return None;
+    };
+    let name = expect_str(r, s, "secret", "a secret's name")?;
+    if let Err(why) = values::check_secret_name(name) {
+        r.error(s.span(), why, Some("set it with `wharf secret set NAME` under a valid name".into()));
+        return None;
+    }
+    Some(name.to_string())
 }
 
 /// `health = { ... }` of a service; `location` is "[service.NAME]".

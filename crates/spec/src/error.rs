@@ -126,6 +126,11 @@ impl<'s> Report<'s> {
         self.text.get(span).unwrap_or("")
     }
 
+    /// The file name shown in diagnostics.
+    pub(crate) fn file(&self) -> &'s str {
+        self.file
+    }
+
     pub(crate) fn text(&self) -> &'s str {
         self.text
     }

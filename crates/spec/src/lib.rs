@@ -34,6 +34,7 @@ use std::path::Path;
 pub use error::{Diagnostic, SpecError};
 pub use job::{Concurrency, Job, Schedule, ScheduleError, DEFAULT_JOB_TIMEOUT};
 pub use types::*;
+pub use values::{check_secret_name, SECRET_NAME_RULE};
 pub use values::{
     MAX_ARG_LEN, MAX_COMMAND_LEN, MAX_ENV_LEN, MAX_FILE_SIZE, MAX_JOB_TIMEOUT, MAX_LONG_DURATION, MAX_REPLICAS,
     MAX_SHORT_DURATION, MAX_SIZE, REPLICAS_WHY,
@@ -486,5 +487,33 @@ command = ["echo", "$WHARF_JOB", "${WHARF_JOB_RUN}"]
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, format!("app = \"a\"\n#{}\n", "x".repeat(MAX_FILE_SIZE as usize))).unwrap();
         assert!(load_dir(dir.path()).unwrap_err().to_string().contains("larger than 1 MiB"));
+    }
+
+    #[test]
+    fn a_secret_in_env_is_kept_by_name_with_where_it_is_written() {
+        let text = "app = \"a\"\n[service.api]\ncommand = [\"x\", \"$DB_PASSWORD\"]\nenv = { MODE = \"prod\", DB_PASSWORD = { secret = \"db_password\" } }\n";
+        let spec = parse(text, "wharf.toml").unwrap();
+        let api = &spec.services["api"];
+        assert_eq!(api.env.get("MODE").map(String::as_str), Some("prod"));
+        assert!(!api.env.contains_key("DB_PASSWORD"), "a secret is not a plain value");
+        assert_eq!(api.secrets.get("DB_PASSWORD").map(String::as_str), Some("db_password"));
+        let r = &spec.secret_refs[0];
+        assert_eq!((r.service.as_str(), r.var.as_str(), r.secret.as_str()), ("api", "DB_PASSWORD", "db_password"));
+        assert_eq!((r.file.as_str(), r.line, r.column), ("wharf.toml", 4, 38));
+        // A service without secrets serializes as before, so its revisions keep their digests.
+        let json = serde_json::to_string(&spec.services["api"].clone()).unwrap();
+        assert!(json.contains("\"secrets\""));
+        let plain = parse("app = \"a\"\n[service.api]\ncommand = \"x\"\n", "wharf.toml").unwrap();
+        assert!(!serde_json::to_string(&plain.services["api"]).unwrap().contains("secrets"));
+    }
+
+    #[test]
+    fn a_bad_secret_reference_says_where_and_how_to_write_it() {
+        let text = "app = \"a\"\n[service.api]\ncommand = \"x\"\nenv = { A = { secrets = \"a\" }, B = { secret = \"1bad\" }, C = { secret = 3 } }\n";
+        let err = parse(text, "wharf.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown key `secrets` in env `A`"), "{err}");
+        assert!(err.contains("env `A` is a table without `secret`"), "{err}");
+        assert!(err.contains("invalid secret name `1bad`"), "{err}");
+        assert!(err.contains("wharf.toml:4:"), "{err}");
     }
 }

@@ -69,7 +69,14 @@ fn kind(root: &Value, s: &Value) -> String {
         Some("number") => bounds("number"),
         Some("array") => format!("array of {}s", kind(root, &s["items"])),
         Some("object") => match s.get("additionalProperties") {
-            Some(Value::Object(item)) if item.contains_key("$ref") => "tables".into(),
+            Some(Value::Object(item))
+                if item.get("$ref").and_then(Value::as_str).is_some_and(|r| r.ends_with("Table")) =>
+            {
+                "tables".into()
+            }
+            Some(Value::Object(item)) if item.contains_key("$ref") => {
+                format!("table of {} values", kind(root, &Value::Object(item.clone())))
+            }
             Some(Value::Object(item)) => format!("table of {}s", kind(root, &Value::Object(item.clone()))),
             _ => "table".into(),
         },

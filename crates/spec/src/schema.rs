@@ -125,9 +125,10 @@ pub(crate) struct ServiceTable {
     pub memory: Option<Size>,
 
     /// Environment variables for the service's tasks. Names: letters, digits
-    /// and '_', not starting with a digit. Values must be strings (quote numbers).
+    /// and '_', not starting with a digit. Values must be strings (quote numbers),
+    /// or `{ secret = "name" }` for one of the app's secrets (`wharf secret set`).
     #[schemars(extend("propertyNames" = { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }))]
-    pub env: Option<BTreeMap<String, String>>,
+    pub env: Option<BTreeMap<String, EnvValue>>,
 
     /// Signal sent to stop a task: SIGTERM (default), SIGINT, SIGQUIT, SIGHUP,
     /// SIGUSR1, SIGUSR2, SIGKILL or SIGWINCH. The "SIG" prefix is optional and
@@ -168,6 +169,25 @@ pub(crate) struct ServiceTable {
     /// Autoscaling on CPU: replicas between `min` and `max`, by a step policy
     /// (`cpu_above`/`cpu_below`) or target tracking (`target_cpu`).
     pub scale: Option<ScaleTable>,
+}
+
+/// One environment variable's value.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum EnvValue {
+    Text(String),
+    Secret(SecretTable),
+}
+
+/// A secret of the app as the value: set with `wharf secret set NAME` (the
+/// value read from stdin), kept encrypted by the server and put only into
+/// the task's environment; shown as `***` everywhere else.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SecretTable {
+    /// The secret's name: letters, digits, '_' and '-', starting with a letter.
+    #[schemars(example = &"db_password")]
+    pub secret: String,
 }
 
 /// Autoscaler settings. CPU is measured against the reserved `cpu` (one core

@@ -19,6 +19,22 @@ pub struct Spec {
     /// Scheduled jobs, keyed by name.
     #[serde(default)]
     pub jobs: BTreeMap<String, crate::Job>,
+    /// Where each `{ secret = "..." }` is written, so a deploy can say where a
+    /// reference to a secret that is not set is. Not stored: positions are
+    /// the file's, not the spec's.
+    #[serde(skip)]
+    pub secret_refs: Vec<SecretRef>,
+}
+
+/// One `VAR = { secret = "name" }` of a service's `env`, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    pub service: String,
+    pub var: String,
+    pub secret: String,
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
 }
 
 impl Spec {
@@ -50,6 +66,11 @@ pub struct Service {
     /// Working directory relative to the release directory ("." by default).
     pub workdir: String,
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are the app's secrets: variable →
+    /// secret name. Only names are kept here (and in stored revisions); the
+    /// values are put into a task's environment when it starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// `Some(port)` makes this a web service (routed, health-checked over HTTP/TCP);
     /// `None` makes it a worker. The number is the app's port inside a container;
     /// a process task listens on the port chosen for it (`TaskSpec.port`, `$PORT`).

@@ -130,6 +130,23 @@ pub(crate) fn check_env_name(name: &str) -> Result<(), Problem> {
     })
 }
 
+/// What a secret may be called: it is typed on command lines and shown in
+/// `wharf secret ls`, so the rule is short.
+pub const SECRET_NAME_RULE: &str =
+    "secret names use letters, digits, '_' and '-', start with a letter, and are at most 64 characters";
+
+/// Checks a secret's name against [`SECRET_NAME_RULE`].
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("invalid secret name `{}`: {SECRET_NAME_RULE}", name.escape_debug()))
+    }
+}
+
 const NUL_HINT: &str = "a program's arguments and environment cannot hold a NUL byte (\\u0000); remove it";
 
 /// One argument of a command; `total` is the command's length so far

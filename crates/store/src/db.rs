@@ -373,3 +373,54 @@ mod acme_tests {
         assert!(!format!("{account:?}{cert:?}").contains("SECRET"));
     }
 }
+
+fn secret_key(app: &str, name: &str) -> String {
+    format!("secrets/{app}/{name}")
+}
+
+impl Db {
+    pub async fn secret(&self, app: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        self.get(&secret_key(app, name)).await
+    }
+    /// One app's secrets by name, or every app's when `app` is None.
+    pub async fn secrets(&self, app: Option<&str>) -> Result<Vec<SecretRecord>, StoreError> {
+        match app {
+            Some(app) => self.list(&format!("secrets/{app}/")).await,
+            None => self.list("secrets/").await,
+        }
+    }
+    pub async fn put_secret(&self, r: &SecretRecord) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Put { key: secret_key(&r.app, &r.name), value: encode(r) }]).await
+    }
+    pub async fn delete_secret(&self, app: &str, name: &str) -> Result<(), StoreError> {
+        self.store.apply(vec![Op::Delete { key: secret_key(app, name) }]).await
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn secrets_are_kept_per_app_and_never_print_their_sealed_value() {
+        let db = Db::new(Arc::new(crate::MemStore::new()));
+        let rec = |app: &str, name: &str| SecretRecord {
+            app: app.into(),
+            name: name.into(),
+            sealed: "00SEALED".into(),
+            digest: "d1".into(),
+            created_at: 1,
+            updated_at: 2,
+        };
+        db.put_secret(&rec("shop", "db_password")).await.unwrap();
+        db.put_secret(&rec("shop", "token")).await.unwrap();
+        db.put_secret(&rec("shop-staging", "db_password")).await.unwrap();
+        let names = |v: Vec<SecretRecord>| v.into_iter().map(|r| format!("{}/{}", r.app, r.name)).collect::<Vec<_>>();
+        assert_eq!(names(db.secrets(Some("shop")).await.unwrap()), ["shop/db_password", "shop/token"]);
+        assert_eq!(db.secrets(None).await.unwrap().len(), 3);
+        assert_eq!(db.secret("shop", "token").await.unwrap(), Some(rec("shop", "token")));
+        db.delete_secret("shop", "token").await.unwrap();
+        assert_eq!(db.secret("shop", "token").await.unwrap(), None);
+        assert!(!format!("{:?}", rec("a", "b")).contains("SEALED"));
+    }
+}

@@ -84,8 +84,13 @@ pub struct Revision {
     /// from settings changes.
     #[serde(default)]
     pub code: String,
-    /// Hash of spec + code: an unchanged service keeps its revision.
+    /// Hash of spec + code (+ the digests of its secrets' values): an
+    /// unchanged service keeps its revision.
     pub digest: String,
+    /// The secrets it takes, name → digest of the value when it was made
+    /// (never the value): tells which secret changed between revisions.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, String>,
     pub created_at: u64,
 }
 
@@ -370,6 +375,34 @@ impl std::fmt::Debug for AcmeCertRecord {
             .field("not_before", &self.not_before)
             .field("not_after", &self.not_after)
             .field("issued_at", &self.issued_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One secret of an app, sealed with the server's secret key (the
+/// `wharf-secrets` envelope, its name as associated data).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub app: String,
+    pub name: String,
+    /// Hex of nonce, ciphertext and tag; never the value.
+    pub sealed: String,
+    /// Keyed digest of the value: what revisions include, so a changed
+    /// value makes a new revision of the services that use it.
+    pub digest: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// Without the sealed bytes: records end up in logs and panics.
+impl std::fmt::Debug for SecretRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRecord")
+            .field("app", &self.app)
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
             .finish_non_exhaustive()
     }
 }

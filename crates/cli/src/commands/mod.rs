@@ -19,6 +19,7 @@ pub mod revisions;
 pub mod rollback;
 pub mod run;
 pub mod scale;
+pub mod secret;
 pub mod status;
 pub mod top;
 pub mod up;

@@ -35,6 +35,7 @@ pub async fn up(dir: PathBuf, data: Option<PathBuf>, at: Listen, quiet: bool) ->
     }
     let data = data.unwrap_or_else(|| dir.join(".wharf"));
     let mut opts = server::ServerOptions::new(data.clone(), api, http);
+    opts.secret_key = std::env::var(server::SECRET_KEY_ENV).ok();
     opts.unreachable = crate::task_user::Unreachable::RunAsServer;
     if https.is_some() {
         // Development: certificates from a CA of this server's own, at once, no CA to reach.

@@ -60,17 +60,24 @@ pub struct ProcessDriverOptions {
     /// (default true). When false, tasks run without limits and
     /// `LimitsUnavailable` is emitted.
     pub use_cgroups: bool,
+    /// Opens the sealed variables of tasks' environments; without it a task
+    /// with any cannot start.
+    pub env_opener: Option<Arc<dyn crate::EnvOpener>>,
 }
 
 impl Default for ProcessDriverOptions {
     fn default() -> Self {
-        ProcessDriverOptions { use_cgroups: true }
+        ProcessDriverOptions { use_cgroups: true, env_opener: None }
     }
 }
 
 impl ProcessDriverOptions {
     pub fn use_cgroups(mut self, yes: bool) -> Self {
         self.use_cgroups = yes;
+        self
+    }
+    pub fn env_opener(mut self, opener: Arc<dyn crate::EnvOpener>) -> Self {
+        self.env_opener = Some(opener);
         self
     }
 }
@@ -145,6 +152,7 @@ struct Inner {
     cgroups: Cgroups,
     limits_reported: AtomicBool,
     base_env: Vec<(OsString, OsString)>,
+    env_opener: Option<Arc<dyn crate::EnvOpener>>,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     /// Wakes each task's tail loop when its output files are written; None
     /// (no inotify instance left): the tails poll.
@@ -229,6 +237,7 @@ impl ProcessDriver {
                 cgroups,
                 limits_reported: AtomicBool::new(false),
                 base_env: spawn::base_env(),
+                env_opener: options.env_opener.clone(),
                 tasks: Mutex::new(HashMap::new()),
                 watcher,
                 reserved: Mutex::new(HashSet::new()),
@@ -328,7 +337,30 @@ impl Inner {
             None => Vec::new(),
         };
         let dir = self.task_dir(&spec.id);
+        let opened;
+        let spec = if spec.sealed_env.is_empty() {
+            spec
+        } else {
+            opened = self.open_env(spec)?;
+            &opened
+        };
         spawn::spawn(spec, &self.driver_id, &self.base_env, &dir.join(STDOUT_FILE), &dir.join(STDERR_FILE), &procs)
+    }
+
+    /// A copy of `spec` with its sealed variables opened, for the spawn only.
+    fn open_env(&self, spec: &TaskSpec) -> Result<TaskSpec, DriverError> {
+        let invalid = |reason: String| DriverError::InvalidSpec { task: spec.id.clone(), reason };
+        let opener = self
+            .env_opener
+            .as_ref()
+            .ok_or_else(|| invalid("it has sealed variables and this driver cannot open them".into()))?;
+        let mut out = spec.clone();
+        for var in &spec.sealed_env {
+            let Some(sealed) = spec.env.get(var) else { continue };
+            let value = opener.open(&spec.id, var, sealed).map_err(|why| invalid(format!("env `{var}`: {why}")))?;
+            out.env.insert(var.clone(), value);
+        }
+        Ok(out)
     }
 
     fn new_task(
