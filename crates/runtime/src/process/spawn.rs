@@ -30,6 +30,11 @@ pub struct Spawned {
     pub started_at: SystemTime,
 }
 
+/// How often, and how long apart, a spawn that found its program busy
+/// ("text file busy") tries again before it fails.
+const ETXTBSY_RETRIES: u32 = 5;
+const ETXTBSY_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Spawn `spec` in a new process group, stdin from /dev/null, stdout/stderr
 /// appended to the spool files, moved into the cgroups whose `cgroup.procs`
 /// files are given (before it execs, so its first instruction is accounted).
@@ -135,7 +140,20 @@ pub fn spawn(
             });
         }
     }
-    let child = tokio::process::Command::from(cmd).spawn().map_err(spawn_err)?;
+    let mut cmd = tokio::process::Command::from(cmd);
+    let mut busy_waits = 0;
+    let child = loop {
+        match cmd.spawn() {
+            // The program is open for writing somewhere: typically another
+            // thread's freshly written file, inherited by a child forked at
+            // that moment until it execs. That passes within milliseconds.
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && busy_waits < ETXTBSY_RETRIES => {
+                busy_waits += 1;
+                std::thread::sleep(ETXTBSY_WAIT);
+            }
+            r => break r.map_err(spawn_err)?,
+        }
+    };
     let started_at = SystemTime::now();
     let pid = child.id().ok_or_else(|| spawn_err(io::Error::other("the process exited at once")))?;
     // The child is not reaped before we wait() on it: its /proc entry exists.
