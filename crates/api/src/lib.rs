@@ -7,6 +7,7 @@
 mod jobs;
 mod server;
 pub mod token;
+mod ui;
 
 pub use server::{router, serve, MAX_CONNECTIONS};
 
