@@ -248,3 +248,69 @@ fn the_overview_shows_the_services_and_follows_a_scale_live() {
     let ended = read_until(&mut live, Duration::from_secs(15), |_| false).unwrap_err();
     assert!(ended.starts_with("the stream ended"), "{ended}");
 }
+
+#[test]
+fn actions_need_a_session_a_csrf_token_and_a_confirmation() {
+    let s = Server::start();
+    let dir = app_dir(&api_app("shop", "1", ""));
+    s.deploy(dir.path());
+    let (api, token) = (s.api_addr(), s.token());
+    let desired = || {
+        let (code, body) = http_get(&api, "x", "/v1/status", Some(&token)).unwrap();
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["apps"][0]["services"].as_array().unwrap().iter().find(|s| s["name"] == "api").unwrap()["replicas"]
+            .as_u64()
+            .unwrap()
+    };
+    let id = login(&api, &token);
+    let overview = request(&api, "GET", "/ui", Some(&id), &[], "").body;
+    assert!(overview.contains("href=\"/ui/scale?app=shop&amp;service=api\""), "a scale link: {overview}");
+    let form = request(&api, "GET", "/ui/scale?app=shop&service=api", Some(&id), &[], "");
+    assert_eq!(form.status, 200, "{}", form.body);
+    let csrf = csrf_of(&form.body);
+    let other = login(&api, &token);
+    let other_csrf = csrf_of(&request(&api, "GET", "/ui", Some(&other), &[], "").body);
+
+    // Refused, and nothing changes: no session, no token, a wrong one, another session's.
+    let scale = "app=shop&service=api&replicas=3&confirm=yes";
+    for (cookie, body) in [
+        (None, format!("csrf={csrf}&{scale}")),
+        (Some(id.as_str()), scale.to_string()),
+        (Some(id.as_str()), format!("csrf=00ff&{scale}")),
+        (Some(id.as_str()), format!("csrf={other_csrf}&{scale}")),
+    ] {
+        let a = request(&api, "POST", "/ui/scale", cookie, &[], &body);
+        assert_eq!(a.status, 403, "{body}: {}", a.body);
+    }
+    assert_eq!(desired(), 1);
+
+    // Without the confirmation: the page that says what will change.
+    let ask =
+        request(&api, "POST", "/ui/scale", Some(&id), &[], &format!("csrf={csrf}&app=shop&service=api&replicas=3"));
+    assert_eq!(ask.status, 200, "{}", ask.body);
+    assert!(ask.body.contains("from 1 to <strong>3</strong>"), "{}", ask.body);
+    assert!(ask.body.contains("name=\"confirm\" value=\"yes\""), "{}", ask.body);
+    assert_eq!(desired(), 1);
+    let done = request(&api, "POST", "/ui/scale", Some(&id), &[], &format!("csrf={csrf}&{scale}"));
+    assert_eq!((done.status, done.header("location")), (303, Some("/ui")), "{}", done.body);
+    assert_eq!(desired(), 3);
+
+    // Maintenance: the same refusals, then on (the proxy answers 503) and off.
+    assert_eq!(s.get("x", "/").unwrap().0, 200);
+    let ask = request(&api, "GET", "/ui/maintenance?app=shop&service=api&on=true", Some(&id), &[], "");
+    assert!(ask.status == 200 && ask.body.contains("maintenance page (503)"), "{}", ask.body);
+    let on = "app=shop&service=api&on=true&confirm=yes";
+    assert_eq!(request(&api, "POST", "/ui/maintenance", None, &[], &format!("csrf={csrf}&{on}")).status, 403);
+    assert_eq!(request(&api, "POST", "/ui/maintenance", Some(&id), &[], on).status, 403);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.get("x", "/").unwrap().0, 200, "refused requests changed nothing");
+    let done = request(&api, "POST", "/ui/maintenance", Some(&id), &[], &format!("csrf={csrf}&{on}"));
+    assert_eq!(done.status, 303, "{}", done.body);
+    wait_for("the maintenance page", Duration::from_secs(10), || (s.get("x", "/")?.0 == 503).then_some(()));
+    let page = request(&api, "GET", "/ui", Some(&id), &[], "").body;
+    assert!(row(&page, "shop", "api").unwrap().contains("maintenance"), "{page}");
+    let off = format!("csrf={csrf}&app=shop&service=api&on=false&confirm=yes");
+    assert_eq!(request(&api, "POST", "/ui/maintenance", Some(&id), &[], &off).status, 303);
+    wait_for("the service again", Duration::from_secs(10), || (s.get("x", "/")?.0 == 200).then_some(()));
+}

@@ -4,6 +4,7 @@
 //! form. It reads the same controller views as the API; nothing is kept
 //! twice.
 
+mod actions;
 mod assets;
 mod live;
 mod pages;
@@ -30,6 +31,7 @@ const MAX_FORM: usize = 16 << 10;
 
 #[derive(Clone)]
 struct UiState {
+    ctl: Arc<Controller>,
     token: Arc<str>,
     sessions: Arc<Sessions>,
     live: Arc<Live>,
@@ -38,6 +40,7 @@ struct UiState {
 /// The dashboard's routes; they check sessions themselves (not the API's bearer token).
 pub(crate) fn router(ctl: Arc<Controller>, token: Arc<str>) -> Router {
     let state = UiState {
+        ctl: ctl.clone(),
         token,
         sessions: Arc::new(Sessions::new(session::IDLE, session::MAX_SESSIONS)),
         live: Arc::new(Live::new(ctl)),
@@ -48,6 +51,8 @@ pub(crate) fn router(ctl: Arc<Controller>, token: Arc<str>) -> Router {
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/events", get(events))
+        .route("/ui/scale", get(actions::scale_page).post(actions::scale))
+        .route("/ui/maintenance", get(actions::maintenance_page).post(actions::maintenance))
         .route("/ui/assets/{name}", get(assets::serve))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(DefaultBodyLimit::max(MAX_FORM))
@@ -80,14 +85,14 @@ fn session(st: &UiState, headers: &HeaderMap) -> Option<(String, String)> {
     Some((id, csrf))
 }
 
-/// A POST's session id, if it has a session and the form's CSRF token is
-/// the session's; otherwise why it is refused (and nothing is done).
-fn checked_post(st: &UiState, headers: &HeaderMap, form_csrf: Option<&str>) -> Result<String, &'static str> {
+/// A POST's session id and CSRF token, if it has a session and the form's
+/// CSRF token is the session's; otherwise why it is refused (and nothing is done).
+fn checked_post(st: &UiState, headers: &HeaderMap, form_csrf: Option<&str>) -> Result<(String, String), &'static str> {
     let Some((id, csrf)) = session(st, headers) else {
         return Err("No session: log in first.");
     };
     match form_csrf {
-        Some(given) if crate::token::matches(&csrf, given) => Ok(id),
+        Some(given) if crate::token::matches(&csrf, given) => Ok((id, csrf)),
         _ => Err("This form's CSRF token is missing or wrong: reload the page and try again."),
     }
 }
@@ -145,7 +150,7 @@ async fn logout(
 ) -> Response {
     let csrf = form.ok().and_then(|Form(f)| f.csrf);
     let id = match checked_post(&st, &headers, csrf.as_deref()) {
-        Ok(id) => id,
+        Ok((id, _)) => id,
         Err(why) => return refused(why),
     };
     st.sessions.remove(&id);

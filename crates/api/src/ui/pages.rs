@@ -5,6 +5,7 @@ use maud::{html, Markup, DOCTYPE};
 use wharf_api_types::{AppView, ServiceView};
 use wharf_control::ControlError;
 
+use super::actions::Target;
 use super::assets::{CSS, JS};
 use super::live::{Overview, Rates};
 
@@ -152,6 +153,7 @@ fn app_section(app: &AppView, o: &Overview, now_ms: u64) -> Markup {
                         th scope="col" .num { "p99" }
                         th scope="col" .num { "CPU" }
                         th scope="col" .num { "memory" }
+                        th scope="col" { "actions" }
                     } }
                     tbody {
                         @for s in &app.services {
@@ -181,8 +183,94 @@ fn service_row(app: &AppView, s: &ServiceView, rates: Option<&Rates>) -> Markup 
             td.num { @if web { (r.p99_ms.map_or("—".to_string(), |ms| format!("{ms:.1} ms"))) } @else { "—" } }
             td.num { (format!("{:.1}%", r.cpu_percent)) }
             td.num { (bytes(r.memory_bytes)) }
+            td {
+                a href=(format!("/ui/scale?app={}&service={}", query(&app.name), query(&s.name)))
+                    aria-label=(format!("Scale {}/{}", app.name, s.name)) { "Scale…" }
+                " "
+                a href=(format!("/ui/maintenance?app={}&service={}&on={}", query(&app.name), query(&s.name), !s.maintenance))
+                    aria-label=(format!("Maintenance {} for {}/{}", if s.maintenance { "off" } else { "on" }, app.name, s.name)) {
+                    "Maintenance " (if s.maintenance { "off" } else { "on" }) "…"
+                }
+            }
         }
     }
+}
+
+/// The hidden fields every action form carries.
+fn target_fields(t: &Target, csrf: &str) -> Markup {
+    html! {
+        input type="hidden" name="csrf" value=(csrf);
+        input type="hidden" name="app" value=(t.app);
+        input type="hidden" name="service" value=(t.service);
+    }
+}
+
+/// Scaling a service: the form asking how many (`to` None), then the
+/// confirmation that says what changes.
+pub(crate) fn scale(t: &Target, now: u32, to: Option<u32>, csrf: &str) -> Markup {
+    let name = format!("{}/{}", t.app, t.service);
+    layout(
+        "Scale",
+        Some(csrf),
+        false,
+        html! {
+            h1 { "Scale " (name) }
+            form method="post" action="/ui/scale" {
+                (target_fields(t, csrf))
+                @match to {
+                    None => {
+                        p { (name) " has " (now) " desired tasks." }
+                        label for="replicas" { "Desired tasks" }
+                        input #replicas type="number" name="replicas" min="0" value=(now) required;
+                        p { button type="submit" { "Next" } " " a href="/ui" { "Cancel" } }
+                    }
+                    Some(n) => {
+                        p { "Scale " (name) " from " (now) " to " strong { (n) } " desired tasks. "
+                            @if n < now { "Tasks beyond that are drained and stopped." }
+                            @else if n > now { "New tasks start and take traffic once healthy." }
+                            @else { "Nothing changes." } }
+                        input type="hidden" name="replicas" value=(n);
+                        input type="hidden" name="confirm" value="yes";
+                        p { button type="submit" { "Scale to " (n) } " " a href="/ui" { "Cancel" } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Turning maintenance on or off: what it does, and the confirming form.
+pub(crate) fn maintenance(t: &Target, on: bool, csrf: &str) -> Markup {
+    let name = if t.service.is_empty() { format!("app {}", t.app) } else { format!("{}/{}", t.app, t.service) };
+    layout(
+        "Maintenance",
+        Some(csrf),
+        false,
+        html! {
+            h1 { "Maintenance " (if on { "on" } else { "off" }) " for " (name) }
+            p {
+                @if on { "Every request to " (name) " will be answered with the maintenance page (503) until it is turned off. The tasks keep running." }
+                @else { "Requests to " (name) " reach its tasks again." }
+            }
+            form method="post" action="/ui/maintenance" {
+                (target_fields(t, csrf))
+                input type="hidden" name="on" value=(on);
+                input type="hidden" name="confirm" value="yes";
+                p { button type="submit" { "Turn maintenance " (if on { "on" } else { "off" }) } " " a href="/ui" { "Cancel" } }
+            }
+        },
+    )
+}
+
+/// `s` for a URL's query string: letters, digits and `-._~` as they are,
+/// every other byte percent-encoded.
+fn query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The service's condition in words (never colour alone).
