@@ -227,6 +227,8 @@ fn the_overview_shows_the_services_and_follows_a_scale_live() {
     });
     let api_row = row(&page, "shop", "api").unwrap();
     assert!(api_row.contains("api@1") && api_row.contains("serving"), "{api_row}");
+    let worker_row = row(&page, "shop", "worker").unwrap();
+    assert!(worker_row.contains("running") && !worker_row.contains("/ui/maintenance"), "not routed: {worker_row}");
     assert!(page.contains("succeeded"), "the last deployment: {page}");
 
     // Clients that open the stream and never read must not hold up the others.

@@ -186,13 +186,23 @@ fn service_row(app: &AppView, s: &ServiceView, rates: Option<&Rates>) -> Markup 
             td {
                 a href=(format!("/ui/scale?app={}&service={}", query(&app.name), query(&s.name)))
                     aria-label=(format!("Scale {}/{}", app.name, s.name)) { "Scale…" }
-                " "
-                a href=(format!("/ui/maintenance?app={}&service={}&on={}", query(&app.name), query(&s.name), !s.maintenance))
-                    aria-label=(format!("Maintenance {} for {}/{}", if s.maintenance { "off" } else { "on" }, app.name, s.name)) {
-                    "Maintenance " (if s.maintenance { "off" } else { "on" }) "…"
+                @if web {
+                    " "
+                    a href=(format!("/ui/maintenance?app={}&service={}&on={}", query(&app.name), query(&s.name), !s.maintenance))
+                        aria-label=(format!("Maintenance {} for {}/{}", onoff(!s.maintenance), app.name, s.name)) {
+                        "Maintenance " (onoff(!s.maintenance)) "…"
+                    }
                 }
             }
         }
+    }
+}
+
+fn onoff(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
     }
 }
 
@@ -247,7 +257,7 @@ pub(crate) fn maintenance(t: &Target, on: bool, csrf: &str) -> Markup {
         Some(csrf),
         false,
         html! {
-            h1 { "Maintenance " (if on { "on" } else { "off" }) " for " (name) }
+            h1 { "Maintenance " (onoff(on)) " for " (name) }
             p {
                 @if on { "Every request to " (name) " will be answered with the maintenance page (503) until it is turned off. The tasks keep running." }
                 @else { "Requests to " (name) " reach its tasks again." }
@@ -256,7 +266,7 @@ pub(crate) fn maintenance(t: &Target, on: bool, csrf: &str) -> Markup {
                 (target_fields(t, csrf))
                 input type="hidden" name="on" value=(on);
                 input type="hidden" name="confirm" value="yes";
-                p { button type="submit" { "Turn maintenance " (if on { "on" } else { "off" }) } " " a href="/ui" { "Cancel" } }
+                p { button type="submit" { "Turn maintenance " (onoff(on)) } " " a href="/ui" { "Cancel" } }
             }
         },
     )
@@ -295,7 +305,7 @@ fn service_state(s: &ServiceView) -> String {
         words.push(format!("{} failing health", s.health_failing.len()));
     }
     if words.is_empty() {
-        "serving".to_string()
+        (if s.kind == "web" { "serving" } else { "running" }).to_string()
     } else {
         words.join(", ")
     }
