@@ -88,7 +88,7 @@ fn row<'a>(page: &'a str, app: &str, service: &str) -> Option<&'a str> {
     page[at..].split("</tr>").next()
 }
 
-/// A live stream, opened with `cookie`: its status and the connection.
+/// A live stream opened with the session `cookie`; the caller reads the answer.
 fn open_events(addr: &str, cookie: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     let req = format!(
@@ -96,6 +96,17 @@ fn open_events(addr: &str, cookie: &str) -> TcpStream {
     );
     s.write_all(req.as_bytes()).unwrap();
     s
+}
+
+/// The status of an answer's first line.
+fn first_status(s: &mut TcpStream) -> u16 {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n") && s.read(&mut b).unwrap() == 1 {
+        head.push(b[0]);
+    }
+    status_of(&String::from_utf8_lossy(&head))
 }
 
 /// Reads the stream until an `overview` event satisfies `want`, or `limit` passes.
@@ -242,7 +253,21 @@ fn the_overview_shows_the_services_and_follows_a_scale_live() {
             .unwrap();
     assert!(ev.contains("data-service=\"shop/worker\""), "the whole overview: {ev}");
     assert_eq!(request(&api, "GET", "/ui", Some(&id), &[], "").status, 200, "pages are served");
+
+    // At most 64 streams at once (4 are open): the 65th is refused, and a
+    // place is free again once a client leaves.
+    let mut more = Vec::new();
+    for _ in 0..60 {
+        let mut c = open_events(&api, &id);
+        assert_eq!(first_status(&mut c), 200);
+        more.push(c);
+    }
+    assert_eq!(first_status(&mut open_events(&api, &id)), 503);
+    drop(more);
     drop(stalled);
+    wait_for("a free place", Duration::from_secs(15), || {
+        (first_status(&mut open_events(&api, &id)) == 200).then_some(())
+    });
 
     // A stream ends with its session.
     let csrf = csrf_of(&page);

@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::{middleware, Router};
 use maud::Markup;
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use wharf_control::Controller;
 
 use live::Live;
@@ -171,25 +172,66 @@ async fn events(State(st): State<UiState>, headers: HeaderMap) -> Response {
             pages::message("Busy", "Too many live views are open; the page still works with reloads."),
         );
     };
-    let rx = st.live.subscribe();
     let sessions = st.sessions.clone();
-    let stream = futures_util::stream::unfold((rx, permit), move |(mut rx, permit)| {
-        let alive = sessions.alive(&id);
+    let stream = live_stream(st.live.subscribe(), permit, move || sessions.alive(&id));
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// One client's events from the shared channel, holding `hold` (its place
+/// under the cap) until it ends: when `alive` says its session is gone,
+/// when it fell behind (it stopped reading; its browser reconnects), or
+/// when the server stops.
+fn live_stream<H: Send + 'static>(
+    rx: broadcast::Receiver<Arc<str>>,
+    hold: H,
+    alive: impl Fn() -> bool + Send + 'static,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold((rx, hold), move |(mut rx, hold)| {
+        let go_on = alive();
         async move {
-            if !alive {
+            if !go_on {
                 return None;
             }
             match rx.recv().await {
-                Ok(html) => Some((Ok::<_, Infallible>(Event::default().event("overview").data(&*html)), (rx, permit))),
-                // Lagged: it stopped reading; closed: the server stops. Either
-                // way the stream ends and a browser reconnects by itself.
+                Ok(html) => Some((Ok(Event::default().event("overview").data(&*html)), (rx, hold))),
                 Err(_) => None,
             }
         }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    })
 }
 
 async fn not_found() -> Response {
     page(StatusCode::NOT_FOUND, pages::message("Not found", "There is no such page."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_is_closed_and_never_waited_for() {
+        let (tx, rx) = broadcast::channel(live::CLIENT_BUFFER);
+        let stream = live_stream(rx, (), || true);
+        // The client reads nothing while more than its buffer is sent: no send waits.
+        for n in 0..live::CLIENT_BUFFER * 3 {
+            tx.send(Arc::from(format!("overview {n}"))).unwrap();
+        }
+        let mut stream = std::pin::pin!(stream);
+        assert!(stream.next().await.is_none(), "closed once it lagged");
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_with_its_session() {
+        let (tx, rx) = broadcast::channel(live::CLIENT_BUFFER);
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = alive.clone();
+        let mut stream = std::pin::pin!(live_stream(rx, (), move || flag.load(Ordering::SeqCst)));
+        tx.send(Arc::from("one")).unwrap();
+        assert!(stream.next().await.is_some());
+        alive.store(false, Ordering::SeqCst);
+        tx.send(Arc::from("two")).unwrap();
+        assert!(stream.next().await.is_none());
+    }
 }
