@@ -148,6 +148,8 @@ fn a_login_gives_a_strict_cookie_and_pages_need_it() {
     let form = request(&api, "GET", "/ui/login", None, &[], "");
     assert_eq!(form.status, 200);
     assert_eq!(form.header("cache-control"), Some("no-store"));
+    let csp = form.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(form.body.contains("name=\"token\"") && form.body.contains("type=\"password\""), "{}", form.body);
 
     // The assets: fingerprinted, cached for long; any other name is unknown.
