@@ -8,6 +8,7 @@ mod jobs;
 mod secrets;
 mod server;
 pub mod token;
+mod ui;
 
 pub use server::{router, serve, MAX_CONNECTIONS};
 

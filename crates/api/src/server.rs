@@ -28,9 +28,10 @@ pub(crate) struct ApiState {
     token: Arc<str>,
 }
 
-/// The API's routes, all behind the bearer token.
+/// The API's routes, all behind the bearer token, and the dashboard's under `/ui`.
 pub fn router(ctl: Arc<Controller>, token: String) -> Router {
     let state = ApiState { ctl, token: token.into() };
+    let ui = crate::ui::router(state.ctl.clone(), state.token.clone());
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/certs", get(certs))
@@ -62,6 +63,7 @@ pub fn router(ctl: Arc<Controller>, token: String) -> Router {
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
+        .merge(ui)
 }
 
 pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {

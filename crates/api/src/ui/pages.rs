@@ -1,0 +1,343 @@
+//! The dashboard's HTML, as maud templates: checked at compile time, and
+//! every value is escaped unless marked otherwise (nothing here is).
+
+use maud::{html, Markup, DOCTYPE};
+use wharf_api_types::{AppView, ServiceView};
+use wharf_control::ControlError;
+
+use super::actions::Target;
+use super::assets::{CSS, JS};
+use super::live::{Overview, Rates};
+
+/// Seconds a page without JavaScript waits before reloading itself.
+const REFRESH_SECS: u32 = 5;
+
+/// The frame of every page: `csrf` is the session's token (None: logged out),
+/// `refresh` adds a reload for browsers without JavaScript.
+fn layout(title: &str, csrf: Option<&str>, refresh: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · wharf" }
+                link rel="stylesheet" href=(CSS.url);
+                @if refresh {
+                    noscript { meta http-equiv="refresh" content=(REFRESH_SECS); }
+                }
+                script src=(JS.url) defer {}
+            }
+            body {
+                header {
+                    a.brand href="/ui" { "wharf" }
+                    @if let Some(csrf) = csrf {
+                        nav aria-label="pages" { a href="/ui" { "Overview" } }
+                        form method="post" action="/ui/logout" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The login form; `error` says why the last try failed (never what was typed).
+pub(crate) fn login(error: Option<&str>) -> Markup {
+    layout(
+        "Log in",
+        None,
+        false,
+        html! {
+            h1 { "Log in" }
+            p.muted { "Paste an API token: the file " code { "token" } " in the server's data directory." }
+            @if let Some(e) = error {
+                p.bad role="alert" { (e) }
+            }
+            form method="post" action="/ui/login" {
+                label for="token" { "API token" }
+                input #token type="password" name="token" autocomplete="current-password" required autofocus;
+                p { button type="submit" { "Log in" } }
+            }
+        },
+    )
+}
+
+/// A short page for a refused or failed request.
+pub(crate) fn message(title: &str, text: &str) -> Markup {
+    layout(
+        title,
+        None,
+        false,
+        html! {
+            h1 { (title) }
+            p { (text) }
+            p { a href="/ui" { "Back to the overview" } }
+        },
+    )
+}
+
+/// The overview page: the fragment the live stream replaces, inside the frame.
+pub(crate) fn overview(o: &Result<Overview, ControlError>, now_ms: u64, csrf: &str) -> Markup {
+    layout(
+        "Overview",
+        Some(csrf),
+        true,
+        html! {
+            h1 { "Overview" }
+            p.live.muted {
+                span #live aria-live="polite" { "updated on reload" }
+                " · " a href="/ui" { "reload" }
+            }
+            div #overview data-events="/ui/events" { (fragment(o, now_ms)) }
+        },
+    )
+}
+
+/// What the live stream sends: the overview's inner part.
+pub(crate) fn live_fragment(o: &Result<Overview, ControlError>, now_ms: u64) -> Markup {
+    fragment(o, now_ms)
+}
+
+fn fragment(o: &Result<Overview, ControlError>, now_ms: u64) -> Markup {
+    let o = match o {
+        Ok(o) => o,
+        Err(e) => return html! { p.bad role="alert" { "The server could not read its state: " (e.to_string()) } },
+    };
+    html! {
+        @if !o.status.problems.is_empty() {
+            section.problems aria-label="problems" {
+                h2 { "Problems" }
+                ul { @for p in &o.status.problems { li { (p) } } }
+            }
+        }
+        @if o.status.apps.is_empty() {
+            p { "No app is deployed yet: " code { "wharf deploy DIR" } "." }
+        }
+        @for app in &o.status.apps {
+            (app_section(app, o, now_ms))
+        }
+        p.muted { "wharf " (o.status.version) " · up " (duration(o.status.uptime_secs.saturating_mul(1000))) }
+    }
+}
+
+fn app_section(app: &AppView, o: &Overview, now_ms: u64) -> Markup {
+    html! {
+        section aria-label=(format!("app {}", app.name)) {
+            h2 { "App " (app.name) }
+            @if let Some(d) = &app.deployment {
+                p {
+                    "Last deployment #" (d.id) ": "
+                    span class=(format!("state-{}", d.state.as_str())) { (d.state.as_str().replace('_', " ")) }
+                    ", " (ago(now_ms, d.started_at))
+                    @if !d.message.is_empty() { " — " (d.message) }
+                }
+                @if let Some(reason) = &d.reason {
+                    p.reason { (reason) }
+                }
+            }
+            div.table-wrap {
+                table {
+                    caption.muted { "Services of " (app.name) ", release " (short(&app.release)) }
+                    thead { tr {
+                        th scope="col" { "service" }
+                        th scope="col" { "kind" }
+                        th scope="col" .num { "ready/desired" }
+                        th scope="col" { "revision" }
+                        th scope="col" { "state" }
+                        th scope="col" .num { "req/s" }
+                        th scope="col" .num { "5xx/s" }
+                        th scope="col" .num { "p99" }
+                        th scope="col" .num { "CPU" }
+                        th scope="col" .num { "memory" }
+                        th scope="col" { "actions" }
+                    } }
+                    tbody {
+                        @for s in &app.services {
+                            (service_row(app, s, o.rates.get(&(app.name.clone(), s.name.clone()))))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn service_row(app: &AppView, s: &ServiceView, rates: Option<&Rates>) -> Markup {
+    let none = Rates::default();
+    let r = rates.unwrap_or(&none);
+    let web = s.kind == "web";
+    let ready_class = if s.ready < s.replicas as usize { "warn" } else { "ok" };
+    html! {
+        tr data-service=(format!("{}/{}", app.name, s.name)) {
+            th scope="row" { (s.name) }
+            td { (s.kind) }
+            td.num { span class=(ready_class) { (s.ready) "/" (s.replicas) } }
+            td { (s.name) "@" (s.revision) }
+            td { (service_state(s)) }
+            td.num { @if web { (rate(r.requests_per_sec)) } @else { "—" } }
+            td.num { @if web { (rate(r.errors_per_sec)) } @else { "—" } }
+            td.num { @if web { (r.p99_ms.map_or("—".to_string(), |ms| format!("{ms:.1} ms"))) } @else { "—" } }
+            td.num { (format!("{:.1}%", r.cpu_percent)) }
+            td.num { (bytes(r.memory_bytes)) }
+            td {
+                a href=(format!("/ui/scale?app={}&service={}", query(&app.name), query(&s.name)))
+                    aria-label=(format!("Scale {}/{}", app.name, s.name)) { "Scale…" }
+                @if web {
+                    " "
+                    a href=(format!("/ui/maintenance?app={}&service={}&on={}", query(&app.name), query(&s.name), !s.maintenance))
+                        aria-label=(format!("Maintenance {} for {}/{}", onoff(!s.maintenance), app.name, s.name)) {
+                        "Maintenance " (onoff(!s.maintenance)) "…"
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn onoff(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// The hidden fields every action form carries.
+fn target_fields(t: &Target, csrf: &str) -> Markup {
+    html! {
+        input type="hidden" name="csrf" value=(csrf);
+        input type="hidden" name="app" value=(t.app);
+        input type="hidden" name="service" value=(t.service);
+    }
+}
+
+/// Scaling a service: the form asking how many (`to` None), then the
+/// confirmation that says what changes.
+pub(crate) fn scale(t: &Target, now: u32, to: Option<u32>, csrf: &str) -> Markup {
+    let name = format!("{}/{}", t.app, t.service);
+    layout(
+        "Scale",
+        Some(csrf),
+        false,
+        html! {
+            h1 { "Scale " (name) }
+            form method="post" action="/ui/scale" {
+                (target_fields(t, csrf))
+                @match to {
+                    None => {
+                        p { (name) " has " (now) " desired tasks." }
+                        label for="replicas" { "Desired tasks" }
+                        input #replicas type="number" name="replicas" min="0" value=(now) required;
+                        p { button type="submit" { "Next" } " " a href="/ui" { "Cancel" } }
+                    }
+                    Some(n) => {
+                        p { "Scale " (name) " from " (now) " to " strong { (n) } " desired tasks. "
+                            @if n < now { "Tasks beyond that are drained and stopped." }
+                            @else if n > now { "New tasks start and take traffic once healthy." }
+                            @else { "Nothing changes." } }
+                        input type="hidden" name="replicas" value=(n);
+                        input type="hidden" name="confirm" value="yes";
+                        p { button type="submit" { "Scale to " (n) } " " a href="/ui" { "Cancel" } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Turning maintenance on or off: what it does, and the confirming form.
+pub(crate) fn maintenance(t: &Target, on: bool, csrf: &str) -> Markup {
+    let name = if t.service.is_empty() { format!("app {}", t.app) } else { format!("{}/{}", t.app, t.service) };
+    layout(
+        "Maintenance",
+        Some(csrf),
+        false,
+        html! {
+            h1 { "Maintenance " (onoff(on)) " for " (name) }
+            p {
+                @if on { "Every request to " (name) " will be answered with the maintenance page (503) until it is turned off. The tasks keep running." }
+                @else { "Requests to " (name) " reach its tasks again." }
+            }
+            form method="post" action="/ui/maintenance" {
+                (target_fields(t, csrf))
+                input type="hidden" name="on" value=(on);
+                input type="hidden" name="confirm" value="yes";
+                p { button type="submit" { "Turn maintenance " (onoff(on)) } " " a href="/ui" { "Cancel" } }
+            }
+        },
+    )
+}
+
+/// `s` for a URL's query string: letters, digits and `-._~` as they are,
+/// every other byte percent-encoded.
+fn query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The service's condition in words (never colour alone).
+fn service_state(s: &ServiceView) -> String {
+    let mut words = Vec::new();
+    if s.maintenance {
+        words.push("maintenance".to_string());
+    }
+    if s.paused {
+        words.push("paused".to_string());
+    }
+    if let Some(c) = &s.canary {
+        words.push(format!("canary {}% (from @{})", c.weight, c.from));
+    }
+    if s.old > 0 {
+        words.push(format!("{} old", s.old));
+    }
+    if s.draining > 0 {
+        words.push(format!("{} draining", s.draining));
+    }
+    if !s.health_failing.is_empty() {
+        words.push(format!("{} failing health", s.health_failing.len()));
+    }
+    if words.is_empty() {
+        (if s.kind == "web" { "serving" } else { "running" }).to_string()
+    } else {
+        words.join(", ")
+    }
+}
+
+fn rate(r: Option<f64>) -> String {
+    r.map_or("—".to_string(), |r| format!("{r:.1}"))
+}
+
+fn short(release: &str) -> &str {
+    release.get(..12).unwrap_or(release)
+}
+
+fn bytes(n: u64) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    if n >= 1 << 30 {
+        format!("{:.2} GiB", n as f64 / (MIB * 1024.0))
+    } else {
+        format!("{:.1} MiB", n as f64 / MIB)
+    }
+}
+
+fn ago(now_ms: u64, then_ms: u64) -> String {
+    format!("{} ago", duration(now_ms.saturating_sub(then_ms)))
+}
+
+fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d", s / 86400),
+    }
+}
