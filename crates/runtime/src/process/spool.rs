@@ -373,11 +373,11 @@ pub async fn tail(spool: Arc<Mutex<Spool>>, watcher: Option<Arc<Watcher>>) {
     });
     let mut last_busy: Option<Instant> = None;
     loop {
-        let (busy, due) = {
+        let (busy, due) = may_block(|| {
             let mut s = lock(&spool);
             let busy = s.poll();
             (busy, s.next_due())
-        };
+        });
         if busy {
             last_busy = Some(Instant::now());
             tokio::task::yield_now().await;
@@ -395,6 +395,20 @@ pub async fn tail(spool: Arc<Mutex<Spool>>, watcher: Option<Arc<Watcher>>) {
             _ if last_busy.is_some_and(|t| t.elapsed() < ACTIVE_FOR) => tokio::time::sleep(ACTIVE_POLL).await,
             _ => tokio::time::sleep(IDLE_POLL).await,
         }
+    }
+}
+
+/// Runs a poll, which may block: the sink waits while the log stream's
+/// writer is too far behind (its back-pressure), and file calls can wait
+/// for the disk. On a multi-thread runtime the worker's other tasks move
+/// to another thread meanwhile; without that, two noisy tasks' tails
+/// waiting on back-pressure held both workers of a 2-core server, and the
+/// API, the control loops and every quiet task's tail waited with them.
+fn may_block<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -542,6 +556,60 @@ mod tests {
         wait_lines(2).await;
         assert_eq!(lines(&sink), vec![b"first".to_vec(), b"second".to_vec()]);
         tail.abort();
+    }
+
+    /// A sink whose lines of task "noisy" wait until released, as task
+    /// output waits on the log stream's back-pressure.
+    struct Held {
+        lines: Lines,
+        released: Mutex<bool>,
+        cv: std::sync::Condvar,
+    }
+    impl LogSink for Held {
+        fn line(&self, spec: &TaskSpec, stream: OutputStream, line: &[u8]) {
+            if spec.id == "noisy" {
+                let mut r = self.released.lock().unwrap();
+                while !*r {
+                    r = self.cv.wait(r).unwrap();
+                }
+            }
+            self.lines.line(spec, stream, line);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_tail_held_by_back_pressure_does_not_hold_the_runtime() {
+        let sink = Arc::new(Held { lines: Lines::default(), released: Mutex::new(false), cv: Default::default() });
+        let spool_of = |id: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = File::create(dir.path().join(STDOUT_FILE)).unwrap();
+            File::create(dir.path().join(STDERR_FILE)).unwrap();
+            let spool = Spool::open(dir.path(), Arc::new(TaskSpec::new(id, vec!["x".into()], "/")), sink.clone());
+            (dir, Arc::new(Mutex::new(spool)), out)
+        };
+        let (_d1, noisy, mut noisy_out) = spool_of("noisy");
+        let (_d2, quiet, mut quiet_out) = spool_of("quiet");
+        noisy_out.write_all(b"held\n").unwrap();
+        // The only worker runs the noisy tail first; it blocks in the sink.
+        // Waits below are the thread's own, not the runtime's timers: a held
+        // worker would stop those too, and the test would hang, not fail.
+        let noisy_tail = tokio::spawn(tail(noisy, None));
+        std::thread::sleep(Duration::from_millis(50));
+        quiet_out.write_all(b"through\n").unwrap();
+        let quiet_tail = tokio::spawn(tail(quiet, None));
+        let mut delivered = false;
+        for _ in 0..300 {
+            if lines(&sink.lines).contains(&b"through".to_vec()) {
+                delivered = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        *sink.released.lock().unwrap() = true;
+        sink.cv.notify_all();
+        assert!(delivered, "the quiet task's line waited for the noisy task's sink: {:?}", lines(&sink.lines));
+        noisy_tail.abort();
+        quiet_tail.abort();
     }
 
     #[tokio::test]
