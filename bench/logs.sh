@@ -8,12 +8,20 @@
 #            `wharf logs -f --json` runs; latency = time printed by the CLI
 #            reader − time written by the task. p50/p99 while idle and while
 #            the spam load runs.
+#            The reader is started (python's own start takes 100–200 ms here)
+#            before the CLI: otherwise the first lines wait in the fifo for it
+#            and are counted as the follow path's latency.
 # Usage: bench/logs.sh [N]   (lines per spam task, default 2000000)
+#   WHARF=PATH  measure that binary instead of building this checkout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-2000000}
-cargo build --release -q
-wharf=${CARGO_TARGET_DIR:-$PWD/target}/release/wharf
+if [[ -n ${WHARF:-} ]]; then # another build to compare, e.g. a copy of the binary before a change
+  wharf=$(realpath "$WHARF")
+else
+  cargo build --release -q
+  wharf=${CARGO_TARGET_DIR:-$PWD/target}/release/wharf
+fi
 work=$(mktemp -d)
 # A root server runs tasks as nobody, who must pass through to the data directory.
 chmod 755 "$work"
@@ -49,16 +57,18 @@ EOF
 
 w deploy "$work/clock" >/dev/null 2>&1
 # The follower: the CLI's JSON lines, stamped on arrival by a reader on a fifo.
+# The reader opens the fifo itself, once its imports are done, and the CLI's
+# open of the fifo waits for that: the CLI starts only when the reader is ready.
 mkfifo "$work/follow"
 python3 -u -c '
 import sys, time, json
-for line in sys.stdin:
+for line in open(sys.argv[1]):
     now = time.time_ns()
     try:
         print(int(json.loads(line)["message"]), now, flush=True)
     except Exception:
         print("#", line.strip(), flush=True)
-' <"$work/follow" >"$work/latency" &
+' "$work/follow" >"$work/latency" &
 pids+=("$!")
 "$wharf" --data "$work/data" logs -f --json -n 0 clock >"$work/follow" &
 follower=$!; pids=("$follower" "${pids[@]}") # stopped first: an open follow keeps the server up

@@ -2,6 +2,7 @@
 
 mod cgroup;
 mod inotify;
+mod offsets;
 mod oom;
 mod procfs;
 mod spawn;
@@ -94,7 +95,8 @@ impl ProcessDriverOptions {
 ///     task.json          spec, pid, /proc start time, restarts, crashes, cgroup dirs
 ///                        (written atomically before start() returns and at each (re)spawn)
 ///     stdout, stderr     the task's output (O_APPEND files, not pipes)
-///     offsets.json       how far the tailer has delivered each file to the sink
+///     offsets            how far the tailer has delivered each file to the sink (two
+///                        checksummed slots written in place; `offsets.json` before)
 /// ```
 ///
 /// # Processes
@@ -125,10 +127,10 @@ impl ProcessDriverOptions {
 ///
 /// # Output
 ///
-/// A tail loop per task polls the spool files (every 25 ms when idle),
-/// delivers complete lines to the [`LogSink`], saves the delivered offsets
-/// every 100 ms, and punches the delivered range out of the files once it
-/// exceeds 1 MiB. Between two processes of a task, fully delivered files are
+/// A tail loop per task reads the spool files when the driver's inotify
+/// watch reports a write, delivers complete lines to the [`LogSink`], saves
+/// the delivered offsets every 100 ms (in place, no rename: see `offsets.rs`),
+/// and punches the delivered range out of the files once it exceeds 1 MiB. Between two processes of a task, fully delivered files are
 /// truncated.
 ///
 /// # cgroups

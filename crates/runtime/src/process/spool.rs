@@ -1,8 +1,9 @@
 //! Output spooling: a task writes stdout/stderr to files (O_APPEND) in its
 //! directory, never to a pipe, so it can't get SIGPIPE when the server dies.
 //! The tailer reads new bytes, splits them into lines for the sink, and
-//! records how far it got in `offsets.json`, so the next server resumes there
-//! (a few lines may be delivered twice after a crash; none are lost). It
+//! records how far it got in its offsets file (`offsets.rs`), so the next
+//! server resumes there (a few lines may be delivered twice after a crash;
+//! none are lost). It
 //! sleeps until the driver's inotify watcher reports a write in the task's
 //! directory, so a quiet task costs no CPU.
 
@@ -14,10 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use super::inotify::Watcher;
-use super::state::{self, OFFSETS_FILE, STDERR_FILE, STDOUT_FILE};
+use super::offsets::{Loaded, Offsets, OffsetsFile};
+use super::state::{STDERR_FILE, STDOUT_FILE};
 use crate::{LogSink, OutputStream, TaskSpec};
 
 /// Longer lines are cut into pieces of at most this many bytes.
@@ -40,12 +40,6 @@ const ACTIVE_FOR: Duration = Duration::from_secs(1);
 /// the kernel does not report, e.g. through a shared mapping). Long, so that
 /// 1,000 quiet tasks cost about nothing.
 pub const SAFETY_POLL: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct Offsets {
-    stdout: u64,
-    stderr: u64,
-}
 
 struct Stream {
     kind: OutputStream,
@@ -80,6 +74,7 @@ pub struct Spool {
     spec: Arc<TaskSpec>,
     sink: Arc<dyn LogSink>,
     streams: [Stream; 2],
+    offsets: OffsetsFile,
     saved: Offsets,
     last_save: Instant,
     buf: Vec<u8>,
@@ -88,15 +83,29 @@ pub struct Spool {
 impl Spool {
     /// Open the spool of the task in `dir`, resuming at the saved offsets.
     pub fn open(dir: &Path, spec: Arc<TaskSpec>, sink: Arc<dyn LogSink>) -> Spool {
-        let saved: Offsets = std::fs::read(dir.join(OFFSETS_FILE))
-            .ok()
-            .and_then(|raw| serde_json::from_slice(&raw).ok())
-            .unwrap_or_default();
+        let (offsets, loaded) = OffsetsFile::load(dir);
+        let saved = match loaded {
+            Loaded::Nothing | Loaded::Damaged => Offsets::default(),
+            Loaded::Saved(o) => o,
+        };
+        if loaded == Loaded::Damaged {
+            tracing::warn!(
+                task = %spec.id,
+                "the saved output offsets are damaged: resuming at the first byte not yet punched out of each file (lines may repeat)"
+            );
+        }
         let stream = |kind, name: &str, offset: u64| {
             let path = dir.join(name);
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            // An offset past the end: the file was truncated after a full drain.
-            let offset = if offset > len { 0 } else { offset };
+            let offset = if loaded == Loaded::Damaged {
+                // Never an offset we cannot vouch for, and never into a hole.
+                first_data(&path).min(len)
+            } else if offset > len {
+                // An offset past the end: the file was truncated after a full drain.
+                0
+            } else {
+                offset
+            };
             Stream {
                 kind,
                 path,
@@ -112,7 +121,16 @@ impl Spool {
             stream(OutputStream::Stdout, STDOUT_FILE, saved.stdout),
             stream(OutputStream::Stderr, STDERR_FILE, saved.stderr),
         ];
-        Spool { dir: dir.to_path_buf(), spec, sink, streams, saved, last_save: Instant::now(), buf: vec![0; CHUNK] }
+        Spool {
+            dir: dir.to_path_buf(),
+            spec,
+            sink,
+            streams,
+            offsets,
+            saved,
+            last_save: Instant::now(),
+            buf: vec![0; CHUNK],
+        }
     }
 
     /// One round: read what is new (up to a chunk per stream), deliver
@@ -228,8 +246,7 @@ impl Spool {
         if now == self.saved {
             return;
         }
-        let raw = serde_json::to_vec(&now).expect("offsets serialize");
-        if let Err(e) = state::write_atomic(&self.dir.join(OFFSETS_FILE), &raw) {
+        if let Err(e) = self.offsets.save(now) {
             tracing::warn!(task = %self.spec.id, "cannot save output offsets: {e}");
             return;
         }
@@ -237,6 +254,24 @@ impl Spool {
         for (s, upto) in self.streams.iter_mut().zip([now.stdout, now.stderr]) {
             punch(s, upto);
         }
+    }
+}
+
+/// Where the first data of `path` is: 0 unless its start was punched out,
+/// the length if it is all hole.
+#[allow(unsafe_code)] // a kernel call std does not wrap; see the SAFETY note inside
+fn first_data(path: &Path) -> u64 {
+    let Ok(f) = File::open(path) else { return 0 };
+    // SAFETY: lseek on an fd we own; it only moves that fd's position.
+    let at = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
+    if at >= 0 {
+        return at as u64;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        // No data at or after 0: holes only (or empty).
+        Some(libc::ENXIO) => f.metadata().map(|m| m.len()).unwrap_or(0),
+        // SEEK_DATA unsupported: a file system that cannot punch holes either.
+        _ => 0,
     }
 }
 
@@ -338,11 +373,11 @@ pub async fn tail(spool: Arc<Mutex<Spool>>, watcher: Option<Arc<Watcher>>) {
     });
     let mut last_busy: Option<Instant> = None;
     loop {
-        let (busy, due) = {
+        let (busy, due) = may_block(|| {
             let mut s = lock(&spool);
             let busy = s.poll();
             (busy, s.next_due())
-        };
+        });
         if busy {
             last_busy = Some(Instant::now());
             tokio::task::yield_now().await;
@@ -360,6 +395,20 @@ pub async fn tail(spool: Arc<Mutex<Spool>>, watcher: Option<Arc<Watcher>>) {
             _ if last_busy.is_some_and(|t| t.elapsed() < ACTIVE_FOR) => tokio::time::sleep(ACTIVE_POLL).await,
             _ => tokio::time::sleep(IDLE_POLL).await,
         }
+    }
+}
+
+/// Runs a poll, which may block: the sink waits while the log stream's
+/// writer is too far behind (its back-pressure), and file calls can wait
+/// for the disk. On a multi-thread runtime the worker's other tasks move
+/// to another thread meanwhile; without that, two noisy tasks' tails
+/// waiting on back-pressure held both workers of a 2-core server, and the
+/// API, the control loops and every quiet task's tail waited with them.
+fn may_block<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -410,6 +459,30 @@ mod tests {
     }
 
     #[test]
+    fn damaged_offsets_resume_after_the_punched_part_never_in_a_hole() {
+        let (dir, sink, mut spool, mut out) = setup();
+        // Past PUNCH_MIN, so the save punches the start of the file out.
+        let lines_before = 2 * PUNCH_MIN as usize / 16;
+        for i in 0..lines_before {
+            writeln!(out, "line {i:010}").unwrap(); // 16 bytes
+        }
+        spool.drain();
+        assert_eq!(lines(&sink).len(), lines_before);
+        let punched = spool.streams[0].punched;
+        std::fs::write(dir.path().join(super::super::offsets::OFFSETS_FILE), [0x5a; 80]).unwrap();
+        out.write_all(b"after\n").unwrap();
+
+        let sink2 = Arc::new(Lines::default());
+        Spool::open(dir.path(), spool.spec.clone(), sink2.clone()).drain();
+        let got = lines(&sink2);
+        assert!(got.iter().all(|l| !l.contains(&0)), "a hole was read as text");
+        assert_eq!(got.last().map(Vec::as_slice), Some(&b"after"[..]), "nothing after the damage is lost");
+        // Lines repeat (from the first byte not punched out), but no more than that.
+        let want = (lines_before * 16 - punched as usize) / 16 + 1;
+        assert_eq!(got.len(), want, "resumed at byte {punched}");
+    }
+
+    #[test]
     fn cuts_long_lines_on_char_boundaries() {
         let (_dir, sink, mut spool, mut out) = setup();
         let mut long = vec![b'a'; MAX_LINE - 1];
@@ -435,8 +508,7 @@ mod tests {
         spool.drain();
         spool.reset_if_drained();
         assert_eq!(std::fs::metadata(dir.path().join(STDOUT_FILE)).unwrap().len(), 0);
-        let saved: Offsets = serde_json::from_slice(&std::fs::read(dir.path().join(OFFSETS_FILE)).unwrap()).unwrap();
-        assert_eq!(saved, Offsets::default());
+        assert_eq!(OffsetsFile::load(dir.path()).1, Loaded::Saved(Offsets::default()));
     }
 
     #[test]
@@ -486,6 +558,60 @@ mod tests {
         tail.abort();
     }
 
+    /// A sink whose lines of task "noisy" wait until released, as task
+    /// output waits on the log stream's back-pressure.
+    struct Held {
+        lines: Lines,
+        released: Mutex<bool>,
+        cv: std::sync::Condvar,
+    }
+    impl LogSink for Held {
+        fn line(&self, spec: &TaskSpec, stream: OutputStream, line: &[u8]) {
+            if spec.id == "noisy" {
+                let mut r = self.released.lock().unwrap();
+                while !*r {
+                    r = self.cv.wait(r).unwrap();
+                }
+            }
+            self.lines.line(spec, stream, line);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_tail_held_by_back_pressure_does_not_hold_the_runtime() {
+        let sink = Arc::new(Held { lines: Lines::default(), released: Mutex::new(false), cv: Default::default() });
+        let spool_of = |id: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = File::create(dir.path().join(STDOUT_FILE)).unwrap();
+            File::create(dir.path().join(STDERR_FILE)).unwrap();
+            let spool = Spool::open(dir.path(), Arc::new(TaskSpec::new(id, vec!["x".into()], "/")), sink.clone());
+            (dir, Arc::new(Mutex::new(spool)), out)
+        };
+        let (_d1, noisy, mut noisy_out) = spool_of("noisy");
+        let (_d2, quiet, mut quiet_out) = spool_of("quiet");
+        noisy_out.write_all(b"held\n").unwrap();
+        // The only worker runs the noisy tail first; it blocks in the sink.
+        // Waits below are the thread's own, not the runtime's timers: a held
+        // worker would stop those too, and the test would hang, not fail.
+        let noisy_tail = tokio::spawn(tail(noisy, None));
+        std::thread::sleep(Duration::from_millis(50));
+        quiet_out.write_all(b"through\n").unwrap();
+        let quiet_tail = tokio::spawn(tail(quiet, None));
+        let mut delivered = false;
+        for _ in 0..300 {
+            if lines(&sink.lines).contains(&b"through".to_vec()) {
+                delivered = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        *sink.released.lock().unwrap() = true;
+        sink.cv.notify_all();
+        assert!(delivered, "the quiet task's line waited for the noisy task's sink: {:?}", lines(&sink.lines));
+        noisy_tail.abort();
+        quiet_tail.abort();
+    }
+
     #[tokio::test]
     async fn a_quiet_tail_saves_its_offsets_so_a_crash_repeats_nothing() {
         let (dir, sink, spool, mut out) = setup();
@@ -494,8 +620,10 @@ mod tests {
         out.write_all(b"one\ntwo\n").unwrap();
         // No more writes: only the tail's own timer can save the offsets,
         // and before its backstop poll (SAFETY_POLL) would.
-        let read_saved =
-            || -> Option<Offsets> { serde_json::from_slice(&std::fs::read(dir.path().join(OFFSETS_FILE)).ok()?).ok() };
+        let read_saved = || match OffsetsFile::load(dir.path()).1 {
+            Loaded::Saved(o) => Some(o),
+            _ => None,
+        };
         for _ in 0..300 {
             if read_saved().is_some_and(|o| o.stdout == 8) {
                 break;

@@ -11,7 +11,6 @@ use super::cgroup::TaskCgroup;
 use crate::{DriverError, ExitInfo, TaskSpec};
 
 pub const TASK_FILE: &str = "task.json";
-pub const OFFSETS_FILE: &str = "offsets.json";
 pub const STDOUT_FILE: &str = "stdout";
 pub const STDERR_FILE: &str = "stderr";
 const DRIVER_ID_FILE: &str = "driver-id";
