@@ -18,6 +18,11 @@ use crate::probe::Prober;
 /// seconds, so a new or re-adopted task takes traffic quickly even with a
 /// long `interval`, then more calmly so a task that never comes up costs little.
 const STARTING_PROBE: Duration = Duration::from_millis(50);
+/// Until then, a task is probed again after a quarter of its age, from this
+/// on: an app that listens T after its start takes traffic by about 1.25 T
+/// (a dozen refused loopback connects over its first 200 ms, instead of
+/// waiting up to 50 ms after it is ready).
+const STARTING_FIRST_PROBE: Duration = Duration::from_millis(5);
 const STARTING_BRISK_FOR: Duration = Duration::from_secs(5);
 const STARTING_PROBE_LATER: Duration = Duration::from_millis(500);
 /// A task that has not passed yet is reported (events, `wharf deploy`
@@ -35,6 +40,12 @@ const REPORT_EVERY_MAX: Duration = Duration::from_secs(300);
 /// tasks checked every 5 s: 20 wakeups a second instead of 200). At most a
 /// tenth of the check's interval.
 const COALESCE: Duration = Duration::from_millis(250);
+
+/// How soon a task that has not passed yet, `age` after its start and in
+/// its brisk first seconds, is probed again.
+fn starting_probe(age: Duration) -> Duration {
+    (age / 4).clamp(STARTING_FIRST_PROBE, STARTING_PROBE)
+}
 
 /// `at` rounded up to the checks' common grid (counted from `epoch`): a step
 /// of [`COALESCE`], or a tenth of `interval` if that is shorter.
@@ -498,6 +509,9 @@ async fn check_loop(
         let now = tokio::time::Instant::now().into_std();
         let next_check = match next {
             Health::Healthy => coalesced(now + check.interval, check.interval, monitor.epoch),
+            _ if age < STARTING_BRISK_FOR && status.started_at.is_some() => {
+                now + check.interval.min(starting_probe(age))
+            }
             _ if age < STARTING_BRISK_FOR => now + check.interval.min(STARTING_PROBE),
             _ => now + check.interval.min(STARTING_PROBE_LATER),
         };
@@ -512,6 +526,15 @@ mod tests {
     use crate::clock::{Clock, TestClock};
 
     const START: u64 = 1_774_656_000_000;
+
+    #[test]
+    fn a_new_task_is_probed_after_a_quarter_of_its_age_between_5_and_50_ms() {
+        let ms = Duration::from_millis;
+        assert_eq!(starting_probe(ms(0)), ms(5));
+        assert_eq!(starting_probe(ms(40)), ms(10));
+        assert_eq!(starting_probe(ms(200)), ms(50));
+        assert_eq!(starting_probe(Duration::from_secs(4)), ms(50));
+    }
 
     #[test]
     fn healthy_checks_land_on_a_shared_grid_never_early_and_at_most_a_step_late() {

@@ -149,6 +149,10 @@ pub struct ProcessDriver {
 struct Inner {
     state_dir: PathBuf,
     driver_id: String,
+    /// The id was created by this driver: no process can carry it, so
+    /// recover has no orphans to look for (reading every process's
+    /// environment costs tens of milliseconds on a busy host).
+    new_id: bool,
     sink: Arc<dyn LogSink>,
     events: broadcast::Sender<DriverEvent>,
     cgroups: Cgroups,
@@ -225,7 +229,7 @@ impl ProcessDriver {
         }
         fs::create_dir_all(&state_dir).map_err(|e| DriverError::io(format!("creating {}", state_dir.display()), e))?;
         let lock_file = state::lock(&state_dir)?;
-        let driver_id = state::driver_id(&state_dir)?;
+        let (driver_id, new_id) = state::driver_id(&state_dir)?;
         let cgroups = Cgroups::detect(&driver_id, options.use_cgroups);
         tracing::debug!(driver = %driver_id, ?cgroups, "process driver ready");
         let watcher =
@@ -234,6 +238,7 @@ impl ProcessDriver {
             inner: Arc::new(Inner {
                 state_dir,
                 driver_id,
+                new_id,
                 sink,
                 events: broadcast::channel(EVENT_CAPACITY).0,
                 cgroups,
@@ -1017,7 +1022,8 @@ impl Driver for ProcessDriver {
             inner.emit(DriverEvent::OrphanKilled { task: task.clone(), pid });
             report.orphans_killed.push(OrphanKill { task, pid });
         };
-        for pid in procfs::all_pids() {
+        let pids = if inner.new_id { Vec::new() } else { procfs::all_pids() };
+        for pid in pids {
             if pid == me {
                 continue;
             }

@@ -69,8 +69,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// The driver's identity, created once per state directory.
-pub fn driver_id(state_dir: &Path) -> Result<String, DriverError> {
+/// The driver's identity, created once per state directory; true when it
+/// was created just now (no process anywhere can carry it yet).
+pub fn driver_id(state_dir: &Path) -> Result<(String, bool), DriverError> {
     let path = state_dir.join(DRIVER_ID_FILE);
     match fs::read_to_string(&path) {
         Ok(s) => {
@@ -81,13 +82,13 @@ pub fn driver_id(state_dir: &Path) -> Result<String, DriverError> {
                     io::Error::new(io::ErrorKind::InvalidData, "expected an alphanumeric id"),
                 ));
             }
-            Ok(id)
+            Ok((id, false))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let id = random_hex(8).map_err(|e| DriverError::io("reading random bytes", e))?;
             write_atomic(&path, format!("{id}\n").as_bytes())
                 .map_err(|e| DriverError::io(format!("writing {}", path.display()), e))?;
-            Ok(id)
+            Ok((id, true))
         }
         Err(e) => Err(DriverError::io(format!("reading {}", path.display()), e)),
     }
