@@ -25,6 +25,7 @@ health = { path = "/health", interval = "1s" }
 [env.staging.service.web]
 replicas = 1
 env = { MODE = "staging" }
+deploy = { bake = "0s" }
 
 [env.staging.route]
 "staging.shop.example.com" = "web"
@@ -93,8 +94,31 @@ fn one_file_deploys_production_and_staging_side_by_side() {
     let plan = s.ok(&["plan", path, "--env", "staging"]);
     assert!(plan.contains("shop-staging: nothing would change"), "{plan}");
 
+    // The server refuses it too, whatever the client checked: 422, its diagnostic, nothing changed.
+    let tar = std::process::Command::new("tar").args(["czf", "-", "-C", path, "wharf.toml"]).output().unwrap();
+    assert!(tar.status.success(), "{}", String::from_utf8_lossy(&tar.stderr));
+    for call in ["/v1/deploy?env=nope", "/v1/plan?env=nope"] {
+        let (status, body) =
+            http_request(&s.api_addr(), "POST", "localhost", call, Some(&s.token()), &tar.stdout).expect("an answer");
+        assert_eq!(status, 422, "{call}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let d = &body["error"]["diagnostics"][0];
+        assert_eq!(d["message"], "unknown environment `nope`: the file has no [env.nope]", "{body}");
+        assert_eq!(d["hint"], "it defines `staging`", "{body}");
+    }
     let out = s.wharf(&["deploy", path, "--env", "nope"]);
     assert!(!out.status.success());
     assert_eq!(s.json(&["deployments", "--app", "shop-staging", "--json"]).as_array().unwrap().len(), 1);
     assert_eq!(s.json(&["deployments", "--app", "shop", "--json"]).as_array().unwrap().len(), 1);
+
+    // A rollback of the staging app stays the staging app's, and says so.
+    write_toml(&dir, &TOML.replace("MODE = \"staging\"", "MODE = \"staging-2\""));
+    s.ok(&["deploy", path, "--env", "staging"]);
+    assert_eq!(var(&s, "staging.shop.example.com", "MODE").as_deref(), Some("staging-2"));
+    s.ok(&["rollback", "web", "--app", "shop-staging"]);
+    assert_eq!(var(&s, "staging.shop.example.com", "MODE").as_deref(), Some("staging"));
+    let staging = s.json(&["deployments", "--app", "shop-staging", "--json"]);
+    let last = &staging[2];
+    assert_eq!((&last["manual"], &last["env"]), (&serde_json::json!(true), &serde_json::json!("staging")), "{staging}");
+    assert_eq!(var(&s, "shop.example.com", "MODE").as_deref(), Some("production"), "production untouched");
 }
