@@ -119,6 +119,9 @@ enum Command {
         /// Don't print the log stream.
         #[arg(long, short)]
         quiet: bool,
+        /// Run the environment NAME ([env.NAME] of wharf.toml), as `wharf deploy --env` would deploy it.
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
     },
     /// Pack DIR, upload it as a new release and roll it out; with --promote,
     /// give a running canary all the requests now: `wharf deploy --promote [SERVICE]`.
@@ -560,8 +563,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             running.stop().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { dir, http, https, api, quiet } => {
-            commands::up::up(dir, g.data, commands::up::Listen { http, https, api }, quiet).await
+        Command::Up { dir, http, https, api, quiet, env } => {
+            commands::up::up(dir, env.as_deref(), g.data, commands::up::Listen { http, https, api }, quiet).await
         }
         Command::Deploy { dir, promote: true, app, detach, json, .. } => {
             let service = Some(dir.to_string_lossy().into_owned()).filter(|d| d != ".");

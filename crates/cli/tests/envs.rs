@@ -122,3 +122,53 @@ fn one_file_deploys_production_and_staging_side_by_side() {
     assert_eq!((&last["manual"], &last["env"]), (&serde_json::json!(true), &serde_json::json!("staging")), "{staging}");
     assert_eq!(var(&s, "shop.example.com", "MODE").as_deref(), Some("production"), "production untouched");
 }
+
+/// `wharf check` checks every environment, and with `--env` shows one.
+#[test]
+fn check_finds_a_broken_environment_and_shows_the_one_asked_for() {
+    let dir = app_dir(TOML);
+    let path = dir.path().to_str().unwrap();
+    let check = |args: &[&str]| {
+        let out = std::process::Command::new(WHARF).arg("check").arg(path).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, _) = check(&[]);
+    assert!(ok && out.contains("ok: app `shop`"), "{out}");
+    let (ok, out, _) = check(&["--env", "staging"]);
+    assert!(ok && out.contains("ok: app `shop-staging`") && out.contains("1 routes"), "{out}");
+    let (ok, _, err) = check(&["--env", "nope"]);
+    assert!(!ok && err.contains("unknown environment `nope`"), "{err}");
+
+    // A typo in the overlay fails the plain check too, at its line in the overlay.
+    write_toml(&dir, &TOML.replace("replicas = 1", "replica = 1"));
+    let (ok, _, err) = check(&[]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("wharf.toml:14:1: error: unknown key `replica`"), "{err}");
+}
+
+/// `wharf up --env staging` runs the staging app.
+#[test]
+fn up_runs_the_environment_asked_for() {
+    let dir = app_dir(TOML);
+    let stderr_path = dir.path().join("up.stderr");
+    let mut child = std::process::Command::new(WHARF)
+        .args(["up", dir.path().to_str().unwrap(), "--env", "staging", "-q"])
+        .args(["--http", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let ready = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("the staging app to be ready", LONG, || read().contains("shop-staging is ready").then_some(()))
+    }));
+    signal(child.id(), libc::SIGTERM);
+    let status = child.wait().unwrap();
+    assert!(ready.is_ok(), "{}", read());
+    assert!(status.success(), "{status}: {}", read());
+}
