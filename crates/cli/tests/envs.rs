@@ -147,7 +147,7 @@ fn check_finds_a_broken_environment_and_shows_the_one_asked_for() {
     write_toml(&dir, &TOML.replace("replicas = 1", "replica = 1"));
     let (ok, _, err) = check(&[]);
     assert!(!ok, "{err}");
-    assert!(err.contains("wharf.toml:14:1: error: unknown key `replica`"), "{err}");
+    assert!(err.contains("wharf.toml:14:1: error: unknown key `replica` in [env.staging.service.web]"), "{err}");
 }
 
 /// `wharf up --env staging` runs the staging app.

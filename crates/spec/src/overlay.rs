@@ -84,13 +84,25 @@ fn declared_in_base(r: &mut Report, root: &DeTable, overlay: &DeTable, env: &str
                 format!("[env.{env}] overlays {kind} `{item}`, which the base file does not declare"),
                 Some(hint),
             );
-        } else if !matches!(value.get_ref(), DeValue::Table(_)) {
+        } else if let DeValue::Table(keys) = value.get_ref() {
+            // Here, so the message names the overlay; `apply` leaves unknown keys out.
+            check_keys(r, keys, item_keys(kind), &format!("in [env.{env}.{kind}.{item}]"));
+        } else {
             r.error(
                 value.span(),
                 format!("{kind} `{item}` in [env.{env}] must be a table, found {}", found(value.get_ref())),
                 Some(format!("write the keys it changes under [env.{env}.{kind}.{item}]")),
             );
         }
+    }
+}
+
+/// The keys a `[KIND.NAME]` table takes.
+fn item_keys(kind: &str) -> &'static [&'static str] {
+    if kind == "job" {
+        Table::Job.keys()
+    } else {
+        Table::Service.keys()
     }
 }
 
@@ -135,6 +147,9 @@ fn overlay_items<'i>(merged: &mut DeTable<'i>, kind: &str, value: &Value<'i>) {
             continue;
         };
         for (key, v) in keys.iter() {
+            if !item_keys(kind).contains(&key.get_ref().as_ref()) {
+                continue; // reported by `overlays`, in the overlay's terms
+            }
             if key.get_ref() == "env" {
                 if let (Some(DeValue::Table(vars)), DeValue::Table(more)) =
                     (target.get_mut("env").map(|v| v.get_mut()), v.get_ref())
@@ -272,6 +287,8 @@ app = "shop-demo-1"
         assert_eq!(all, [(1, 7, "`env` must be a table of environments, found an integer".to_string())]);
         let all = problems(&format!("{base}[env.s]\nreplica = 1\n"), None);
         assert_eq!(all, [(5, 1, "unknown key `replica` in [env.s]".to_string())]);
+        let all = problems(&format!("{base}[env.s.service.w]\nreplica = 1\n"), None);
+        assert_eq!(all, [(5, 1, "unknown key `replica` in [env.s.service.w]".to_string())], "reported once");
         let all = problems(&format!("{base}[env.s]\nservice = 1\n"), None);
         assert_eq!(all, [(5, 11, "`service` in [env.s] must be a table of services, found an integer".to_string())]);
         // A default name that comes out too long is shown at the environment.
