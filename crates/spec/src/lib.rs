@@ -79,6 +79,10 @@ pub fn parse_env(text: &str, file: &str, env: Option<&str>) -> Result<Spec, Spec
         }
         Some(env) => match overlays.iter().find(|(name, _)| name.get_ref() == env) {
             Some((name, table)) => check::document(&mut report, &overlay::apply(root, name, table)),
+            // Declared but malformed: its problems say why.
+            None if report.has_errors() && overlay::names(root).iter().any(|n| n == env) => {
+                return Err(report.into_error());
+            }
             None => {
                 let known = overlay::names(root);
                 let hint = if known.is_empty() {

@@ -38,7 +38,9 @@ pub(crate) fn overlays<'a, 'i>(r: &mut Report, root: &'a DeTable<'i>) -> Vec<(&'
     for (name, value) in entries(envs) {
         let env = name.get_ref().to_string();
         if let Err(p) = values::check_name(&env, "environment") {
+            // Not applied: its default app name would only repeat the problem.
             check::report(r, name.span(), p);
+            continue;
         }
         let DeValue::Table(overlay) = value.get_ref() else {
             r.error(
@@ -280,9 +282,12 @@ app = "shop-demo-1"
     #[test]
     fn environment_names_shapes_and_keys_are_checked() {
         let base = "app = \"a\"\n[service.w]\ncommand = \"x\"\n";
-        let all = problems(&format!("{base}[env.Staging]\n"), None);
-        assert_eq!((all[0].0, all[0].1), (4, 6));
-        assert!(all[0].2.starts_with("invalid environment name `Staging`"), "{all:?}");
+        for env in [None, Some("Staging")] {
+            let all = problems(&format!("{base}[env.Staging]\n"), env);
+            assert_eq!(all.len(), 1, "{all:?}");
+            assert_eq!((all[0].0, all[0].1), (4, 6));
+            assert!(all[0].2.starts_with("invalid environment name `Staging`"), "{all:?}");
+        }
         let all = problems(&format!("env = 3\n{base}"), None);
         assert_eq!(all, [(1, 7, "`env` must be a table of environments, found an integer".to_string())]);
         let all = problems(&format!("{base}[env.s]\nreplica = 1\n"), None);
