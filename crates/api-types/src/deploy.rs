@@ -62,6 +62,9 @@ pub struct Deployment {
     /// A canary's moves, in order (absent without a canary).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canary_steps: Vec<CanaryStep>,
+    /// The `[env.NAME]` its release's wharf.toml was read with (absent: the base file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
 }
 
 /// One move of a canary: a step's share, or (weight 100, step 0) its promotion.

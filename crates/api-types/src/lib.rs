@@ -26,8 +26,8 @@ pub use ops::{
     StoppedRun, TopService, TopView,
 };
 pub use requests::{
-    AppQuery, DestroyQuery, EventQuery, JobRunsQuery, LogQuery, MaintenanceRequest, PauseRequest, PromoteRequest,
-    RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, TriggerRequest,
+    AppQuery, DeployQuery, DestroyQuery, EventQuery, JobRunsQuery, LogQuery, MaintenanceRequest, PauseRequest,
+    PromoteRequest, RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, TriggerRequest,
 };
 pub use secrets::{SecretRemoveQuery, SecretRemoved, SecretSet, SecretSetRequest, SecretView};
 pub use status::{AppView, CanaryView, CertView, Health, RouteView, ServiceView, StatusView, TaskState, TaskView};

@@ -18,6 +18,14 @@ pub struct ServiceQuery {
     pub service: String,
 }
 
+/// `?env=E`: `POST /v1/deploy`, `POST /v1/plan`: the release's wharf.toml
+/// is read with its `[env.E]` overlay (no env: the base file).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployQuery {
+    pub env: Option<String>,
+}
+
 /// `GET /v1/events?n=N`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use wharf_api_types::{
-    AppQuery, DestroyQuery, EventQuery, LogQuery, MaintenanceRequest, MaintenanceState, PauseRequest, PauseState,
-    PromoteRequest, RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, StoppedRun,
+    AppQuery, DeployQuery, DestroyQuery, EventQuery, LogQuery, MaintenanceRequest, MaintenanceState, PauseRequest,
+    PauseState, PromoteRequest, RollbackRequest, RunRequest, ScaleRequest, ServiceQuery, StoppedRun,
 };
 use wharf_control::{wire, Controller, DeployError};
 use wharf_logs::{Filter, Record, Source};
@@ -118,22 +118,30 @@ async fn top(State(st): State<ApiState>) -> Response {
 
 const NOT_AN_ARCHIVE: &str = "the request body must be a release archive (.tar.gz), as `wharf deploy` sends";
 
-async fn deploy(State(st): State<ApiState>, body: Bytes) -> Response {
+async fn deploy(State(st): State<ApiState>, q: QueryOf<DeployQuery>, body: Bytes) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
     if body.is_empty() {
         return error(StatusCode::BAD_REQUEST, "bad_request", NOT_AN_ARCHIVE);
     }
-    match st.ctl.deploy(body.to_vec()).await {
+    match st.ctl.deploy(body.to_vec(), q.env.as_deref()).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => deploy_error(e),
     }
 }
 
 /// What a deploy of this archive would change; changes nothing.
-async fn plan(State(st): State<ApiState>, body: Bytes) -> Response {
+async fn plan(State(st): State<ApiState>, q: QueryOf<DeployQuery>, body: Bytes) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
     if body.is_empty() {
         return error(StatusCode::BAD_REQUEST, "bad_request", NOT_AN_ARCHIVE);
     }
-    match st.ctl.plan(body.to_vec()).await {
+    match st.ctl.plan(body.to_vec(), q.env.as_deref()).await {
         Ok(plan) => Json(plan).into_response(),
         Err(e) => deploy_error(e),
     }

@@ -119,6 +119,9 @@ enum Command {
         /// Don't print the log stream.
         #[arg(long, short)]
         quiet: bool,
+        /// Run the environment NAME ([env.NAME] of wharf.toml), as `wharf deploy --env` would deploy it.
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
     },
     /// Pack DIR, upload it as a new release and roll it out; with --promote,
     /// give a running canary all the requests now: `wharf deploy --promote [SERVICE]`.
@@ -135,6 +138,10 @@ enum Command {
         /// The app whose canary to promote.
         #[arg(long, requires = "promote")]
         app: Option<String>,
+        /// Deploy the environment NAME: wharf.toml with its [env.NAME] applied, as its own app
+        /// (default name APP-NAME).
+        #[arg(long, value_name = "NAME", conflicts_with = "promote")]
+        env: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -223,6 +230,9 @@ enum Command {
     Plan {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Plan the environment NAME ([env.NAME] of wharf.toml), as `wharf deploy --env` would deploy it.
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -351,6 +361,10 @@ enum Command {
     Check {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Check the environment NAME: the file with [env.NAME] applied (every environment is
+        /// checked either way; this shows that one's result).
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -549,15 +563,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             running.stop().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { dir, http, https, api, quiet } => {
-            commands::up::up(dir, g.data, commands::up::Listen { http, https, api }, quiet).await
+        Command::Up { dir, http, https, api, quiet, env } => {
+            commands::up::up(dir, env.as_deref(), g.data, commands::up::Listen { http, https, api }, quiet).await
         }
-        Command::Deploy { dir, promote: true, app, detach, json } => {
+        Command::Deploy { dir, promote: true, app, detach, json, .. } => {
             let service = Some(dir.to_string_lossy().into_owned()).filter(|d| d != ".");
             commands::deploy::promote(&client::connect(&g)?, app, service, detach, json).await
         }
-        Command::Deploy { dir, detach, json, .. } => {
-            commands::deploy::deploy(&client::connect(&g)?, &dir, detach, json).await
+        Command::Deploy { dir, detach, env, json, .. } => {
+            commands::deploy::deploy(&client::connect(&g)?, &dir, env.as_deref(), detach, json).await
         }
         Command::Status { json } => commands::status::status(&client::connect(&g)?, json).await,
         Command::Ps { json } => commands::ps::ps(&client::connect(&g)?, json).await,
@@ -581,7 +595,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Resume { app, service, json } => {
             commands::pause::resume(&client::connect(&g)?, app, service, json).await
         }
-        Command::Plan { dir, json } => commands::plan::plan(&client::connect(&g)?, &dir, json).await,
+        Command::Plan { dir, env, json } => {
+            commands::plan::plan(&client::connect(&g)?, &dir, env.as_deref(), json).await
+        }
         Command::Scale { targets, app, detach, json } => {
             commands::scale::scale(&client::connect(&g)?, app, targets, detach, json).await
         }
@@ -607,7 +623,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Jobs { app, json } => commands::jobs::list(&client::connect(&g)?, app, json).await,
         Command::Job { command } => commands::jobs::run(&client::connect(&g)?, command).await,
         Command::Secret { command } => commands::secret::run(&client::connect(&g)?, command).await,
-        Command::Check { dir, json } => Ok(commands::check::check(&dir, json)),
+        Command::Check { dir, env, json } => Ok(commands::check::check(&dir, env.as_deref(), json)),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&wharf_spec::json_schema())?);
             Ok(ExitCode::SUCCESS)

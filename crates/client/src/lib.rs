@@ -159,12 +159,23 @@ impl ApiClient {
 
     /// `POST /v1/deploy`: uploads a release and starts its rollout.
     pub async fn deploy(&self, upload: Upload) -> Result<api::DeploymentReport, ClientError> {
-        self.post_archive("/v1/deploy", upload.into_bytes()).await
+        self.deploy_env(upload, None).await
+    }
+
+    /// `POST /v1/deploy?env=ENV`: as [`ApiClient::deploy`], with the
+    /// release's wharf.toml read for the environment `env` (`[env.ENV]`).
+    pub async fn deploy_env(&self, upload: Upload, env: Option<&str>) -> Result<api::DeploymentReport, ClientError> {
+        self.post_archive(&with_env("/v1/deploy", env), upload.into_bytes()).await
     }
 
     /// `POST /v1/plan`: what a deploy of the release would change.
     pub async fn plan(&self, upload: Upload) -> Result<api::Plan, ClientError> {
-        self.post_archive("/v1/plan", upload.into_bytes()).await
+        self.plan_env(upload, None).await
+    }
+
+    /// `POST /v1/plan?env=ENV`: what a deploy of the release for `env` would change.
+    pub async fn plan_env(&self, upload: Upload, env: Option<&str>) -> Result<api::Plan, ClientError> {
+        self.post_archive(&with_env("/v1/plan", env), upload.into_bytes()).await
     }
 
     /// `GET /v1/logs`: the records matching `q`, streamed (and, with
@@ -361,6 +372,14 @@ impl ApiClient {
     async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
         let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
         Self::json(self.send(Method::POST, path, bytes, "application/json").await?).await
+    }
+}
+
+/// `path?env=ENV`, or `path` alone without an environment.
+fn with_env(path: &str, env: Option<&str>) -> String {
+    match env {
+        Some(env) => format!("{path}?{}", query(&[("env", Some(env.to_string()))])),
+        None => path.to_string(),
     }
 }
 

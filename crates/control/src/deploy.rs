@@ -91,16 +91,21 @@ struct ServicePlan {
 }
 
 impl Controller {
-    /// Accepts a release archive. Everything is validated before anything
+    /// Accepts a release archive, read with its wharf.toml's `[env.ENV]`
+    /// overlay when `env` is given. Everything is validated before anything
     /// changes; a rejected deploy leaves the running app untouched.
-    pub async fn deploy(self: &Arc<Self>, archive: Vec<u8>) -> Result<DeploymentReport, DeployError> {
+    pub async fn deploy(
+        self: &Arc<Self>,
+        archive: Vec<u8>,
+        env: Option<&str>,
+    ) -> Result<DeploymentReport, DeployError> {
         let archive = Arc::new(archive);
         let releases = self.releases.clone();
         let a = archive.clone();
         let (staging, hash) = tokio::task::spawn_blocking(move || releases.stage(&a))
             .await
             .map_err(|e| ControlError::from(Unavailable::from(e)))??;
-        let parsed = parse_release(&staging);
+        let parsed = parse_release(&staging, env);
         // A reference to a secret the app does not have is refused like an invalid file.
         let parsed = parsed.and_then(|spec| match self.secrets.missing(&spec) {
             Some(e) => Err(e),
@@ -144,7 +149,7 @@ impl Controller {
         let _guard = self.rollout.lock().await;
         let source = std::fs::read_to_string(staging.join(wharf_spec::FILE_NAME)).unwrap_or_default();
         self.releases.commit(&spec.app, &staging, &hash, &archive)?;
-        let report = self.record_deploy(&spec, &hash, &code, source, archive.len() as u64).await?;
+        let report = self.record_deploy(&spec, env, &hash, &code, source, archive.len() as u64).await?;
         drop(_guard);
         self.reconciler.wake();
         self.routing.wake();
@@ -166,6 +171,7 @@ impl Controller {
     async fn record_deploy(
         &self,
         spec: &Spec,
+        env: Option<&str>,
         hash: &str,
         code: &str,
         source: String,
@@ -218,6 +224,7 @@ impl Controller {
             step,
             step_started_at: now,
             previous_app: old_app.clone(),
+            env: env.map(str::to_string),
             ..Default::default()
         };
         batch
@@ -408,12 +415,13 @@ impl Controller {
     }
 }
 
-/// Reads a staged release's wharf.toml, under its plain name so errors point
-/// at the user's file, not at the staging directory.
+/// Reads a staged release's wharf.toml (with its `[env.ENV]` overlay when
+/// `env` is given), under its plain name so errors point at the user's
+/// file, not at the staging directory.
 ///
 /// Only a regular file of at most 1 MiB is read (an uploaded symlink to
 /// /dev/zero or a FIFO must not hang or exhaust the server).
-pub(crate) fn parse_release(staging: &std::path::Path) -> Result<Spec, SpecError> {
+pub(crate) fn parse_release(staging: &std::path::Path, env: Option<&str>) -> Result<Spec, SpecError> {
     let path = staging.join(wharf_spec::FILE_NAME);
     let whole = |message: String, hint: &str| {
         SpecError::new(vec![wharf_spec::Diagnostic {
@@ -434,7 +442,7 @@ pub(crate) fn parse_release(staging: &std::path::Path) -> Result<Spec, SpecError
         }
         Ok(_) => {
             let text = wharf_spec::read_file(&path, wharf_spec::FILE_NAME)?;
-            wharf_spec::parse(&text, wharf_spec::FILE_NAME)
+            wharf_spec::parse_env(&text, wharf_spec::FILE_NAME, env)
         }
     }
 }

@@ -47,14 +47,15 @@ fn route_text(r: &Route) -> String {
 }
 
 impl Controller {
-    pub async fn plan(self: &Arc<Self>, archive: Vec<u8>) -> Result<Plan, DeployError> {
+    /// What deploying `archive` (read for `env`, as [`Controller::deploy`] does) would change.
+    pub async fn plan(self: &Arc<Self>, archive: Vec<u8>, env: Option<&str>) -> Result<Plan, DeployError> {
         let releases = self.releases.clone();
         let archive = Arc::new(archive);
         let a = archive.clone();
         let (staging, _hash) = tokio::task::spawn_blocking(move || releases.stage(&a))
             .await
             .map_err(|e| ControlError::from(Unavailable::from(e)))??;
-        let parsed = parse_release(&staging);
+        let parsed = parse_release(&staging, env);
         self.releases.discard(&staging);
         let spec = parsed.map_err(DeployError::Invalid)?;
         if let Some(e) = self.secrets.missing(&spec) {

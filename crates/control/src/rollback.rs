@@ -168,7 +168,8 @@ impl Controller {
         if !self.releases.path(app, &target.release).exists() {
             return Err(Invalid::ReleaseGone { service: service.to_string(), number: target.number }.into());
         }
-        let id = self.db.deployments(app).await?.last().map_or(1, |d| d.id + 1);
+        let last = self.db.deployments(app).await?.pop();
+        let id = last.as_ref().map_or(1, |d| d.id + 1);
         let message = format!("rollback of {service}: @{} → @{}", svc.revision, target.number);
         let now = self.now_ms();
         let deployment = DeploymentRecord {
@@ -188,6 +189,8 @@ impl Controller {
             step: DeploymentStep::Rollout,
             step_started_at: now,
             manual: true,
+            // Still the app of the same environment.
+            env: last.and_then(|d| d.env),
             ..Default::default()
         };
         let mut batch = Batch::default();

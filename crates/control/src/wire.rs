@@ -50,6 +50,7 @@ pub fn deployment(d: DeploymentRecord) -> api::Deployment {
                 at: c.at,
             })
             .collect(),
+        env: d.env,
     }
 }
 

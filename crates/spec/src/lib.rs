@@ -19,6 +19,7 @@ mod autoscale;
 mod check;
 mod error;
 mod job;
+mod overlay;
 mod policy;
 #[cfg(test)] // only its test writes and checks the file
 mod reference;
@@ -45,7 +46,18 @@ pub const FILE_NAME: &str = "wharf.toml";
 
 /// Parses and validates the text of a `wharf.toml`. `file` is the name shown
 /// in diagnostics, e.g. "examples/app/wharf.toml".
+///
+/// Every `[env.NAME]` overlay is checked too (applied to the base), so a
+/// broken environment is caught by any command; the spec is the base's.
 pub fn parse(text: &str, file: &str) -> Result<Spec, SpecError> {
+    parse_env(text, file, None)
+}
+
+/// Like [`parse`], for the environment `env` when given: the spec of the
+/// base file with `[env.ENV]` applied (its app is `APP-ENV` unless the
+/// overlay names it). An environment the file does not define is an error
+/// that lists the ones it does.
+pub fn parse_env(text: &str, file: &str, env: Option<&str>) -> Result<Spec, SpecError> {
     let mut report = error::Report::new(text, file);
     let root = match toml::de::DeTable::parse(text) {
         Ok(root) => root,
@@ -54,7 +66,35 @@ pub fn parse(text: &str, file: &str) -> Result<Spec, SpecError> {
             return Err(report.into_error());
         }
     };
-    let spec = check::document(&mut report, root.get_ref());
+    let root = root.get_ref();
+    let overlays = overlay::overlays(&mut report, root);
+    let spec = match env {
+        None => {
+            let spec = check::document(&mut report, root);
+            // Problems the base already has come out again; the report keeps one of each.
+            for (name, table) in &overlays {
+                check::document(&mut report, &overlay::apply(root, name, table));
+            }
+            spec
+        }
+        Some(env) => match overlays.iter().find(|(name, _)| name.get_ref() == env) {
+            Some((name, table)) => check::document(&mut report, &overlay::apply(root, name, table)),
+            // Declared but malformed: its problems say why.
+            None if report.has_errors() && overlay::names(root).iter().any(|n| n == env) => {
+                return Err(report.into_error());
+            }
+            None => {
+                let known = overlay::names(root);
+                let hint = if known.is_empty() {
+                    "it defines none; add an [env.NAME] table to define one".to_string()
+                } else {
+                    format!("it defines {}", overlay::quoted(&known))
+                };
+                let message = format!("unknown environment `{env}`: the file has no [env.{env}]");
+                return Err(SpecError::whole_file(file, message, Some(hint)));
+            }
+        },
+    };
     if report.has_errors() {
         Err(report.into_error())
     } else {
@@ -64,6 +104,11 @@ pub fn parse(text: &str, file: &str) -> Result<Spec, SpecError> {
 
 /// Reads and parses `DIR/wharf.toml`.
 pub fn load_dir(dir: &Path) -> Result<Spec, SpecError> {
+    load_dir_env(dir, None)
+}
+
+/// Reads `DIR/wharf.toml` and parses it for the environment `env`, if given.
+pub fn load_dir_env(dir: &Path, env: Option<&str>) -> Result<Spec, SpecError> {
     let path = dir.join(FILE_NAME);
     let shown = path.display().to_string();
     match std::fs::metadata(&path) {
@@ -79,7 +124,7 @@ pub fn load_dir(dir: &Path) -> Result<Spec, SpecError> {
         _ => {}
     }
     let text = read_file(&path, &shown)?;
-    parse(&text, &shown)
+    parse_env(&text, &shown, env)
 }
 
 /// Reads a wharf.toml as text: only a regular file (a FIFO or a device would

@@ -55,6 +55,41 @@ pub(crate) struct File {
     #[serde(default)]
     #[schemars(extend("propertyNames" = { "pattern": crate::values::NAME_PATTERN }))]
     pub job: BTreeMap<String, JobTable>,
+
+    /// Environments, one overlay each: `[env.staging]`. `wharf deploy --env
+    /// staging` deploys the base file with the overlay applied, as its own
+    /// app (default name "APP-staging", with its own secrets). Environment
+    /// names follow the same rule as the app name.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": crate::values::NAME_PATTERN }))]
+    pub env: BTreeMap<String, EnvTable>,
+}
+
+/// One environment: keys that replace the base file's.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnvTable {
+    /// The environment's app name. Default: the base app's name, '-', the
+    /// environment's name ("shop-staging").
+    #[schemars(pattern(crate::values::NAME_PATTERN), example = &"shop-staging")]
+    pub app: Option<String>,
+
+    /// Keys of a base service, by service: `[env.staging.service.web]`
+    /// `replicas = 1`. Each key replaces the base's, except `env`, which is
+    /// merged by variable (the overlay's value wins). The service must be
+    /// declared in the base file.
+    #[serde(default)]
+    pub service: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+
+    /// The environment's routes: replaces the base's `[route]` table as a
+    /// whole, so no host of the base reaches this environment.
+    #[serde(default)]
+    pub route: BTreeMap<String, RouteTarget>,
+
+    /// Keys of a base job, by job: `[env.staging.job.digest]`; each replaces
+    /// the base's. The job must be declared in the base file.
+    #[serde(default)]
+    pub job: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 /// One scheduled job.
@@ -432,11 +467,21 @@ pub(crate) enum Table {
     Route,
     Tls,
     Job,
+    Env,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 8] =
-        [Table::Top, Table::Service, Table::Health, Table::Deploy, Table::Scale, Table::Route, Table::Tls, Table::Job];
+    pub(crate) const ALL: [Table; 9] = [
+        Table::Top,
+        Table::Service,
+        Table::Health,
+        Table::Deploy,
+        Table::Scale,
+        Table::Route,
+        Table::Tls,
+        Table::Job,
+        Table::Env,
+    ];
 
     /// The keys the table accepts, in declaration order, read from its
     /// struct's derived `Deserialize` (so a new field is a new key).
@@ -450,6 +495,7 @@ impl Table {
             Table::Route => fields::<RouteTable>(),
             Table::Tls => fields::<TlsTable>(),
             Table::Job => fields::<JobTable>(),
+            Table::Env => fields::<EnvTable>(),
         }
     }
 
@@ -464,6 +510,7 @@ impl Table {
             Table::Route => "/definitions/RouteTable/properties",
             Table::Tls => "/definitions/TlsTable/properties",
             Table::Job => "/definitions/JobTable/properties",
+            Table::Env => "/definitions/EnvTable/properties",
         }
     }
 
@@ -492,6 +539,7 @@ impl Table {
             Table::Route => "[route] \"HOST/PATH\" = { ... }",
             Table::Tls => "[route] \"HOST/PATH\" = { tls = { ... } }",
             Table::Job => "[job.NAME]",
+            Table::Env => "[env.NAME]",
         }
     }
 }
@@ -609,7 +657,7 @@ mod tests {
             assert_eq!(properties(&schema, table.pointer()), set(table.keys()), "{table:?}");
         }
         // The order hints list them in.
-        assert_eq!(Table::Top.keys(), ["app", "service", "route", "job"]);
+        assert_eq!(Table::Top.keys(), ["app", "service", "route", "job", "env"]);
         assert_eq!(&Table::Service.keys()[..3], ["command", "workdir", "port"]);
     }
 
@@ -635,6 +683,7 @@ mod tests {
             Table::Job => {
                 ("app = \"a\"\n[service.w]\ncommand = \"x\"\n[job.j]\nschedule = \"@daily\"\ncommand = \"y\"\n", "")
             }
+            Table::Env => ("app = \"a\"\n[service.w]\ncommand = \"x\"\n[env.e]\n", ""),
         };
         format!("{before}{line}\n{after}")
     }

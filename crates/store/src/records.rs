@@ -223,6 +223,10 @@ pub struct DeploymentRecord {
     /// A canary's moves, in order, for `wharf deployments`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canary_steps: Vec<CanaryStepRecord>,
+    /// The `[env.NAME]` the release's wharf.toml was read with, so that
+    /// anything reading it again gets the same spec. None: the base file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
 }
 
 /// One move of a canary: a step's share, or (weight 100) its promotion.

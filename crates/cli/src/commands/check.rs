@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Validates DIR/wharf.toml and prints the outcome.
-pub fn check(dir: &Path, json: bool) -> ExitCode {
-    match wharf_spec::load_dir(dir) {
+/// Validates DIR/wharf.toml (for the environment `env`, if given) and prints the outcome.
+pub fn check(dir: &Path, env: Option<&str>, json: bool) -> ExitCode {
+    match wharf_spec::load_dir_env(dir, env) {
         Ok(spec) => {
             if json {
                 println!("{}", serde_json::json!({ "ok": true, "spec": spec, "notes": spec.notes() }));

@@ -15,8 +15,9 @@ pub fn pack(dir: &Path) -> Result<Upload> {
     Upload::pack(dir).with_context(|| format!("cannot pack {}", dir.display()))
 }
 
-pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) -> Result<ExitCode> {
-    match wharf_spec::load_dir(dir) {
+/// `env`: deploy the environment `[env.ENV]`; the server reads the release with it too.
+pub async fn deploy(client: &ApiClient, dir: &Path, env: Option<&str>, detach: bool, json: bool) -> Result<ExitCode> {
+    match wharf_spec::load_dir_env(dir, env) {
         Err(e) => {
             eprintln!("{e}");
             eprintln!("nothing was deployed");
@@ -32,7 +33,7 @@ pub async fn deploy(client: &ApiClient, dir: &Path, detach: bool, json: bool) ->
     if !json {
         eprintln!("uploading release ({} KiB) to {}", upload.len().div_ceil(1024), client.base());
     }
-    let report = client.deploy(upload).await.map_err(api_error)?;
+    let report = client.deploy_env(upload, env).await.map_err(api_error)?;
     let app = report.app.clone();
     let id = report.deployment;
     if !json {

@@ -8,12 +8,12 @@ use wharf_client::ApiClient;
 
 use crate::print::{api_error, json as print_json, num};
 
-pub async fn plan(client: &ApiClient, dir: &Path, json: bool) -> Result<ExitCode> {
-    if let Err(e) = wharf_spec::load_dir(dir) {
+pub async fn plan(client: &ApiClient, dir: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> {
+    if let Err(e) = wharf_spec::load_dir_env(dir, env) {
         eprintln!("{e}");
         return Ok(ExitCode::FAILURE);
     }
-    let plan = client.plan(super::deploy::pack(dir)?).await.map_err(api_error)?;
+    let plan = client.plan_env(super::deploy::pack(dir)?, env).await.map_err(api_error)?;
     if json {
         print_json(&plan)?;
         return Ok(ExitCode::SUCCESS);

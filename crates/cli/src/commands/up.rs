@@ -22,14 +22,14 @@ pub struct Listen {
     pub api: SocketAddr,
 }
 
-/// `wharf up`: a server of its own, the app deployed, the stream printed.
-pub async fn up(dir: PathBuf, data: Option<PathBuf>, at: Listen, quiet: bool) -> Result<ExitCode> {
+/// `wharf up`: a server of its own, the app (its environment `env`, if given) deployed, the stream printed.
+pub async fn up(dir: PathBuf, env: Option<&str>, data: Option<PathBuf>, at: Listen, quiet: bool) -> Result<ExitCode> {
     let Listen { http, https, api } = at;
     let t0 = Instant::now();
     let mut stop = server::StopSignal::new()?;
     let dir = dir.canonicalize().with_context(|| format!("app directory {} not found", dir.display()))?;
     // Validate before starting anything.
-    if let Err(e) = wharf_spec::load_dir(&dir) {
+    if let Err(e) = wharf_spec::load_dir_env(&dir, env) {
         eprintln!("{e}");
         return Ok(ExitCode::FAILURE);
     }
@@ -79,7 +79,7 @@ pub async fn up(dir: PathBuf, data: Option<PathBuf>, at: Listen, quiet: bool) ->
         }
     };
     let upload = super::deploy::pack(&dir)?;
-    let report = match client.deploy(upload).await {
+    let report = match client.deploy_env(upload, env).await {
         Ok(r) => r,
         Err(e) if e.kind() == Some("invalid_spec") => {
             eprintln!("{}", api_error(e));
