@@ -18,10 +18,11 @@ use crate::probe::Prober;
 /// seconds, so a new or re-adopted task takes traffic quickly even with a
 /// long `interval`, then more calmly so a task that never comes up costs little.
 const STARTING_PROBE: Duration = Duration::from_millis(50);
-/// Until then, a task is probed again after a quarter of its age, from this
-/// on: an app that listens T after its start takes traffic by about 1.25 T
-/// (a dozen refused loopback connects over its first 200 ms, instead of
-/// waiting up to 50 ms after it is ready).
+/// In those brisk seconds a task is probed again after a quarter of its
+/// age, at least this and at most [`STARTING_PROBE`] apart: an app that
+/// listens T after its start takes traffic by about 1.25 T (a dozen refused
+/// loopback connects over its first 200 ms, instead of waiting up to 50 ms
+/// after it is ready).
 const STARTING_FIRST_PROBE: Duration = Duration::from_millis(5);
 const STARTING_BRISK_FOR: Duration = Duration::from_secs(5);
 const STARTING_PROBE_LATER: Duration = Duration::from_millis(500);
