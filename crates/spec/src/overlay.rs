@@ -34,8 +34,19 @@ pub(crate) fn overlays<'a, 'i>(r: &mut Report, root: &'a DeTable<'i>) -> Vec<(&'
         );
         return Vec::new();
     };
+    let all = entries(envs);
+    if all.len() > values::MAX_ENVIRONMENTS {
+        r.error(
+            v.span(),
+            format!("at most {} environments, found {}", values::MAX_ENVIRONMENTS, all.len()),
+            Some(
+                "keep the stages you deploy (staging, production...); a preview per branch is an app of its own".into(),
+            ),
+        );
+        return Vec::new();
+    }
     let mut out = Vec::new();
-    for (name, value) in entries(envs) {
+    for (name, value) in all {
         let env = name.get_ref().to_string();
         if let Err(p) = values::check_name(&env, "environment") {
             // Not applied: its default app name would only repeat the problem.
@@ -235,6 +246,21 @@ app = "shop-demo-1"
         let demo = parse_env(SHOP, "wharf.toml", Some("demo")).unwrap();
         assert_eq!(demo.app, "shop-demo-1");
         assert_eq!(demo.services, base.services, "an overlay with only `app` changes nothing else");
+    }
+
+    /// Each overlay is checked as a whole document: their number is bounded,
+    /// so a file of tens of thousands of `[env.x]` headers is refused at once.
+    #[test]
+    fn at_most_16_environments() {
+        let many = |n: usize| {
+            let envs: String = (0..n).map(|i| format!("[env.e{i}]\n")).collect();
+            format!("app = \"shop\"\n[service.web]\ncommand = \"x\"\n{envs}")
+        };
+        parse(&many(crate::values::MAX_ENVIRONMENTS), "wharf.toml").unwrap_or_else(|e| panic!("{e}"));
+        let err = parse(&many(50_000), "wharf.toml").unwrap_err().to_string();
+        assert!(err.contains("at most 16 environments, found 50000"), "{err}");
+        let err = parse_env(&many(17), "wharf.toml", Some("e1")).unwrap_err().to_string();
+        assert!(err.contains("at most 16 environments, found 17"), "{err}");
     }
 
     #[test]

@@ -59,9 +59,9 @@ pub(crate) struct File {
     /// Environments, one overlay each: `[env.staging]`. `wharf deploy --env
     /// staging` deploys the base file with the overlay applied, as its own
     /// app (default name "APP-staging", with its own secrets). Environment
-    /// names follow the same rule as the app name.
+    /// names follow the same rule as the app name; at most 16 environments.
     #[serde(default)]
-    #[schemars(extend("propertyNames" = { "pattern": crate::values::NAME_PATTERN }))]
+    #[schemars(extend("propertyNames" = { "pattern": crate::values::NAME_PATTERN }, "maxProperties" = crate::values::MAX_ENVIRONMENTS))]
     pub env: BTreeMap<String, EnvTable>,
 }
 

@@ -41,6 +41,9 @@ pub const MAX_LONG_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Largest `memory` and `max_body`.
 pub const MAX_SIZE: u64 = 1 << 40;
+/// Most `[env.NAME]` overlays in one file: each is checked as a whole
+/// document, so their number multiplies the work of every check.
+pub const MAX_ENVIRONMENTS: usize = 16;
 /// Largest wharf.toml read, by `wharf check` and by the server.
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
 /// Longest single argument or `NAME=value` of the environment, with its NUL:
