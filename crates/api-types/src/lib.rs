@@ -37,3 +37,6 @@ pub use wharf_spec::Diagnostic;
 /// The file in a server's data directory that holds its API token: the
 /// server writes it on first start, a client on the same machine reads it.
 pub const TOKEN_FILE: &str = "token";
+/// The read-only API token's file in the data directory: it reads
+/// everything the full token reads (GET), and changes nothing.
+pub const READ_TOKEN_FILE: &str = "token.read";

@@ -26,12 +26,14 @@ const MAX_UPLOAD: usize = 512 << 20;
 pub(crate) struct ApiState {
     pub(crate) ctl: Arc<Controller>,
     token: Arc<str>,
+    /// Allowed to read (GET) only.
+    read_token: Arc<str>,
 }
 
 /// The API's routes, all behind the bearer token, and the dashboard's under `/ui`.
-pub fn router(ctl: Arc<Controller>, token: String) -> Router {
-    let state = ApiState { ctl, token: token.into() };
-    let ui = crate::ui::router(state.ctl.clone(), state.token.clone());
+pub fn router(ctl: Arc<Controller>, tokens: crate::token::Tokens) -> Router {
+    let state = ApiState { ctl, token: tokens.full.into(), read_token: tokens.read.into() };
+    let ui = crate::ui::router(state.ctl.clone(), state.token.clone(), state.read_token.clone());
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/certs", get(certs))
@@ -76,6 +78,22 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(t) if crate::token::matches(&st.token, t.trim()) => next.run(req).await,
+        Some(t) if crate::token::matches(&st.read_token, t.trim()) => {
+            if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+                next.run(req).await
+            } else {
+                error(
+                    StatusCode::FORBIDDEN,
+                    "read_only",
+                    format!(
+                        "the read-only token (file `{}`) only reads: {} {} needs the full token (file `token`)",
+                        crate::token::READ_TOKEN_FILE,
+                        req.method(),
+                        req.uri().path()
+                    ),
+                )
+            }
+        }
         Some(_) => error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong API token: use the token in the server's data directory (file `token`)"),
         None => error(
             StatusCode::UNAUTHORIZED,

@@ -343,3 +343,48 @@ fn actions_need_a_session_a_csrf_token_and_a_confirmation() {
     assert_eq!(request(&api, "POST", "/ui/maintenance", Some(&id), &[], &off).status, 303);
     wait_for("the service again", Duration::from_secs(10), || (s.get("x", "/")?.0 == 200).then_some(()));
 }
+
+/// The read-only token (`DATA/token.read`): the API answers its GETs and
+/// refuses everything else; in the dashboard it shows pages without actions,
+/// and an action with a valid session and CSRF token is still refused.
+#[test]
+fn the_read_only_token_reads_and_changes_nothing() {
+    let s = Server::start();
+    let dir = app_dir(&api_app("shop", "1", ""));
+    s.deploy(dir.path());
+    let api = s.api_addr();
+    let read = std::fs::read_to_string(s.data.join("token.read")).unwrap().trim().to_string();
+    assert_ne!(read, s.token());
+    let (code, body) = http_get(&api, "x", "/v1/status", Some(&read)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let scale = br#"{"app":"shop","service":"api","replicas":3}"#;
+    let (code, body) = http_request(&api, "POST", "x", "/v1/scale", Some(&read), scale).unwrap();
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("read_only") && body.contains("token.read"), "{body}");
+    let desired = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&http_get(&api, "x", "/v1/status", Some(&read)).unwrap().1).unwrap();
+        v["apps"][0]["services"].as_array().unwrap().iter().find(|s| s["name"] == "api").unwrap()["replicas"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(desired(), 1);
+
+    let id = login(&api, &read);
+    let overview = request(&api, "GET", "/ui", Some(&id), &[], "").body;
+    assert!(row(&overview, "shop", "api").is_some(), "{overview}");
+    assert!(!overview.contains("/ui/scale?"), "no action links: {overview}");
+    assert!(overview.contains("class=\"read-only\""), "{overview}");
+    assert_eq!(request(&api, "GET", "/ui/scale?app=shop&service=api", Some(&id), &[], "").status, 403);
+    let csrf = csrf_of(&overview);
+    let body = format!("csrf={csrf}&app=shop&service=api&replicas=3&confirm=yes");
+    let a = request(&api, "POST", "/ui/scale", Some(&id), &[], &body);
+    assert_eq!(a.status, 403, "{}", a.body);
+    let on = format!("csrf={csrf}&app=shop&service=api&on=true&confirm=yes");
+    assert_eq!(request(&api, "POST", "/ui/maintenance", Some(&id), &[], &on).status, 403);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(desired(), 1, "nothing changed");
+    assert_eq!(s.get("x", "/").unwrap().0, 200, "no maintenance");
+    // Logging out is not an action on the app: allowed.
+    assert_eq!(request(&api, "POST", "/ui/logout", Some(&id), &[], &format!("csrf={csrf}")).status, 303);
+}

@@ -49,7 +49,7 @@ struct DataDir {
     path: PathBuf,
     lock: std::fs::File,
     task_user: Option<TaskUser>,
-    token: String,
+    token: wharf_api::token::Tokens,
 }
 
 /// The store as the controllers use it, and the snapshots of its file.
@@ -211,7 +211,7 @@ fn prepare_data_dir(opts: &ServerOptions) -> Result<DataDir, ServerError> {
             restrict(&path.join(private), if path.join(private).is_dir() { 0o700 } else { 0o600 });
         }
     }
-    let token = wharf_api::token::load_or_create(&path).context("cannot create the API token")?;
+    let token = wharf_api::token::load_or_create_both(&path).context("cannot create the API tokens")?;
     Ok(DataDir { path, lock, task_user, token })
 }
 
@@ -400,7 +400,7 @@ fn start_serving(
     proxy: &Arc<Proxy>,
     listeners: Listeners,
     runtimes: Runtimes,
-    token: String,
+    token: wharf_api::token::Tokens,
     stop: &watch::Sender<bool>,
 ) -> Result<Serving, ServerError> {
     let tls = match listeners.https.is_empty() {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use wharf_control::ControlError;
 
-use super::{checked_post, page, pages, refused, session, UiState};
+use super::{checked_action, page, pages, refused, session, UiState, READ_ONLY};
 
 /// What an action is about: an app's service (for maintenance, none: the whole app).
 #[derive(Deserialize, Default)]
@@ -39,7 +39,7 @@ type FormOf<T> = Result<Form<T>, axum::extract::rejection::FormRejection>;
 /// Otherwise why it is refused.
 fn checked(st: &UiState, headers: &HeaderMap, form: FormOf<ActionForm>) -> Result<(ActionForm, String), &'static str> {
     let form = form.map(|Form(f)| f).unwrap_or_default();
-    let (_, csrf) = checked_post(st, headers, form.csrf.as_deref())?;
+    let (_, csrf) = checked_action(st, headers, form.csrf.as_deref())?;
     Ok((form, csrf))
 }
 
@@ -58,9 +58,12 @@ async fn replicas(st: &UiState, app: &str, service: &str) -> Result<u32, Respons
 
 /// `GET /ui/scale?app=&service=`: the form that asks how many.
 pub(crate) async fn scale_page(State(st): State<UiState>, headers: HeaderMap, Query(t): Query<Target>) -> Response {
-    let Some((_, csrf)) = session(&st, &headers) else {
+    let Some((id, csrf)) = session(&st, &headers) else {
         return Redirect::to("/ui/login").into_response();
     };
+    if st.sessions.read_only(&id) {
+        return refused(READ_ONLY);
+    }
     match replicas(&st, &t.app, &t.service).await {
         Ok(now) => page(StatusCode::OK, pages::scale(&t, now, None, &csrf)),
         Err(resp) => resp,
@@ -96,9 +99,12 @@ pub(crate) async fn maintenance_page(
     headers: HeaderMap,
     Query(q): Query<ActionForm>,
 ) -> Response {
-    let Some((_, csrf)) = session(&st, &headers) else {
+    let Some((id, csrf)) = session(&st, &headers) else {
         return Redirect::to("/ui/login").into_response();
     };
+    if st.sessions.read_only(&id) {
+        return refused(READ_ONLY);
+    }
     let on = q.on.as_deref() == Some("true");
     page(StatusCode::OK, pages::maintenance(&Target { app: q.app, service: q.service }, on, &csrf))
 }

@@ -34,15 +34,17 @@ const MAX_FORM: usize = 16 << 10;
 struct UiState {
     ctl: Arc<Controller>,
     token: Arc<str>,
+    read_token: Arc<str>,
     sessions: Arc<Sessions>,
     live: Arc<Live>,
 }
 
 /// The dashboard's routes; they check sessions themselves (not the API's bearer token).
-pub(crate) fn router(ctl: Arc<Controller>, token: Arc<str>) -> Router {
+pub(crate) fn router(ctl: Arc<Controller>, token: Arc<str>, read_token: Arc<str>) -> Router {
     let state = UiState {
         ctl: ctl.clone(),
         token,
+        read_token,
         sessions: Arc::new(Sessions::new(session::IDLE, session::MAX_SESSIONS)),
         live: Arc::new(Live::new(ctl)),
     };
@@ -98,17 +100,33 @@ fn checked_post(st: &UiState, headers: &HeaderMap, form_csrf: Option<&str>) -> R
     }
 }
 
+/// Why a session may not act (it logged in with the read-only token).
+const READ_ONLY: &str = "This session logged in with the read-only token: it can look, not change anything.";
+
+/// A POST that changes something: [`checked_post`], and not a read-only session.
+fn checked_action(
+    st: &UiState,
+    headers: &HeaderMap,
+    form_csrf: Option<&str>,
+) -> Result<(String, String), &'static str> {
+    let (id, csrf) = checked_post(st, headers, form_csrf)?;
+    if st.sessions.read_only(&id) {
+        return Err(READ_ONLY);
+    }
+    Ok((id, csrf))
+}
+
 /// The answer to a refused POST.
 fn refused(why: &str) -> Response {
     page(StatusCode::FORBIDDEN, pages::message("Refused", why))
 }
 
 async fn overview(State(st): State<UiState>, headers: HeaderMap) -> Response {
-    let Some((_, csrf)) = session(&st, &headers) else {
+    let Some((id, csrf)) = session(&st, &headers) else {
         return Redirect::to("/ui/login").into_response();
     };
     let o = st.live.overview().await;
-    page(StatusCode::OK, pages::overview(&o, live::now_ms(), &csrf))
+    page(StatusCode::OK, pages::overview(&o, live::now_ms(), &csrf, st.sessions.read_only(&id)))
 }
 
 async fn login_page(State(st): State<UiState>, headers: HeaderMap) -> Response {
@@ -131,10 +149,17 @@ async fn login(
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let given = form.map(|Form(f)| f.token).unwrap_or_default();
-    if given.is_empty() || !crate::token::matches(&st.token, given.trim()) {
+    let given = given.trim();
+    let read_only = match () {
+        _ if given.is_empty() => None,
+        _ if crate::token::matches(&st.token, given) => Some(false),
+        _ if crate::token::matches(&st.read_token, given) => Some(true),
+        _ => None,
+    };
+    let Some(read_only) = read_only else {
         return page(StatusCode::UNAUTHORIZED, pages::login(Some("That is not this server's API token.")));
-    }
-    let (id, _) = st.sessions.create();
+    };
+    let (id, _) = st.sessions.create(read_only);
     let cookie = session::set_cookie(Some(&id), session::over_https(&headers));
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ui")).into_response()
 }

@@ -81,7 +81,9 @@ pub(crate) fn message(title: &str, text: &str) -> Markup {
 }
 
 /// The overview page: the fragment the live stream replaces, inside the frame.
-pub(crate) fn overview(o: &Result<Overview, ControlError>, now_ms: u64, csrf: &str) -> Markup {
+/// `read_only`: the session may not act, so no action links (the live
+/// fragment, shared by every session, has them: the page's CSS hides them).
+pub(crate) fn overview(o: &Result<Overview, ControlError>, now_ms: u64, csrf: &str, read_only: bool) -> Markup {
     layout(
         "Overview",
         Some(csrf),
@@ -92,17 +94,17 @@ pub(crate) fn overview(o: &Result<Overview, ControlError>, now_ms: u64, csrf: &s
                 span #live aria-live="polite" { "updated on reload" }
                 " · " a href="/ui" { "reload" }
             }
-            div #overview data-events="/ui/events" { (fragment(o, now_ms)) }
+            div #overview.read-only[read_only] data-events="/ui/events" { (fragment(o, now_ms, !read_only)) }
         },
     )
 }
 
 /// What the live stream sends: the overview's inner part.
 pub(crate) fn live_fragment(o: &Result<Overview, ControlError>, now_ms: u64) -> Markup {
-    fragment(o, now_ms)
+    fragment(o, now_ms, true)
 }
 
-fn fragment(o: &Result<Overview, ControlError>, now_ms: u64) -> Markup {
+fn fragment(o: &Result<Overview, ControlError>, now_ms: u64, actions: bool) -> Markup {
     let o = match o {
         Ok(o) => o,
         Err(e) => return html! { p.bad role="alert" { "The server could not read its state: " (e.to_string()) } },
@@ -118,13 +120,13 @@ fn fragment(o: &Result<Overview, ControlError>, now_ms: u64) -> Markup {
             p { "No app is deployed yet: " code { "wharf deploy DIR" } "." }
         }
         @for app in &o.status.apps {
-            (app_section(app, o, now_ms))
+            (app_section(app, o, now_ms, actions))
         }
         p.muted { "wharf " (o.status.version) " · up " (duration(o.status.uptime_secs.saturating_mul(1000))) }
     }
 }
 
-fn app_section(app: &AppView, o: &Overview, now_ms: u64) -> Markup {
+fn app_section(app: &AppView, o: &Overview, now_ms: u64, actions: bool) -> Markup {
     html! {
         section aria-label=(format!("app {}", app.name)) {
             h2 { "App " (app.name) }
@@ -157,7 +159,7 @@ fn app_section(app: &AppView, o: &Overview, now_ms: u64) -> Markup {
                     } }
                     tbody {
                         @for s in &app.services {
-                            (service_row(app, s, o.rates.get(&(app.name.clone(), s.name.clone()))))
+                            (service_row(app, s, o.rates.get(&(app.name.clone(), s.name.clone())), actions))
                         }
                     }
                 }
@@ -166,7 +168,7 @@ fn app_section(app: &AppView, o: &Overview, now_ms: u64) -> Markup {
     }
 }
 
-fn service_row(app: &AppView, s: &ServiceView, rates: Option<&Rates>) -> Markup {
+fn service_row(app: &AppView, s: &ServiceView, rates: Option<&Rates>, actions: bool) -> Markup {
     let none = Rates::default();
     let r = rates.unwrap_or(&none);
     let web = s.kind == "web";
@@ -183,7 +185,8 @@ fn service_row(app: &AppView, s: &ServiceView, rates: Option<&Rates>) -> Markup 
             td.num { @if web { (r.p99_ms.map_or("—".to_string(), |ms| format!("{ms:.1} ms"))) } @else { "—" } }
             td.num { (format!("{:.1}%", r.cpu_percent)) }
             td.num { (bytes(r.memory_bytes)) }
-            td {
+            td.actions {
+                @if actions {
                 a href=(format!("/ui/scale?app={}&service={}", query(&app.name), query(&s.name)))
                     aria-label=(format!("Scale {}/{}", app.name, s.name)) { "Scale…" }
                 @if web {
@@ -192,6 +195,7 @@ fn service_row(app: &AppView, s: &ServiceView, rates: Option<&Rates>) -> Markup 
                         aria-label=(format!("Maintenance {} for {}/{}", onoff(!s.maintenance), app.name, s.name)) {
                         "Maintenance " (onoff(!s.maintenance)) "…"
                     }
+                }
                 }
             }
         }

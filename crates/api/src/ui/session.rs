@@ -19,6 +19,8 @@ pub(crate) const MAX_SESSIONS: usize = 1024;
 struct Session {
     /// Every state-changing form carries it; a POST without it is refused.
     csrf: String,
+    /// Logged in with the read-only token: pages, no actions.
+    read_only: bool,
     last_seen: Instant,
 }
 
@@ -35,7 +37,7 @@ impl Sessions {
     }
 
     /// A new session: its id (for the cookie) and its CSRF token.
-    pub(crate) fn create(&self) -> (String, String) {
+    pub(crate) fn create(&self, read_only: bool) -> (String, String) {
         let (id, csrf) = (random_hex(), random_hex());
         let now = Instant::now();
         let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
@@ -44,7 +46,7 @@ impl Sessions {
             let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone()) else { break };
             map.remove(&oldest);
         }
-        map.insert(id.clone(), Session { csrf: csrf.clone(), last_seen: now });
+        map.insert(id.clone(), Session { csrf: csrf.clone(), read_only, last_seen: now });
         (id, csrf)
     }
 
@@ -60,6 +62,13 @@ impl Sessions {
         }
         s.last_seen = now;
         Some(s.csrf.clone())
+    }
+
+    /// Whether the session was started with the read-only token (an
+    /// unknown one counts as read-only: nothing is allowed for it).
+    pub(crate) fn read_only(&self, id: &str) -> bool {
+        let map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(id).is_none_or(|s| s.read_only)
     }
 
     /// Whether the session still exists, without marking it used (a live
@@ -115,17 +124,17 @@ mod tests {
     #[test]
     fn sessions_expire_and_are_bounded() {
         let s = Sessions::new(Duration::from_secs(3600), 2);
-        let (a, csrf) = s.create();
+        let (a, csrf) = s.create(false);
         assert_eq!(s.touch(&a).as_deref(), Some(csrf.as_str()));
-        let (b, _) = s.create();
-        let (c, _) = s.create();
+        let (b, _) = s.create(false);
+        let (c, _) = s.create(false);
         assert!(s.touch(&a).is_none(), "the least recently used session makes room");
         assert!(s.touch(&b).is_some() && s.touch(&c).is_some());
         s.remove(&b);
         assert!(s.touch(&b).is_none());
 
         let gone = Sessions::new(Duration::ZERO, 4);
-        let (d, _) = gone.create();
+        let (d, _) = gone.create(false);
         assert!(gone.touch(&d).is_none() && !gone.alive(&d));
     }
 
