@@ -221,6 +221,14 @@ fn what_an_app_says_is_shown_escaped() {
     let page = request(&s.api_addr(), "GET", "/ui", Some(&id), &[], "").body;
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the reason, escaped: {page}");
     assert!(!page.contains("<script>alert"), "{page}");
+    // The events page: the deployment's failure among the events, escaped too; a session needed.
+    let events = request(&s.api_addr(), "GET", "/ui/event-log", Some(&id), &[], "");
+    assert_eq!(events.status, 200, "{}", events.body);
+    assert!(events.body.contains("deploy.rolled_back") || events.body.contains("deploy.failed"), "{}", events.body);
+    assert!(events.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", events.body);
+    assert!(!events.body.contains("<script>alert"), "{}", events.body);
+    let anonymous = request(&s.api_addr(), "GET", "/ui/event-log", None, &[], "");
+    assert_eq!((anonymous.status, anonymous.header("location")), (303, Some("/ui/login")));
 }
 
 #[test]

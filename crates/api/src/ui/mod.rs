@@ -54,6 +54,7 @@ pub(crate) fn router(ctl: Arc<Controller>, token: Arc<str>, read_token: Arc<str>
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/events", get(events))
+        .route("/ui/event-log", get(event_log))
         .route("/ui/scale", get(actions::scale_page).post(actions::scale))
         .route("/ui/maintenance", get(actions::maintenance_page).post(actions::maintenance))
         .route("/ui/assets/{name}", get(assets::serve))
@@ -134,6 +135,18 @@ async fn login_page(State(st): State<UiState>, headers: HeaderMap) -> Response {
         return Redirect::to("/ui").into_response();
     }
     page(StatusCode::OK, pages::login(None))
+}
+
+/// How many of the latest events the events page shows.
+const EVENTS_SHOWN: usize = 200;
+
+async fn event_log(State(st): State<UiState>, headers: HeaderMap) -> Response {
+    let Some((_, csrf)) = session(&st, &headers) else {
+        return Redirect::to("/ui/login").into_response();
+    };
+    let events = st.ctl.db().events(EVENTS_SHOWN).await;
+    let events = events.map(|v| v.into_iter().map(wharf_control::wire::event).collect()).map_err(|e| e.to_string());
+    page(StatusCode::OK, pages::events(&events, EVENTS_SHOWN, live::now_ms(), &csrf))
 }
 
 #[derive(Deserialize)]

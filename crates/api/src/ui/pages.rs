@@ -2,7 +2,7 @@
 //! every value is escaped unless marked otherwise (nothing here is).
 
 use maud::{html, Markup, DOCTYPE};
-use wharf_api_types::{AppView, ServiceView};
+use wharf_api_types::{AppView, Event, ServiceView};
 use wharf_control::ControlError;
 
 use super::actions::Target;
@@ -32,7 +32,7 @@ fn layout(title: &str, csrf: Option<&str>, refresh: bool, body: Markup) -> Marku
                 header {
                     a.brand href="/ui" { "wharf" }
                     @if let Some(csrf) = csrf {
-                        nav aria-label="pages" { a href="/ui" { "Overview" } }
+                        nav aria-label="pages" { a href="/ui" { "Overview" } " " a href="/ui/event-log" { "Events" } }
                         form method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(csrf);
                             button type="submit" { "Log out" }
@@ -76,6 +76,41 @@ pub(crate) fn message(title: &str, text: &str) -> Markup {
             h1 { (title) }
             p { (text) }
             p { a href="/ui" { "Back to the overview" } }
+        },
+    )
+}
+
+/// The events page: what wharf did and saw (`wharf events`), newest first.
+pub(crate) fn events(events: &Result<Vec<Event>, String>, shown: usize, now_ms: u64, csrf: &str) -> Markup {
+    layout(
+        "Events",
+        Some(csrf),
+        false,
+        html! {
+            h1 { "Events" }
+            p.muted { "What wharf did and saw, newest first: the last " (shown) ", as " code { "wharf events" } " shows them." }
+            @match events {
+                Err(e) => p.bad role="alert" { "The server could not read its events: " (e) },
+                Ok(list) if list.is_empty() => p { "Nothing has happened yet." },
+                Ok(list) => div.table-wrap { table {
+                    thead { tr {
+                        th scope="col" { "when" }
+                        th scope="col" { "kind" }
+                        th scope="col" { "where" }
+                        th scope="col" { "what" }
+                    } }
+                    tbody {
+                        @for e in list.iter().rev() {
+                            tr {
+                                td { (ago(now_ms, e.time)) }
+                                td { code { (e.kind) } }
+                                td { (e.task.as_deref().or(e.service.as_deref()).or(e.app.as_deref()).unwrap_or("server")) }
+                                td.reason { (e.message) }
+                            }
+                        }
+                    }
+                } }
+            }
         },
     )
 }
