@@ -227,6 +227,18 @@ fn what_an_app_says_is_shown_escaped() {
     assert!(events.body.contains("deploy.rolled_back") || events.body.contains("deploy.failed"), "{}", events.body);
     assert!(events.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", events.body);
     assert!(!events.body.contains("<script>alert"), "{}", events.body);
+    // The deployments page: the failed deployment, its outcome and its reason, escaped.
+    let history = request(&s.api_addr(), "GET", "/ui/deployments", Some(&id), &[], "");
+    assert_eq!(history.status, 200, "{}", history.body);
+    assert!(
+        history.body.contains("App xss") && history.body.contains("class=\"state-failed\">failed<"),
+        "{}",
+        history.body
+    );
+    assert!(history.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", history.body);
+    assert!(!history.body.contains("<script>alert"), "{}", history.body);
+    let anonymous = request(&s.api_addr(), "GET", "/ui/deployments", None, &[], "");
+    assert_eq!((anonymous.status, anonymous.header("location")), (303, Some("/ui/login")));
     let anonymous = request(&s.api_addr(), "GET", "/ui/event-log", None, &[], "");
     assert_eq!((anonymous.status, anonymous.header("location")), (303, Some("/ui/login")));
 }

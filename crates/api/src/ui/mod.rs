@@ -55,6 +55,7 @@ pub(crate) fn router(ctl: Arc<Controller>, token: Arc<str>, read_token: Arc<str>
         .route("/ui/logout", post(logout))
         .route("/ui/events", get(events))
         .route("/ui/event-log", get(event_log))
+        .route("/ui/deployments", get(deployments))
         .route("/ui/scale", get(actions::scale_page).post(actions::scale))
         .route("/ui/maintenance", get(actions::maintenance_page).post(actions::maintenance))
         .route("/ui/assets/{name}", get(assets::serve))
@@ -135,6 +136,26 @@ async fn login_page(State(st): State<UiState>, headers: HeaderMap) -> Response {
         return Redirect::to("/ui").into_response();
     }
     page(StatusCode::OK, pages::login(None))
+}
+
+/// How many of each app's latest deployments the deployments page shows.
+const DEPLOYMENTS_SHOWN: usize = 50;
+
+async fn deployments(State(st): State<UiState>, headers: HeaderMap) -> Response {
+    let Some((_, csrf)) = session(&st, &headers) else {
+        return Redirect::to("/ui/login").into_response();
+    };
+    let read = async {
+        let mut out = Vec::new();
+        for app in st.ctl.db().apps().await? {
+            let all = st.ctl.db().deployments(&app.name).await?;
+            let recent = all.into_iter().rev().take(DEPLOYMENTS_SHOWN).rev().map(wharf_control::wire::deployment);
+            out.push((app.name, recent.collect()));
+        }
+        Ok::<_, wharf_control::StoreError>(out)
+    };
+    let apps = read.await.map_err(|e| e.to_string());
+    page(StatusCode::OK, pages::deployments(&apps, live::now_ms(), &csrf))
 }
 
 /// How many of the latest events the events page shows.

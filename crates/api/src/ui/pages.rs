@@ -2,7 +2,7 @@
 //! every value is escaped unless marked otherwise (nothing here is).
 
 use maud::{html, Markup, DOCTYPE};
-use wharf_api_types::{AppView, Event, ServiceView};
+use wharf_api_types::{AppView, Deployment, Event, ServiceView};
 use wharf_control::ControlError;
 
 use super::actions::Target;
@@ -32,7 +32,7 @@ fn layout(title: &str, csrf: Option<&str>, refresh: bool, body: Markup) -> Marku
                 header {
                     a.brand href="/ui" { "wharf" }
                     @if let Some(csrf) = csrf {
-                        nav aria-label="pages" { a href="/ui" { "Overview" } " " a href="/ui/event-log" { "Events" } }
+                        nav aria-label="pages" { a href="/ui" { "Overview" } " " a href="/ui/deployments" { "Deployments" } " " a href="/ui/event-log" { "Events" } }
                         form method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(csrf);
                             button type="submit" { "Log out" }
@@ -76,6 +76,51 @@ pub(crate) fn message(title: &str, text: &str) -> Markup {
             h1 { (title) }
             p { (text) }
             p { a href="/ui" { "Back to the overview" } }
+        },
+    )
+}
+
+/// The deployments page: each app's latest deployments, newest first, with
+/// their outcome and why they failed (`wharf deployments`).
+pub(crate) fn deployments(apps: &Result<Vec<(String, Vec<Deployment>)>, String>, now_ms: u64, csrf: &str) -> Markup {
+    layout(
+        "Deployments",
+        Some(csrf),
+        true,
+        html! {
+            h1 { "Deployments" }
+            @match apps {
+                Err(e) => p.bad role="alert" { "The server could not read its deployments: " (e) },
+                Ok(apps) if apps.is_empty() => p { "No app is deployed yet." },
+                Ok(apps) => @for (app, list) in apps {
+                    section aria-label=(format!("deployments of {app}")) {
+                        h2 { "App " (app) }
+                        div.table-wrap { table {
+                            thead { tr {
+                                th scope="col" { "#" }
+                                th scope="col" { "outcome" }
+                                th scope="col" { "started" }
+                                th scope="col" { "took" }
+                                th scope="col" { "what" }
+                            } }
+                            tbody {
+                                @for d in list.iter().rev() {
+                                    tr {
+                                        td { (d.id) }
+                                        td { span class=(format!("state-{}", d.state.as_str())) { (d.state.as_str().replace('_', " ")) } }
+                                        td { (ago(now_ms, d.started_at)) }
+                                        td { (d.finished_at.map_or("—".to_string(), |f| duration(f.saturating_sub(d.started_at)))) }
+                                        td {
+                                            (d.message)
+                                            @if let Some(reason) = &d.reason { div.reason { (reason) } }
+                                        }
+                                    }
+                                }
+                            }
+                        } }
+                    }
+                },
+            }
         },
     )
 }
