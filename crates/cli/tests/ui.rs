@@ -408,3 +408,46 @@ fn the_read_only_token_reads_and_changes_nothing() {
     // Logging out is not an action on the app: allowed.
     assert_eq!(request(&api, "POST", "/ui/logout", Some(&id), &[], &format!("csrf={csrf}")).status, 303);
 }
+
+/// The jobs page: a job's schedule and last run; "run now" needs a session
+/// that may act, its CSRF token and a confirmation, then runs the job.
+#[test]
+fn a_job_runs_now_from_the_jobs_page_once_confirmed() {
+    let s = Server::start();
+    let job = "\n[job.report]\nschedule = \"@yearly\"\ncommand = [\"sh\", \"-c\", \"echo ran\"]\nservice = \"api\"\n";
+    let dir = app_dir(&format!("{}{job}", api_app("shop", "1", "")));
+    s.deploy(dir.path());
+    let api = s.api_addr();
+    let runs = || {
+        let (code, body) = http_get(&api, "x", "/v1/jobs/runs?app=shop&job=report", Some(&s.token())).unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap().as_array().unwrap().clone()
+    };
+
+    let read = std::fs::read_to_string(s.data.join("token.read")).unwrap().trim().to_string();
+    let watcher = login(&api, &read);
+    let page = request(&api, "GET", "/ui/jobs", Some(&watcher), &[], "").body;
+    assert!(page.contains("shop/report") && page.contains("@yearly") && page.contains("never"), "{page}");
+    assert!(!page.contains("/ui/run-job?"), "no action for a read-only session: {page}");
+    let csrf = csrf_of(&page);
+    let run = "app=shop&job=report&confirm=yes";
+    assert_eq!(request(&api, "POST", "/ui/run-job", Some(&watcher), &[], &format!("csrf={csrf}&{run}")).status, 403);
+
+    let id = login(&api, &s.token());
+    let page = request(&api, "GET", "/ui/jobs", Some(&id), &[], "").body;
+    assert!(page.contains("href=\"/ui/run-job?app=shop&amp;job=report\""), "{page}");
+    let ask = request(&api, "GET", "/ui/run-job?app=shop&job=report", Some(&id), &[], "");
+    assert!(ask.status == 200 && ask.body.contains("Run shop/report now?"), "{}", ask.body);
+    let csrf = csrf_of(&ask.body);
+    assert_eq!(request(&api, "POST", "/ui/run-job", Some(&id), &[], run).status, 403, "no CSRF token");
+    assert_eq!(request(&api, "POST", "/ui/run-job", None, &[], &format!("csrf={csrf}&{run}")).status, 403);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(runs().is_empty(), "refused requests ran nothing");
+    let done = request(&api, "POST", "/ui/run-job", Some(&id), &[], &format!("csrf={csrf}&{run}"));
+    assert_eq!((done.status, done.header("location")), (303, Some("/ui/jobs")), "{}", done.body);
+    wait_for("the run to succeed", Duration::from_secs(30), || {
+        runs().iter().any(|r| r["state"] == "succeeded" && r["trigger"] == "manual").then_some(())
+    });
+    let page = request(&api, "GET", "/ui/jobs", Some(&id), &[], "").body;
+    assert!(page.contains("class=\"state-succeeded\">succeeded<"), "{page}");
+}

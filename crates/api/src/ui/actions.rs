@@ -29,6 +29,7 @@ pub(crate) struct ActionForm {
     service: String,
     replicas: Option<String>,
     on: Option<String>,
+    job: String,
     confirm: Option<String>,
 }
 
@@ -123,6 +124,37 @@ pub(crate) async fn maintenance(State(st): State<UiState>, headers: HeaderMap, f
     let service = Some(t.service.as_str()).filter(|s| !s.is_empty());
     match st.ctl.set_maintenance(&t.app, service, on, None, None).await {
         Ok(()) => Redirect::to("/ui").into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// `GET /ui/run-job?app=&job=`: what running the job now does.
+pub(crate) async fn run_job_page(
+    State(st): State<UiState>,
+    headers: HeaderMap,
+    Query(q): Query<ActionForm>,
+) -> Response {
+    let Some((id, csrf)) = session(&st, &headers) else {
+        return Redirect::to("/ui/login").into_response();
+    };
+    if st.sessions.read_only(&id) {
+        return refused(READ_ONLY);
+    }
+    page(StatusCode::OK, pages::run_job(&q.app, &q.job, &csrf))
+}
+
+/// `POST /ui/run-job`: with `confirm=yes`, a run of the job now (as `wharf
+/// jobs trigger` and `POST /v1/jobs/trigger` start it).
+pub(crate) async fn run_job(State(st): State<UiState>, headers: HeaderMap, form: FormOf<ActionForm>) -> Response {
+    let (f, csrf) = match checked(&st, &headers, form) {
+        Ok(x) => x,
+        Err(why) => return refused(why),
+    };
+    if f.confirm.as_deref() != Some("yes") {
+        return page(StatusCode::OK, pages::run_job(&f.app, &f.job, &csrf));
+    }
+    match st.ctl.trigger_job(&f.app, &f.job).await {
+        Ok(_) => Redirect::to("/ui/jobs").into_response(),
         Err(e) => failed(e),
     }
 }

@@ -56,6 +56,8 @@ pub(crate) fn router(ctl: Arc<Controller>, token: Arc<str>, read_token: Arc<str>
         .route("/ui/events", get(events))
         .route("/ui/event-log", get(event_log))
         .route("/ui/deployments", get(deployments))
+        .route("/ui/jobs", get(jobs))
+        .route("/ui/run-job", get(actions::run_job_page).post(actions::run_job))
         .route("/ui/scale", get(actions::scale_page).post(actions::scale))
         .route("/ui/maintenance", get(actions::maintenance_page).post(actions::maintenance))
         .route("/ui/assets/{name}", get(assets::serve))
@@ -136,6 +138,22 @@ async fn login_page(State(st): State<UiState>, headers: HeaderMap) -> Response {
         return Redirect::to("/ui").into_response();
     }
     page(StatusCode::OK, pages::login(None))
+}
+
+async fn jobs(State(st): State<UiState>, headers: HeaderMap) -> Response {
+    let Some((id, csrf)) = session(&st, &headers) else {
+        return Redirect::to("/ui/login").into_response();
+    };
+    let read = async {
+        let mut out = Vec::new();
+        for app in st.ctl.db().apps().await.map_err(|e| e.to_string())? {
+            out.extend(st.ctl.jobs_view(&app.name).await.map_err(|e| e.to_string())?);
+        }
+        Ok::<_, String>(out)
+    };
+    let jobs = read.await;
+    let now = st.ctl.scheduler_now_ms();
+    page(StatusCode::OK, pages::jobs(&jobs, now, &csrf, !st.sessions.read_only(&id)))
 }
 
 /// How many of each app's latest deployments the deployments page shows.

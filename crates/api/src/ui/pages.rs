@@ -2,7 +2,7 @@
 //! every value is escaped unless marked otherwise (nothing here is).
 
 use maud::{html, Markup, DOCTYPE};
-use wharf_api_types::{AppView, Deployment, Event, ServiceView};
+use wharf_api_types::{AppView, Deployment, Event, JobView, ServiceView};
 use wharf_control::ControlError;
 
 use super::actions::Target;
@@ -32,7 +32,7 @@ fn layout(title: &str, csrf: Option<&str>, refresh: bool, body: Markup) -> Marku
                 header {
                     a.brand href="/ui" { "wharf" }
                     @if let Some(csrf) = csrf {
-                        nav aria-label="pages" { a href="/ui" { "Overview" } " " a href="/ui/deployments" { "Deployments" } " " a href="/ui/event-log" { "Events" } }
+                        nav aria-label="pages" { a href="/ui" { "Overview" } " " a href="/ui/deployments" { "Deployments" } " " a href="/ui/jobs" { "Jobs" } " " a href="/ui/event-log" { "Events" } }
                         form method="post" action="/ui/logout" {
                             input type="hidden" name="csrf" value=(csrf);
                             button type="submit" { "Log out" }
@@ -120,6 +120,75 @@ pub(crate) fn deployments(apps: &Result<Vec<(String, Vec<Deployment>)>, String>,
                         } }
                     }
                 },
+            }
+        },
+    )
+}
+
+/// The jobs page: every app's scheduled jobs, their next and last run, and
+/// (for a session that may act) a link to run one now.
+pub(crate) fn jobs(jobs: &Result<Vec<JobView>, String>, now_ms: u64, csrf: &str, actions: bool) -> Markup {
+    layout(
+        "Jobs",
+        Some(csrf),
+        true,
+        html! {
+            h1 { "Jobs" }
+            @match jobs {
+                Err(e) => p.bad role="alert" { "The server could not read its jobs: " (e) },
+                Ok(list) if list.is_empty() => p { "No app has scheduled jobs." },
+                Ok(list) => div.table-wrap { table {
+                    thead { tr {
+                        th scope="col" { "job" }
+                        th scope="col" { "schedule" }
+                        th scope="col" { "next run" }
+                        th scope="col" { "last run" }
+                        th scope="col" .num { "running" }
+                        th scope="col" { "actions" }
+                    } }
+                    tbody {
+                        @for j in list {
+                            tr {
+                                td { (j.app) "/" (j.name) }
+                                td { code { (j.schedule) } " " span.muted { (j.timezone) } }
+                                td { (j.next_run.map_or("—".to_string(), |t| format!("in {}", duration(t.saturating_sub(now_ms))))) }
+                                td {
+                                    @if let Some(r) = &j.last_run {
+                                        span class=(format!("state-{}", r.state.as_str())) { (r.state.as_str().replace('_', " ")) }
+                                        ", " (ago(now_ms, r.ended_at.or(r.started_at).unwrap_or(r.created_at)))
+                                    } @else { "never" }
+                                }
+                                td.num { (j.active) }
+                                td.actions {
+                                    @if actions {
+                                        a href=(format!("/ui/run-job?app={}&job={}", query(&j.app), query(&j.name)))
+                                            aria-label=(format!("Run {}/{} now", j.app, j.name)) { "Run now…" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } },
+            }
+        },
+    )
+}
+
+/// Running a job now: what it does, and the confirming form.
+pub(crate) fn run_job(app: &str, job: &str, csrf: &str) -> Markup {
+    layout(
+        "Run a job",
+        Some(csrf),
+        false,
+        html! {
+            h1 { "Run " (app) "/" (job) " now?" }
+            p { "A run of " (job) " starts now, outside its schedule, with the same command, timeout, retries and concurrency policy (a run the policy forbids is recorded as skipped)." }
+            form method="post" action="/ui/run-job" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="app" value=(app);
+                input type="hidden" name="job" value=(job);
+                input type="hidden" name="confirm" value="yes";
+                p { button type="submit" { "Run it now" } " " a href="/ui/jobs" { "Cancel" } }
             }
         },
     )
