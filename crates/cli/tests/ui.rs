@@ -451,3 +451,44 @@ fn a_job_runs_now_from_the_jobs_page_once_confirmed() {
     let page = request(&api, "GET", "/ui/jobs", Some(&id), &[], "").body;
     assert!(page.contains("class=\"state-succeeded\">succeeded<"), "{page}");
 }
+
+/// A service's page: its tasks and revisions; a confirmed rollback to an
+/// earlier revision from there, refused to a read-only session.
+#[test]
+fn a_service_rolls_back_from_its_page_once_confirmed() {
+    let s = Server::start();
+    let dir = app_dir(&api_app("shop", "1", ""));
+    s.deploy(dir.path());
+    write_toml(&dir, &api_app("shop", "2", ""));
+    s.deploy(dir.path());
+    assert_eq!(version(&s), "2");
+    let api = s.api_addr();
+
+    let read = std::fs::read_to_string(s.data.join("token.read")).unwrap().trim().to_string();
+    let watcher = login(&api, &read);
+    let page = request(&api, "GET", "/ui/service?app=shop&service=api", Some(&watcher), &[], "").body;
+    assert!(page.contains("Service shop/api") && page.contains("2 (current)"), "{page}");
+    assert!(page.contains("shop-api-2-"), "the running task: {page}");
+    assert!(!page.contains("/ui/rollback?"), "no action for a read-only session: {page}");
+    let csrf = csrf_of(&page);
+    let back = "app=shop&service=api&revision=1&confirm=yes";
+    assert_eq!(request(&api, "POST", "/ui/rollback", Some(&watcher), &[], &format!("csrf={csrf}&{back}")).status, 403);
+    let missing = request(&api, "GET", "/ui/service?app=shop&service=nope", Some(&watcher), &[], "");
+    assert_eq!(missing.status, 404, "{}", missing.body);
+
+    let id = login(&api, &s.token());
+    let overview = request(&api, "GET", "/ui", Some(&id), &[], "").body;
+    assert!(overview.contains("href=\"/ui/service?app=shop&amp;service=api\""), "{overview}");
+    let page = request(&api, "GET", "/ui/service?app=shop&service=api", Some(&id), &[], "").body;
+    assert!(page.contains("href=\"/ui/rollback?app=shop&amp;service=api&amp;revision=1\""), "{page}");
+    assert!(!page.contains("revision=2\""), "no rollback to the current revision: {page}");
+    let ask = request(&api, "GET", "/ui/rollback?app=shop&service=api&revision=1", Some(&id), &[], "");
+    assert!(ask.status == 200 && ask.body.contains("back to revision 1?"), "{}", ask.body);
+    let csrf = csrf_of(&ask.body);
+    assert_eq!(request(&api, "POST", "/ui/rollback", Some(&id), &[], back).status, 403, "no CSRF token");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(version(&s), "2", "refused requests changed nothing");
+    let done = request(&api, "POST", "/ui/rollback", Some(&id), &[], &format!("csrf={csrf}&{back}"));
+    assert_eq!((done.status, done.header("location")), (303, Some("/ui/deployments")), "{}", done.body);
+    wait_for("revision 1 serving", Duration::from_secs(30), || (version(&s) == "1").then_some(()));
+}

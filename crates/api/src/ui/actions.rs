@@ -30,6 +30,7 @@ pub(crate) struct ActionForm {
     replicas: Option<String>,
     on: Option<String>,
     job: String,
+    revision: Option<String>,
     confirm: Option<String>,
 }
 
@@ -124,6 +125,61 @@ pub(crate) async fn maintenance(State(st): State<UiState>, headers: HeaderMap, f
     let service = Some(t.service.as_str()).filter(|s| !s.is_empty());
     match st.ctl.set_maintenance(&t.app, service, on, None, None).await {
         Ok(()) => Redirect::to("/ui").into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// `GET /ui/service?app=&service=`: the service's tasks and revisions.
+pub(crate) async fn service_page(State(st): State<UiState>, headers: HeaderMap, Query(t): Query<Target>) -> Response {
+    let Some((id, csrf)) = session(&st, &headers) else {
+        return Redirect::to("/ui/login").into_response();
+    };
+    let revisions = match st.ctl.revisions(&t.app, &t.service).await {
+        Err(ControlError::NotFound(_)) => {
+            return page(StatusCode::NOT_FOUND, pages::message("Not found", "There is no such service."))
+        }
+        other => other.map_err(|e| e.to_string()),
+    };
+    let tasks: Vec<_> =
+        st.ctl.tasks_view().into_iter().filter(|task| task.app == t.app && task.service == t.service).collect();
+    let actions = !st.sessions.read_only(&id);
+    page(StatusCode::OK, pages::service(&t, &tasks, &revisions, super::live::now_ms(), &csrf, actions))
+}
+
+/// `GET /ui/rollback?app=&service=&revision=`: what rolling back does.
+pub(crate) async fn rollback_page(
+    State(st): State<UiState>,
+    headers: HeaderMap,
+    Query(q): Query<ActionForm>,
+) -> Response {
+    let Some((id, csrf)) = session(&st, &headers) else {
+        return Redirect::to("/ui/login").into_response();
+    };
+    if st.sessions.read_only(&id) {
+        return refused(READ_ONLY);
+    }
+    let Some(revision) = q.revision.as_deref().and_then(|r| r.trim().parse::<u64>().ok()) else {
+        return page(StatusCode::BAD_REQUEST, pages::message("Not rolled back", "The revision must be a number."));
+    };
+    page(StatusCode::OK, pages::rollback(&Target { app: q.app, service: q.service }, revision, &csrf))
+}
+
+/// `POST /ui/rollback`: with `confirm=yes`, a rollback to the revision (as
+/// `wharf rollback SERVICE REVISION` starts it); then the deployments page.
+pub(crate) async fn rollback(State(st): State<UiState>, headers: HeaderMap, form: FormOf<ActionForm>) -> Response {
+    let (f, csrf) = match checked(&st, &headers, form) {
+        Ok(x) => x,
+        Err(why) => return refused(why),
+    };
+    let Some(revision) = f.revision.as_deref().and_then(|r| r.trim().parse::<u64>().ok()) else {
+        return page(StatusCode::BAD_REQUEST, pages::message("Not rolled back", "The revision must be a number."));
+    };
+    let t = Target { app: f.app, service: f.service };
+    if f.confirm.as_deref() != Some("yes") {
+        return page(StatusCode::OK, pages::rollback(&t, revision, &csrf));
+    }
+    match st.ctl.rollback(&t.app, &t.service, Some(revision)).await {
+        Ok(_) => Redirect::to("/ui/deployments").into_response(),
         Err(e) => failed(e),
     }
 }

@@ -57,6 +57,8 @@ pub(crate) fn router(ctl: Arc<Controller>, token: Arc<str>, read_token: Arc<str>
         .route("/ui/event-log", get(event_log))
         .route("/ui/deployments", get(deployments))
         .route("/ui/jobs", get(jobs))
+        .route("/ui/service", get(actions::service_page))
+        .route("/ui/rollback", get(actions::rollback_page).post(actions::rollback))
         .route("/ui/run-job", get(actions::run_job_page).post(actions::run_job))
         .route("/ui/scale", get(actions::scale_page).post(actions::scale))
         .route("/ui/maintenance", get(actions::maintenance_page).post(actions::maintenance))

@@ -2,7 +2,7 @@
 //! every value is escaped unless marked otherwise (nothing here is).
 
 use maud::{html, Markup, DOCTYPE};
-use wharf_api_types::{AppView, Deployment, Event, JobView, ServiceView};
+use wharf_api_types::{AppView, Deployment, Event, JobView, RevisionView, ServiceView, TaskView};
 use wharf_control::ControlError;
 
 use super::actions::Target;
@@ -194,6 +194,112 @@ pub(crate) fn run_job(app: &str, job: &str, csrf: &str) -> Markup {
     )
 }
 
+/// A service's page: its tasks now and its revisions, each with what
+/// changed and how its deployment ended; a session that may act can roll
+/// back to an earlier revision whose release is still stored.
+pub(crate) fn service(
+    t: &Target,
+    tasks: &[TaskView],
+    revisions: &Result<Vec<RevisionView>, String>,
+    now_ms: u64,
+    csrf: &str,
+    actions: bool,
+) -> Markup {
+    let name = format!("{}/{}", t.app, t.service);
+    layout(
+        &name,
+        Some(csrf),
+        true,
+        html! {
+            h1 { "Service " (name) }
+            h2 { "Tasks" }
+            @if tasks.is_empty() { p { "No task runs." } } @else {
+                div.table-wrap { table {
+                    thead { tr {
+                        th scope="col" { "task" }
+                        th scope="col" { "revision" }
+                        th scope="col" { "state" }
+                        th scope="col" { "health" }
+                        th scope="col" .num { "restarts" }
+                        th scope="col" .num { "CPU" }
+                        th scope="col" .num { "memory" }
+                    } }
+                    tbody {
+                        @for task in tasks {
+                            tr {
+                                td { code { (task.id) } }
+                                td { (task.revision) }
+                                td { (task.state.as_str()) @if task.draining { " (draining)" } }
+                                td {
+                                    (task.health.map_or("—", |h| h.as_str()))
+                                    @if let Some(e) = &task.health_error { div.reason { (e) } }
+                                }
+                                td.num { (task.restarts) }
+                                td.num { (task.cpu_percent.map_or("—".to_string(), |c| format!("{c:.1}%"))) }
+                                td.num { (task.memory_bytes.map_or("—".to_string(), bytes)) }
+                            }
+                        }
+                    }
+                } }
+            }
+            h2 { "Revisions" }
+            @match revisions {
+                Err(e) => p.bad role="alert" { "The server could not read the revisions: " (e) },
+                Ok(list) => div.table-wrap { table {
+                    thead { tr {
+                        th scope="col" { "revision" }
+                        th scope="col" { "created" }
+                        th scope="col" { "changes" }
+                        th scope="col" { "deployment" }
+                        th scope="col" { "actions" }
+                    } }
+                    tbody {
+                        @for r in list.iter().rev() {
+                            tr {
+                                td { (r.number) @if r.current { " (current)" } }
+                                td { (ago(now_ms, r.created_at)) }
+                                td { (r.changes.join("; ")) }
+                                td {
+                                    @if let Some(o) = r.outcome {
+                                        span class=(format!("state-{}", o.as_str())) { (o.as_str().replace('_', " ")) }
+                                    } @else { "—" }
+                                    @if let Some(reason) = &r.reason { div.reason { (reason) } }
+                                }
+                                td.actions {
+                                    @if actions && r.available && !r.current {
+                                        a href=(format!("/ui/rollback?app={}&service={}&revision={}", query(&t.app), query(&t.service), r.number))
+                                            aria-label=(format!("Roll {name} back to revision {}", r.number)) { "Roll back to this…" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } },
+            }
+        },
+    )
+}
+
+/// Rolling a service back: what it does, and the confirming form.
+pub(crate) fn rollback(t: &Target, revision: u64, csrf: &str) -> Markup {
+    let name = format!("{}/{}", t.app, t.service);
+    layout(
+        "Roll back",
+        Some(csrf),
+        false,
+        html! {
+            h1 { "Roll " (name) " back to revision " (revision) "?" }
+            p { "A deployment starts that brings " (name) "'s tasks back to revision " (revision) " (its code, command, environment and limits), the way a deploy does: new tasks first, traffic once they are healthy. The revisions after it stay on record." }
+            form method="post" action="/ui/rollback" {
+                (target_fields(t, csrf))
+                input type="hidden" name="revision" value=(revision);
+                input type="hidden" name="confirm" value="yes";
+                p { button type="submit" { "Roll back" } " " a href="/ui" { "Cancel" } }
+            }
+        },
+    )
+}
+
 /// The events page: what wharf did and saw (`wharf events`), newest first.
 pub(crate) fn events(events: &Result<Vec<Event>, String>, shown: usize, now_ms: u64, csrf: &str) -> Markup {
     layout(
@@ -324,7 +430,9 @@ fn service_row(app: &AppView, s: &ServiceView, rates: Option<&Rates>, actions: b
     let ready_class = if s.ready < s.replicas as usize { "warn" } else { "ok" };
     html! {
         tr data-service=(format!("{}/{}", app.name, s.name)) {
-            th scope="row" { (s.name) }
+            th scope="row" {
+                a href=(format!("/ui/service?app={}&service={}", query(&app.name), query(&s.name))) { (s.name) }
+            }
             td { (s.kind) }
             td.num { span class=(ready_class) { (s.ready) "/" (s.replicas) } }
             td { (s.name) "@" (s.revision) }
