@@ -21,6 +21,7 @@ pub use deploy::{
 };
 pub use error::{ErrorBody, ErrorDetail};
 pub use jobs::{JobList, JobRun, JobView, RunState, RunTrigger};
+pub use ops::quantile;
 pub use ops::{
     AutoscaleView, Datapoint, Decision, Event, MaintenanceState, PauseState, RunEnded, RunStarted, ScaledService,
     StoppedRun, TopService, TopView,

@@ -141,6 +141,30 @@ pub struct PauseState {
     pub service: Option<String>,
 }
 
+/// The `q` quantile of a cumulative histogram (upper bound, count), by
+/// linear interpolation inside the bucket, as Prometheus'
+/// `histogram_quantile` does. None when it is empty.
+pub fn quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let (mut lower, mut below) = (0.0, 0u64);
+    for &(le, n) in buckets {
+        if n as f64 >= rank {
+            if le == f64::MAX || le.is_infinite() {
+                return Some(lower);
+            }
+            let inside = n.saturating_sub(below).max(1) as f64;
+            return Some(lower + (le - lower) * ((rank - below as f64) / inside).clamp(0.0, 1.0));
+        }
+        lower = le;
+        below = n;
+    }
+    Some(lower)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +184,16 @@ mod tests {
         assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"app":"shop","maintenance":true,"service":null}"#);
         let jobs = crate::JobList { app: "shop".into(), jobs: vec![], now: 5 };
         assert_eq!(serde_json::to_string(&jobs).unwrap(), r#"{"app":"shop","jobs":[],"now":5}"#);
+    }
+
+    #[test]
+    fn quantile_interpolates_inside_the_bucket() {
+        // 100 requests: 90 up to 10 ms, 10 between 10 and 20 ms.
+        let b = [(0.01, 90), (0.02, 100), (f64::MAX, 100)];
+        let p99 = quantile(&b, 0.99).unwrap();
+        assert!((p99 - 0.019).abs() < 1e-9, "{p99}");
+        assert_eq!(quantile(&[(0.01, 0), (f64::MAX, 0)], 0.99), None);
+        // Everything beyond the last bound: the last finite bound.
+        assert_eq!(quantile(&[(0.01, 0), (f64::MAX, 5)], 0.99), Some(0.01));
     }
 }

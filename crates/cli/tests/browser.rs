@@ -96,6 +96,13 @@ impl Browser {
         self.cmd("POST", &format!("element/{e}/value"), Some(json!({ "text": text })));
     }
 
+    /// Waits until the page the browser shows (its source and URL) is the
+    /// one `want` looks for: a click returns before the navigation it
+    /// starts has ended.
+    fn wait(&self, what: &str, want: impl Fn(&str, &str) -> bool) {
+        wait_for(what, LONG, || want(&self.source(), &self.url()).then_some(()));
+    }
+
     /// Saves what the browser shows as NAME.png among the test's artifacts.
     fn screenshot(&self, name: &str) {
         use base64::Engine;
@@ -168,15 +175,14 @@ fn the_dashboard_in_a_real_browser() {
 
     // Not logged in: the login page; a wrong token is refused; the right one logs in.
     b.go(&ui);
-    assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    b.wait("the login page", |_, url| url.ends_with("/ui/login"));
     b.screenshot("login");
     b.type_into("input[name=token]", "not-the-token");
     b.click("main button[type=submit]");
-    assert!(b.source().contains("That is not this server's API token."), "{}", b.source());
+    b.wait("the refusal", |src, _| src.contains("That is not this server's API token."));
     b.type_into("input[name=token]", &s.token());
     b.click("main button[type=submit]");
-    assert!(b.url().ends_with("/ui"), "{}", b.url());
-    assert!(b.source().contains("App shop"), "{}", b.source());
+    b.wait("the overview", |src, url| url.ends_with("/ui") && src.contains("App shop"));
     b.screenshot("overview");
 
     // Live: a scale from the CLI reaches the open page through its script, no reload.
@@ -190,33 +196,39 @@ fn the_dashboard_in_a_real_browser() {
 
     // Roll back from the service's page: the proxy answers from revision 1 again.
     b.click("a[href='/ui/service?app=shop&service=api']");
-    assert!(b.source().contains("Service shop/api"), "{}", b.source());
+    b.wait("the service's page", |src, _| src.contains("Service shop/api"));
     b.screenshot("service");
     b.click("a[href='/ui/rollback?app=shop&service=api&revision=1']");
-    assert!(b.source().contains("back to revision 1?"), "{}", b.source());
+    b.wait("the rollback's confirmation", |src, _| src.contains("back to revision 1?"));
     b.click("main button[type=submit]");
-    assert!(b.url().ends_with("/ui/deployments"), "{}", b.url());
+    b.wait("the deployments page", |_, url| url.ends_with("/ui/deployments"));
     wait_for("revision 1 serving", LONG, || (version(&s) == "1").then_some(()));
     b.go(&format!("{ui}/deployments"));
-    assert!(b.source().contains("rollback") || b.source().contains("rolled back by hand"), "{}", b.source());
+    b.wait("the rollback among the deployments", |src, _| src.contains("App shop") && src.contains("api@1"));
     b.screenshot("deployments");
 
     // Maintenance on from the overview: the proxy answers 503; off again.
     b.go(&ui);
+    b.wait("the overview", |src, _| src.contains("on=true"));
     b.click("a[href='/ui/maintenance?app=shop&service=api&on=true']");
+    b.wait("the maintenance's confirmation", |src, _| src.contains("maintenance page (503)"));
     b.click("main button[type=submit]");
     wait_for("the maintenance page", LONG, || (s.get("x", "/")?.0 == 503).then_some(()));
+    b.wait("the overview with maintenance on", |src, url| url.ends_with("/ui") && src.contains("on=false"));
     b.click("a[href='/ui/maintenance?app=shop&service=api&on=false']");
+    b.wait("the confirmation to turn it off", |src, _| src.contains("Turn maintenance off"));
     b.click("main button[type=submit]");
     wait_for("the service again", LONG, || (s.get("x", "/")?.0 == 200).then_some(()));
 
     b.go(&format!("{ui}/event-log"));
-    assert!(b.source().contains("Events"), "{}", b.source());
+    b.wait("the events page", |src, _| src.contains("<h1>Events</h1>"));
     b.screenshot("events");
 
     // Logged out: the pages ask for the token again.
     b.go(&ui);
+    b.wait("the overview", |src, url| url.ends_with("/ui") && src.contains("App shop"));
     b.click("header form button[type=submit]");
+    b.wait("the login page after logout", |_, url| url.ends_with("/ui/login"));
     b.go(&ui);
-    assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    b.wait("the login page again", |src, url| url.ends_with("/ui/login") && src.contains("name=\"token\""));
 }

@@ -45,6 +45,18 @@ fn checked(st: &UiState, headers: &HeaderMap, form: FormOf<ActionForm>) -> Resul
     Ok((form, csrf))
 }
 
+/// The CSRF token of a session that may act, for an action's confirmation
+/// page; otherwise the login page, or the refusal of a read-only session.
+fn acting_session(st: &UiState, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    let Some((id, csrf)) = session(st, headers) else {
+        return Err(Box::new(Redirect::to("/ui/login").into_response()));
+    };
+    if st.sessions.read_only(&id) {
+        return Err(Box::new(refused(READ_ONLY)));
+    }
+    Ok(csrf)
+}
+
 /// The service's desired tasks now, from the status view.
 async fn replicas(st: &UiState, app: &str, service: &str) -> Result<u32, Response> {
     let status = st.ctl.status().await.map_err(failed)?;
@@ -60,12 +72,10 @@ async fn replicas(st: &UiState, app: &str, service: &str) -> Result<u32, Respons
 
 /// `GET /ui/scale?app=&service=`: the form that asks how many.
 pub(crate) async fn scale_page(State(st): State<UiState>, headers: HeaderMap, Query(t): Query<Target>) -> Response {
-    let Some((id, csrf)) = session(&st, &headers) else {
-        return Redirect::to("/ui/login").into_response();
+    let csrf = match acting_session(&st, &headers) {
+        Ok(csrf) => csrf,
+        Err(resp) => return *resp,
     };
-    if st.sessions.read_only(&id) {
-        return refused(READ_ONLY);
-    }
     match replicas(&st, &t.app, &t.service).await {
         Ok(now) => page(StatusCode::OK, pages::scale(&t, now, None, &csrf)),
         Err(resp) => resp,
@@ -101,12 +111,10 @@ pub(crate) async fn maintenance_page(
     headers: HeaderMap,
     Query(q): Query<ActionForm>,
 ) -> Response {
-    let Some((id, csrf)) = session(&st, &headers) else {
-        return Redirect::to("/ui/login").into_response();
+    let csrf = match acting_session(&st, &headers) {
+        Ok(csrf) => csrf,
+        Err(resp) => return *resp,
     };
-    if st.sessions.read_only(&id) {
-        return refused(READ_ONLY);
-    }
     let on = q.on.as_deref() == Some("true");
     page(StatusCode::OK, pages::maintenance(&Target { app: q.app, service: q.service }, on, &csrf))
 }
@@ -152,12 +160,10 @@ pub(crate) async fn rollback_page(
     headers: HeaderMap,
     Query(q): Query<ActionForm>,
 ) -> Response {
-    let Some((id, csrf)) = session(&st, &headers) else {
-        return Redirect::to("/ui/login").into_response();
+    let csrf = match acting_session(&st, &headers) {
+        Ok(csrf) => csrf,
+        Err(resp) => return *resp,
     };
-    if st.sessions.read_only(&id) {
-        return refused(READ_ONLY);
-    }
     let Some(revision) = q.revision.as_deref().and_then(|r| r.trim().parse::<u64>().ok()) else {
         return page(StatusCode::BAD_REQUEST, pages::message("Not rolled back", "The revision must be a number."));
     };
@@ -190,12 +196,10 @@ pub(crate) async fn run_job_page(
     headers: HeaderMap,
     Query(q): Query<ActionForm>,
 ) -> Response {
-    let Some((id, csrf)) = session(&st, &headers) else {
-        return Redirect::to("/ui/login").into_response();
+    let csrf = match acting_session(&st, &headers) {
+        Ok(csrf) => csrf,
+        Err(resp) => return *resp,
     };
-    if st.sessions.read_only(&id) {
-        return refused(READ_ONLY);
-    }
     page(StatusCode::OK, pages::run_job(&q.app, &q.job, &csrf))
 }
 

@@ -147,36 +147,13 @@ fn compute(base: Option<&TopView>, cur: &TopView) -> HashMap<(String, String), R
             let rates = Rates {
                 requests_per_sec: secs.map(|t| delta(s.requests, req0) as f64 / t),
                 errors_per_sec: secs.map(|t| delta(s.errors, err0) as f64 / t),
-                p99_ms: secs.and_then(|_| quantile(&buckets, 0.99)).map(|q| q * 1000.0),
+                p99_ms: secs.and_then(|_| wharf_api_types::quantile(&buckets, 0.99)).map(|q| q * 1000.0),
                 cpu_percent: s.cpu_percent,
                 memory_bytes: s.memory_bytes,
             };
             ((s.app.clone(), s.service.clone()), rates)
         })
         .collect()
-}
-
-/// The `q` quantile of a cumulative histogram (upper bound, count), by
-/// linear interpolation inside the bucket, as `wharf top` computes it.
-fn quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let (mut lower, mut below) = (0.0, 0u64);
-    for &(le, n) in buckets {
-        if n as f64 >= rank {
-            if le == f64::MAX || le.is_infinite() {
-                return Some(lower);
-            }
-            let inside = n.saturating_sub(below).max(1) as f64;
-            return Some(lower + (le - lower) * ((rank - below as f64) / inside).clamp(0.0, 1.0));
-        }
-        lower = le;
-        below = n;
-    }
-    Some(lower)
 }
 
 #[cfg(test)]

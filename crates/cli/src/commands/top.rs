@@ -101,36 +101,12 @@ fn frame(prev: &Snapshot, cur: &Snapshot) -> Frame {
                 memory_bytes: s.memory_bytes,
                 requests_per_sec: delta(s.requests, req0) as f64 / secs,
                 errors_per_sec: delta(s.errors, err0) as f64 / secs,
-                p99_ms: quantile(&delta_buckets, 0.99).map(|s| s * 1000.0),
+                p99_ms: wharf_api_types::quantile(&delta_buckets, 0.99).map(|s| s * 1000.0),
                 requests_total: s.requests,
             }
         })
         .collect();
     Frame { time_ms: cur.time_ms, interval_secs: secs, services }
-}
-
-/// The `q` quantile of a cumulative histogram (upper bound, count), by
-/// linear interpolation inside the bucket, as Prometheus'
-/// `histogram_quantile` does. None when it is empty.
-fn quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let (mut lower, mut below) = (0.0, 0u64);
-    for &(le, n) in buckets {
-        if n as f64 >= rank {
-            if le == f64::MAX || le.is_infinite() {
-                return Some(lower);
-            }
-            let inside = n.saturating_sub(below).max(1) as f64;
-            return Some(lower + (le - lower) * ((rank - below as f64) / inside).clamp(0.0, 1.0));
-        }
-        lower = le;
-        below = n;
-    }
-    Some(lower)
 }
 
 fn render(f: &Frame) -> String {
@@ -180,17 +156,6 @@ fn render(f: &Frame) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantile_interpolates_inside_the_bucket() {
-        // 100 requests: 90 up to 10 ms, 10 between 10 and 20 ms.
-        let b = [(0.01, 90), (0.02, 100), (f64::MAX, 100)];
-        let p99 = quantile(&b, 0.99).unwrap();
-        assert!((p99 - 0.019).abs() < 1e-9, "{p99}");
-        assert_eq!(quantile(&[(0.01, 0), (f64::MAX, 0)], 0.99), None);
-        // Everything beyond the last bound: the last finite bound.
-        assert_eq!(quantile(&[(0.01, 0), (f64::MAX, 5)], 0.99), Some(0.01));
-    }
 
     #[test]
     fn rates_come_from_the_difference_of_two_snapshots() {
