@@ -87,7 +87,7 @@ pub struct TaskView {
     pub health: Option<Health>,
     pub health_error: Option<String>,
     pub draining: bool,
-    /// Kept out of rotation by passive checks (connection refused or reset).
+    /// Kept out of rotation: by passive checks (connection refused or reset), or at once when its health checks fail.
     pub ejected: bool,
     /// Requests and upgraded connections on the task right now.
     pub in_flight: u64,

@@ -450,9 +450,13 @@ impl HealthMonitor {
         if !changed {
             return;
         }
-        if health == Health::Healthy {
+        match health {
             // Passive ejection from before (say, a restart) no longer applies.
-            th.backend.revive();
+            Health::Healthy => th.backend.revive(),
+            // Out of rotation now: a request must not reach it in the moment
+            // before routing publishes a table without it.
+            Health::Unhealthy => th.backend.eject_until_revived(),
+            Health::Starting => {}
         }
         self.note(HealthNote::Changed { task: id.to_string(), health, pid, error });
     }

@@ -186,6 +186,13 @@ impl Backend {
         self.ejected_until.store(until, Ordering::Relaxed);
     }
 
+    /// The task failed its health checks: kept away from new requests at
+    /// once, until [`Backend::revive`], without waiting for the next routing
+    /// snapshot (which leaves it out too).
+    pub fn eject_until_revived(&self) {
+        self.ejected_until.store(u64::MAX, Ordering::Relaxed);
+    }
+
     /// The task passed its health checks again: no longer ejected.
     pub fn revive(&self) {
         self.failures.store(0, Ordering::Relaxed);
