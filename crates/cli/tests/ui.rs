@@ -55,19 +55,6 @@ fn request(addr: &str, method: &str, path: &str, cookie: Option<&str>, extra: &[
     Answer { status, headers, body }
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// Logs in with `token`; the session id from the answer's cookie.
 fn login(addr: &str, token: &str) -> String {
     let a = request(addr, "POST", "/ui/login", None, &[], &format!("token={token}"));

@@ -329,7 +329,8 @@ pub fn http_request(
     Some((status, body))
 }
 
-fn dechunk(mut s: &str) -> String {
+/// The body of a chunked answer, joined.
+pub fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
